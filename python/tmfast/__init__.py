@@ -1,0 +1,19 @@
+"""tmfast: fast template matching for cryo-electron tomography.
+
+The public API is re-exported here; see ``docs/api.md``. Importing tmfast loads no
+GPU library and no CLI library.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("tmfast")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "uninstalled"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = ["__version__"]

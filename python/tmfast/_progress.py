@@ -1,0 +1,39 @@
+"""Progress reporting for long work.
+
+Library code takes ``progress: ProgressCallback | None`` and calls it as
+``progress(done, total)``. The CLI supplies a rich bar on a terminal or a throttled
+logger under SLURM (see :func:`throttled_log_progress`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+__all__ = ["ProgressCallback", "throttled_log_progress"]
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def throttled_log_progress(
+    logger: logging.Logger, label: str, *, interval_s: float = 30.0
+) -> ProgressCallback:
+    """Return a callback that logs ``label: done/total (pct, ETA)`` at most every ``interval_s``."""
+    start = time.monotonic()
+    last = [-float("inf")]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < interval_s:
+            return
+        last[0] = now
+        elapsed = now - start
+        eta = elapsed / done * (total - done) if done else float("nan")
+        pct = 100.0 * done / total if total else 100.0
+        logger.info(
+            "%s: %d/%d (%.1f%%, %.0f s elapsed, ETA %.0f s)",
+            label, done, total, pct, elapsed, eta,
+        )
+
+    return report

@@ -1,0 +1,34 @@
+//! The one error type of the core. The Python layer maps I/O errors to `OSError` and
+//! everything else to `ValueError` (see `py/mod.rs`).
+
+/// Every failure the core can report.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A caller passed an argument outside its valid range.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A file could be read but its content is malformed.
+    #[error("{path}: line {line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias for the core.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidArgument(message.into())
+    }
+}

@@ -1,0 +1,1 @@
+//! Euler-angle conventions (owned by the angles work; see issue 2).

@@ -1,0 +1,1 @@
+//! IMOD binary model writer (owned by the formats work; see issue 2).

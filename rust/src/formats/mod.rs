@@ -1,0 +1,4 @@
+//! File writers: RELION STAR and IMOD binary models.
+
+pub mod imod;
+pub mod star;

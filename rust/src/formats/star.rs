@@ -1,0 +1,1 @@
+//! RELION STAR writer (owned by the formats work; see issue 2).

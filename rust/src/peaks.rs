@@ -1,0 +1,1 @@
+//! Peak finding on score maps (owned by the peaks work; see issue 2).

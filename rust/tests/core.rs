@@ -1,0 +1,1 @@
+//! Integration tests of the pure core (no Python).

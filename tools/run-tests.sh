@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs and run every test (Rust, then Python).
+# Idempotent: reuses .venv and skips Debian packages that are already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# --- Debian packages: PoCL OpenCL (GPU code path on the CPU) and a local SLURM ----
+apt_pkgs=(pocl-opencl-icd ocl-icd-opencl-dev opencl-headers slurm-wlm munge)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "== not root: skipping Debian packages ${missing[*]} (OpenCL/SLURM tests will skip)"
+  fi
+fi
+
+# --- Python environment -----------------------------------------------------------
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+# pyvkfft is source-only; build just its OpenCL backend (no CUDA toolkit needed).
+export VKFFT_BACKEND=opencl
+.venv/bin/pip install -q -e ".[test,opencl]"
+
+# --- Rust core ----------------------------------------------------------------------
+echo "== cargo test"
+cargo test --quiet
+
+# --- Python tests -------------------------------------------------------------------
+echo "== pytest"
+set +e
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  echo "pytest collected no tests"; exit 0
+fi
+exit "$rc"
