@@ -1,0 +1,1 @@
+//! Integration tests of the angles core (no Python).

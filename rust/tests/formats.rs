@@ -1,0 +1,1 @@
+//! Integration tests of the formats core (no Python).
