@@ -37,6 +37,7 @@ _COMMAND_MODULES = (
     "stars",
     "batch",
     "templates",
+    "angles",
     "info",
 )
 
@@ -46,8 +47,16 @@ def _root(
     verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More log output."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Warnings and errors only."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True
+    ),
 ) -> None:
     """Fast template matching for cryo-ET."""
+    if version:
+        from tmfast import __version__
+
+        typer.echo(f"tmfast {__version__}")
+        raise typer.Exit()
     _state["debug"] = debug
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     configure_logging(level)
