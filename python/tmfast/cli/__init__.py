@@ -22,6 +22,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     name="tmfast",
     no_args_is_help=True,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
     add_completion=False,
     help="Fast template matching for cryo-ET: match, extract, batch on SLURM.",
