@@ -98,3 +98,16 @@ def test_wheel_installs_and_runs_demo(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     # the demo ran the whole chain from the installed wheel and kept its particles
     assert list((tmp_path / "demo").glob("*_particles.star")), out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("TMFAST_TEST_CHROOT") != "1" or os.geteuid() != 0,
+    reason="runs the recipe's %post in a debootstrap chroot (minutes); "
+    "set TMFAST_TEST_CHROOT=1 as root to run it",
+)
+def test_recipe_post_runs_in_debian_chroot(tmp_path: Path) -> None:
+    subprocess.run(
+        ["bash", str(ROOT / "tools" / "apptainer-chroot-check.sh"), str(tmp_path / "root")],
+        check=True, timeout=1800,
+    )
