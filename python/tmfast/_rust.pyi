@@ -7,10 +7,36 @@ import numpy.typing as npt
 __version__: str
 
 # --- angles and Euler conventions (rust/src/py/angles.rs) ---------------------------
+def healpix_pix2ang(
+    nside: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+def nside_for_step(step_deg: float) -> int: ...
+def pytom_angle_set(step_deg: float, *, symmetry_n: int = 1) -> npt.NDArray[np.float64]: ...
+def crowther_step_deg(
+    particle_diameter_a: float, voxel_size_a: float, low_pass_a: float | None = None
+) -> float: ...
+def read_angle_file(path: str) -> npt.NDArray[np.float64]: ...
+def zxz_to_matrices(angles_zxz_rad: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+def matrices_to_zxz(matrices: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+def zxz_to_relion_deg(angles_zxz_rad: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+def relion_deg_to_zxz(
+    angles_relion_deg: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]: ...
 
 # --- end angles ---------------------------------------------------------------------
 
 # --- peaks (rust/src/py/peaks.rs) ---------------------------------------------------
+def find_peaks(
+    scores: npt.NDArray[np.float32],
+    *,
+    n_peaks: int,
+    exclusion_radius_vox: float,
+    cutoff: float | None = None,
+    mask: npt.NDArray[np.float32] | None = None,
+    angles_f32: npt.NDArray[np.float32] | None = None,
+    angles_i32: npt.NDArray[np.int32] | None = None,
+    border_vox: int = 0,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
 
 # --- end peaks ----------------------------------------------------------------------
 

@@ -1,1 +1,176 @@
 //! Integration tests of the angles core (no Python).
+
+use std::f64::consts::PI;
+
+use _rust::angles::{self, crowther_step_deg, pytom_angle_set, sort_zxz};
+use _rust::euler::{
+    matrix_to_relion_deg, matrix_to_zxz, relion_deg_to_matrix, relion_deg_to_zxz, zxz_to_matrix,
+    zxz_to_relion_deg,
+};
+
+/// pytom-match-pick's counts (reference §3.2): (step, total, C2, C6).
+const TABLE: &[(f64, usize, usize, usize)] = &[
+    (3.0, 576_000, 288_000, 96_840),
+    (5.0, 124_416, 62_208, 20_736),
+    (6.0, 72_000, 36_000, 12_420),
+    (7.0, 50_544, 25_272, 8_424),
+    (8.0, 34_560, 17_280, 5_895),
+    (10.0, 15_552, 7_776, 2_592),
+    (11.0, 14_256, 7_128, 2_376),
+    (12.0, 9_000, 4_500, 1_560),
+    (12.85, 8_700, 0, 0),
+    (13.0, 8_400, 4_200, 1_456),
+    (15.0, 4_608, 2_304, 840),
+    (16.0, 4_416, 2_208, 805),
+    (18.0, 3_840, 1_920, 700),
+    (20.0, 1_944, 972, 324),
+    (25.0, 1_620, 810, 270),
+    (30.0, 576, 288, 108),
+    (38.53, 480, 240, 90),
+    (50.0, 384, 192, 72),
+    (90.0, 48, 24, 12),
+];
+
+#[test]
+fn pytom_counts_match_reference_table() {
+    for &(step, total, c2, c6) in TABLE {
+        assert_eq!(pytom_angle_set(step, 1).unwrap().len(), total, "{step}");
+        if c2 > 0 {
+            assert_eq!(pytom_angle_set(step, 2).unwrap().len(), c2, "{step} C2");
+            assert_eq!(pytom_angle_set(step, 6).unwrap().len(), c6, "{step} C6");
+        }
+    }
+}
+
+#[test]
+fn nside_table() {
+    for (step, nside) in [
+        (3.0, 20),
+        (5.0, 12),
+        (7.0, 9),
+        (10.0, 6),
+        (12.0, 5),
+        (20.0, 3),
+        (90.0, 1),
+    ] {
+        assert_eq!(angles::nside_for_step(step).unwrap(), nside, "{step}");
+    }
+}
+
+#[test]
+fn pytom_set_is_sorted_unique_and_in_range() {
+    let set = pytom_angle_set(7.0, 1).unwrap();
+    let mut sorted = set.clone();
+    sort_zxz(&mut sorted);
+    assert_eq!(sorted, set);
+    assert!(set.windows(2).all(|w| w[0] != w[1]));
+    for [phi, theta, psi] in &set {
+        assert!((0.0..2.0 * PI).contains(phi));
+        assert!((0.0..PI).contains(theta));
+        assert!((0.0..2.0 * PI).contains(psi));
+    }
+}
+
+#[test]
+fn cyclic_reduction_keeps_phi_below_sector() {
+    let full = pytom_angle_set(10.0, 1).unwrap();
+    let c4 = pytom_angle_set(10.0, 4).unwrap();
+    let want: Vec<_> = full.into_iter().filter(|a| a[0] < PI / 2.0).collect();
+    assert_eq!(c4, want);
+}
+
+#[test]
+fn crowther_tutorial() {
+    // 300 A ribosome at 13.79 A with a 40 A low-pass gives 7.64 deg and 36,864 rotations.
+    let step = crowther_step_deg(300.0, 13.79, Some(40.0)).unwrap();
+    assert!((step - 7.639_437).abs() < 1e-5);
+    assert_eq!(pytom_angle_set(step, 1).unwrap().len(), 36_864);
+    let no_lp = crowther_step_deg(300.0, 13.79, None).unwrap();
+    assert!((no_lp - (2.0 * 13.79 / 300.0_f64).to_degrees()).abs() < 1e-12);
+    assert!(crowther_step_deg(-1.0, 13.79, None).is_err());
+    assert!(crowther_step_deg(300.0, 0.0, None).is_err());
+    assert!(crowther_step_deg(300.0, 13.79, Some(f64::NAN)).is_err());
+}
+
+#[test]
+fn angle_file_round_trip() {
+    let dir = std::env::temp_dir().join(format!("tmfast-angles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("a.txt");
+    std::fs::write(&path, "# list\n0.5 0.1 0.2\n0.25,0.3,0.4\n").unwrap();
+    let a = angles::read_angle_file(&path).unwrap();
+    assert_eq!(a, vec![[0.25, 0.3, 0.4], [0.5, 0.1, 0.2]]);
+    let missing = angles::read_angle_file(&dir.join("missing.txt"));
+    assert!(matches!(missing, Err(_rust::Error::Io { .. })));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn max_abs_diff(a: &[[f64; 3]; 3], b: &[[f64; 3]; 3]) -> f64 {
+    let mut d: f64 = 0.0;
+    for i in 0..3 {
+        for j in 0..3 {
+            d = d.max((a[i][j] - b[i][j]).abs());
+        }
+    }
+    d
+}
+
+/// A deterministic spread of angles (no external RNG crate).
+fn grid_angles() -> Vec<[f64; 3]> {
+    let mut v = Vec::new();
+    for i in 0..13 {
+        for j in 0..=12 {
+            for k in 0..11 {
+                v.push([
+                    f64::from(i) * 0.49,
+                    f64::from(j) * PI / 12.0,
+                    f64::from(k) * 0.61 - 0.3,
+                ]);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn euler_round_trips_reproduce_the_matrix() {
+    for zxz in grid_angles() {
+        let m = zxz_to_matrix(zxz);
+        assert!(
+            max_abs_diff(&zxz_to_matrix(matrix_to_zxz(&m)), &m) < 1e-12,
+            "{zxz:?}"
+        );
+        let rel = zxz_to_relion_deg(zxz);
+        assert!(
+            max_abs_diff(&relion_deg_to_matrix(rel), &m) < 1e-12,
+            "{zxz:?}"
+        );
+        assert!(max_abs_diff(&zxz_to_matrix(relion_deg_to_zxz(rel)), &m) < 1e-12);
+        assert!(max_abs_diff(&relion_deg_to_matrix(matrix_to_relion_deg(&m)), &m) < 1e-12);
+    }
+}
+
+#[test]
+fn euler_canonical_angles_round_trip_exactly() {
+    for zxz in grid_angles() {
+        let [phi, theta, psi] = zxz;
+        if !(0.01..PI - 0.01).contains(&theta) || !(0.0..2.0 * PI).contains(&psi) {
+            continue;
+        }
+        let back = matrix_to_zxz(&zxz_to_matrix(zxz));
+        assert!((back[0] - phi).abs() < 1e-10 && (back[1] - theta).abs() < 1e-10);
+        assert!((back[2] - psi).abs() < 1e-10, "{zxz:?} {back:?}");
+    }
+}
+
+#[test]
+fn relion_angles_of_identity_and_known_rotation() {
+    assert_eq!(zxz_to_relion_deg([0.0, 0.0, 0.0]), [0.0, 0.0, 0.0]);
+    // A pure z rotation by +30 deg (phi) is RELION rot = -30 (RELION's matrix is the
+    // transpose-style convention), tilt 0.
+    let r = zxz_to_relion_deg([30f64.to_radians(), 0.0, 0.0]);
+    assert!(
+        (r[0] + 30.0).abs() < 1e-12 && r[1].abs() < 1e-12 && r[2] == 0.0,
+        "{r:?}"
+    );
+}

@@ -1,0 +1,229 @@
+"""Angle sets: pytom-match-pick compatibility (oracle: the ``healpix`` package and
+pytom's own algorithm written out in numpy), the Crowther step, angle files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tmfast import _rust
+from tmfast.errors import ConfigError, FormatError
+from tmfast.geometry import angles as ga
+
+healpix = pytest.importorskip("healpix", reason="the healpix package is the oracle")
+
+# pytom-match-pick's rotation counts (reference §3.2, computed with get_angle_list):
+# step -> (total, C2, C6)
+PYTOM_COUNTS = {
+    3: (576_000, 288_000, 96_840),
+    5: (124_416, 62_208, 20_736),
+    6: (72_000, 36_000, 12_420),
+    7: (50_544, 25_272, 8_424),
+    8: (34_560, 17_280, 5_895),
+    10: (15_552, 7_776, 2_592),
+    11: (14_256, 7_128, 2_376),
+    12: (9_000, 4_500, 1_560),
+    13: (8_400, 4_200, 1_456),
+    15: (4_608, 2_304, 840),
+    16: (4_416, 2_208, 805),
+    18: (3_840, 1_920, 700),
+    20: (1_944, 972, 324),
+    25: (1_620, 810, 270),
+    30: (576, 288, 108),
+    38.53: (480, 240, 90),
+    50: (384, 192, 72),
+    90: (48, 24, 12),
+}
+
+
+def pytom_oracle(step_deg: float, symmetry: int = 1) -> np.ndarray:
+    """pytom-match-pick's get_angle_list, written out with the healpix package."""
+    npix_target = 4 * np.pi / (step_deg * np.pi / 180) ** 2
+    nside = 0
+    while 12 * nside**2 < npix_target:
+        nside += 1
+    theta, phi = healpix.pix2ang(nside, np.arange(12 * nside**2))
+    phi = np.where(phi < 0, phi + 2 * np.pi, phi)  # pytom PR #342
+    n_psi = int(np.ceil(360 / step_deg))
+    psi = np.linspace(0, 2 * np.pi, n_psi, endpoint=False)
+    rows = np.stack(
+        [np.repeat(phi, n_psi), np.repeat(theta, n_psi), np.tile(psi, len(phi))], axis=1
+    )
+    rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]
+    return rows[rows[:, 0] < 2 * np.pi / symmetry]
+
+
+@pytest.mark.parametrize("nside", [*range(1, 40), 64, 97, 128])
+def test_healpix_pix2ang_is_bit_identical_to_healpix_package(nside: int) -> None:
+    theta, phi = _rust.healpix_pix2ang(nside)
+    want_theta, want_phi = healpix.pix2ang(nside, np.arange(12 * nside**2))
+    np.testing.assert_array_equal(theta, want_theta)
+    np.testing.assert_array_equal(phi, want_phi)
+
+
+@pytest.mark.parametrize("step", sorted(PYTOM_COUNTS))
+def test_pytom_set_counts_match_reference_table(step: float) -> None:
+    total, c2, c6 = PYTOM_COUNTS[step]
+    assert len(ga.pytom_angle_set(step)) == total
+    assert len(ga.pytom_angle_set(step, symmetry=2)) == c2
+    assert len(ga.pytom_angle_set(step, symmetry=6)) == c6
+
+
+@pytest.mark.parametrize("step", [3, 7, 10, 12.85, 20, 38.53, 90, 4.3, 360])
+@pytest.mark.parametrize("symmetry", [1, 2, 4, 6])
+def test_pytom_set_is_identical_to_oracle(step: float, symmetry: int) -> None:
+    got = ga.pytom_angle_set(step, symmetry=symmetry)
+    want = pytom_oracle(step, symmetry)
+    assert got.dtype == np.float64 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_pytom_set_small_case_matches_python_tuple_sort() -> None:
+    """Python's tuple sort, exactly what pytom calls, on the unsorted product."""
+    step = 38.53
+    npix_target = 4 * np.pi / (step * np.pi / 180) ** 2
+    nside = math.ceil(math.sqrt(npix_target / 12))
+    theta, phi = healpix.pix2ang(nside, np.arange(12 * nside**2))
+    phi = np.where(phi < 0, phi + 2 * np.pi, phi)
+    psi = np.linspace(0, 2 * np.pi, int(np.ceil(360 / step)), endpoint=False)
+    pairs = zip(phi, theta, strict=True)
+    rows = sorted((float(a), float(b), float(c)) for a, b in pairs for c in psi)
+    np.testing.assert_array_equal(ga.pytom_angle_set(step), np.array(rows))
+
+
+def test_pytom_set_ranges_and_uniqueness() -> None:
+    a = ga.pytom_angle_set(10)
+    assert np.all((a[:, 0] >= 0) & (a[:, 0] < 2 * np.pi))
+    assert np.all((a[:, 1] >= 0) & (a[:, 1] < np.pi))
+    assert np.all((a[:, 2] >= 0) & (a[:, 2] < 2 * np.pi))
+    assert len(np.unique(a, axis=0)) == len(a)
+
+
+def test_nside_rule() -> None:
+    for step in [3, 5, 7, 10, 12.85, 30, 90]:
+        nside = _rust.nside_for_step(step)
+        target = 4 * np.pi / np.deg2rad(step) ** 2
+        assert 12 * nside**2 >= target > 12 * (nside - 1) ** 2
+
+
+@pytest.mark.parametrize("step", [0, -3, float("nan"), float("inf"), 400, 0.01])
+def test_invalid_step_raises_config_error(step: float) -> None:
+    with pytest.raises(ConfigError, match="step"):
+        ga.pytom_angle_set(step)
+
+
+@pytest.mark.parametrize("symmetry", [0, -2, 2.5, True])
+def test_invalid_cyclic_symmetry_raises(symmetry: object) -> None:
+    with pytest.raises(ConfigError, match="symmetry"):
+        ga.pytom_angle_set(10, symmetry=symmetry)  # type: ignore[arg-type]
+
+
+# --- Crowther step ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("low_pass_a", "count"), [(None, 119_232), (35.0, 52_488), (40.0, 36_864)]
+)
+def test_crowther_step_tutorial_counts(low_pass_a: float | None, count: int) -> None:
+    """pytom's tutorial: 300 A ribosome at 13.79 A (reference §3.2)."""
+    step = ga.angle_step_from_diameter(300.0, 13.79, low_pass_a)
+    want = np.rad2deg(max(2 * 13.79, low_pass_a or 0.0) / 300.0)
+    assert step == pytest.approx(want, rel=1e-15)
+    assert len(ga.pytom_angle_set(step)) == count
+
+
+def test_crowther_step_tutorial_value() -> None:
+    assert round(ga.angle_step_from_diameter(300, 13.79, 40), 2) == 7.64
+
+
+@pytest.mark.parametrize(
+    "args", [(0, 13.79, None), (300, -1, None), (300, 13.79, -5.0), (1.0, 13.79, None)]
+)
+def test_crowther_step_invalid(args: tuple[float, float, float | None]) -> None:
+    with pytest.raises(ConfigError):
+        ga.angle_step_from_diameter(*args)
+
+
+# --- angle files ---------------------------------------------------------------------
+
+
+def test_read_angle_file_sorts_like_pytom(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.uniform(0, np.pi, size=(50, 3))
+    rows[10, 0] = rows[20, 0]  # ties in phi are broken by theta, then psi
+    rows[30, :2] = rows[40, :2]
+    f = tmp_path / "angles.txt"
+    lines = [f"{float(a)!r} {float(b)!r} {float(c)!r}" for a, b, c in rows]
+    a3, b3, c3 = map(float, rows[3])
+    lines[3] = f"{a3!r}, {b3!r},{c3!r}"
+    f.write_text("# ZXZ radians\n\n" + "\n".join(lines) + "\n\n")
+    got = ga.read_angle_file(f)
+    want = np.array(sorted(tuple(map(float, r)) for r in rows))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(ga.angle_set(f), want)
+    np.testing.assert_array_equal(ga.angle_set(str(f)), want)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("0 0 0\n1 2\n", 2),
+        ("0 0 0\n\n# c\n1 2 x\n", 4),
+        ("1 2 3 4\n", 1),
+        ("\n# x\n", 0),
+    ],
+)
+def test_malformed_angle_file_names_file_and_line(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    f = tmp_path / "bad.txt"
+    f.write_text(text)
+    with pytest.raises(FormatError) as info:
+        ga.read_angle_file(f)
+    msg = str(info.value)
+    assert str(f) in msg and f"line {line}" in msg and "3 ZXZ" in msg
+
+
+def test_missing_angle_file(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="not found"):
+        ga.read_angle_file(tmp_path / "nope.txt")
+    with pytest.raises(FormatError, match="not found"):
+        ga.angle_set(str(tmp_path / "nope.txt"))
+
+
+# --- angle_set and fingerprints -------------------------------------------------
+
+
+def test_angle_set_dispatch() -> None:
+    np.testing.assert_array_equal(ga.angle_set(10), pytom_oracle(10))
+    np.testing.assert_array_equal(ga.angle_set("10"), pytom_oracle(10))
+    np.testing.assert_array_equal(ga.angle_set(10, symmetry="C4"), pytom_oracle(10, 4))
+    np.testing.assert_array_equal(ga.angle_set(10, symmetry=4), pytom_oracle(10, 4))
+
+
+def test_angle_set_file_with_cyclic_symmetry(tmp_path: Path) -> None:
+    full = pytom_oracle(30)
+    f = tmp_path / "a.txt"
+    np.savetxt(f, full[::-1])
+    np.testing.assert_array_equal(ga.angle_set(f, symmetry=2), pytom_oracle(30, 2))
+
+
+@pytest.mark.parametrize("symmetry", ["X3", "D1", "C0", "", "c-2"])
+def test_angle_set_bad_symmetry(symmetry: str) -> None:
+    with pytest.raises(ConfigError, match="symmetry"):
+        ga.angle_set(10, symmetry=symmetry)
+
+
+def test_angle_set_sha256_is_sha_of_little_endian_bytes() -> None:
+    import hashlib
+
+    a = ga.pytom_angle_set(30)
+    digest = ga.angle_set_sha256(a)
+    assert digest == hashlib.sha256(a.astype("<f8").tobytes()).hexdigest()
+    assert ga.angle_set_sha256(a.astype(">f8")) == digest
+    assert ga.angle_set_sha256(np.asfortranarray(a)) == digest
+    assert ga.angle_set_sha256(a[:-1]) != digest
+    with pytest.raises(ConfigError):
+        ga.angle_set_sha256(np.zeros((3, 2)))
