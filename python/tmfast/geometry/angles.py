@@ -73,8 +73,9 @@ def pytom_angle_set(angle_step_deg: float, *, symmetry: int = 1) -> AngleArray:
     ``(phi, theta)`` are the HEALPix RING pixel centres of that ``nside`` (``phi``
     wrapped to ``[0, 2 pi)``), ``psi = linspace(0, 2 pi, ceil(360 / step),
     endpoint=False)``, and the product is sorted by ``(phi, theta, psi)``. With
-    ``symmetry=n`` (Cn about z) only rows with ``phi < 2 pi / n`` are kept, pytom's rule.
-    Values and order are identical to pytom-match-pick's ``get_angle_list``, so angle indices are interchangeable.
+    ``symmetry=n`` (Cn about z) only rows with ``phi < 2 pi / n`` are kept, pytom's
+    rule. Values and order are identical to pytom-match-pick's ``get_angle_list``, so
+    angle indices are interchangeable.
 
     Parameters
     ----------
