@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
-
 from tmfast.geometry.interpolation import bspline_coefficients, rotate_volume
 from tmfast.geometry.rotations import zxz_to_matrices
 
 
-def _blob(shape: tuple[int, int, int], center_zyx: np.ndarray, sigma: float) -> np.ndarray:
+def _blob(
+    shape: tuple[int, int, int], center_zyx: np.ndarray, sigma: float
+) -> np.ndarray:
     z, y, x = np.indices(shape, dtype=np.float64)
     d2 = (z - center_zyx[0]) ** 2 + (y - center_zyx[1]) ** 2 + (x - center_zyx[2]) ** 2
     return np.exp(-d2 / (2 * sigma**2))
@@ -93,15 +94,25 @@ def test_agrees_with_scipy_affine_transform() -> None:
     a = m.T[::-1, ::-1]
     c = np.full(3, n // 2, dtype=np.float64)
     ref = ndimage.affine_transform(
-        coeffs, a, offset=c - a @ c, order=3, mode="grid-constant", cval=0.0,
+        coeffs,
+        a,
+        offset=c - a @ c,
+        order=3,
+        mode="grid-constant",
+        cval=0.0,
         prefilter=False,
     )
     np.testing.assert_allclose(mine, ref, atol=1e-6)
     # And scipy's own prefiltered spline of the zero-extended volume: the object sits
     # well inside the box, so the boundary treatments agree closely.
     ref2 = ndimage.affine_transform(
-        v.astype(np.float64), a, offset=c - a @ c, order=3, mode="grid-constant",
-        cval=0.0, prefilter=True,
+        v.astype(np.float64),
+        a,
+        offset=c - a @ c,
+        order=3,
+        mode="grid-constant",
+        cval=0.0,
+        prefilter=True,
     )
     np.testing.assert_allclose(mine, ref2, atol=2e-3 * float(np.abs(v).max()))
 

@@ -166,7 +166,9 @@ def rotate_volume(
     elif out.shape != c.shape or out.dtype != np.float32:
         raise ValueError("out must be a float32 array of the coefficients' shape")
     pos = sample_positions_zyx(
-        c.shape, matrix, center_zyx=center_zyx  # type: ignore[arg-type]
+        c.shape,
+        matrix,
+        center_zyx=center_zyx,  # type: ignore[arg-type]
     )
     ndimage.map_coordinates(
         c, pos, output=out, order=3, mode="grid-constant", cval=0.0, prefilter=False

@@ -1,0 +1,335 @@
+"""The CPU reference backend: numpy + ``scipy.fft`` (multi-threaded).
+
+It implements :class:`tmfast.backends.base.MatchBackend` exactly as described in
+:mod:`tmfast.backends.base` and is the oracle the GPU backends are tested against.
+
+Implementation notes (results are identical to the textbook pipeline up to float
+rounding):
+
+- **Pasting.** The normalised template ``T'`` is pasted at array indices ``0 .. n-1``
+  (not wrapped around index 0), which lets the forward volume FFT skip the all-zero
+  rows (a pruned 3-D FFT: ``rfft`` along x of ``n*n`` rows, then ``fft`` along y of
+  ``n`` planes, then along z). The correlation ``irfftn(F(V) * conj(F(T'_pad)))`` at
+  index ``i`` is then the score of output voxel ``i + N//2`` (circularly), so the
+  running maps are kept in that shifted frame and rolled by ``N//2`` when handed out
+  (:meth:`snapshot`, :meth:`finalize`). Rolling is a permutation, so resuming from a
+  snapshot is exact.
+- **Normalisation.** ``1 / (N_M * sigma_local)`` is multiplied into each rotation's map
+  before the running maximum (one cheap pass on the CPU), so the running maps are
+  always normalised and :meth:`snapshot` / ``resume_from`` round-trip bit for bit.
+  ``sigma_local`` for a spherical mask is computed once in float64; where the local
+  variance is ``<= 1e-18`` it is set to 1 (as pytom-match-pick).
+- **Batching.** Rotations are processed in sub-batches sized to a memory budget
+  (``max_batch_bytes``, default 512 MiB), each batch's FFTs run with
+  ``workers = os.cpu_count()`` threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import numpy.typing as npt
+import scipy.fft as sfft
+
+from tmfast.backends.base import CorrelationInputs, RunningMaps
+from tmfast.errors import ConfigError
+from tmfast.geometry.interpolation import bspline_coefficients, rotate_volume
+from tmfast.types import RotationMatrices
+
+__all__ = ["CpuBackend"]
+
+logger = logging.getLogger(__name__)
+
+_VAR_FLOOR = 1e-18
+
+
+def _roll3(a: np.ndarray, shift: int) -> np.ndarray:
+    return np.roll(a, shift=(shift, shift, shift), axis=(0, 1, 2))
+
+
+class CpuBackend:
+    """Numpy/scipy implementation of :class:`~tmfast.backends.base.MatchBackend`.
+
+    Parameters
+    ----------
+    workers
+        Threads for ``scipy.fft``; default ``os.cpu_count()``.
+    max_batch_bytes
+        Memory budget for one sub-batch of volume-size FFT buffers.
+    """
+
+    name = "cpu"
+
+    def __init__(
+        self, *, workers: int | None = None, max_batch_bytes: int = 512 * 2**20
+    ) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self.max_batch_bytes = int(max_batch_bytes)
+        self._inputs: CorrelationInputs | None = None
+        self._maps: RunningMaps | None = None
+
+    # ------------------------------------------------------------------ setup
+    def prepare(
+        self, inputs: CorrelationInputs, *, resume_from: RunningMaps | None = None
+    ) -> None:
+        """Compute the tomogram spectra, the spline coefficients and ``sigma_local``.
+
+        Raises
+        ------
+        ConfigError
+            If the shapes are inconsistent or the mask is empty.
+        """
+        vol = np.ascontiguousarray(inputs.tomogram, dtype=np.float32)
+        tmpl = np.asarray(inputs.template, dtype=np.float32)
+        mask = np.asarray(inputs.mask, dtype=np.float32)
+        if vol.ndim != 3 or tmpl.ndim != 3 or len(set(tmpl.shape)) != 1:
+            raise ConfigError(
+                f"backend inputs: tomogram {vol.shape} must be 3-D and template "
+                f"{tmpl.shape} cubic"
+            )
+        if mask.shape != tmpl.shape:
+            raise ConfigError(
+                f"backend inputs: mask box {mask.shape} differs from template box "
+                f"{tmpl.shape}"
+            )
+        n = tmpl.shape[0]
+        if any(n > s for s in vol.shape):
+            raise ConfigError(
+                f"backend inputs: template box {n} exceeds the volume {vol.shape}"
+            )
+        if inputs.template_weight.shape != (n, n, n // 2 + 1):
+            raise ConfigError(
+                f"backend inputs: template weight {inputs.template_weight.shape} "
+                f"must be {(n, n, n // 2 + 1)}"
+            )
+        if float(mask.sum()) <= 0.0:
+            raise ConfigError("backend inputs: the mask is empty (sum <= 0)")
+        self.close()
+        self._inputs = inputs
+        self._shape = vol.shape
+        self._n = n
+        self._c = n // 2
+        self._weight = np.asarray(inputs.template_weight, dtype=np.float32)
+        self._mask = mask
+        self._coeffs_t = bspline_coefficients(tmpl)
+        self._coeffs_noise = (
+            None
+            if inputs.noise_template is None
+            else bspline_coefficients(inputs.noise_template)
+        )
+        self._spherical = bool(inputs.mask_is_spherical)
+        self._coeffs_m = None if self._spherical else bspline_coefficients(mask)
+        w = self.workers
+        self._fv = sfft.rfftn(vol, workers=w).astype(np.complex64)
+        if self._spherical:
+            # sigma_local once, in float64.
+            fv64 = sfft.rfftn(vol.astype(np.float64), workers=w)
+            fv2 = sfft.rfftn(vol.astype(np.float64) ** 2, workers=w)
+            fm = self._padded_rfft(mask[None].astype(np.float64))[0]
+            n_m = float(mask.astype(np.float64).sum())
+            mean = sfft.irfftn(fv64 * fm.conj(), s=self._shape, workers=w) / n_m
+            e2 = sfft.irfftn(fv2 * fm.conj(), s=self._shape, workers=w) / n_m
+            var = e2 - mean * mean
+            sigma = np.where(var > _VAR_FLOOR, np.sqrt(np.maximum(var, 0.0)), 1.0)
+            self._inv_norm: npt.NDArray[np.float32] | None = (
+                1.0 / (n_m * sigma)
+            ).astype(np.float32)
+            self._fv2: npt.NDArray[np.complex64] | None = None
+        else:
+            self._inv_norm = None
+            self._fv2 = sfft.rfftn(vol * vol, workers=w).astype(np.complex64)
+        with_noise = self._coeffs_noise is not None
+        if resume_from is None:
+            self._maps = RunningMaps.empty(self._shape, with_noise=with_noise)
+        else:
+            self._maps = self._from_external(resume_from, with_noise=with_noise)
+        # bytes per rotation in a sub-batch: complex spectrum + real map (+ noise,
+        # + three mask spectra/maps when not spherical)
+        per = self._fv.nbytes + 4 * int(np.prod(self._shape))
+        per *= 2 if with_noise else 1
+        if not self._spherical:
+            per += 2 * self._fv.nbytes + 8 * int(np.prod(self._shape))
+        self._sub_batch = int(max(1, min(32, self.max_batch_bytes // per)))
+        logger.debug(
+            "cpu backend: volume %s, box %d, spherical=%s, noise=%s, sub-batch %d",
+            self._shape,
+            n,
+            self._spherical,
+            with_noise,
+            self._sub_batch,
+        )
+
+    def _from_external(self, maps: RunningMaps, *, with_noise: bool) -> RunningMaps:
+        if maps.scores.shape != self._shape:
+            raise ConfigError(
+                f"resume maps have shape {maps.scores.shape}, volume is {self._shape}"
+            )
+        if (maps.noise_scores is not None) != with_noise:
+            raise ConfigError(
+                "resume maps and inputs disagree about the noise template"
+            )
+        c = -self._c
+        return RunningMaps(
+            scores=_roll3(np.asarray(maps.scores, dtype=np.float32), c),
+            angles=_roll3(np.asarray(maps.angles, dtype=np.int32), c),
+            score_sum=_roll3(np.asarray(maps.score_sum, dtype=np.float64), c),
+            score_sq_sum=_roll3(np.asarray(maps.score_sq_sum, dtype=np.float64), c),
+            noise_scores=(
+                None
+                if maps.noise_scores is None
+                else _roll3(np.asarray(maps.noise_scores, dtype=np.float32), c)
+            ),
+            n_rotations_done=int(maps.n_rotations_done),
+        )
+
+    # --------------------------------------------------------------- helpers
+    def _padded_rfft(self, boxes: np.ndarray) -> np.ndarray:
+        """``rfftn`` over the last three axes of ``boxes`` zero-padded to the volume."""
+        sz, sy, sx = self._shape
+        w = self.workers
+        a = sfft.rfft(boxes, n=sx, axis=-1, workers=w)
+        a = sfft.fft(a, n=sy, axis=-2, workers=w, overwrite_x=True)
+        return sfft.fft(a, n=sz, axis=-3, workers=w, overwrite_x=True)
+
+    def _weighted(self, boxes: np.ndarray) -> np.ndarray:
+        n = self._n
+        f = sfft.rfftn(boxes, axes=(-3, -2, -1), workers=self.workers)
+        f *= self._weight
+        out: np.ndarray = sfft.irfftn(
+            f, s=(n, n, n), axes=(-3, -2, -1), workers=self.workers
+        ).astype(np.float32)
+        return out
+
+    @staticmethod
+    def _normalise(boxes: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """``M (T - mu) / sigma_T`` with mask-weighted moments, per box."""
+        b = boxes.astype(np.float64)
+        m = np.broadcast_to(masks, b.shape).astype(np.float64)
+        axes = (-3, -2, -1)
+        n_m = m.sum(axis=axes, keepdims=True)
+        mu = (b * m).sum(axis=axes, keepdims=True) / n_m
+        var = (b * b * m).sum(axis=axes, keepdims=True) / n_m - mu * mu
+        sd = np.sqrt(np.maximum(var, 0.0))
+        sd[sd <= 1e-30] = np.inf  # a flat template correlates as zero
+        out: np.ndarray = (m * (b - mu) / sd).astype(np.float32)
+        return out
+
+    # ----------------------------------------------------------------- work
+    def score_rotations(self, first_index: int, matrices: RotationMatrices) -> None:
+        """Fold rotations ``first_index ..`` into the running maps (see base)."""
+        if self._maps is None:
+            raise RuntimeError("CpuBackend.score_rotations called before prepare")
+        mats = np.asarray(matrices, dtype=np.float64).reshape(-1, 3, 3)
+        for start in range(0, len(mats), self._sub_batch):
+            self._score_batch(
+                first_index + start, mats[start : start + self._sub_batch]
+            )
+
+    def _score_batch(self, first_index: int, mats: np.ndarray) -> None:
+        maps = self._maps
+        assert maps is not None
+        n, b = self._n, len(mats)
+        w = self.workers
+        with_noise = self._coeffs_noise is not None
+        rot = np.empty((b * (2 if with_noise else 1), n, n, n), dtype=np.float32)
+        for i, m in enumerate(mats):
+            rotate_volume(self._coeffs_t, m, out=rot[i])
+            if self._coeffs_noise is not None:
+                rotate_volume(self._coeffs_noise, m, out=rot[b + i])
+        if self._spherical:
+            masks: np.ndarray = self._mask
+        else:
+            assert self._coeffs_m is not None
+            masks = np.empty((b, n, n, n), dtype=np.float32)
+            for i, m in enumerate(mats):
+                rotate_volume(self._coeffs_m, m, out=masks[i])
+            if with_noise:
+                masks = np.concatenate([masks, masks])
+        tnorm = self._normalise(self._weighted(rot), masks)
+        ft = self._padded_rfft(tnorm)
+        np.conjugate(ft, out=ft)
+        ft *= self._fv
+        corr = sfft.irfftn(
+            ft, s=self._shape, axes=(1, 2, 3), workers=w, overwrite_x=True
+        )
+        del ft
+        if self._spherical:
+            assert self._inv_norm is not None
+            corr *= self._inv_norm
+        else:
+            assert self._fv2 is not None
+            fm = self._padded_rfft(masks[:b])
+            np.conjugate(fm, out=fm)
+            mean = sfft.irfftn(fm * self._fv, s=self._shape, axes=(1, 2, 3), workers=w)
+            fm *= self._fv2
+            e2 = sfft.irfftn(
+                fm, s=self._shape, axes=(1, 2, 3), workers=w, overwrite_x=True
+            )
+            del fm
+            n_m = masks[:b].astype(np.float64).sum(axis=(1, 2, 3)).astype(np.float32)
+            n_m = n_m[:, None, None, None]
+            mean /= n_m
+            e2 /= n_m
+            e2 -= mean * mean  # variance
+            del mean
+            ok = e2 > _VAR_FLOOR
+            np.sqrt(e2, out=e2, where=ok)
+            e2[~ok] = 1.0
+            e2 *= n_m
+            if with_noise:
+                corr[:b] /= e2
+                corr[b:] /= e2
+            else:
+                corr /= e2
+        better = np.empty(self._shape, dtype=bool)
+        for i in range(b):
+            s = corr[i]
+            np.greater(s, maps.scores, out=better)
+            np.copyto(maps.scores, s, where=better)
+            np.copyto(maps.angles, np.int32(first_index + i), where=better)
+            maps.score_sum += s
+            maps.score_sq_sum += np.square(s, dtype=np.float64)
+            if with_noise:
+                assert maps.noise_scores is not None
+                np.maximum(maps.noise_scores, corr[b + i], out=maps.noise_scores)
+        maps.n_rotations_done += b
+
+    # --------------------------------------------------------------- output
+    def snapshot(self) -> RunningMaps:
+        """Return a host copy of the running maps in output coordinates."""
+        if self._maps is None:
+            raise RuntimeError("CpuBackend.snapshot called before prepare")
+        m, c = self._maps, self._c
+        return RunningMaps(
+            scores=_roll3(m.scores, c),
+            angles=_roll3(m.angles, c),
+            score_sum=_roll3(m.score_sum, c),
+            score_sq_sum=_roll3(m.score_sq_sum, c),
+            noise_scores=None if m.noise_scores is None else _roll3(m.noise_scores, c),
+            n_rotations_done=m.n_rotations_done,
+        )
+
+    def finalize(self) -> RunningMaps:
+        """Return the final maps and release the job."""
+        out = self.snapshot()
+        self.close()
+        return out
+
+    def close(self) -> None:
+        """Drop all buffers; the backend may be prepared again."""
+        self._maps = None
+        self._inputs = None
+        for attr in (
+            "_fv",
+            "_fv2",
+            "_inv_norm",
+            "_coeffs_t",
+            "_coeffs_noise",
+            "_coeffs_m",
+            "_mask",
+            "_weight",
+        ):
+            if hasattr(self, attr):
+                setattr(self, attr, None)

@@ -1,0 +1,217 @@
+"""CpuBackend against a brute-force real-space masked Pearson correlation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tmfast.backends.base import CorrelationInputs, RunningMaps
+from tmfast.backends.cpu import CpuBackend
+from tmfast.geometry.interpolation import bspline_coefficients, rotate_volume
+from tmfast.geometry.rotations import zxz_to_matrices
+
+
+def _sphere(n: int, radius: float) -> np.ndarray:
+    z, y, x = np.indices((n, n, n)) - n // 2
+    return (np.sqrt(x**2 + y**2 + z**2) <= radius).astype(np.float32)
+
+
+def _brute_flcf(vol: np.ndarray, tmpl: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Masked Pearson correlation of ``tmpl`` centred (N//2) on every voxel.
+
+    Explicit sums over box offsets with circular indexing (np.roll); float64.
+    """
+    n = tmpl.shape[0]
+    c = n // 2
+    v = vol.astype(np.float64)
+    t = tmpl.astype(np.float64)
+    m = mask.astype(np.float64)
+    n_m = m.sum()
+    mu_t = (t * m).sum() / n_m
+    sd_t = np.sqrt((t * t * m).sum() / n_m - mu_t**2)
+    s_pt = np.zeros_like(v)
+    s_p = np.zeros_like(v)
+    s_pp = np.zeros_like(v)
+    for dz in range(n):
+        for dy in range(n):
+            for dx in range(n):
+                w = m[dz, dy, dx]
+                if w == 0:
+                    continue
+                # shifted[x] = V[x + r - c]
+                shifted = np.roll(v, shift=(c - dz, c - dy, c - dx), axis=(0, 1, 2))
+                s_pt += w * (t[dz, dy, dx] - mu_t) * shifted
+                s_p += w * shifted
+                s_pp += w * shifted * shifted
+    mu_p = s_p / n_m
+    var_p = s_pp / n_m - mu_p**2
+    return s_pt / (n_m * sd_t * np.sqrt(var_p))
+
+
+def _weighted(box: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    spectrum = np.fft.rfftn(box.astype(np.float64)) * weight
+    return np.fft.irfftn(spectrum, s=box.shape, axes=(0, 1, 2))
+
+
+def _case(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vol = rng.standard_normal((16, 15, 17)).astype(np.float32)
+    tmpl = rng.standard_normal((n, n, n)).astype(np.float32)
+    weight = rng.uniform(0.2, 1.0, size=(n, n, n // 2 + 1)).astype(np.float32)
+    weight[0, 0, 0] = 1.0
+    return vol, tmpl, weight
+
+
+def _run(inputs: CorrelationInputs, mats: np.ndarray, batches: int = 1) -> RunningMaps:
+    be = CpuBackend(workers=1)
+    be.prepare(inputs)
+    for chunk, first in zip(
+        np.array_split(mats, batches),
+        np.cumsum([0] + [len(c) for c in np.array_split(mats, batches)][:-1]),
+        strict=True,
+    ):
+        be.score_rotations(int(first), chunk)
+    return be.finalize()
+
+
+@pytest.mark.parametrize(
+    ("n", "spherical"), [(5, True), (6, True), (7, False), (6, False)]
+)
+def test_matches_brute_force(n: int, spherical: bool) -> None:
+    vol, tmpl, weight = _case(n, seed=n)
+    if spherical:
+        mask = _sphere(n, n / 2 - 0.5)
+    else:
+        mask = np.zeros((n, n, n), np.float32)
+        mask[1:-1, 1:, : n - 2] = 1.0  # off-centre box: not rotation invariant
+        mask[1, 1, 1] = 0.5  # a soft voxel
+    angles = np.array([[0.0, 0.0, 0.0], [0.4, 1.1, -0.3], [2.0, 0.5, 1.5]])
+    mats = zxz_to_matrices(angles)
+    inputs = CorrelationInputs(
+        tomogram=vol,
+        template=tmpl,
+        mask=mask,
+        template_weight=weight,
+        mask_is_spherical=spherical,
+    )
+    maps = _run(inputs, mats, batches=2)
+    per_rot = []
+    ct, cm = bspline_coefficients(tmpl), bspline_coefficients(mask)
+    for m in mats:
+        rot_t = _weighted(rotate_volume(ct, m), weight)
+        rot_m = mask if spherical else rotate_volume(cm, m)
+        per_rot.append(_brute_flcf(vol, rot_t, rot_m))
+    stack = np.stack(per_rot)
+    np.testing.assert_allclose(maps.scores, stack.max(axis=0), atol=1e-5)
+    np.testing.assert_array_equal(maps.angles, stack.argmax(axis=0))
+    np.testing.assert_allclose(maps.score_sum, stack.sum(axis=0), atol=1e-5)
+    np.testing.assert_allclose(maps.score_sq_sum, (stack**2).sum(axis=0), atol=1e-5)
+    assert maps.n_rotations_done == 3
+    assert maps.scores.dtype == np.float32 and maps.angles.dtype == np.int32
+    assert np.abs(stack).max() <= 1.0 + 1e-9
+
+
+def test_spherical_and_non_spherical_agree_for_a_sphere() -> None:
+    n = 7
+    vol, tmpl, weight = _case(n, seed=3)
+    mask = _sphere(n, 3.0)
+    # quarter turns map the voxelised sphere exactly onto itself
+    q = np.pi / 2
+    mats = zxz_to_matrices([[0, 0, 0], [q, 0, 0], [0, q, 0], [q, q, q], [0, 2 * q, q]])
+    res = [
+        _run(
+            CorrelationInputs(
+                tomogram=vol,
+                template=tmpl,
+                mask=mask,
+                template_weight=weight,
+                mask_is_spherical=s,
+            ),
+            mats,
+        )
+        for s in (True, False)
+    ]
+    np.testing.assert_allclose(res[0].scores, res[1].scores, atol=1e-5)
+    np.testing.assert_array_equal(res[0].angles, res[1].angles)
+    np.testing.assert_allclose(res[0].score_sq_sum, res[1].score_sq_sum, atol=1e-4)
+
+
+def test_noise_template_and_snapshot_resume() -> None:
+    n = 6
+    vol, tmpl, weight = _case(n, seed=4)
+    noise = np.random.default_rng(9).standard_normal((n, n, n)).astype(np.float32)
+    mask = _sphere(n, 2.6)
+    mats = zxz_to_matrices(np.random.default_rng(2).uniform(0, 3, size=(6, 3)))
+    inputs = CorrelationInputs(
+        tomogram=vol,
+        template=tmpl,
+        mask=mask,
+        template_weight=weight,
+        noise_template=noise,
+    )
+    full = _run(inputs, mats)
+    # the noise running max equals the score max of the noise template run alone
+    alone = _run(
+        CorrelationInputs(
+            tomogram=vol, template=noise, mask=mask, template_weight=weight
+        ),
+        mats,
+    )
+    assert full.noise_scores is not None
+    np.testing.assert_array_equal(full.noise_scores, alone.scores)
+    # interrupt after 2 rotations, resume in a fresh backend: bit-identical maps
+    be = CpuBackend(workers=1)
+    be.prepare(inputs)
+    be.score_rotations(0, mats[:2])
+    snap = be.snapshot()
+    be.close()
+    be2 = CpuBackend(workers=1)
+    be2.prepare(inputs, resume_from=snap)
+    be2.score_rotations(2, mats[2:])
+    resumed = be2.finalize()
+    np.testing.assert_array_equal(resumed.scores, full.scores)
+    np.testing.assert_array_equal(resumed.angles, full.angles)
+    np.testing.assert_array_equal(resumed.score_sq_sum, full.score_sq_sum)
+    assert resumed.noise_scores is not None
+    np.testing.assert_array_equal(resumed.noise_scores, full.noise_scores)
+    assert resumed.n_rotations_done == 6
+
+
+def test_ties_keep_the_smaller_index() -> None:
+    n = 5
+    vol, tmpl, weight = _case(n, seed=5)
+    mask = _sphere(n, 2.0)
+    m = zxz_to_matrices([[0.3, 0.2, 0.1]])
+    maps = _run(
+        CorrelationInputs(
+            tomogram=vol, template=tmpl, mask=mask, template_weight=weight
+        ),
+        np.concatenate([m, m, m]),
+    )
+    assert (maps.angles == 0).all()
+
+
+def test_bad_inputs_raise() -> None:
+    from tmfast.errors import ConfigError
+
+    vol, tmpl, weight = _case(5, seed=1)
+    be = CpuBackend()
+    with pytest.raises(ConfigError, match="mask box"):
+        be.prepare(
+            CorrelationInputs(
+                tomogram=vol,
+                template=tmpl,
+                mask=np.ones((4, 4, 4), np.float32),
+                template_weight=weight,
+            )
+        )
+    with pytest.raises(ConfigError, match="empty"):
+        be.prepare(
+            CorrelationInputs(
+                tomogram=vol,
+                template=tmpl,
+                mask=np.zeros_like(tmpl),
+                template_weight=weight,
+            )
+        )
+    with pytest.raises(RuntimeError):
+        CpuBackend().score_rotations(0, np.eye(3)[None])
