@@ -366,7 +366,7 @@ pub fn find_peaks(
             AngleMap::F32(a) => {
                 let v = a[[pz, py, px]];
                 if v.is_finite() {
-                    v.round() as i64
+                    v.round_ties_even() as i64
                 } else {
                     -1
                 }
