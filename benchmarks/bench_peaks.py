@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import pytest
-
 from tmfast.extraction.peaks import find_peaks, numpy_reference_find_peaks
 
 RADIUS_VOX = 10.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from tmfast.errors import ConfigError
 from tmfast.extraction.peaks import PeakList, find_peaks, numpy_reference_find_peaks
 
@@ -18,7 +17,7 @@ def _brute(
     mask: np.ndarray | None = None,
     border: int = 0,
 ) -> list[tuple[int, int, int]]:
-    """Independent oracle: full-map distance test, excluded set kept as a boolean map."""
+    """Independent oracle: full-map distance test, exclusions kept as a boolean map."""
     nz, ny, nx = scores.shape
     zz, yy, xx = np.indices(scores.shape)
     alive = ~np.isnan(scores)

@@ -164,6 +164,12 @@ def find_peaks(
     arr, mask_arr, ang = _validate(
         scores, n_peaks, exclusion_radius_vox, angle_map, cutoff, mask, border_vox
     )
+    ang_f32: npt.NDArray[np.float32] | None = None
+    ang_i32: npt.NDArray[np.int32] | None = None
+    if ang is not None and ang.dtype == np.int32:
+        ang_i32 = ang.view(np.int32)
+    elif ang is not None:
+        ang_f32 = ang.view(np.float32)
     try:
         pos, sc, idx = _rust.find_peaks(
             arr,
@@ -171,8 +177,8 @@ def find_peaks(
             exclusion_radius_vox=float(exclusion_radius_vox),
             cutoff=None if cutoff is None else float(cutoff),
             mask=mask_arr,
-            angles_f32=ang if ang is not None and ang.dtype == np.float32 else None,
-            angles_i32=ang if ang is not None and ang.dtype == np.int32 else None,
+            angles_f32=ang_f32,
+            angles_i32=ang_i32,
             border_vox=int(border_vox),
         )
     except ValueError as exc:
