@@ -1,0 +1,302 @@
+"""Readers for per-tilt acquisition inputs: tilt angles, defocus and dose.
+
+Formats (pytom-match-pick's inputs, ../shared/reference/formats.md §4e):
+
+- tilt angles: ``.tlt`` / ``.rawtlt`` / ``.txt``, one angle in degrees per line in
+  stack order; multi-column files use the first column; or a ``(min, max)`` pair;
+- defocus: a single value in µm, a ``.txt`` with one µm value per tilt, or an IMOD
+  ``.defocus`` file (ctfplotter/ctfphaseflip) of version 1/2 (``v1 v2 t1 t2 df_nm``
+  rows, the version on the first row) or 3 (a ``flags 0 0. 0. 0. 3`` header, rows
+  ``v1 v2 t1 t2 df1_nm df2_nm astig_deg ...`` when flags bit 1 marks astigmatism, else
+  ``v1 v2 t1 t2 df_nm ...``); nm are converted to µm and astigmatic pairs averaged;
+- dose: a ``.txt`` with the accumulated exposure in e⁻/Å² before each tilt.
+
+Blank lines and lines starting with ``#`` are skipped. Every reader returns a tuple
+of Python floats and raises :class:`tmfast.errors.FormatError` naming the file, the
+line and the fix on bad input.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from tmfast.errors import FormatError
+
+__all__ = ["read_defocus", "read_dose", "read_tilt_angles"]
+
+#: Defocus values above this many µm are taken for a unit mistake (nm given as µm).
+MAX_DEFOCUS_UM = 100.0
+
+PathLike = str | os.PathLike[str]
+
+
+def _lines(path: Path, what: str) -> list[tuple[int, list[str]]]:
+    """Return ``(line_number, fields)`` of the non-blank, non-comment lines."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise FormatError(f"{path}: {what} file not found; check the path") from None
+    except OSError as exc:
+        raise FormatError(
+            f"{path}: cannot read the {what} file ({exc.strerror}); check permissions"
+        ) from None
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            out.append((number, stripped.replace(",", " ").split()))
+    if not out:
+        raise FormatError(
+            f"{path}: the {what} file is empty; it needs one value per tilt"
+        )
+    return out
+
+
+def _float(path: Path, number: int, token: str, what: str, fix: str) -> float:
+    try:
+        v = float(token)
+    except ValueError:
+        raise FormatError(
+            f"{path}, line {number}: {token!r} is not a number ({what}); {fix}"
+        ) from None
+    if not math.isfinite(v):
+        raise FormatError(f"{path}, line {number}: {what} {token!r} is not finite")
+    return v
+
+
+def _is_pair(value: object) -> bool:
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str | bytes)
+        and len(value) == 2
+    )
+
+
+def read_tilt_angles(
+    path_or_range: PathLike | Sequence[float] | Sequence[str],
+) -> tuple[float, ...]:
+    """Read tilt angles (degrees) from a file, or validate a ``(min, max)`` pair.
+
+    Parameters
+    ----------
+    path_or_range
+        A ``.tlt`` / ``.rawtlt`` / ``.txt`` file (one angle per line; the first
+        column of multi-column files), or two numbers (or numeric strings)
+        ``(min, max)``. A one-element sequence is taken as a file name.
+
+    Returns
+    -------
+    tuple of float
+        The angles in file order, or ``(min, max)``.
+
+    Raises
+    ------
+    FormatError
+        If the file is missing, empty or holds a non-number or an angle outside
+        [-90, 90], or the pair is not ``min <= max`` within [-90, 90].
+    """
+    if (
+        isinstance(path_or_range, Sequence)
+        and not isinstance(path_or_range, str | bytes)
+        and len(path_or_range) == 1
+    ):
+        path_or_range = str(path_or_range[0])
+    if _is_pair(path_or_range):
+        pair = path_or_range
+        assert isinstance(pair, Sequence)
+        try:
+            lo, hi = float(pair[0]), float(pair[1])
+        except (TypeError, ValueError):
+            raise FormatError(
+                f"tilt range {tuple(pair)!r}: give two angles MIN MAX in degrees "
+                "or a .tlt/.rawtlt file"
+            ) from None
+        if not (math.isfinite(lo) and math.isfinite(hi)) or not (
+            -90.0 <= lo <= hi <= 90.0
+        ):
+            raise FormatError(
+                f"tilt range ({lo}, {hi}): need -90 <= MIN <= MAX <= 90 degrees "
+                "(e.g. -60 60)"
+            )
+        return (lo, hi)
+    if not isinstance(path_or_range, str | os.PathLike):
+        raise FormatError(
+            f"tilt angles {path_or_range!r}: give a .tlt/.rawtlt file or MIN MAX"
+        )
+    path = Path(path_or_range)
+    angles = []
+    for number, fields in _lines(path, "tilt angle"):
+        a = _float(
+            path,
+            number,
+            fields[0],
+            "tilt angle",
+            "the file needs one tilt angle in degrees per line (first column)",
+        )
+        if abs(a) > 90.0:
+            raise FormatError(
+                f"{path}, line {number}: tilt angle {a} is outside [-90, 90] degrees; "
+                "is this really a tilt-angle file?"
+            )
+        angles.append(a)
+    return tuple(angles)
+
+
+def _check_defocus(path: Path | None, number: int | None, value: float) -> float:
+    if abs(value) > MAX_DEFOCUS_UM:
+        where = f"{path}, line {number}" if path is not None else "defocus"
+        raise FormatError(
+            f"{where}: defocus {value:g} µm is implausibly large; defocus is given "
+            "in µm (underfocus positive); if these are nm, divide by 1000 or use an "
+            "IMOD .defocus file"
+        )
+    return value
+
+
+def _read_imod_defocus(path: Path) -> tuple[float, ...]:
+    rows = _lines(path, "IMOD defocus")
+    fix = "expected IMOD ctfplotter rows 'view1 view2 tilt1 tilt2 defocus_nm ...'"
+    first_no, first = rows[0]
+    version = 1
+    astigmatic = False
+    if len(first) >= 6:
+        version = int(_float(path, first_no, first[5], "version", fix))
+    if version >= 3:
+        flags = int(_float(path, first_no, first[0], "flags", fix))
+        astigmatic = bool(flags & 1)
+        body = rows[1:]
+    elif version in (1, 2):
+        body = rows
+    else:
+        raise FormatError(
+            f"{path}, line {first_no}: unknown IMOD defocus file version {version}; "
+            "tmfast reads versions 1 to 3"
+        )
+    if not body:
+        raise FormatError(f"{path}: the IMOD defocus file has no defocus rows")
+    values = []
+    for number, fields in body:
+        need = 6 if astigmatic else 5
+        if len(fields) < need:
+            raise FormatError(
+                f"{path}, line {number}: {len(fields)} columns, need at least {need}; "
+                + fix
+            )
+        v1 = _float(path, number, fields[0], "start view", fix)
+        v2 = _float(path, number, fields[1], "end view", fix)
+        if v1 != v2:
+            raise FormatError(
+                f"{path}, line {number}: the row covers views {v1:g}-{v2:g}; tmfast "
+                "needs one defocus per view: fit each view in ctfplotter, or give a "
+                ".txt with one defocus (µm) per tilt"
+            )
+        df_nm = _float(path, number, fields[4], "defocus", fix)
+        if astigmatic:
+            df_nm = 0.5 * (df_nm + _float(path, number, fields[5], "defocus 2", fix))
+        values.append(_check_defocus(path, number, df_nm * 1e-3))
+    return tuple(values)
+
+
+def read_defocus(
+    value_or_path: float | str | os.PathLike[str],
+    *,
+    n_tilts: int | None = None,
+) -> tuple[float, ...]:
+    """Read per-tilt defocus values in µm (underfocus positive).
+
+    Parameters
+    ----------
+    value_or_path
+        A single defocus in µm (number or numeric string), a text file with one µm
+        value per tilt (any suffix but ``.defocus``), or an IMOD ``.defocus`` file
+        (nm, converted to µm; version 3 astigmatic pairs averaged).
+    n_tilts
+        If given, a single value is repeated ``n_tilts`` times and a file must hold
+        exactly ``n_tilts`` values.
+
+    Returns
+    -------
+    tuple of float
+        Defocus per tilt in µm (one element for a single value without
+        ``n_tilts``).
+
+    Raises
+    ------
+    FormatError
+        If the file is missing, empty or malformed, a value exceeds 100 µm (a unit
+        mistake), or the count differs from ``n_tilts``.
+    """
+    single: float | None = None
+    if isinstance(value_or_path, int | float):
+        single = float(value_or_path)
+    elif isinstance(value_or_path, str):
+        try:
+            single = float(value_or_path)
+        except ValueError:
+            single = None
+    if single is not None:
+        if not math.isfinite(single):
+            raise FormatError(f"defocus {value_or_path!r} µm is not finite")
+        _check_defocus(None, None, single)
+        return (single,) * (n_tilts if n_tilts is not None else 1)
+    assert isinstance(value_or_path, str | os.PathLike)
+    path = Path(value_or_path)
+    if path.suffix.lower() == ".defocus":
+        values = _read_imod_defocus(path)
+    else:
+        fix = "the file needs one defocus in µm per line, in tilt order"
+        values = tuple(
+            _check_defocus(
+                path, number, _float(path, number, fields[0], "defocus", fix)
+            )
+            for number, fields in _lines(path, "defocus")
+        )
+    if n_tilts is not None and len(values) != n_tilts:
+        raise FormatError(
+            f"{path}: {len(values)} defocus values for {n_tilts} tilts; give one value "
+            "per tilt in the order of the tilt-angle file"
+        )
+    return values
+
+
+def read_dose(path: PathLike, *, n_tilts: int | None = None) -> tuple[float, ...]:
+    """Read the accumulated dose (e⁻/Å²) before each tilt from a text file.
+
+    Parameters
+    ----------
+    path
+        Text file with one non-negative accumulated dose per line, in tilt order.
+    n_tilts
+        If given, the file must hold exactly ``n_tilts`` values.
+
+    Returns
+    -------
+    tuple of float
+        Accumulated dose per tilt in e⁻/Å².
+
+    Raises
+    ------
+    FormatError
+        If the file is missing, empty, holds a non-number or a negative dose, or the
+        count differs from ``n_tilts``.
+    """
+    p = Path(path)
+    fix = "the file needs one accumulated dose in e-/Å² per line, in tilt order"
+    values = []
+    for number, fields in _lines(p, "dose"):
+        v = _float(p, number, fields[0], "dose", fix)
+        if v < 0:
+            raise FormatError(
+                f"{p}, line {number}: negative dose {v}; the file needs the "
+                "accumulated exposure (e-/Å², >= 0) before each tilt"
+            )
+        values.append(v)
+    if n_tilts is not None and len(values) != n_tilts:
+        raise FormatError(
+            f"{p}: {len(values)} dose values for {n_tilts} tilts; give one value per "
+            "tilt in the order of the tilt-angle file"
+        )
+    return tuple(values)
