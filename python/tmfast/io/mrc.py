@@ -1,0 +1,171 @@
+"""MRC volumes: read as ``(z, y, x)`` float32 with the voxel size, write atomically.
+
+Reading uses :func:`mrcfile.mmap` for files over ``mmap_threshold_bytes`` so large
+tomograms are paged in as needed; the returned array is then a read-only float32 view
+when the file is float32 (no copy) and a converted copy otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import numpy.typing as npt
+
+from tmfast._fileio import atomic_path
+from tmfast.errors import FormatError
+from tmfast.types import Volume
+
+__all__ = ["read_header", "read_volume", "write_volume"]
+
+logger = logging.getLogger(__name__)
+
+_MMAP_THRESHOLD_BYTES = 256 * 2**20
+
+
+def _voxel_size(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> float:
+    vs = mrc.voxel_size
+    sizes = [float(vs.x), float(vs.y), float(vs.z)]
+    if not all(np.isfinite(s) and s > 0 for s in sizes):
+        raise FormatError(
+            f"{path}: voxel size {sizes} Å in the header is zero or invalid; set it "
+            "(e.g. `alterheader -del`) or pass --voxel-size-angstrom"
+        )
+    if max(sizes) - min(sizes) > 1e-3 * max(sizes):
+        raise FormatError(
+            f"{path}: anisotropic voxel size {sizes} Å; tmfast needs cubic voxels"
+        )
+    return sizes[0]
+
+
+def _open(path: Path, *, mmap: bool) -> mrcfile.mrcfile.MrcFile:
+    if not path.is_file():
+        raise FormatError(f"{path}: file not found; check the path")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if mmap:
+                return mrcfile.mmap(path, mode="r", permissive=False)
+            return mrcfile.open(path, mode="r", permissive=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise FormatError(f"{path}: not a readable MRC file ({exc})") from None
+
+
+def read_header(
+    path: str | os.PathLike[str],
+) -> tuple[tuple[int, int, int], float | None]:
+    """Return ``(shape_zyx, voxel_size_a)`` without reading the data.
+
+    ``voxel_size_a`` is None when the header holds no valid voxel size.
+
+    Raises
+    ------
+    FormatError
+        If the file is missing or not an MRC volume.
+    """
+    p = Path(path)
+    with _open(p, mmap=True) as mrc:
+        shape = tuple(int(s) for s in mrc.data.shape)
+        try:
+            vs: float | None = _voxel_size(mrc, p)
+        except FormatError:
+            vs = None
+    if len(shape) != 3:
+        raise FormatError(f"{p}: expected a 3-D volume, got shape {shape}")
+    return shape, vs  # type: ignore[return-value]
+
+
+def read_volume(
+    path: str | os.PathLike[str],
+    *,
+    require_voxel_size: bool = True,
+    mmap_threshold_bytes: int = _MMAP_THRESHOLD_BYTES,
+) -> tuple[Volume, float]:
+    """Read an MRC volume as ``(z, y, x)`` float32 and its voxel size in Å.
+
+    Parameters
+    ----------
+    path
+        MRC file.
+    require_voxel_size
+        If false, a zero voxel size returns ``0.0`` instead of raising (the caller
+        overrides it, e.g. with ``--voxel-size-angstrom``).
+    mmap_threshold_bytes
+        Files larger than this are memory-mapped.
+
+    Returns
+    -------
+    volume : numpy.ndarray
+        ``(z, y, x)`` float32 array (read-only when memory-mapped float32).
+    voxel_size_a : float
+        Voxel size in Å.
+
+    Raises
+    ------
+    FormatError
+        If the file is missing, not MRC, truncated, not 3-D, or has a zero voxel size
+        (with ``require_voxel_size``).
+    """
+    p = Path(path)
+    big = p.is_file() and p.stat().st_size > mmap_threshold_bytes
+    mrc = _open(p, mmap=big)
+    try:
+        data = mrc.data
+        if data is None or data.ndim != 3:
+            shape = None if data is None else data.shape
+            raise FormatError(f"{p}: expected a 3-D volume, got shape {shape}")
+        try:
+            vs = _voxel_size(mrc, p)
+        except FormatError:
+            if require_voxel_size:
+                raise
+            vs = 0.0
+        if big and data.dtype == np.float32:
+            vol: Volume = data
+            # keep the mmap alive as long as the array: do not close it here
+            return vol, vs
+        vol = np.array(data, dtype=np.float32, copy=True)
+    finally:
+        if not (big and mrc.data is not None and mrc.data.dtype == np.float32):
+            mrc.close()
+    return vol, vs
+
+
+def write_volume(
+    path: str | os.PathLike[str],
+    data: npt.ArrayLike,
+    voxel_size_a: float,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a ``(z, y, x)`` volume as MRC with the voxel size in the header, atomically.
+
+    float16, float32, int8, int16 and uint8 data are written as is; other dtypes are
+    converted to float32.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    FormatError
+        If ``data`` is not 3-D or the voxel size is not positive.
+    """
+    arr = np.asarray(data)
+    if arr.ndim != 3:
+        raise FormatError(f"{path}: can only write 3-D volumes, got shape {arr.shape}")
+    if not (np.isfinite(voxel_size_a) and voxel_size_a > 0):
+        raise FormatError(f"{path}: voxel size {voxel_size_a} Å must be positive")
+    if arr.dtype not in (np.float16, np.float32, np.int8, np.int16, np.uint8):
+        arr = arr.astype(np.float32)
+    arr = np.ascontiguousarray(arr)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # -inf in score maps
+            with mrcfile.new(tmp, overwrite=True) as mrc:
+                mrc.set_data(arr)
+                mrc.voxel_size = float(voxel_size_a)
+    return Path(path)

@@ -1,0 +1,76 @@
+"""tmfast.io.mrc against mrcfile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+
+from tmfast.errors import FormatError, OutputExistsError
+from tmfast.io.mrc import read_header, read_volume, write_volume
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_round_trip_and_header(tmp_path: Path) -> None:
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    out = write_volume(tmp_path / "a.mrc", data, 3.25)
+    with mrcfile.open(out) as m:
+        np.testing.assert_array_equal(m.data, data)
+        assert float(m.voxel_size.x) == pytest.approx(3.25)
+    vol, vs = read_volume(out)
+    assert vol.dtype == np.float32 and vol.shape == (4, 5, 6)
+    np.testing.assert_array_equal(vol, data)
+    assert vs == pytest.approx(3.25)
+    assert read_header(out) == ((4, 5, 6), pytest.approx(3.25))
+    # mmap path gives the same data
+    vol2, _ = read_volume(out, mmap_threshold_bytes=0)
+    np.testing.assert_array_equal(vol2, data)
+    # float16 is kept
+    write_volume(tmp_path / "h.mrc", data.astype(np.float16), 1.0)
+    with mrcfile.open(tmp_path / "h.mrc") as m:
+        assert m.data.dtype == np.float16
+
+
+def test_refuses_overwrite_and_leaves_nothing(tmp_path: Path) -> None:
+    p = tmp_path / "a.mrc"
+    write_volume(p, np.zeros((2, 2, 2), np.float32), 1.0)
+    with pytest.raises(OutputExistsError):
+        write_volume(p, np.ones((2, 2, 2), np.float32), 1.0)
+    write_volume(p, np.ones((2, 2, 2), np.float32), 1.0, overwrite=True)
+    assert read_volume(p)[0].sum() == 8
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.mrc"]
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="not found"):
+        read_volume(tmp_path / "missing.mrc")
+    junk = tmp_path / "junk.mrc"
+    junk.write_bytes(b"hello" * 300)
+    with pytest.raises(FormatError, match="not a readable MRC"):
+        read_volume(junk)
+    zero = tmp_path / "zero.mrc"
+    with mrcfile.new(zero) as m:
+        m.set_data(np.zeros((3, 3, 3), np.float32))
+        m.voxel_size = 0.0
+    with pytest.raises(FormatError, match="voxel size"):
+        read_volume(zero)
+    assert read_volume(zero, require_voxel_size=False)[1] == 0.0
+    truncated = tmp_path / "trunc.mrc"
+    good = write_volume(tmp_path / "good.mrc", np.ones((8, 8, 8), np.float32), 1.0)
+    truncated.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(FormatError):
+        read_volume(truncated)
+
+
+def test_real_template() -> None:
+    files = sorted((SHARED / "real").rglob("*.mrc")) if SHARED.exists() else []
+    if not files:
+        pytest.skip("../shared/data/real not present")
+    small = min(files, key=lambda f: f.stat().st_size)
+    vol, vs = read_volume(small, require_voxel_size=False)
+    with mrcfile.open(small, permissive=True) as m:
+        np.testing.assert_array_equal(vol, m.data.astype(np.float32))
+        assert vs == pytest.approx(float(m.voxel_size.x)) or vs == 0.0
