@@ -1,0 +1,157 @@
+"""STAR column sets for particle tables, and RELION5's centred-Ångström coordinates.
+
+Centring convention
+-------------------
+RELION5 stores particle positions as ``rlnCenteredCoordinate{X,Y,Z}Angst``: the
+offset from the tomogram centre in Å. Its C++ core (``tomogram_set.cpp``) converts
+with ``centre = size / 2.0`` in **unbinned tilt-series pixels**::
+
+    centred_A = (x_unbinned_px - SizeX / 2) * rlnTomoTiltSeriesPixelSize
+    x_unbinned_px = x_vox * rlnTomoTomogramBinning
+
+where ``x_vox`` is the 0-based voxel index in the (binned) reconstructed tomogram and
+``SizeX`` is ``rlnTomoSizeX`` (the bin-1 tomogram width). tmfast writes exactly this.
+When RELION5's ``rlnTomoSizeX`` is not known, ``SizeX = tomogram width in voxels ×
+binning``. Without RELION5 metadata the binning is 1 and the pixel size is the
+tomogram voxel size, so ``centred_A = (x_vox - nx / 2) * voxel_size_a``.
+
+pytom-match-pick's ``--relion5-compat`` uses ``centre = nx * binning / 2 - 1`` when it
+has RELION5 metadata (one unbinned pixel off RELION's C++ core, the convention of
+RELION's own Python picker, relion#1280) and writes the *binned* voxel size as
+``rlnTomoTiltSeriesPixelSize``; tmfast writes the tilt-series pixel size there, as
+RELION5 expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "PYTOM_COLUMNS",
+    "RELION5_COLUMNS",
+    "centred_angstrom_to_voxels",
+    "strip_prefix",
+    "voxels_to_centred_angstrom",
+]
+
+#: Column order of the RELION5 particle block tmfast writes.
+RELION5_COLUMNS = (
+    "rlnCenteredCoordinateXAngst",
+    "rlnCenteredCoordinateYAngst",
+    "rlnCenteredCoordinateZAngst",
+    "rlnAngleRot",
+    "rlnAngleTilt",
+    "rlnAnglePsi",
+    "rlnLCCmax",
+    "rlnCutOff",
+    "rlnSearchStd",
+    "rlnTomoTiltSeriesPixelSize",
+    "rlnTomoName",
+)
+
+#: pytom-match-pick's default column set (voxel coordinates of the full tomogram).
+PYTOM_COLUMNS = (
+    "rlnCoordinateX",
+    "rlnCoordinateY",
+    "rlnCoordinateZ",
+    "rlnAngleRot",
+    "rlnAngleTilt",
+    "rlnAnglePsi",
+    "rlnLCCmax",
+    "rlnCutOff",
+    "rlnSearchStd",
+    "rlnDetectorPixelSize",
+    "rlnMicrographName",
+)
+
+
+def strip_prefix(name: str, prefix: str = "rec_") -> str:
+    """Return ``name`` without a leading ``prefix`` (RELION5 names lack ``rec_``)."""
+    return name[len(prefix):] if prefix and name.startswith(prefix) else name
+
+
+def voxels_to_centred_angstrom(
+    coords_xyz_vox: npt.ArrayLike,
+    *,
+    tomo_size_xyz_vox: Sequence[float],
+    pixel_size_a: float,
+    binning: float = 1.0,
+    tomo_size_xyz_unbinned: Sequence[float] | None = None,
+) -> npt.NDArray[np.float64]:
+    """Convert tomogram voxel indices to RELION5 centred Å coordinates.
+
+    Parameters
+    ----------
+    coords_xyz_vox
+        ``(N, 3)`` 0-based voxel indices ``(x, y, z)`` in the (binned) tomogram.
+    tomo_size_xyz_vox
+        Tomogram size ``(nx, ny, nz)`` in voxels.
+    pixel_size_a
+        Tilt-series (unbinned) pixel size in Å; the tomogram voxel size when
+        ``binning`` is 1.
+    binning
+        Tomogram binning relative to the tilt series.
+    tomo_size_xyz_unbinned
+        RELION5 ``rlnTomoSize{X,Y,Z}`` (bin-1 size) when known; otherwise
+        ``tomo_size_xyz_vox * binning``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 3)`` float64 centred coordinates ``(x, y, z)`` in Å.
+    """
+    c = np.atleast_2d(np.asarray(coords_xyz_vox, dtype=np.float64)).reshape(-1, 3)
+    size = (
+        np.asarray(tomo_size_xyz_unbinned, dtype=np.float64)
+        if tomo_size_xyz_unbinned is not None
+        else np.asarray(tomo_size_xyz_vox, dtype=np.float64) * binning
+    )
+    out: npt.NDArray[np.float64] = (c * binning - size / 2.0) * pixel_size_a
+    return out
+
+
+def centred_angstrom_to_voxels(
+    coords_xyz_a: npt.ArrayLike,
+    *,
+    pixel_size_a: float | npt.ArrayLike,
+    binning: float = 1.0,
+    tomo_size_xyz_unbinned: Sequence[float] | None = None,
+    tomo_size_xyz_vox: Sequence[float] | None = None,
+) -> npt.NDArray[np.float64]:
+    """Invert :func:`voxels_to_centred_angstrom`.
+
+    Parameters
+    ----------
+    coords_xyz_a
+        ``(N, 3)`` RELION5 centred coordinates ``(x, y, z)`` in Å.
+    pixel_size_a
+        Tilt-series pixel size in Å (a scalar or one value per row).
+    binning
+        Tomogram binning relative to the tilt series.
+    tomo_size_xyz_unbinned, tomo_size_xyz_vox
+        The bin-1 size (``rlnTomoSize{X,Y,Z}``) or the binned size in voxels; one
+        of them is required.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 3)`` float64 voxel coordinates ``(x, y, z)`` in the binned tomogram.
+
+    Raises
+    ------
+    ValueError
+        If neither size is given.
+    """
+    c = np.atleast_2d(np.asarray(coords_xyz_a, dtype=np.float64)).reshape(-1, 3)
+    if tomo_size_xyz_unbinned is not None:
+        size = np.asarray(tomo_size_xyz_unbinned, dtype=np.float64)
+    elif tomo_size_xyz_vox is not None:
+        size = np.asarray(tomo_size_xyz_vox, dtype=np.float64) * binning
+    else:
+        raise ValueError("give tomo_size_xyz_unbinned or tomo_size_xyz_vox")
+    px = np.asarray(pixel_size_a, dtype=np.float64).reshape(-1, 1)
+    out: npt.NDArray[np.float64] = (c / px + size / 2.0) / binning
+    return out

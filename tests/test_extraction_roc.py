@@ -1,0 +1,53 @@
+"""ROC estimate: bimodal fit on picks drawn from two known Gaussians."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tmfast.errors import ConfigError
+from tmfast.extraction.roc import estimate_roc, plot_roc
+
+
+def _synthetic_picks(seed: int, n_bg: int, sd_bg: float, n_noise_picks: int,
+                     n_true: int, mu_p: float, sd_p: float):
+    rng = np.random.default_rng(seed)
+    bg = rng.normal(0.0, sd_bg, n_bg)
+    noise_picks = np.sort(bg)[-n_noise_picks:]
+    true = rng.normal(mu_p, sd_p, n_true)
+    scores = np.concatenate([noise_picks, true])
+    labels = np.concatenate([np.zeros(n_noise_picks, bool), np.ones(n_true, bool)])
+    return scores, labels, bg
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_recovers_count_and_threshold(seed: int) -> None:
+    scores, labels, bg = _synthetic_picks(seed, 2_000_000, 0.05, 600, 300, 0.32, 0.03)
+    res = estimate_roc(scores, n_background=bg.size, background_std=float(bg.std()),
+                       background_mean=float(bg.mean()), n_bins=30)
+    assert abs(res.n_true_estimate - 300) < 0.15 * 300  # seeds 3-10 give 266-293
+    assert abs(res.particle_mean - 0.32) < 0.01
+    # The chosen threshold is (nearly) as good as the best one measured on the
+    # labelled sample itself.
+    def true_quality(t: float) -> float:
+        above = scores > t
+        recall = (above & labels).sum() / labels.sum()
+        fdr = (above & ~labels).sum() / max(above.sum(), 1)
+        return float(recall * (1 - fdr))
+    grid = np.linspace(scores.min(), scores.max(), 400)
+    best_true = max(true_quality(t) for t in grid)
+    assert true_quality(res.best_threshold) > best_true - 0.05
+    assert 0.19 < res.best_threshold < 0.30
+
+
+def test_plot_roc_writes_files(tmp_path) -> None:
+    scores, _, bg = _synthetic_picks(3, 500_000, 0.05, 400, 200, 0.3, 0.03)
+    res = estimate_roc(scores, n_background=bg.size, background_std=float(bg.std()))
+    out = plot_roc(res, [tmp_path / "t_roc.svg", tmp_path / "t_roc.png"], title="t")
+    assert all(p.stat().st_size > 1000 for p in out)
+    assert (tmp_path / "t_roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_too_few_picks_is_config_error() -> None:
+    with pytest.raises(ConfigError, match="only 5 picks"):
+        estimate_roc(np.ones(5), n_background=100, background_std=0.1)
