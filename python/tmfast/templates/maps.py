@@ -1,0 +1,377 @@
+"""Templates from density maps: exact Fourier resampling, low-pass, box, flips.
+
+Resampling is band-limited (trigonometric) interpolation: the map is low-passed
+isotropically in 3D Fourier space on its own grid, then evaluated at the output
+voxel centres with the periodic-sinc (Dirichlet) kernel, one axis at a time as a
+real matrix product. For voxel-size ratios that divide the box this is identical to
+Fourier cropping; for any other ratio it is the same band-limited function sampled
+at the new positions, so the output voxel size is exactly the one asked for (no
+rounding of the box to an integer ratio) and no interpolation blur is added.
+Voxel values (not sums) are preserved: a constant map stays the same constant.
+
+Geometry follows ``docs/conventions.md``: the centre of a box of ``N`` voxels is
+index ``N // 2``; input centre ``N_in // 2`` maps onto output centre ``N_out // 2``.
+
+Low-pass filter: raised cosine in spatial frequency ``f`` (1/Å) that is 1 up to
+``f_c * (1 - edge)``, falls as ``0.5 * (1 + cos(pi * (f - f_lo) / (f_c - f_lo)))``
+and is exactly 0 at and beyond ``f_c = 1 / resolution``. The default resolution is
+the output Nyquist, ``2 * output_voxel_size_a``, so nothing is kept on or beyond
+the output Nyquist plane and no aliasing can occur.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+import numpy.typing as npt
+import scipy.fft
+
+from tmfast.errors import ConfigError
+from tmfast.types import Volume
+
+__all__ = [
+    "DEFAULT_LOWPASS_EDGE",
+    "center_of_mass_zyx",
+    "fourier_resample",
+    "lowpass_weights_rfft",
+    "pad_to_cube",
+    "template_from_map",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Width of the raised-cosine low-pass edge as a fraction of the cutoff frequency.
+DEFAULT_LOWPASS_EDGE = 0.1
+
+
+def _check_voxel(name: str, value: float | None) -> float:
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"{name}={value!r}: voxel size must be a positive number of Å; "
+            "pass --input-voxel-size-angstrom when the map header holds none"
+            if name.startswith("input")
+            else f"{name}={value!r}: voxel size must be a positive number of Å"
+        )
+    return float(value)
+
+
+def lowpass_weights_rfft(
+    shape_zyx: tuple[int, int, int],
+    voxel_size_a: float,
+    resolution_a: float,
+    *,
+    edge_fraction: float = DEFAULT_LOWPASS_EDGE,
+) -> npt.NDArray[np.float64]:
+    """Isotropic raised-cosine low-pass weights in ``scipy.fft.rfftn`` layout.
+
+    Parameters
+    ----------
+    shape_zyx
+        Real-space shape of the volume the weights apply to.
+    voxel_size_a
+        Voxel size in Å of that volume.
+    resolution_a
+        Cutoff resolution in Å; the weight is 0 at and beyond ``1 / resolution_a``.
+    edge_fraction
+        Width of the cosine edge as a fraction of the cutoff frequency (0 = hard).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 weights of shape ``(nz, ny, nx // 2 + 1)``, not fft-shifted.
+
+    Raises
+    ------
+    ConfigError
+        If the resolution or edge fraction is out of range.
+    """
+    if not (resolution_a > 0 and math.isfinite(resolution_a)):
+        raise ConfigError(f"low-pass resolution {resolution_a!r} Å: must be > 0")
+    if not 0 <= edge_fraction < 1:
+        raise ConfigError(
+            f"low-pass edge fraction {edge_fraction!r}: must be in [0, 1)"
+        )
+    nz, ny, nx = shape_zyx
+    fz = scipy.fft.fftfreq(nz, d=voxel_size_a)[:, None, None]
+    fy = scipy.fft.fftfreq(ny, d=voxel_size_a)[None, :, None]
+    fx = scipy.fft.rfftfreq(nx, d=voxel_size_a)[None, None, :]
+    f = np.sqrt(fz * fz + fy * fy + fx * fx)
+    f_c = 1.0 / resolution_a
+    f_lo = f_c * (1.0 - edge_fraction)
+    w = np.where(f < f_c, 1.0, 0.0)
+    if edge_fraction > 0:
+        band = (f > f_lo) & (f < f_c)
+        w[band] = 0.5 * (1.0 + np.cos(np.pi * (f[band] - f_lo) / (f_c - f_lo)))
+    return w
+
+
+def _interp_matrix(
+    n_in: int, positions: npt.NDArray[np.float64], cutoff_cycles: float
+) -> npt.NDArray[np.float64]:
+    """Periodic band-limited interpolation matrix ``(len(positions), n_in)``.
+
+    ``out[m] = sum_n A[m, n] * in[n]`` evaluates the trigonometric polynomial
+    through ``in`` (period ``n_in``) at ``positions`` (input voxel units), keeping
+    only frequencies ``k / n_in <= cutoff_cycles`` (cycles per input voxel). The
+    Nyquist term of an even ``n_in`` enters as a cosine (half of it on +N/2 and
+    half on -N/2), so the matrix is real and is the identity on the grid.
+    """
+    k = np.arange(n_in // 2 + 1, dtype=np.float64)
+    c = np.full(k.shape, 2.0)
+    c[0] = 1.0
+    if n_in % 2 == 0:
+        c[-1] = 1.0
+    c[k / n_in > cutoff_cycles * (1 + 1e-9)] = 0.0
+    keep = c > 0
+    k, c = k[keep], c[keep] / n_in
+    d = positions[:, None] - np.arange(n_in, dtype=np.float64)[None, :]
+    phase = (2.0 * np.pi / n_in) * d[:, :, None] * k[None, None, :]
+    out: npt.NDArray[np.float64] = np.cos(phase) @ c
+    return out
+
+
+def pad_to_cube(volume: npt.NDArray[np.floating], *, value: float = 0.0) -> Volume:
+    """Pad a volume to a cube with ``value``, keeping index ``N // 2`` centred.
+
+    Parameters
+    ----------
+    volume
+        ``(z, y, x)`` array.
+    value
+        Fill value.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 cube of side ``max(volume.shape)``.
+    """
+    n = max(volume.shape)
+    pads = [(n // 2 - s // 2, n - s - (n // 2 - s // 2)) for s in volume.shape]
+    return np.pad(np.asarray(volume, dtype=np.float32), pads, constant_values=value)
+
+
+def center_of_mass_zyx(volume: npt.NDArray[np.floating]) -> tuple[float, float, float]:
+    """Centre of mass of the positive density above the median, in voxels (z, y, x).
+
+    Parameters
+    ----------
+    volume
+        ``(z, y, x)`` map; density is taken as ``max(v - median(v), 0)``.
+
+    Returns
+    -------
+    tuple of float
+        ``(z, y, x)`` centre of mass in voxel index units.
+
+    Raises
+    ------
+    ConfigError
+        If the map has no density above its median (e.g. a constant map).
+    """
+    v = np.asarray(volume, dtype=np.float64)
+    w = np.clip(v - np.median(v), 0.0, None)
+    total = w.sum()
+    if total <= 0:
+        raise ConfigError("--center: the map has no density above its median")
+    coms = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        coms.append(float((w.sum(axis=other) * np.arange(v.shape[axis])).sum() / total))
+    return coms[0], coms[1], coms[2]
+
+
+def fourier_resample(
+    volume: npt.NDArray[np.floating],
+    input_voxel_size_a: float,
+    output_voxel_size_a: float,
+    *,
+    box_size: int | None = None,
+    lowpass_resolution_a: float | None = None,
+    lowpass_edge: float = DEFAULT_LOWPASS_EDGE,
+    center_zyx_px: tuple[float, float, float] | None = None,
+    mirror: bool = False,
+    allow_upsampling: bool = False,
+) -> Volume:
+    """Resample a cubic or non-cubic map to a new voxel size, band-limited and exact.
+
+    Parameters
+    ----------
+    volume
+        ``(z, y, x)`` map. Space outside it is taken as 0.
+    input_voxel_size_a, output_voxel_size_a
+        Voxel sizes in Å.
+    box_size
+        Output cube side in voxels; default ``round(max(shape) * in / out)``.
+    lowpass_resolution_a
+        Low-pass cutoff in Å (weight 0 beyond ``1 / resolution``); default and
+        minimum: ``2 * max(input, output voxel size)`` (the coarser Nyquist).
+    lowpass_edge
+        Raised-cosine edge width as a fraction of the cutoff frequency.
+    center_zyx_px
+        Input position (voxels, ``(z, y, x)``, may be fractional) placed at the
+        output box centre; default the input box centre ``shape // 2``.
+    mirror
+        Mirror along z about the box centre (inverts the handedness).
+    allow_upsampling
+        Permit ``output_voxel_size_a < input_voxel_size_a``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 cube ``(box, box, box)``.
+
+    Raises
+    ------
+    ConfigError
+        On a non-positive voxel size or box, or upsampling without permission.
+    """
+    a_in = _check_voxel("input_voxel_size_a", input_voxel_size_a)
+    a_out = _check_voxel("output_voxel_size_a", output_voxel_size_a)
+    if a_out < a_in * (1 - 1e-6) and not allow_upsampling:
+        raise ConfigError(
+            f"output voxel size {a_out} Å is smaller than the input's {a_in} Å: "
+            "templates are only downsampled; pass --allow-upsampling to upsample"
+        )
+    vol = np.asarray(volume, dtype=np.float64)
+    if vol.ndim != 3 or min(vol.shape) < 1:
+        raise ConfigError(f"map shape {vol.shape}: need a non-empty 3D volume")
+    ratio = a_out / a_in
+    if box_size is None:
+        box_size = max(1, round(max(vol.shape) / ratio))
+    if box_size < 1:
+        raise ConfigError(f"box size {box_size}: must be a positive number of voxels")
+    if center_zyx_px is None:
+        center_zyx_px = tuple(float(s // 2) for s in vol.shape)  # type: ignore[assignment]
+    assert center_zyx_px is not None
+    nyq_res = 2.0 * max(a_in, a_out)
+    if lowpass_resolution_a is None:
+        res = nyq_res
+    elif lowpass_resolution_a < nyq_res * (1 - 1e-9):
+        warnings.warn(
+            f"low-pass {lowpass_resolution_a} Å is finer than Nyquist {nyq_res} Å; "
+            f"using {nyq_res} Å",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        res = nyq_res
+    else:
+        res = float(lowpass_resolution_a)
+
+    # Zero-pad so the output field of view (and the filter's ringing) never wraps.
+    offsets = np.arange(box_size, dtype=np.float64) - box_size // 2
+    margin = 2 * math.ceil(2 * ratio) + 2
+    pads = []
+    for axis in range(3):
+        n = vol.shape[axis]
+        c = center_zyx_px[axis]
+        lo = c + offsets.min() * ratio
+        hi = c + offsets.max() * ratio
+        before = max(0, math.ceil(-lo) + margin)
+        after = max(0, math.ceil(hi - (n - 1)) + margin)
+        pads.append((before, after))
+    if any(p != (0, 0) for p in pads):
+        vol = np.pad(vol, pads)
+    center = [center_zyx_px[a] + pads[a][0] for a in range(3)]
+
+    spec = scipy.fft.rfftn(vol)
+    spec *= lowpass_weights_rfft(vol.shape, a_in, res, edge_fraction=lowpass_edge)  # type: ignore[arg-type]
+    vol = scipy.fft.irfftn(spec, s=vol.shape)
+    del spec
+
+    cutoff_cycles = min(0.5, 0.5 / ratio)  # cycles per input voxel
+    mats = []
+    for axis in range(3):
+        sign = -1.0 if (mirror and axis == 0) else 1.0
+        pos = center[axis] + sign * offsets * ratio
+        mats.append(_interp_matrix(vol.shape[axis], pos, cutoff_cycles))
+    nz, ny, nx = vol.shape
+    t = (mats[0] @ vol.reshape(nz, ny * nx)).reshape(box_size, ny, nx)
+    t = np.matmul(mats[1], t)
+    t = t @ mats[2].T
+    return np.ascontiguousarray(t, dtype=np.float32)
+
+
+def template_from_map(
+    volume: npt.NDArray[np.floating],
+    input_voxel_size_a: float | None,
+    output_voxel_size_a: float,
+    *,
+    box_size: int | None = None,
+    lowpass_resolution_a: float | None = None,
+    lowpass_edge: float = DEFAULT_LOWPASS_EDGE,
+    invert: bool = False,
+    mirror: bool = False,
+    center: bool = False,
+    allow_upsampling: bool = False,
+) -> Volume:
+    """Make a matching template from a density map.
+
+    Non-cubic maps are zero-padded to a cube first (with a ``RuntimeWarning``).
+    Then the map is low-passed and resampled (:func:`fourier_resample`), optionally
+    centred on its centre of mass (:func:`center_of_mass_zyx`, sub-voxel exact),
+    mirrored along z and inverted (multiplied by -1).
+
+    Parameters
+    ----------
+    volume
+        ``(z, y, x)`` map.
+    input_voxel_size_a
+        Voxel size of the map in Å (``None`` or 0 is an error).
+    output_voxel_size_a
+        Template voxel size in Å (usually the tomogram's).
+    box_size
+        Output cube side; default the map's extent at the new voxel size.
+    lowpass_resolution_a
+        Low-pass cutoff in Å; default the output Nyquist ``2 * output_voxel_size_a``.
+    lowpass_edge
+        Raised-cosine edge width as a fraction of the cutoff frequency.
+    invert
+        Multiply by -1 (dark particles in the tomogram, bright map).
+    mirror
+        Mirror along z (flip handedness).
+    center
+        Put the centre of mass at the box centre ``N // 2``.
+    allow_upsampling
+        Permit an output voxel smaller than the input voxel.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 cube ``(box, box, box)``.
+
+    Raises
+    ------
+    ConfigError
+        Missing or non-positive voxel size, upsampling without permission, bad box.
+    """
+    a_in = _check_voxel("input_voxel_size_a", input_voxel_size_a)
+    vol = np.asarray(volume, dtype=np.float32)
+    if vol.ndim != 3:
+        raise ConfigError(f"map shape {vol.shape}: need a 3D volume")
+    if len(set(vol.shape)) != 1:
+        warnings.warn(
+            f"map shape {vol.shape} (z, y, x) is not cubic; zero-padded to a cube",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        vol = pad_to_cube(vol)
+    com = center_of_mass_zyx(vol) if center else None
+    if com is not None:
+        logger.info("centre of mass (z, y, x) = %.2f %.2f %.2f voxels", *com)
+    out = fourier_resample(
+        vol,
+        a_in,
+        output_voxel_size_a,
+        box_size=box_size,
+        lowpass_resolution_a=lowpass_resolution_a,
+        lowpass_edge=lowpass_edge,
+        center_zyx_px=com,
+        mirror=mirror,
+        allow_upsampling=allow_upsampling,
+    )
+    if invert:
+        np.negative(out, out=out)
+    return out
