@@ -311,3 +311,18 @@ def test_per_tilt_defocus_is_used_for_each_plane() -> None:
 def test_tilt_weighted_wedge_rejects_unknown_ctf_model() -> None:
     with pytest.raises(ConfigError, match="phase-flip"):
         tilt_weighted_wedge((8, 8, 8), 1.0, meta([0.0]), ctf_model="wiener")
+
+
+def test_fanned_and_binary_wedges_agree_on_an_asymmetric_range() -> None:
+    n = 48
+    tilts = np.arange(-30, 61, 2.0)
+    fan = tilt_weighted_wedge((n, n, n), 4.0, meta(tilts))
+    binary = binary_wedge((n, n, n), -30.0, 60.0)
+    kz, ky, kx = grids((n, n, n))
+    alpha = plane_tilt_deg(kz, kx)
+    far = (np.minimum(np.abs(alpha + 30), np.abs(alpha - 60)) > 10) & (
+        np.hypot(kz * n, kx * n) >= 6
+    )
+    far &= kz**2 + ky**2 + kx**2 <= 0.25
+    np.testing.assert_array_equal(fan[far] > 0, binary[far] == 1.0)
+    assert (binary[far] == 0).sum() > 1000 and (binary[far] == 1).sum() > 1000

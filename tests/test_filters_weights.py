@@ -134,3 +134,27 @@ def test_template_weight_bad_options_raise() -> None:
         template_weight(16, 5.0, ctf_model="flip")
     with pytest.raises(ConfigError, match="MIN MAX"):
         template_weight(16, 5.0, tilt_range_deg=(-60,))  # type: ignore[arg-type]
+
+
+def test_slab_built_filter_equals_product_of_public_builders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tmfast.filters as filters
+
+    monkeypatch.setattr(filters, "_SLAB_VOXELS", 500)  # many slabs of 1 z plane
+    shape = (17, 20, 30)
+    prof = np.linspace(0.1, 1.0, 12)
+    got = tomogram_filter(
+        shape,
+        4.0,
+        tilt_range_deg=(-48.0, 61.0),
+        low_pass_a=15.0,
+        high_pass_a=90.0,
+        whitening_profile=prof,
+    )
+    expected = (
+        bandpass(shape, 4.0, low_pass_a=15.0, high_pass_a=90.0)
+        * profile_to_weight(prof, shape)
+        * binary_wedge(shape, -48.0, 61.0)
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)

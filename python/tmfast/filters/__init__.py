@@ -18,22 +18,27 @@ All weights are float32, unshifted, in the rfft layout ``(nz, ny, nx // 2 + 1)``
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import numpy.typing as npt
 
 from tmfast.errors import ConfigError
-from tmfast.filters._grid import freq_radius_sq
-from tmfast.filters.bandpass import bandpass
+from tmfast.filters._grid import NYQUIST, check_shape, freq_axes, freq_radius_sq
+from tmfast.filters.bandpass import bandpass, radial_bandpass
 from tmfast.filters.ctf import ctf_1d
 from tmfast.filters.wedge import (
     binary_wedge,
+    binary_wedge_xz,
     check_ctf_model,
     dose_filter,
     tilt_weighted_wedge,
 )
-from tmfast.filters.whitening import estimate_whitening_profile, profile_to_weight
+from tmfast.filters.whitening import (
+    check_profile,
+    estimate_whitening_profile,
+    profile_to_weight,
+    radial_profile_weight,
+)
 from tmfast.metadata import TiltSeriesMetadata
 
 __all__ = [
@@ -81,17 +86,47 @@ def _tilt_range(
     return None
 
 
-def _common(
+#: Fourier voxels per slab when building large weights (bounds temporaries).
+_SLAB_VOXELS = 1 << 20
+
+
+def _product_weight(
     shape: tuple[int, int, int],
     voxel_size_a: float,
     low_pass_a: float | None,
     high_pass_a: float | None,
     whitening_profile: npt.ArrayLike | None,
+    tilt_range_deg: tuple[float, float] | None,
 ) -> F32:
-    w = bandpass(shape, voxel_size_a, low_pass_a=low_pass_a, high_pass_a=high_pass_a)
-    if whitening_profile is not None:
-        w *= profile_to_weight(whitening_profile, shape)
-    return w
+    """band-pass x whitening x binary wedge, built in z slabs.
+
+    Equal to the product of :func:`bandpass`, :func:`profile_to_weight` and
+    :func:`binary_wedge`, but the temporaries are slab-sized, so a large tomogram's
+    filter costs little more memory than the result.
+    """
+    shape = check_shape(shape)
+    # validate once, on a 1-voxel box, with the public builder's checks
+    bandpass((1, 1, 1), voxel_size_a, low_pass_a=low_pass_a, high_pass_a=high_pass_a)
+    prof = None if whitening_profile is None else check_profile(whitening_profile)
+    w2 = None
+    if tilt_range_deg is not None:
+        w2 = binary_wedge_xz(shape, tilt_range_deg[0], tilt_range_deg[1])
+    kz, ky, kx = freq_axes(shape, True)
+    nz, ny, nxf = kz.shape[0], ky.shape[1], kx.shape[2]
+    out = np.empty((nz, ny, nxf), dtype=np.float32)
+    step = max(1, _SLAB_VOXELS // (ny * nxf))
+    for z0 in range(0, nz, step):
+        z1 = min(nz, z0 + step)
+        kzs = kz[z0:z1]
+        q2 = (kzs * kzs + ky * ky) + kx * kx
+        w = radial_bandpass(q2, float(voxel_size_a), low_pass_a, high_pass_a)
+        if prof is not None:
+            w *= radial_profile_weight(prof, q2)
+        if w2 is not None:
+            w *= w2[z0:z1, None, :]
+            w[q2 > np.float32(NYQUIST * NYQUIST)] = 0.0
+        out[z0:z1] = w
+    return out
 
 
 def template_weight(
@@ -145,18 +180,21 @@ def template_weight(
         raise ConfigError(f"template box size {box_size} must be positive")
     check_ctf_model(ctf_model)
     shape = (n, n, n)
-    w = _common(shape, voxel_size_a, low_pass_a, high_pass_a, whitening_profile)
     if per_tilt_weighting:
         if metadata is None:
             raise ConfigError(
                 "per-tilt weighting needs the tilt angles of every image: give a "
                 ".tlt/.rawtlt file (or RELION5 metadata) instead of MIN MAX"
             )
+        w = _product_weight(
+            shape, voxel_size_a, low_pass_a, high_pass_a, whitening_profile, None
+        )
         w *= tilt_weighted_wedge(shape, voxel_size_a, metadata, ctf_model=ctf_model)
         return w
     rng = _tilt_range(tilt_range_deg, metadata)
-    if rng is not None:
-        w *= binary_wedge(shape, rng[0], rng[1])
+    w = _product_weight(
+        shape, voxel_size_a, low_pass_a, high_pass_a, whitening_profile, rng
+    )
     if metadata is not None and metadata.has_ctf:
         i = reference_tilt_index(metadata)
         assert metadata.defocus_um is not None
@@ -218,11 +256,8 @@ def tomogram_filter(
     ConfigError
         On an invalid shape, voxel size or tilt range.
     """
-    if not math.isfinite(float(voxel_size_a)):
-        raise ConfigError(f"voxel size {voxel_size_a!r} Å must be positive")
-    shape = (int(shape_zyx[0]), int(shape_zyx[1]), int(shape_zyx[2]))
-    w = _common(shape, voxel_size_a, low_pass_a, high_pass_a, whitening_profile)
+    shape = check_shape(shape_zyx)
     rng = _tilt_range(tilt_range_deg, metadata)
-    if rng is not None:
-        w *= binary_wedge(shape, rng[0], rng[1])
-    return w
+    return _product_weight(
+        shape, voxel_size_a, low_pass_a, high_pass_a, whitening_profile, rng
+    )

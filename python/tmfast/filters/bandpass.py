@@ -21,7 +21,7 @@ import numpy.typing as npt
 from tmfast.errors import ConfigError
 from tmfast.filters._grid import check_shape, freq_radius_sq
 
-__all__ = ["bandpass", "gaussian_sigma_cpv"]
+__all__ = ["bandpass", "gaussian_sigma_cpv", "radial_bandpass"]
 
 
 def _check_resolution(name: str, value: float | None) -> float | None:
@@ -99,12 +99,36 @@ def bandpass(
             f"high-pass {hp} Å must be a coarser resolution than the low-pass {lp} Å "
             "(e.g. --low-pass 20 --high-pass 400)"
         )
-    q2 = freq_radius_sq(shape, rfft)
+    return radial_bandpass(freq_radius_sq(shape, rfft), vs, lp, hp)
+
+
+def radial_bandpass(
+    q2: npt.NDArray[np.float32],
+    voxel_size_a: float,
+    low_pass_a: float | None,
+    high_pass_a: float | None,
+) -> npt.NDArray[np.float32]:
+    """Band-pass as a function of squared frequency (no input validation).
+
+    Parameters
+    ----------
+    q2
+        Squared spatial frequency in (cycles/voxel)^2, any shape, float32.
+    voxel_size_a
+        Voxel size in Å.
+    low_pass_a, high_pass_a
+        Resolutions in Å or ``None`` (validated by :func:`bandpass`).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 weight of the shape of ``q2``.
+    """
     out = np.ones(q2.shape, dtype=np.float32)
-    if lp is not None:
-        s = gaussian_sigma_cpv(vs, lp)
+    if low_pass_a is not None:
+        s = gaussian_sigma_cpv(voxel_size_a, low_pass_a)
         out *= np.exp(q2 * np.float32(-0.5 / (s * s)))
-    if hp is not None:
-        s = gaussian_sigma_cpv(vs, hp)
+    if high_pass_a is not None:
+        s = gaussian_sigma_cpv(voxel_size_a, high_pass_a)
         out *= np.float32(1.0) - np.exp(q2 * np.float32(-0.5 / (s * s)))
     return out

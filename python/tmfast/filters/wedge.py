@@ -40,6 +40,7 @@ from tmfast.metadata import TiltSeriesMetadata
 __all__ = [
     "CTF_MODELS",
     "binary_wedge",
+    "binary_wedge_xz",
     "dose_filter",
     "tilt_plane_normals",
     "tilt_weighted_wedge",
@@ -149,6 +150,44 @@ def binary_wedge(
         If the shape or the tilt range is invalid.
     """
     shape = check_shape(shape_zyx)
+    kz, ky, kx = freq_axes(shape, rfft)
+    w2 = binary_wedge_xz(shape, tilt_min_deg, tilt_max_deg, rfft=rfft)
+    out = np.empty(out_shape(shape, rfft), dtype=np.float32)
+    out[...] = w2[:, None, :]
+    _nyquist_cut(out, kz, ky, kx)
+    return out
+
+
+def binary_wedge_xz(
+    shape_zyx: Sequence[int],
+    tilt_min_deg: float,
+    tilt_max_deg: float,
+    *,
+    rfft: bool = True,
+) -> F32:
+    """The ``(kz, kx)`` profile of :func:`binary_wedge` (constant along ky).
+
+    Parameters
+    ----------
+    shape_zyx
+        Real-space box ``(nz, ny, nx)`` in voxels.
+    tilt_min_deg, tilt_max_deg
+        Extreme tilt angles in degrees, ``-90 <= min <= max <= 90``.
+    rfft
+        Halve the x axis as in the rfft layout (default).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(nz, nx // 2 + 1)`` (or ``(nz, nx)``) float32 weight, without the Nyquist
+        cut, which depends on ky.
+
+    Raises
+    ------
+    ConfigError
+        If the shape or the tilt range is invalid.
+    """
+    shape = check_shape(shape_zyx)
     lo = _check_tilt("minimum", tilt_min_deg)
     hi = _check_tilt("maximum", tilt_max_deg)
     if lo > hi:
@@ -156,19 +195,14 @@ def binary_wedge(
             f"tilt range ({tilt_min_deg}, {tilt_max_deg})°: the minimum is larger than "
             "the maximum; give MIN MAX"
         )
-    kz, ky, kx = freq_axes(shape, rfft)
-    full = out_shape(shape, rfft)
+    kz, _, kx = freq_axes(shape, rfft)
     if hi - lo >= 180.0:
-        w2 = np.ones((full[0], full[2]), dtype=np.float32)
-    else:
-        f = _signed_plane_distance(shape, kz[:, :, 0], kx[0], [lo, hi])
-        inside = f[0] * f[1] <= 0.0
-        dist = np.minimum(np.abs(f[0]), np.abs(f[1]))
-        w2 = np.where(inside, np.float32(1.0), np.clip(1.0 - dist, 0.0, 1.0))
-    out = np.empty(full, dtype=np.float32)
-    out[...] = w2[:, None, :]
-    _nyquist_cut(out, kz, ky, kx)
-    return out
+        return np.ones((kz.shape[0], kx.shape[2]), dtype=np.float32)
+    f = _signed_plane_distance(shape, kz[:, :, 0], kx[0], [lo, hi])
+    inside = f[0] * f[1] <= 0.0
+    dist = np.minimum(np.abs(f[0]), np.abs(f[1]))
+    out: F32 = np.where(inside, np.float32(1.0), np.clip(1.0 - dist, 0.0, 1.0))
+    return out.astype(np.float32, copy=False)
 
 
 def dose_filter(

@@ -283,14 +283,46 @@ def profile_to_weight(
     ConfigError
         If the profile is not a 1D array of at least two finite values.
     """
+    prof = check_profile(profile)
+    shape = check_shape(shape_zyx)
+    return radial_profile_weight(prof, freq_radius_sq(shape, rfft))
+
+
+def check_profile(profile: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Return ``profile`` as a float64 1D array.
+
+    Raises
+    ------
+    ConfigError
+        If it is not a 1D array of at least two finite values.
+    """
     prof = np.asarray(profile, dtype=np.float64)
     if prof.ndim != 1 or prof.size < 2 or not np.isfinite(prof).all():
         raise ConfigError(
             "whitening profile must be a 1D array of at least 2 finite values "
             "(as written by estimate_whitening_profile)"
         )
-    shape = check_shape(shape_zyx)
-    r = np.sqrt(freq_radius_sq(shape, rfft)) * np.float32(1.0 / NYQUIST)
-    radii = profile_radii_nyquist(prof.size).astype(np.float32)
-    out = np.interp(r.ravel(), radii, prof.astype(np.float32), right=0.0)
+    return prof
+
+
+def radial_profile_weight(
+    profile: npt.NDArray[np.float64], q2: npt.NDArray[np.float32]
+) -> F32:
+    """Interpolate a checked profile at squared frequencies ``q2`` (cycles/voxel)^2.
+
+    Parameters
+    ----------
+    profile
+        1D profile sampled at :func:`profile_radii_nyquist` radii.
+    q2
+        Squared spatial frequencies, any shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 weight of the shape of ``q2``; 0 beyond Nyquist.
+    """
+    r = np.sqrt(q2) * np.float32(1.0 / NYQUIST)
+    radii = profile_radii_nyquist(profile.size)
+    out = np.interp(r.ravel(), radii, profile, right=0.0)
     return out.astype(np.float32).reshape(r.shape)
