@@ -39,11 +39,14 @@ class SearchStats:
         Mean of score² over those pairs (the background is assumed zero-mean).
     std
         ``sqrt(variance)``.
+    mean
+        Mean score over those pairs (informative; the cutoff assumes zero).
     """
 
     search_space: int
     variance: float
     std: float
+    mean: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -77,6 +80,14 @@ class MatchJob:
     tomogram_mask: str | None = None
     metadata: TiltSeriesMetadata | None = None
     volume_split_xyz: tuple[int, int, int] = (1, 1, 1)
+    #: ``(min, max)`` tilt of the binary wedge in degrees (None: no wedge or metadata).
+    tilt_range_deg: tuple[float, float] | None = None
+    #: Radial whitening profile used (Nyquist-spaced samples), when whitening.
+    whitening_profile: tuple[float, ...] | None = None
+    #: Mean of the noise-template maxima subtracted back in (random-phase correction).
+    noise_mean: float | None = None
+    #: Rotations merged from a checkpoint when the run was resumed.
+    resumed_rotations: int = 0
     backend: str = "cpu"
     half_precision: bool = False
     #: Filled in when matching finishes.
@@ -124,10 +135,17 @@ class MatchJob:
                 f"({JOB_FORMAT_VERSION}); upgrade tmfast"
             )
         d = dict(data)
-        for key in ("tomo_shape_zyx", "search_origin_zyx", "search_shape_zyx",
-                    "volume_split_xyz"):
+        for key in (
+            "tomo_shape_zyx",
+            "search_origin_zyx",
+            "search_shape_zyx",
+            "volume_split_xyz",
+        ):
             if key in d and d[key] is not None:
                 d[key] = tuple(int(v) for v in d[key])
+        for key in ("tilt_range_deg", "whitening_profile"):
+            if d.get(key) is not None:
+                d[key] = tuple(float(v) for v in d[key])
         if d.get("metadata") is not None:
             d["metadata"] = TiltSeriesMetadata.from_dict(d["metadata"])
         if d.get("stats") is not None:

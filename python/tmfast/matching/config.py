@@ -1,0 +1,431 @@
+"""Every option of ``tmfast match`` in one validated, immutable object.
+
+Field names follow ``pytom_match_template.py``'s flags with units appended
+(``--low-pass`` -> ``low_pass_a``). A TOML file (``--config``) may set any field, by
+its field name or by its flag name (``low-pass``, ``volume-split``...); command-line
+flags override the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from tmfast.errors import ConfigError, FormatError
+
+__all__ = ["BACKEND_CHOICES", "MatchConfig"]
+
+BACKEND_CHOICES = ("auto", "cpu", "cuda", "opencl")
+
+#: Flag names (without dashes) that differ from the field names.
+_ALIASES = {
+    "volume_split": "volume_split_xyz",
+    "low_pass": "low_pass_a",
+    "high_pass": "high_pass_a",
+    "particle_diameter": "particle_diameter_a",
+    "voxel_size_angstrom": "voxel_size_a",
+    "voxel_size": "voxel_size_a",
+    "spherical_aberration": "spherical_aberration_mm",
+    "voltage": "voltage_kv",
+    "phase_shift": "phase_shift_deg",
+    "gpu_ids": "gpu_ids",
+    "destination": "destination",
+    "output_dir": "destination",
+}
+
+#: Fields that do not change the maps (left out of the checkpoint hash).
+_NOT_RESULT_FIELDS = frozenset(
+    {
+        "destination",
+        "gpu_ids",
+        "backend",
+        "checkpoint_every",
+        "checkpoint_interval_s",
+        "half_precision",
+    }
+)
+
+
+def _opt_path(value: Any) -> Path | None:
+    return None if value is None or value == "" else Path(value)
+
+
+def _opt_pos(name: str, value: Any, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} {value!r}: not a number") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ConfigError(f"{flag} {value!r}: must be a positive number ({name})")
+    return v
+
+
+def _range(name: str, value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        start, end = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"--{name.replace('_', '-')} {value!r}: give two integers START END"
+        ) from None
+    if start < 0 or end <= start:
+        raise ConfigError(
+            f"--{name.replace('_', '-')} {start} {end}: need 0 <= START < END "
+            "(voxel indices, END exclusive)"
+        )
+    return start, end
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MatchConfig:
+    """Options of one template-matching run (see ``tmfast match --help``).
+
+    Attributes
+    ----------
+    template, tomogram, mask
+        MRC files; template and mask share a cubic box.
+    destination
+        Output directory for ``{tomo_id}_scores.mrc``, ``_angles.mrc``, ``_job.json``.
+    non_spherical_mask
+        Rotate the mask with the template and recompute the local σ per rotation.
+    particle_diameter_a
+        Particle diameter in Å; sets the angular step by the Crowther criterion when
+        ``angular_search`` is not given.
+    angular_search
+        Angular step in degrees, or a file of ZXZ Euler angles in radians.
+    z_axis_rotational_symmetry
+        n-fold symmetry about z (keeps rotations with ``phi < 2 pi / n``).
+    volume_split_xyz
+        Number of sub-volumes along x, y, z.
+    search_x, search_y, search_z
+        ``(start, end)`` voxel ranges (end exclusive) of the search region.
+    tomogram_mask
+        MRC the size of the tomogram; voxels ``<= 0`` are excluded.
+    tilt_angles
+        ``(min, max)`` degrees for a binary wedge, or a ``.tlt``/``.rawtlt`` file.
+    per_tilt_weighting
+        Tilt-weighted wedge (cos(tilt), CTF and dose per tilt).
+    voxel_size_a
+        Override of the header voxel size in Å.
+    low_pass_a, high_pass_a
+        Gaussian band-pass resolutions in Å.
+    dose_accumulation
+        File of accumulated dose (e⁻/Å²) per tilt.
+    defocus
+        Defocus in µm (one value) or a file (``.txt`` µm per tilt, IMOD ``.defocus``).
+    amplitude_contrast, spherical_aberration_mm, voltage_kv, phase_shift_deg
+        CTF parameters (fraction, mm, kV, degrees).
+    tomogram_ctf_model
+        ``"phase-flip"`` to weight the template with ``|CTF|``.
+    spectral_whitening
+        Whitening filter estimated from the tomogram.
+    random_phase_correction, rng_seed
+        Phase-randomised noise-template correction and its seed (random if None).
+    half_precision
+        Write the score map as float16.
+    relion5_tomograms_star
+        RELION5 ``tomograms.star``: tilt angles, CTF, dose and voxel size from it.
+    gpu_ids, backend
+        Devices and compute backend (``auto``, ``cpu``, ``cuda``, ``opencl``).
+    checkpoint_every, checkpoint_interval_s
+        Write a checkpoint every this many rotations and at least every this many
+        seconds (0 disables checkpoints).
+    """
+
+    template: Path
+    tomogram: Path
+    mask: Path
+    destination: Path = Path(".")
+    non_spherical_mask: bool = False
+    particle_diameter_a: float | None = None
+    angular_search: float | str | None = None
+    z_axis_rotational_symmetry: int = 1
+    volume_split_xyz: tuple[int, int, int] = (1, 1, 1)
+    search_x: tuple[int, int] | None = None
+    search_y: tuple[int, int] | None = None
+    search_z: tuple[int, int] | None = None
+    tomogram_mask: Path | None = None
+    tilt_angles: tuple[float, float] | Path | None = None
+    per_tilt_weighting: bool = False
+    voxel_size_a: float | None = None
+    low_pass_a: float | None = None
+    high_pass_a: float | None = None
+    dose_accumulation: Path | None = None
+    defocus: float | Path | None = None
+    amplitude_contrast: float | None = None
+    spherical_aberration_mm: float | None = None
+    voltage_kv: float | None = None
+    phase_shift_deg: float = 0.0
+    tomogram_ctf_model: str | None = None
+    spectral_whitening: bool = False
+    random_phase_correction: bool = False
+    rng_seed: int | None = None
+    half_precision: bool = False
+    relion5_tomograms_star: Path | None = None
+    gpu_ids: tuple[int, ...] | None = None
+    backend: str = "auto"
+    checkpoint_every: int = 2000
+    checkpoint_interval_s: float = 300.0
+
+    def __post_init__(self) -> None:  # noqa: C901 - one flat list of checks
+        s = object.__setattr__
+        for name in ("template", "tomogram", "mask"):
+            v = getattr(self, name)
+            if v is None or v == "":
+                raise ConfigError(f"--{name} is required")
+            s(self, name, Path(v))
+        s(self, "destination", Path(self.destination))
+        for name in ("tomogram_mask", "dose_accumulation", "relion5_tomograms_star"):
+            s(self, name, _opt_path(getattr(self, name)))
+        s(
+            self,
+            "particle_diameter_a",
+            _opt_pos("Å", self.particle_diameter_a, "--particle-diameter"),
+        )
+        s(
+            self,
+            "voxel_size_a",
+            _opt_pos("Å", self.voxel_size_a, "--voxel-size-angstrom"),
+        )
+        s(self, "low_pass_a", _opt_pos("Å", self.low_pass_a, "--low-pass"))
+        s(self, "high_pass_a", _opt_pos("Å", self.high_pass_a, "--high-pass"))
+        if (
+            self.low_pass_a is not None
+            and self.high_pass_a is not None
+            and self.high_pass_a <= self.low_pass_a
+        ):
+            raise ConfigError(
+                f"--high-pass {self.high_pass_a} Å must be a longer wavelength than "
+                f"--low-pass {self.low_pass_a} Å"
+            )
+        s(
+            self,
+            "spherical_aberration_mm",
+            _opt_pos("mm", self.spherical_aberration_mm, "--spherical-aberration"),
+        )
+        s(self, "voltage_kv", _opt_pos("kV", self.voltage_kv, "--voltage"))
+        # angular search
+        a = self.angular_search
+        if isinstance(a, bool):
+            raise ConfigError("--angular-search must be a step in degrees or a file")
+        if isinstance(a, int | float):
+            s(self, "angular_search", _opt_pos("degrees", a, "--angular-search"))
+        elif isinstance(a, os.PathLike):
+            s(self, "angular_search", str(a))
+        elif a is not None and not isinstance(a, str):
+            raise ConfigError(f"--angular-search {a!r}: a step in degrees or a file")
+        if isinstance(self.angular_search, str):
+            try:
+                s(
+                    self,
+                    "angular_search",
+                    _opt_pos("degrees", float(self.angular_search), "--angular-search"),
+                )
+            except ValueError:
+                pass  # a file name
+        if self.angular_search is None and self.particle_diameter_a is None:
+            raise ConfigError(
+                "give --angular-search (degrees or an angle file) or "
+                "--particle-diameter (Crowther step)"
+            )
+        sym = int(self.z_axis_rotational_symmetry)
+        if sym < 1:
+            raise ConfigError(f"--z-axis-rotational-symmetry {sym}: must be >= 1")
+        s(self, "z_axis_rotational_symmetry", sym)
+        try:
+            split = tuple(int(v) for v in self.volume_split_xyz)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"--volume-split {self.volume_split_xyz!r}: give three integers X Y Z"
+            ) from None
+        if len(split) != 3 or min(split) < 1:
+            raise ConfigError(
+                f"--volume-split {self.volume_split_xyz!r}: give three integers >= 1"
+            )
+        s(self, "volume_split_xyz", split)
+        for name in ("search_x", "search_y", "search_z"):
+            s(self, name, _range(name, getattr(self, name)))
+        # tilts
+        t = self.tilt_angles
+        if t is not None:
+            if isinstance(t, str | os.PathLike):
+                s(self, "tilt_angles", Path(t))
+            else:
+                vals = list(t)
+                if len(vals) == 1 and isinstance(vals[0], str | os.PathLike):
+                    s(self, "tilt_angles", Path(vals[0]))
+                else:
+                    try:
+                        lo, hi = (float(v) for v in vals)
+                    except (TypeError, ValueError):
+                        raise ConfigError(
+                            f"--tilt-angles {t!r}: give MIN MAX in degrees or a "
+                            ".tlt/.rawtlt file"
+                        ) from None
+                    if not (-90 <= lo <= hi <= 90):
+                        raise ConfigError(
+                            f"--tilt-angles {lo} {hi}: need -90 <= MIN <= MAX <= 90"
+                        )
+                    s(self, "tilt_angles", (lo, hi))
+        d = self.defocus
+        if d is not None and not isinstance(d, int | float):
+            try:
+                d = float(str(d))
+            except ValueError:
+                d = Path(d)  # type: ignore[arg-type]
+            s(self, "defocus", d)
+        if self.defocus is not None:
+            missing = [
+                flag
+                for flag, v in (
+                    ("--amplitude-contrast", self.amplitude_contrast),
+                    ("--spherical-aberration", self.spherical_aberration_mm),
+                    ("--voltage", self.voltage_kv),
+                )
+                if v is None
+            ]
+            if missing:
+                raise ConfigError("--defocus needs " + ", ".join(missing))
+        if self.amplitude_contrast is not None:
+            ac = float(self.amplitude_contrast)
+            if not 0.0 <= ac < 1.0:
+                raise ConfigError(f"--amplitude-contrast {ac}: a fraction in [0, 1)")
+            s(self, "amplitude_contrast", ac)
+        s(self, "phase_shift_deg", float(self.phase_shift_deg))
+        if self.tomogram_ctf_model not in (None, "phase-flip"):
+            raise ConfigError(
+                f"--tomogram-ctf-model {self.tomogram_ctf_model!r}: only 'phase-flip'"
+            )
+        if self.rng_seed is not None:
+            seed = int(self.rng_seed)
+            if seed < 0:
+                raise ConfigError(f"--rng-seed {seed}: must be >= 0")
+            s(self, "rng_seed", seed)
+        if self.gpu_ids is not None:
+            ids = tuple(int(i) for i in self.gpu_ids)
+            if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
+                raise ConfigError(
+                    f"--gpu-ids {list(ids)}: give distinct non-negative device indices"
+                )
+            s(self, "gpu_ids", ids)
+        if self.backend not in BACKEND_CHOICES:
+            raise ConfigError(
+                f"--backend {self.backend!r}: choose one of {', '.join(BACKEND_CHOICES)}"
+            )
+        if int(self.checkpoint_every) < 0 or float(self.checkpoint_interval_s) < 0:
+            raise ConfigError(
+                "--checkpoint-every must be >= 0 (0 disables checkpoints)"
+            )
+        s(self, "checkpoint_every", int(self.checkpoint_every))
+        s(self, "checkpoint_interval_s", float(self.checkpoint_interval_s))
+        for name in (
+            "non_spherical_mask",
+            "per_tilt_weighting",
+            "spectral_whitening",
+            "random_phase_correction",
+            "half_precision",
+        ):
+            s(self, name, bool(getattr(self, name)))
+
+    @property
+    def tomo_id(self) -> str:
+        """The tomogram's file stem, used to name the outputs."""
+        name = self.tomogram.name
+        for ext in (".mrc", ".rec", ".map", ".st"):
+            if name.lower().endswith(ext):
+                return name[: -len(ext)]
+        return self.tomogram.stem
+
+    def with_updates(self, **changes: Any) -> MatchConfig:
+        """Return a validated copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (paths as strings, tuples as lists)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Path):
+                v = str(v)
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+    def result_sha256(self) -> str:
+        """Hash of the options that determine the maps (for checkpoint matching)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_RESULT_FIELDS}
+        for key in ("template", "tomogram", "mask", "tomogram_mask"):
+            if d.get(key):
+                p = Path(d[key])
+                st = p.stat() if p.exists() else None
+                d[key] = [
+                    str(p.resolve()),
+                    st.st_size if st else None,
+                    st.st_mtime_ns if st else None,
+                ]
+        blob = json.dumps(d, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    @classmethod
+    def from_mapping(
+        cls, data: dict[str, Any], *, source: str = "config"
+    ) -> MatchConfig:
+        """Build a config from a mapping using field or flag names.
+
+        Raises
+        ------
+        ConfigError
+            If a key is unknown or a value invalid.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            k = key.replace("-", "_").lstrip("_")
+            k = _ALIASES.get(k, k)
+            if k not in names:
+                raise ConfigError(f"{source}: unknown option {key!r}")
+            kwargs[k] = value
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str], **overrides: Any) -> MatchConfig:
+        """Load a TOML file (a ``[match]`` table or top-level keys); apply overrides.
+
+        Raises
+        ------
+        FormatError
+            If the file is missing or not TOML.
+        ConfigError
+            If an option is unknown or invalid.
+        """
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise FormatError(f"{p}: config file not found") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise FormatError(f"{p}: not a readable TOML file ({exc})") from None
+        if isinstance(data.get("match"), dict):
+            data = data["match"]
+        merged = dict(data)
+        for key, value in overrides.items():
+            # an override replaces whatever spelling the file used
+            k = _ALIASES.get(key, key)
+            for fk in list(merged):
+                if _ALIASES.get(fk.replace("-", "_"), fk.replace("-", "_")) == k:
+                    del merged[fk]
+            merged[k] = value
+        return cls.from_mapping(merged, source=str(p))

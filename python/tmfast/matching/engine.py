@@ -1,0 +1,969 @@
+"""The template-matching engine: from a :class:`MatchConfig` to score and angle maps.
+
+:func:`match_template` does everything in memory and returns a :class:`MatchResult`;
+:func:`run_match` also writes ``{tomo_id}_scores.mrc``, ``{tomo_id}_angles.mrc`` and
+``{tomo_id}_job.json`` atomically, with checkpoints (``{tomo_id}_checkpoint.npz``)
+so that a killed job resumes where it stopped.
+
+Steps:
+
+1. read and check the inputs; build the tilt-series metadata and the angle set;
+2. Fourier-filter the whole tomogram once on the CPU (mean removed, zero-padded to a
+   fast length, :func:`tmfast.filters.tomogram_filter`), then standardise it; build
+   the template weight once (:func:`tmfast.filters.template_weight`), with a whitening
+   profile estimated from the tomogram when asked;
+3. split the search region into tiles (:mod:`tmfast.matching.tiling`), skip tiles
+   whose unique region lies entirely outside the tomogram mask, and search each tile
+   with one backend per device (rotations dealt round-robin by batch, maps merged in
+   memory, ties to the smaller rotation index);
+4. apply the random-phase correction and compute the search statistics over the
+   voxels inside the search region and the tomogram mask (:mod:`tmfast.matching.stats`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import scipy.fft as sfft
+
+from tmfast._fileio import atomic_path, check_writable
+from tmfast._progress import ProgressCallback
+from tmfast.backends.base import CorrelationInputs, MatchBackend, RunningMaps
+from tmfast.errors import ConfigError, FormatError
+from tmfast.matching.config import MatchConfig
+from tmfast.matching.job import MatchJob, SearchStats
+from tmfast.matching.random_phase import phase_randomised_template
+from tmfast.matching.stats import noise_corrected_scores, search_statistics
+from tmfast.matching.tiling import Tile, cut_tile, plan_tiles
+from tmfast.metadata import TiltSeriesMetadata
+from tmfast.types import AngleArray, Volume
+
+__all__ = [
+    "MatchResult",
+    "SearchMaps",
+    "filter_tomogram",
+    "match_template",
+    "merge_running_maps",
+    "output_paths",
+    "run_match",
+    "search_volume",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Rotations per backend call (one "batch"); backends sub-batch internally.
+DEFAULT_BATCH_ROTATIONS = 32
+_CHECKPOINT_FORMAT = 1
+
+
+# --------------------------------------------------------------------------- results
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SearchMaps:
+    """Assembled maps over the search region (before the random-phase correction).
+
+    ``scores``/``noise_scores`` float32 (``-inf`` unsearched), ``angles`` int32 (-1
+    unsearched), ``score_sum``/``score_sq_sum`` float64, ``searched`` bool.
+    """
+
+    scores: npt.NDArray[np.float32]
+    angles: npt.NDArray[np.int32]
+    score_sum: npt.NDArray[np.float64]
+    score_sq_sum: npt.NDArray[np.float64]
+    noise_scores: npt.NDArray[np.float32] | None
+    searched: npt.NDArray[np.bool_]
+    resumed_rotations: int = 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MatchResult:
+    """Result of :func:`match_template`, all in memory.
+
+    Attributes
+    ----------
+    scores
+        ``(z, y, x)`` float32 over the search region: maximum FLCF over rotations
+        (random-phase corrected when enabled); ``-inf`` where not searched.
+    angles
+        int32 index into :attr:`angle_set` of the best rotation; -1 where not searched.
+    angle_set
+        ``(N, 3)`` float64 ZXZ angles in radians.
+    stats
+        Search statistics (also in ``job.stats``).
+    job
+        The job record (file fields empty until :func:`run_match` writes them).
+    noise_scores
+        float32 noise-template maxima, or None.
+    maps
+        The raw assembled maps including per-voxel score sums.
+    """
+
+    scores: npt.NDArray[np.float32]
+    angles: npt.NDArray[np.int32]
+    angle_set: AngleArray
+    stats: SearchStats
+    job: MatchJob
+    noise_scores: npt.NDArray[np.float32] | None
+    maps: SearchMaps
+
+
+# --------------------------------------------------------------------------- helpers
+def merge_running_maps(a: RunningMaps, b: RunningMaps) -> RunningMaps:
+    """Merge maps over disjoint rotation subsets (max; ties keep the smaller index)."""
+    take = (b.scores > a.scores) | (
+        (b.scores == a.scores)
+        & (b.angles >= 0)
+        & ((a.angles < 0) | (b.angles < a.angles))
+    )
+    noise = None
+    if a.noise_scores is not None and b.noise_scores is not None:
+        noise = np.maximum(a.noise_scores, b.noise_scores)
+    return RunningMaps(
+        scores=np.where(take, b.scores, a.scores).astype(np.float32),
+        angles=np.where(take, b.angles, a.angles).astype(np.int32),
+        score_sum=a.score_sum + b.score_sum,
+        score_sq_sum=a.score_sq_sum + b.score_sq_sum,
+        noise_scores=noise,
+        n_rotations_done=a.n_rotations_done + b.n_rotations_done,
+    )
+
+
+def output_paths(destination: Path, tomo_id: str) -> dict[str, Path]:
+    """Return the output file paths of a run (``scores``, ``angles``, ``job``, ``checkpoint``)."""
+    return {
+        "scores": destination / f"{tomo_id}_scores.mrc",
+        "angles": destination / f"{tomo_id}_angles.mrc",
+        "job": destination / f"{tomo_id}_job.json",
+        "checkpoint": destination / f"{tomo_id}_checkpoint.npz",
+    }
+
+
+def filter_tomogram(tomogram: npt.ArrayLike, weight_for_shape: object) -> Volume:
+    """Mean-remove, zero-pad to a fast length, multiply by a Fourier weight, crop.
+
+    Parameters
+    ----------
+    tomogram
+        ``(z, y, x)`` volume.
+    weight_for_shape
+        Callable ``shape_zyx -> (z, y, x // 2 + 1)`` weight, or None for no filter.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 filtered volume, standardised to zero mean and unit standard deviation.
+    """
+    v = np.asarray(tomogram, dtype=np.float32)
+    v = v - np.float32(v.mean(dtype=np.float64))
+    if weight_for_shape is not None:
+        shape = tuple(sfft.next_fast_len(s, real=True) for s in v.shape)
+        weight = weight_for_shape(shape)  # type: ignore[operator]
+        f = sfft.rfftn(v, s=shape, workers=os.cpu_count())
+        f *= weight
+        v = sfft.irfftn(f, s=shape, workers=os.cpu_count())[
+            : v.shape[0], : v.shape[1], : v.shape[2]
+        ].astype(np.float32)
+        v -= np.float32(v.mean(dtype=np.float64))
+    sd = float(v.std(dtype=np.float64))
+    if sd > 0:
+        v /= np.float32(sd)
+    return np.ascontiguousarray(v)
+
+
+def _empty_search_maps(
+    shape: tuple[int, ...], with_noise: bool
+) -> dict[str, np.ndarray]:
+    d = {
+        "scores": np.full(shape, -np.inf, np.float32),
+        "angles": np.full(shape, -1, np.int32),
+        "score_sum": np.zeros(shape, np.float64),
+        "score_sq_sum": np.zeros(shape, np.float64),
+        "searched": np.zeros(shape, bool),
+    }
+    if with_noise:
+        d["noise_scores"] = np.full(shape, -np.inf, np.float32)
+    return d
+
+
+class _Checkpoint:
+    """Atomic ``.npz`` checkpoints of an in-progress search."""
+
+    def __init__(
+        self, path: Path | None, key: str, every: int, interval_s: float
+    ) -> None:
+        self.path = path
+        self.key = key
+        self.every = every
+        self.interval_s = interval_s
+        self.last_time = time.monotonic()
+        self.since = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None and (self.every > 0 or self.interval_s > 0)
+
+    def due(self, n_new: int) -> bool:
+        self.since += n_new
+        if not self.enabled:
+            return False
+        by_count = self.every > 0 and self.since >= self.every
+        by_time = (
+            self.interval_s > 0 and time.monotonic() - self.last_time >= self.interval_s
+        )
+        return by_count or by_time
+
+    def load(
+        self, shape: tuple[int, ...], with_noise: bool
+    ) -> dict[str, object] | None:
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable checkpoint %s (%s)", self.path, exc)
+            return None
+        if (
+            str(data.get("key")) != self.key
+            or int(data.get("format", -1)) != _CHECKPOINT_FORMAT
+        ):
+            logger.warning(
+                "ignoring checkpoint %s: it belongs to a different configuration",
+                self.path,
+            )
+            return None
+        if (
+            tuple(data["scores"].shape) != shape
+            or ("noise_scores" in data) != with_noise
+        ):
+            logger.warning("ignoring checkpoint %s: shapes differ", self.path)
+            return None
+        return data
+
+    def save(
+        self,
+        assembled: dict[str, np.ndarray],
+        tile_pos: int,
+        tile_maps: RunningMaps | None,
+    ) -> None:
+        assert self.path is not None
+        payload: dict[str, np.ndarray] = dict(assembled)
+        payload["key"] = np.array(self.key)
+        payload["format"] = np.array(_CHECKPOINT_FORMAT)
+        payload["tile_pos"] = np.array(tile_pos)
+        if tile_maps is not None:
+            payload["tile_n_done"] = np.array(tile_maps.n_rotations_done)
+            payload["tile_scores"] = tile_maps.scores
+            payload["tile_angles"] = tile_maps.angles
+            payload["tile_score_sum"] = tile_maps.score_sum
+            payload["tile_score_sq_sum"] = tile_maps.score_sq_sum
+            if tile_maps.noise_scores is not None:
+                payload["tile_noise_scores"] = tile_maps.noise_scores
+        with atomic_path(self.path, overwrite=True) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **payload)
+        self.since = 0
+        self.last_time = time.monotonic()
+        logger.debug(
+            "checkpoint written: tile %d, %s rotations",
+            tile_pos,
+            None if tile_maps is None else tile_maps.n_rotations_done,
+        )
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def search_volume(
+    tomogram: Volume,
+    template: Volume,
+    mask: Volume,
+    template_weight: npt.NDArray[np.float32],
+    angles: AngleArray,
+    *,
+    backends: Sequence[MatchBackend],
+    search_origin_zyx: tuple[int, int, int] = (0, 0, 0),
+    search_shape_zyx: tuple[int, int, int] | None = None,
+    split_xyz: tuple[int, int, int] = (1, 1, 1),
+    tomogram_mask: npt.NDArray[np.float32] | None = None,
+    mask_is_spherical: bool = True,
+    noise_template: Volume | None = None,
+    batch_rotations: int = DEFAULT_BATCH_ROTATIONS,
+    progress: ProgressCallback | None = None,
+    checkpoint_path: Path | None = None,
+    checkpoint_key: str = "",
+    checkpoint_every: int = 0,
+    checkpoint_interval_s: float = 0.0,
+) -> SearchMaps:
+    """Search a (filtered) tomogram tile by tile; the core of :func:`match_template`.
+
+    Parameters
+    ----------
+    tomogram
+        Full ``(z, y, x)`` float32 tomogram, already filtered.
+    template, mask, template_weight, noise_template, mask_is_spherical
+        As in :class:`~tmfast.backends.base.CorrelationInputs`.
+    angles
+        ``(N, 3)`` ZXZ radians; rotation ``i`` is row ``i``.
+    backends
+        One prepared-on-demand backend per device.
+    search_origin_zyx, search_shape_zyx
+        Search region in full-tomogram voxels (default: everything).
+    split_xyz
+        Tiles along x, y, z.
+    tomogram_mask
+        Full-size mask; tiles whose unique region is all ``<= 0`` are skipped.
+    batch_rotations
+        Rotations per backend call.
+    progress
+        ``progress(done, total)`` over rotations x searched tiles.
+    checkpoint_path, checkpoint_key, checkpoint_every, checkpoint_interval_s
+        Where and how often to checkpoint; a checkpoint with the same key is resumed.
+
+    Returns
+    -------
+    SearchMaps
+        Maps over the search region.
+    """
+    from tmfast.geometry.rotations import zxz_to_matrices
+
+    if not backends:
+        raise ConfigError("no compute backend given")
+    shape_full = tuple(int(s) for s in tomogram.shape)
+    if search_shape_zyx is None:
+        search_shape_zyx = tuple(  # type: ignore[assignment]
+            s - o for s, o in zip(shape_full, search_origin_zyx, strict=True)
+        )
+    assert search_shape_zyx is not None
+    n_box = int(template.shape[0])
+    tiles = plan_tiles(search_origin_zyx, search_shape_zyx, split_xyz, n_box)
+    active: list[Tile] = []
+    for tile in tiles:
+        if tomogram_mask is not None:
+            region = tuple(
+                slice(a, b)
+                for a, b in zip(
+                    tile.unique_start_zyx, tile.unique_stop_zyx, strict=True
+                )
+            )
+            if not (tomogram_mask[region] > 0).any():
+                logger.info("tile %d: outside the tomogram mask, skipped", tile.index)
+                continue
+        active.append(tile)
+    n_rot = len(angles)
+    total = n_rot * len(active)
+    with_noise = noise_template is not None
+    ckpt = _Checkpoint(
+        checkpoint_path, checkpoint_key, checkpoint_every, checkpoint_interval_s
+    )
+    assembled = _empty_search_maps(search_shape_zyx, with_noise)
+    start_pos, resume = 0, None
+    resumed = 0
+    loaded = ckpt.load(search_shape_zyx, with_noise) if ckpt.enabled else None
+    if loaded is not None:
+        for k in assembled:
+            assembled[k] = np.array(loaded[k])
+        start_pos = int(loaded["tile_pos"])  # type: ignore[call-overload]
+        if "tile_n_done" in loaded:
+            resume = RunningMaps(
+                scores=np.array(loaded["tile_scores"]),
+                angles=np.array(loaded["tile_angles"]),
+                score_sum=np.array(loaded["tile_score_sum"]),
+                score_sq_sum=np.array(loaded["tile_score_sq_sum"]),
+                noise_scores=(
+                    np.array(loaded["tile_noise_scores"]) if with_noise else None
+                ),
+                n_rotations_done=int(loaded["tile_n_done"]),  # type: ignore[call-overload]
+            )
+        resumed = start_pos * n_rot + (resume.n_rotations_done if resume else 0)
+        logger.info(
+            "resuming from checkpoint %s: %d of %d rotation-tiles done",
+            checkpoint_path,
+            resumed,
+            total,
+        )
+    done = resumed
+    if progress is not None:
+        progress(done, total)
+    pool = (
+        concurrent.futures.ThreadPoolExecutor(len(backends))
+        if len(backends) > 1
+        else None
+    )
+    try:
+        for pos in range(start_pos, len(active)):
+            tile = active[pos]
+            inputs = CorrelationInputs(
+                tomogram=cut_tile(tomogram, tile),
+                template=template,
+                mask=mask,
+                template_weight=template_weight,
+                mask_is_spherical=mask_is_spherical,
+                noise_template=noise_template,
+            )
+            first = 0
+            for i, be in enumerate(backends):
+                be.prepare(inputs, resume_from=resume if i == 0 else None)
+            if resume is not None:
+                first = resume.n_rotations_done
+                resume = None
+            logger.debug(
+                "tile %d/%d: shape %s, from rotation %d",
+                pos + 1,
+                len(active),
+                tile.shape_zyx,
+                first,
+            )
+            while first < n_rot:
+                jobs = []
+                for be in backends:
+                    if first >= n_rot:
+                        break
+                    last = min(first + batch_rotations, n_rot)
+                    jobs.append((be, first, zxz_to_matrices(angles[first:last])))
+                    first = last
+                if pool is None:
+                    for be, f0, mats in jobs:
+                        be.score_rotations(f0, mats)
+                else:
+                    futures = [
+                        pool.submit(be.score_rotations, f0, mats)
+                        for be, f0, mats in jobs
+                    ]
+                    for fut in futures:
+                        fut.result()
+                n_new = sum(len(m) for _, _, m in jobs)
+                done += n_new
+                if progress is not None:
+                    progress(done, total)
+                if first < n_rot and ckpt.due(n_new):
+                    ckpt.save(assembled, pos, _merged_snapshot(backends, first))
+            maps = _merged_final(backends)
+            unique = tile.unique_in_tile
+            dest = tile.unique_in_region(search_origin_zyx)
+            assembled["scores"][dest] = maps.scores[unique]
+            assembled["angles"][dest] = maps.angles[unique]
+            assembled["score_sum"][dest] = maps.score_sum[unique]
+            assembled["score_sq_sum"][dest] = maps.score_sq_sum[unique]
+            assembled["searched"][dest] = True
+            if with_noise:
+                assert maps.noise_scores is not None
+                assembled["noise_scores"][dest] = maps.noise_scores[unique]
+            if pos + 1 < len(active) and ckpt.due(0):
+                ckpt.save(assembled, pos + 1, None)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+        for be in backends:
+            be.close()
+    return SearchMaps(
+        scores=assembled["scores"],
+        angles=assembled["angles"],
+        score_sum=assembled["score_sum"],
+        score_sq_sum=assembled["score_sq_sum"],
+        noise_scores=assembled.get("noise_scores"),
+        searched=assembled["searched"],
+        resumed_rotations=resumed,
+    )
+
+
+def _merged_snapshot(backends: Sequence[MatchBackend], n_done: int) -> RunningMaps:
+    snaps = [be.snapshot() for be in backends]
+    merged = snaps[0]
+    for s in snaps[1:]:
+        merged = merge_running_maps(merged, s)
+    merged.n_rotations_done = n_done
+    return merged
+
+
+def _merged_final(backends: Sequence[MatchBackend]) -> RunningMaps:
+    maps = [be.finalize() for be in backends]
+    merged = maps[0]
+    for m in maps[1:]:
+        merged = merge_running_maps(merged, m)
+    return merged
+
+
+# --------------------------------------------------------------------- input loading
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Inputs:
+    tomogram: Volume
+    template: Volume
+    mask: Volume
+    tomogram_mask: npt.NDArray[np.float32] | None
+    voxel_size_a: float
+    tilt_range_deg: tuple[float, float] | None
+    metadata: TiltSeriesMetadata | None
+    search_origin_zyx: tuple[int, int, int]
+    search_shape_zyx: tuple[int, int, int]
+
+
+def _check_finite(arr: np.ndarray, path: Path, what: str) -> None:
+    if not np.isfinite(arr).all():
+        raise FormatError(
+            f"{path}: the {what} contains NaN or inf values; fix the file"
+        )
+
+
+def _metadata(
+    config: MatchConfig,
+) -> tuple[tuple[float, float] | None, TiltSeriesMetadata | None, float | None]:
+    """Return (binary wedge range, metadata, voxel size from RELION5 or None)."""
+    if config.relion5_tomograms_star is not None:
+        from tmfast.batch.relion5 import normalise_tomogram_stem, read_relion5_metadata
+
+        name = normalise_tomogram_stem(config.tomogram.name)[0]
+        meta = read_relion5_metadata(config.relion5_tomograms_star, name)
+        given = [
+            flag
+            for flag, v in (
+                ("--tilt-angles", config.tilt_angles),
+                ("--defocus", config.defocus),
+                ("--dose-accumulation", config.dose_accumulation),
+                ("--voltage", config.voltage_kv),
+                ("--spherical-aberration", config.spherical_aberration_mm),
+                ("--amplitude-contrast", config.amplitude_contrast),
+            )
+            if v is not None
+        ]
+        if given:
+            logger.warning(
+                "--relion5-tomograms-star given: ignoring %s", ", ".join(given)
+            )
+        vs = None
+        if meta.tilt_series_pixel_size_a and meta.binning:
+            vs = float(meta.tilt_series_pixel_size_a) * float(meta.binning)
+        tilts = meta.tilt_angles_deg
+        return (min(tilts), max(tilts)), meta, vs
+    if config.tilt_angles is None:
+        if config.per_tilt_weighting or config.defocus is not None:
+            raise ConfigError(
+                "--per-tilt-weighting and --defocus need --tilt-angles (a tilt file)"
+            )
+        logger.warning("no --tilt-angles: the template gets no missing-wedge weighting")
+        return None, None, None
+    from tmfast.io.tilts import read_defocus, read_dose, read_tilt_angles
+
+    if isinstance(config.tilt_angles, Path):
+        tilts = tuple(read_tilt_angles(config.tilt_angles))
+    else:
+        if config.per_tilt_weighting:
+            raise ConfigError(
+                "--per-tilt-weighting needs a tilt-angle file (.tlt/.rawtlt), not MIN MAX"
+            )
+        tilts = tuple(config.tilt_angles)
+    tilt_range = (float(min(tilts)), float(max(tilts)))
+    need_meta = (
+        config.per_tilt_weighting
+        or config.defocus is not None
+        or config.dose_accumulation is not None
+    )
+    if not need_meta:
+        return tilt_range, None, None
+    defocus = (
+        None
+        if config.defocus is None
+        else tuple(read_defocus(config.defocus, n_tilts=len(tilts)))
+    )
+    dose = (
+        None
+        if config.dose_accumulation is None
+        else tuple(read_dose(config.dose_accumulation, n_tilts=len(tilts)))
+    )
+    meta = TiltSeriesMetadata(
+        tilt_angles_deg=tilts,
+        defocus_um=defocus,
+        dose_e_per_a2=dose,
+        voltage_kv=config.voltage_kv,
+        spherical_aberration_mm=config.spherical_aberration_mm,
+        amplitude_contrast=config.amplitude_contrast,
+        phase_shift_deg=config.phase_shift_deg,
+    )
+    return tilt_range, meta, None
+
+
+def _load_inputs(config: MatchConfig) -> _Inputs:
+    from tmfast.io.mrc import read_volume
+
+    tilt_range, meta, meta_vs = _metadata(config)
+    override = meta_vs if meta_vs is not None else config.voxel_size_a
+    tomo, tomo_vs = read_volume(config.tomogram, require_voxel_size=override is None)
+    tmpl, tmpl_vs = read_volume(config.template, require_voxel_size=override is None)
+    mask, _ = read_volume(config.mask, require_voxel_size=False)
+    _check_finite(tomo, config.tomogram, "tomogram")
+    _check_finite(tmpl, config.template, "template")
+    _check_finite(mask, config.mask, "mask")
+    if len(set(tmpl.shape)) != 1:
+        raise ConfigError(
+            f"{config.template}: template box {tmpl.shape[::-1]} (x, y, z) is not "
+            "cubic; pad it to a cube (tmfast create-template)"
+        )
+    if mask.shape != tmpl.shape:
+        raise ConfigError(
+            f"{config.mask}: mask box {mask.shape[0]} differs from the template box "
+            f"{tmpl.shape[0]}; create the mask with the template's box size"
+        )
+    if float(mask.sum()) <= 0 or float(mask.max()) <= 0:
+        raise ConfigError(f"{config.mask}: the mask is empty (all zero)")
+    if any(tmpl.shape[0] > s for s in tomo.shape):
+        raise ConfigError(
+            f"{config.template}: template box {tmpl.shape[0]} is larger than the "
+            f"tomogram {tomo.shape[::-1]} (x, y, z)"
+        )
+    if override is not None:
+        voxel = float(override)
+    else:
+        if round(tomo_vs, 3) != round(tmpl_vs, 3):
+            raise ConfigError(
+                f"voxel sizes disagree: tomogram {tomo_vs:.3f} Å, template "
+                f"{tmpl_vs:.3f} Å; rescale the template or pass --voxel-size-angstrom"
+            )
+        voxel = tomo_vs
+    tmask = None
+    if config.tomogram_mask is not None:
+        tmask, _ = read_volume(config.tomogram_mask, require_voxel_size=False)
+        if tmask.shape != tomo.shape:
+            raise ConfigError(
+                f"{config.tomogram_mask}: tomogram mask shape {tmask.shape[::-1]} "
+                f"differs from the tomogram {tomo.shape[::-1]} (x, y, z)"
+            )
+        tmask = np.asarray(tmask, dtype=np.float32)
+    origin, shape = [], []
+    for axis, (rng, size) in zip(
+        "zyx",
+        (
+            (config.search_z, tomo.shape[0]),
+            (config.search_y, tomo.shape[1]),
+            (config.search_x, tomo.shape[2]),
+        ),
+        strict=True,
+    ):
+        if rng is None:
+            origin.append(0)
+            shape.append(size)
+            continue
+        if rng[1] > size:
+            raise ConfigError(
+                f"--search-{axis} {rng[0]} {rng[1]}: the tomogram has {size} voxels "
+                f"along {axis}; END must be <= {size}"
+            )
+        origin.append(rng[0])
+        shape.append(rng[1] - rng[0])
+    if tmask is not None:
+        region = tuple(slice(o, o + s) for o, s in zip(origin, shape, strict=True))
+        if not (tmask[region] > 0).any():
+            raise ConfigError(
+                f"{config.tomogram_mask}: no voxel of the search region is inside the "
+                "tomogram mask (> 0); nothing to search"
+            )
+    return _Inputs(
+        tomogram=tomo,
+        template=tmpl,
+        mask=mask,
+        tomogram_mask=tmask,
+        voxel_size_a=voxel,
+        tilt_range_deg=tilt_range,
+        metadata=meta,
+        search_origin_zyx=tuple(origin),  # type: ignore[arg-type]
+        search_shape_zyx=tuple(shape),  # type: ignore[arg-type]
+    )
+
+
+def _angles(config: MatchConfig, voxel_size_a: float) -> tuple[AngleArray, float | str]:
+    from tmfast.geometry.angles import angle_set, angle_step_from_diameter
+
+    search: float | str
+    if config.angular_search is not None:
+        search = config.angular_search
+    else:
+        assert config.particle_diameter_a is not None
+        search = float(
+            angle_step_from_diameter(
+                config.particle_diameter_a, voxel_size_a, low_pass_a=config.low_pass_a
+            )
+        )
+        logger.info("angular step %.3f° from the particle diameter (Crowther)", search)
+    if isinstance(search, str):
+        search = str(Path(search).resolve())
+    angles = np.asarray(
+        angle_set(search, symmetry=config.z_axis_rotational_symmetry), dtype=np.float64
+    )
+    if len(angles) == 0:
+        raise ConfigError(f"angular search {search!r}: the angle set is empty")
+    return angles, search
+
+
+# ------------------------------------------------------------------------ main entry
+def match_template(
+    config: MatchConfig,
+    *,
+    backend: MatchBackend | Sequence[MatchBackend] | None = None,
+    progress: ProgressCallback | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    batch_rotations: int = DEFAULT_BATCH_ROTATIONS,
+) -> MatchResult:
+    """Run template matching in memory.
+
+    Parameters
+    ----------
+    config
+        The run's options.
+    backend
+        A backend (or one per device) to use instead of ``config.backend`` /
+        ``config.gpu_ids``.
+    progress
+        ``progress(done, total)`` callback over rotations.
+    checkpoint_dir
+        Folder for ``{tomo_id}_checkpoint.npz`` (resumed if it matches this config);
+        None disables checkpoints.
+    batch_rotations
+        Rotations per backend call.
+
+    Returns
+    -------
+    MatchResult
+
+    Raises
+    ------
+    ConfigError, FormatError
+        For invalid options or input files (before any heavy work).
+    BackendUnavailableError
+        If the requested backend cannot run here.
+    """
+    from tmfast import __version__
+    from tmfast.filters import template_weight, tomogram_filter
+    from tmfast.geometry.angles import angle_set_sha256
+
+    inputs = _load_inputs(config)
+    angles, search = _angles(config, inputs.voxel_size_a)
+    if backend is None:
+        from tmfast.backends.registry import get_backends
+
+        backends: list[MatchBackend] = get_backends(
+            config.backend, device_ids=config.gpu_ids
+        )
+    elif isinstance(backend, Sequence):
+        backends = list(backend)
+    else:
+        backends = [backend]
+    n_box = inputs.template.shape[0]
+    profile = None
+    if config.spectral_whitening:
+        from tmfast.filters.whitening import estimate_whitening_profile
+
+        patch = min(max(n_box, 64), *inputs.search_shape_zyx, *inputs.tomogram.shape)
+        profile = np.asarray(
+            estimate_whitening_profile(inputs.tomogram, patch_size=int(patch)),
+            dtype=np.float32,
+        )
+    vs = inputs.voxel_size_a
+
+    def tomo_weight(shape: tuple[int, int, int]) -> npt.NDArray[np.float32]:
+        return tomogram_filter(
+            shape,
+            vs,
+            tilt_range_deg=inputs.tilt_range_deg,
+            metadata=inputs.metadata,
+            low_pass_a=config.low_pass_a,
+            high_pass_a=config.high_pass_a,
+            whitening_profile=profile,
+        )
+
+    filtered = filter_tomogram(inputs.tomogram, tomo_weight)
+    weight = template_weight(
+        n_box,
+        vs,
+        tilt_range_deg=inputs.tilt_range_deg,
+        metadata=inputs.metadata,
+        per_tilt_weighting=config.per_tilt_weighting,
+        low_pass_a=config.low_pass_a,
+        high_pass_a=config.high_pass_a,
+        ctf_model=config.tomogram_ctf_model,
+        whitening_profile=profile,
+    )
+    seed = config.rng_seed
+    noise = None
+    if config.random_phase_correction:
+        if seed is None:
+            seed = int.from_bytes(os.urandom(4), "little")
+            logger.info("random-phase correction: rng seed %d", seed)
+        noise = phase_randomised_template(inputs.template, inputs.mask, seed=seed)
+    key = config.result_sha256() + ":" + angle_set_sha256(angles) + f":{seed}"
+    ckpt_path = (
+        None
+        if checkpoint_dir is None
+        else output_paths(Path(checkpoint_dir), config.tomo_id)["checkpoint"]
+    )
+    t0 = time.monotonic()
+    maps = search_volume(
+        filtered,
+        inputs.template,
+        inputs.mask,
+        weight,
+        angles,
+        backends=backends,
+        search_origin_zyx=inputs.search_origin_zyx,
+        search_shape_zyx=inputs.search_shape_zyx,
+        split_xyz=config.volume_split_xyz,
+        tomogram_mask=inputs.tomogram_mask,
+        mask_is_spherical=not config.non_spherical_mask,
+        noise_template=noise,
+        batch_rotations=batch_rotations,
+        progress=progress,
+        checkpoint_path=ckpt_path,
+        checkpoint_key=key,
+        checkpoint_every=config.checkpoint_every,
+        checkpoint_interval_s=config.checkpoint_interval_s,
+    )
+    elapsed = time.monotonic() - t0
+    roi = maps.searched.copy()
+    if inputs.tomogram_mask is not None:
+        region = tuple(
+            slice(o, o + s)
+            for o, s in zip(
+                inputs.search_origin_zyx, inputs.search_shape_zyx, strict=True
+            )
+        )
+        roi &= inputs.tomogram_mask[region] > 0
+    scores = maps.scores
+    noise_mean = None
+    if maps.noise_scores is not None:
+        scores, noise_mean = noise_corrected_scores(maps.scores, maps.noise_scores, roi)
+    stats = search_statistics(
+        maps.score_sum,
+        maps.score_sq_sum,
+        len(angles),
+        roi,
+        noise_scores=maps.noise_scores,
+        noise_mean=noise_mean,
+    )
+    logger.info(
+        "matched %d rotations in %.1f s (%s); search σ %.4g over %d voxel-rotations",
+        len(angles),
+        elapsed,
+        backends[0].name,
+        stats.std,
+        stats.search_space,
+    )
+    job = MatchJob(
+        tomo_id=config.tomo_id,
+        tomogram=str(config.tomogram.resolve()),
+        template=str(config.template.resolve()),
+        mask=str(config.mask.resolve()),
+        output_dir=str(config.destination.resolve()),
+        tomo_shape_zyx=tuple(int(s) for s in inputs.tomogram.shape),  # type: ignore[arg-type]
+        search_origin_zyx=inputs.search_origin_zyx,
+        search_shape_zyx=inputs.search_shape_zyx,
+        voxel_size_a=float(vs),
+        angular_search=search,
+        rotational_symmetry=config.z_axis_rotational_symmetry,
+        n_rotations=len(angles),
+        angle_set_sha256=angle_set_sha256(angles),
+        mask_is_spherical=not config.non_spherical_mask,
+        particle_diameter_a=config.particle_diameter_a,
+        low_pass_a=config.low_pass_a,
+        high_pass_a=config.high_pass_a,
+        spectral_whitening=config.spectral_whitening,
+        per_tilt_weighting=config.per_tilt_weighting,
+        tomogram_ctf_model=config.tomogram_ctf_model,
+        random_phase_correction=config.random_phase_correction,
+        rng_seed=seed,
+        tomogram_mask=(
+            None
+            if config.tomogram_mask is None
+            else str(config.tomogram_mask.resolve())
+        ),
+        metadata=inputs.metadata,
+        volume_split_xyz=config.volume_split_xyz,
+        tilt_range_deg=inputs.tilt_range_deg,
+        whitening_profile=(
+            None if profile is None else tuple(float(v) for v in profile)
+        ),
+        noise_mean=noise_mean,
+        resumed_rotations=maps.resumed_rotations,
+        backend=backends[0].name,
+        half_precision=config.half_precision,
+        stats=stats,
+        tmfast_version=__version__,
+    )
+    return MatchResult(
+        scores=scores,
+        angles=maps.angles,
+        angle_set=angles,
+        stats=stats,
+        job=job,
+        noise_scores=maps.noise_scores,
+        maps=maps,
+    )
+
+
+def run_match(
+    config: MatchConfig,
+    *,
+    progress: ProgressCallback | None = None,
+    overwrite: bool = False,
+    backend: MatchBackend | Sequence[MatchBackend] | None = None,
+    batch_rotations: int = DEFAULT_BATCH_ROTATIONS,
+) -> MatchJob:
+    """Run :func:`match_template` and write the maps and the job file atomically.
+
+    Checkpoints go to ``{destination}/{tomo_id}_checkpoint.npz`` and are removed when
+    the outputs are written.
+
+    Returns
+    -------
+    MatchJob
+        The job record as written to ``{tomo_id}_job.json``.
+
+    Raises
+    ------
+    OutputExistsError
+        If an output exists and ``overwrite`` is false (checked before matching).
+    ConfigError
+        If the destination cannot be created or written.
+    """
+    from tmfast.io.mrc import write_volume
+
+    dest = config.destination
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"{dest}: cannot create the output directory ({exc})"
+        ) from None
+    if not os.access(dest, os.W_OK):
+        raise ConfigError(
+            f"{dest}: output directory is not writable; choose another -d"
+        )
+    paths = output_paths(dest, config.tomo_id)
+    for name in ("scores", "angles", "job"):
+        check_writable(paths[name], overwrite=overwrite)
+    result = match_template(
+        config,
+        backend=backend,
+        progress=progress,
+        checkpoint_dir=dest,
+        batch_rotations=batch_rotations,
+    )
+    vs = result.job.voxel_size_a
+    scores = result.scores.astype(np.float16 if config.half_precision else np.float32)
+    write_volume(paths["scores"], scores, vs, overwrite=overwrite)
+    write_volume(
+        paths["angles"], result.angles.astype(np.float32), vs, overwrite=overwrite
+    )
+    job = result.job.with_updates(
+        scores_file=str(paths["scores"].resolve()),
+        angles_file=str(paths["angles"].resolve()),
+    )
+    job.write(paths["job"], overwrite=overwrite)
+    output_paths(dest, config.tomo_id)["checkpoint"].unlink(missing_ok=True)
+    logger.info("wrote %s, %s, %s", paths["scores"], paths["angles"], paths["job"])
+    return job

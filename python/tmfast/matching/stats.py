@@ -1,0 +1,91 @@
+"""Search statistics from per-voxel score sums, with the random-phase correction.
+
+The statistics feed the false-alarm cutoff of extraction. They are taken only over
+the *region of interest*: searched voxels inside the search region and the tomogram
+mask (pytom-match-pick issue #332). With the random-phase correction the corrected
+per-rotation score at a voxel is ``c_r = s_r - n + m`` (``n`` the voxel's noise
+maximum, ``m`` the mean noise maximum over the region of interest), and the
+statistics are those of ``c_r`` (pytom issue #350), computed exactly from the
+per-voxel sums::
+
+    sum_r c_r   = S1 + R (m - n)
+    sum_r c_r^2 = S2 + 2 (m - n) S1 + R (m - n)^2
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from tmfast.matching.job import SearchStats
+
+__all__ = ["noise_corrected_scores", "search_statistics"]
+
+
+def noise_corrected_scores(
+    scores: npt.NDArray[np.float32],
+    noise_scores: npt.NDArray[np.float32],
+    roi: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.float32], float]:
+    """Return ``scores - noise + mean(noise over roi)`` and that mean.
+
+    Unsearched voxels (``-inf``) stay ``-inf``.
+    """
+    sel = roi & np.isfinite(noise_scores)
+    m = float(noise_scores[sel].astype(np.float64).mean()) if sel.any() else 0.0
+    out = scores.astype(np.float64) - noise_scores + m
+    out[~np.isfinite(scores)] = -np.inf
+    return out.astype(np.float32), m
+
+
+def search_statistics(
+    score_sum: npt.NDArray[np.float64],
+    score_sq_sum: npt.NDArray[np.float64],
+    n_rotations: int,
+    roi: npt.NDArray[np.bool_],
+    *,
+    noise_scores: npt.NDArray[np.float32] | None = None,
+    noise_mean: float | None = None,
+) -> SearchStats:
+    """Return σ (RMS about zero), mean and search space over ``roi`` x rotations.
+
+    Parameters
+    ----------
+    score_sum, score_sq_sum
+        Per-voxel ``sum_r s_r`` and ``sum_r s_r**2`` (float64).
+    n_rotations
+        ``R``, rotations per voxel.
+    roi
+        Boolean map of the voxels that count.
+    noise_scores, noise_mean
+        Per-voxel noise maximum ``n`` and its mean ``m``: the statistics are then
+        those of the corrected scores ``s_r - n + m``.
+
+    Returns
+    -------
+    SearchStats
+        ``variance`` is the mean of the squared (corrected) scores, as
+        pytom-match-pick (zero-mean background); ``mean`` is their mean.
+    """
+    n_vox = int(roi.sum())
+    space = n_vox * int(n_rotations)
+    if space == 0:
+        return SearchStats(search_space=0, variance=0.0, std=0.0, mean=0.0)
+    s1 = score_sum[roi].astype(np.float64)
+    s2 = score_sq_sum[roi].astype(np.float64)
+    if noise_scores is not None:
+        m = float(noise_mean if noise_mean is not None else 0.0)
+        d = m - noise_scores[roi].astype(np.float64)
+        s2 = s2 + 2.0 * d * s1 + n_rotations * d * d
+        s1 = s1 + n_rotations * d
+    total1 = float(s1.sum())
+    total2 = float(s2.sum())
+    variance = total2 / space
+    return SearchStats(
+        search_space=space,
+        variance=variance,
+        std=math.sqrt(max(variance, 0.0)),
+        mean=total1 / space,
+    )
