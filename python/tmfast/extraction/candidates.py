@@ -23,7 +23,6 @@ import dataclasses
 import logging
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +47,11 @@ logger = logging.getLogger(__name__)
 
 def zxz_to_relion(angles_zxz_rad: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """RELION ``(rot, tilt, psi)`` degrees for ZXZ radians (docs/conventions.md)."""
+    from tmfast.geometry.rotations import zxz_to_relion_deg
+
     a = np.atleast_2d(np.asarray(angles_zxz_rad, dtype=np.float64)).reshape(-1, 3)
     if a.shape[0] == 0:
         return np.zeros((0, 3))
-    try:
-        from tmfast.geometry.rotations import zxz_to_relion_deg  # type: ignore[attr-defined]
-    except ImportError:
-        from scipy.spatial.transform import Rotation
-
-        out: npt.NDArray[np.float64] = Rotation.from_euler("ZXZ", -a).as_euler(
-            "ZYZ", degrees=True
-        )
-        return out
     return np.asarray(zxz_to_relion_deg(a), dtype=np.float64).reshape(-1, 3)
 
 
@@ -246,17 +238,12 @@ class CandidateTable:
 
 
 def _read_map(path: Path, what: str) -> tuple[npt.NDArray[Any], float]:
-    import mrcfile
+    from tmfast.io.mrc import read_volume
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            m = mrcfile.mmap(path, mode="r", permissive=True)
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"{path}: cannot read the {what} as MRC ({exc})") from None
-    if m.data is None or m.data.ndim != 3:
-        raise FormatError(f"{path}: the {what} is not a 3D MRC volume")
-    return m.data, float(m.voxel_size.x)
+        return read_volume(path, require_voxel_size=False)
+    except FormatError as exc:
+        raise FormatError(f"{exc} (reading the {what})") from None
 
 
 def _load_mask(
@@ -287,8 +274,11 @@ def _load_mask(
             f"{tuple(job.search_shape_zyx)}; give the mask of this tomogram"
         )
     a = np.asarray(arr)
-    if a.dtype == np.int8 and a.min() < 0 and a.max() <= 0:
-        # int8 masks written as unsigned 0/255 read back as 0/-1 (pytom #270).
+    if a.size and float(a.max()) <= 0 < -float(a.min()):
+        # A mask with no positive value but negative ones is an unsigned 0/255 mask
+        # read as signed int8 (0/-1, pytom #270): take nonzero as inside.
+        logger.warning("%s: no positive values but negative ones; treating nonzero "
+                       "voxels as inside (unsigned mask stored as int8?)", name)
         a = (a != 0).astype(np.float32)
     return np.ascontiguousarray(a, dtype=np.float32)
 

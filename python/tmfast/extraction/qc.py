@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,18 +104,16 @@ def plot_qc(
     FormatError
         If the tomogram cannot be read or its shape differs from the job's.
     """
-    import mrcfile
-
     src = table.tomogram if tomogram is None else tomogram
+    vol: Any
     if isinstance(src, (str, os.PathLike)):
-        p = Path(src)
+        from tmfast.io.mrc import read_volume
+
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                vol: Any = mrcfile.mmap(p, mode="r", permissive=True).data
-        except (OSError, ValueError) as exc:
-            raise FormatError(f"{p}: cannot read the tomogram for the QC picture "
-                              f"({exc}); pass --no-plots to skip it") from None
+            vol, _ = read_volume(src, require_voxel_size=False,
+                                 mmap_threshold_bytes=64 << 20)
+        except FormatError as exc:
+            raise FormatError(f"{exc} (QC picture; pass --no-plots to skip it)") from None
     else:
         vol = np.asarray(src)
     if vol is None or tuple(vol.shape) != tuple(table.tomo_shape_zyx):

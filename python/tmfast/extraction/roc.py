@@ -22,6 +22,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +31,10 @@ from scipy.special import erfc
 
 from tmfast.errors import ConfigError
 
-__all__ = ["RocResult", "estimate_roc", "plot_roc"]
+if TYPE_CHECKING:
+    from tmfast.extraction.candidates import CandidateTable
+
+__all__ = ["RocResult", "estimate_roc", "plot_roc", "score_map_background"]
 
 logger = logging.getLogger(__name__)
 
@@ -253,3 +257,36 @@ def plot_roc(
     a2.legend(fontsize=8)
     fig.suptitle(title or "ROC estimate")
     return save_figure(fig, paths, overwrite=overwrite)
+
+
+def score_map_background(
+    job: str | os.PathLike[str],
+    *,
+    n_particles: int,
+    particle_diameter_a: float | None = None,
+    ignore_tomogram_mask: bool = False,
+) -> tuple[tuple[float, float, float], CandidateTable]:
+    """Extract ``n_particles`` forced picks and the score map's background stats.
+
+    Returns
+    -------
+    tuple
+        ``((n_voxels, mean, std), picks)`` where the statistics are over searched
+        voxels (finite scores inside the tomogram mask).
+    """
+    from tmfast.extraction.candidates import _load_mask, _read_map, extract_candidates
+    from tmfast.extraction.pytom_job import load_job, locate_maps
+
+    mjob, jpath = load_job(job)
+    table = extract_candidates(
+        mjob, n_particles=n_particles, particle_diameter_a=particle_diameter_a,
+        cutoff=-1.0, ignore_tomogram_mask=ignore_tomogram_mask, job_dir=jpath.parent)
+    scores_path, _ = locate_maps(mjob, jpath.parent)
+    scores, _ = _read_map(scores_path, "score map")
+    keep = np.isfinite(scores)
+    if not ignore_tomogram_mask and mjob.tomogram_mask is not None:
+        keep &= _load_mask(mjob.tomogram_mask, mjob) > 0
+    vals = np.asarray(scores, dtype=np.float64)[keep]
+    if vals.size < 2:
+        raise ConfigError(f"{scores_path}: fewer than 2 searched voxels")
+    return (float(vals.size), float(vals.mean()), float(vals.std())), table

@@ -24,14 +24,22 @@ RELION5 expects.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from tmfast.errors import FormatError
+
 __all__ = [
     "PYTOM_COLUMNS",
     "RELION5_COLUMNS",
+    "Relion5TomogramGeometry",
+    "read_relion5_tomograms",
+    "relion5_tomogram_geometry",
     "centred_angstrom_to_voxels",
     "strip_prefix",
     "voxels_to_centred_angstrom",
@@ -155,3 +163,95 @@ def centred_angstrom_to_voxels(
     px = np.asarray(pixel_size_a, dtype=np.float64).reshape(-1, 1)
     out: npt.NDArray[np.float64] = (c / px + size / 2.0) / binning
     return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Relion5TomogramGeometry:
+    """Geometry of one tomogram from a RELION5 ``tomograms.star`` row.
+
+    Attributes
+    ----------
+    tomo_name
+        ``rlnTomoName``.
+    tilt_series_pixel_size_a
+        ``rlnTomoTiltSeriesPixelSize`` in Å.
+    binning
+        ``rlnTomoTomogramBinning`` (1 when absent).
+    size_xyz_unbinned
+        ``rlnTomoSize{X,Y,Z}`` (bin-1 size in pixels), or ``None`` when absent.
+    """
+
+    tomo_name: str
+    tilt_series_pixel_size_a: float
+    binning: float
+    size_xyz_unbinned: tuple[float, float, float] | None
+
+
+def _find_block(blocks: dict[str, dict[str, Any]], column: str) -> dict[str, Any] | None:
+    if "global" in blocks and column in blocks["global"]:
+        return blocks["global"]
+    for b in blocks.values():
+        if column in b:
+            return b
+    return None
+
+
+def read_relion5_tomograms(
+    path: str | os.PathLike[str],
+) -> dict[str, Relion5TomogramGeometry]:
+    """Read every tomogram's geometry from a RELION5 ``tomograms.star``.
+
+    Raises
+    ------
+    FormatError
+        If the file has no ``rlnTomoName`` / ``rlnTomoTiltSeriesPixelSize`` table.
+    """
+    from tmfast.io.star import read_star
+
+    blocks = read_star(path)
+    g = _find_block(blocks, "rlnTomoName")
+    if g is None or "rlnTomoTiltSeriesPixelSize" not in g:
+        raise FormatError(
+            f"{path}: no table with rlnTomoName and rlnTomoTiltSeriesPixelSize; give "
+            "a RELION5 tomograms.star (Tomograms/jobNNN/tomograms.star)"
+        )
+    names = [str(v) for v in g["rlnTomoName"]]
+    n = len(names)
+    ps = np.asarray(g["rlnTomoTiltSeriesPixelSize"], dtype=np.float64)
+    bins = np.asarray(g.get("rlnTomoTomogramBinning", np.ones(n)), dtype=np.float64)
+    has_size = all(f"rlnTomoSize{a}" in g for a in "XYZ")
+    out = {}
+    for i, name in enumerate(names):
+        size = (
+            tuple(float(g[f"rlnTomoSize{a}"][i]) for a in "XYZ") if has_size else None
+        )
+        out[name] = Relion5TomogramGeometry(
+            tomo_name=name, tilt_series_pixel_size_a=float(ps[i]),
+            binning=float(bins[i]), size_xyz_unbinned=size,  # type: ignore[arg-type]
+        )
+    return out
+
+
+def relion5_tomogram_geometry(
+    path: str | os.PathLike[str], tomo_id: str
+) -> Relion5TomogramGeometry:
+    """Return the geometry of the row whose ``rlnTomoName`` matches ``tomo_id``.
+
+    The name matches when ``tomo_id`` equals it or ends with it (``rec_<name>``),
+    as pytom-match-pick matches tomogram stems.
+
+    Raises
+    ------
+    FormatError
+        If no row or more than one row matches.
+    """
+    table = read_relion5_tomograms(path)
+    hits = [g for name, g in table.items() if tomo_id == name]
+    if not hits:
+        hits = [g for name, g in table.items() if tomo_id.endswith(name)]
+    if len(hits) != 1:
+        raise FormatError(
+            f"{path}: {len(hits)} rows match tomogram {tomo_id!r} by rlnTomoName "
+            f"(names: {', '.join(sorted(table)[:6])}...); give the matching tomograms.star"
+        )
+    return hits[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +61,7 @@ def _gauss(x: npt.NDArray[np.float64], a: float, mu: float, s: float) -> npt.NDA
 def _log_gauss(
     x: npt.NDArray[np.float64], a: float, mu: float, s: float
 ) -> npt.NDArray[np.float64]:
-    out: npt.NDArray[np.float64] = np.log(a) - (x - mu) ** 2 / (2.0 * s * s)
+    out: npt.NDArray[np.float64] = np.log(abs(a)) - (x - mu) ** 2 / (2.0 * s * s)
     return out
 
 
@@ -81,8 +82,8 @@ def tophat_mask(
     connectivity
         Connectivity (1, 2 or 3) of the structuring element of the top-hat.
     n_bins
-        Number of histogram bins; the first two bins (the spike at 0) are dropped
-        before fitting.
+        Number of histogram bins; the histogram spans the bulk (up to 3x the
+        99th percentile of the positive top-hat values); its first bin is dropped.
     n_false_positives
         Expected number of background voxels kept.
 
@@ -108,9 +109,17 @@ def tophat_mask(
     footprint = ndimage.generate_binary_structure(3, connectivity)
     th = ndimage.white_tophat(s, footprint=footprint)
     values = th[searched].astype(np.float64)
-    counts, edges = np.histogram(values, bins=n_bins)
+    values = values[values > 0]     # flat regions give exact zeros: not background
+    if values.size < 100:
+        raise ConfigError(
+            "top-hat filter: fewer than 100 voxels with a peak; run without "
+            "--tophat-filter"
+        )
+    # Bin the bulk only: a few strong peaks would otherwise squeeze it into one bin.
+    top = float(np.percentile(values, 99.0)) * 3.0
+    counts, edges = np.histogram(values, bins=n_bins, range=(0.0, top))
     centres = 0.5 * (edges[1:] + edges[:-1])
-    x, y = centres[2:], counts[2:].astype(np.float64)
+    x, y = centres[1:], counts[1:].astype(np.float64)
     populated = y > 0
     if populated.sum() < 4:
         raise ConfigError(
@@ -133,16 +142,27 @@ def tophat_mask(
     xs, ys = x[sel], y[sel]
     mu0 = float(np.average(xs, weights=ys))
     sd0 = float(math.sqrt(max(np.average((xs - mu0) ** 2, weights=ys), 1e-30)))
+    # Fit in normalised units (x in bulk σ around the bulk mean, y relative to the
+    # highest bin) so the optimiser is well conditioned.
+    u, v = (xs - mu0) / sd0, ys / ys.max()
     try:
-        p, _ = curve_fit(_gauss, xs, ys, p0=(float(ys.max()), mu0, sd0), maxfev=5000)
-        p, _ = curve_fit(_log_gauss, xs, np.log(ys), p0=(abs(p[0]), p[1], abs(p[2])),
-                         bounds=([1e-12, -np.inf, 1e-12], [np.inf, np.inf, np.inf]),
-                         maxfev=5000)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p, _ = curve_fit(_gauss, u, v, p0=(1.0, 0.0, 1.0), maxfev=5000)
+            p, _ = curve_fit(_log_gauss, u, np.log(v),
+                             p0=(max(abs(p[0]), 1e-6), p[1], max(abs(p[2]), 1e-3)),
+                             maxfev=5000)
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(
             f"top-hat filter: Gaussian fit failed ({exc}); run without --tophat-filter"
         ) from None
-    amp, mu, sd = float(p[0]), float(p[1]), abs(float(p[2]))
+    if not np.all(np.isfinite(p)):
+        raise ConfigError(
+            "top-hat filter: Gaussian fit failed; run without --tophat-filter"
+        )
+    amp = abs(float(p[0])) * float(ys.max())
+    mu = mu0 + float(p[1]) * sd0
+    sd = abs(float(p[2])) * sd0
     bin_width = float(edges[1] - edges[0])
     n_eff = amp * sd * math.sqrt(2.0 * math.pi) / bin_width
     ratio = min(2.0 * n_false_positives / max(n_eff, 1.0), 1.0)

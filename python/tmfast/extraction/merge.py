@@ -1,0 +1,375 @@
+"""Particle STAR utilities: merge files, RELION5 import index, STAR to IMOD models.
+
+Particle tables are read with :func:`tmfast.io.star.read_star`. A file's particle
+block is ``particles`` when present (RELION5 files also carry ``general`` and
+``optics``), otherwise its only block holding coordinates (pytom-match-pick writes a
+single ``particles`` block; older tools use other names).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tmfast.errors import ConfigError, FormatError
+from tmfast.extraction.star_columns import (
+    centred_angstrom_to_voxels,
+    read_relion5_tomograms,
+    strip_prefix as _strip,
+)
+
+__all__ = [
+    "merge_particle_stars",
+    "particle_block",
+    "relion5_import_index",
+    "star_to_imod",
+]
+
+logger = logging.getLogger(__name__)
+
+_CENTRED = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
+            "rlnCenteredCoordinateZAngst")
+_VOXELS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
+_NAME_COLUMNS = ("rlnTomoName", "rlnMicrographName")
+
+
+def _read(path: Path) -> dict[str, dict[str, Any]]:
+    from tmfast.io.star import read_star
+
+    if not Path(path).is_file():
+        raise FormatError(f"{path}: STAR file not found")
+    return read_star(path)
+
+
+def _n_rows(block: dict[str, Any]) -> int:
+    return len(next(iter(block.values()))) if block else 0
+
+
+def particle_block(
+    blocks: dict[str, dict[str, Any]], path: str | os.PathLike[str]
+) -> tuple[str, dict[str, Any]]:
+    """Return the name and columns of a file's particle table.
+
+    Raises
+    ------
+    FormatError
+        If no block holds particle coordinates (and none is called ``particles``).
+    """
+    if "particles" in blocks:
+        return "particles", blocks["particles"]
+    hits = [(k, b) for k, b in blocks.items()
+            if _CENTRED[0] in b or _VOXELS[0] in b]
+    if len(hits) == 1:
+        return hits[0]
+    raise FormatError(
+        f"{path}: {'no' if not hits else 'more than one'} particle table (a block "
+        "'particles' or one with rlnCenteredCoordinateXAngst/rlnCoordinateX); give "
+        "a particle STAR file"
+    )
+
+
+def _tomo_names(block: dict[str, Any], path: Path, prefix: str) -> list[str]:
+    for col in _NAME_COLUMNS:
+        if col in block:
+            return [_strip(str(v), prefix) for v in block[col]]
+    return [_strip(path.stem.removesuffix("_particles"), prefix)] * _n_rows(block)
+
+
+def merge_particle_stars(
+    files: Sequence[str | os.PathLike[str]], *, strip_prefix: str = ""
+) -> dict[str, dict[str, Any]]:
+    """Concatenate the particle tables of several STAR files.
+
+    RELION5 optics groups are merged: identical groups (same values apart from the
+    group number) are shared, others renumbered, and ``rlnOpticsGroup`` of the
+    particles remapped. The first file's ``general`` block is kept.
+
+    Parameters
+    ----------
+    files
+        Particle STAR files (one or more).
+    strip_prefix
+        Prefix removed from ``rlnTomoName`` / ``rlnMicrographName`` values.
+
+    Returns
+    -------
+    dict
+        Blocks for :func:`tmfast.io.star.write_star` (``general``, ``optics`` when
+        present, ``particles``).
+
+    Raises
+    ------
+    FormatError
+        If a file is missing, has no particle table, or the column sets differ.
+    """
+    if not files:
+        raise ConfigError("merge-stars: no input files; give -i A.star B.star ...")
+    columns: list[str] | None = None
+    parts: list[dict[str, Any]] = []
+    general: dict[str, Any] | None = None
+    optics_cols: list[str] | None = None
+    optics_rows: list[tuple[Any, ...]] = []
+    first_path = Path(files[0])
+    for f in files:
+        p = Path(f)
+        blocks = _read(p)
+        _, block = particle_block(blocks, p)
+        if columns is None:
+            columns, first_path = list(block), p
+        elif set(block) != set(columns):
+            missing = sorted(set(columns) - set(block))
+            extra = sorted(set(block) - set(columns))
+            raise FormatError(
+                f"{p}: columns differ from {first_path.name} (missing {missing}, extra "
+                f"{extra}); merge files written with the same column set"
+            )
+        block = {k: np.asarray(block[k]) for k in columns}
+        if general is None and "general" in blocks:
+            general = blocks["general"]
+        if "optics" in blocks:
+            ob = blocks["optics"]
+            cols = [c for c in ob if c != "rlnOpticsGroup"]
+            if optics_cols is None:
+                optics_cols = cols
+            elif set(cols) != set(optics_cols):
+                raise FormatError(f"{p}: optics columns differ from the first file's")
+            remap = {}
+            for i in range(_n_rows(ob)):
+                row = tuple(str(ob[c][i]) for c in optics_cols)
+                if row not in optics_rows:
+                    optics_rows.append(row)
+                old = int(ob["rlnOpticsGroup"][i]) if "rlnOpticsGroup" in ob else i + 1
+                remap[old] = optics_rows.index(row) + 1
+            if "rlnOpticsGroup" in block:
+                block["rlnOpticsGroup"] = np.array(
+                    [remap.get(int(g), int(g)) for g in block["rlnOpticsGroup"]],
+                    dtype=np.int64)
+        for col in _NAME_COLUMNS:
+            if col in block and strip_prefix:
+                block[col] = np.array([_strip(str(v), strip_prefix) for v in block[col]])
+        parts.append(block)
+    assert columns is not None
+    merged = {c: np.concatenate([b[c] for b in parts]) for c in columns}
+    out: dict[str, dict[str, Any]] = {}
+    if general is not None:
+        out["general"] = general
+    if optics_cols is not None:
+        out["optics"] = {
+            "rlnOpticsGroup": np.arange(1, len(optics_rows) + 1, dtype=np.int64),
+            **{c: _typed([r[j] for r in optics_rows]) for j, c in enumerate(optics_cols)},
+        }
+    out["particles"] = merged
+    return out
+
+
+def _typed(values: list[str]) -> npt.NDArray[Any]:
+    for dtype in (np.int64, np.float64):
+        try:
+            arr = np.array(values, dtype=dtype)
+            if dtype is np.int64 and any("." in v or "e" in v.lower() for v in values):
+                continue
+            return arr
+        except ValueError:
+            continue
+    return np.array(values)
+
+
+def relion5_import_index(
+    files: Sequence[str | os.PathLike[str]], *, strip_prefix: str = ""
+) -> dict[str, dict[str, Any]]:
+    """Return RELION5's coordinate-import index: one row per (tomogram, file).
+
+    Columns ``rlnTomoName`` (with ``strip_prefix`` removed) and
+    ``rlnTomoImportParticleFile`` (absolute path), as
+    ``relion_tomo_import_coordinates`` reads them.
+
+    Raises
+    ------
+    FormatError
+        If a file is missing or has no particle table.
+    """
+    if not files:
+        raise ConfigError("merge-stars: no input files; give -i A.star B.star ...")
+    names: list[str] = []
+    paths: list[str] = []
+    for f in files:
+        p = Path(f).resolve()
+        _, block = particle_block(_read(p), p)
+        for name in dict.fromkeys(_tomo_names(block, p, strip_prefix)):
+            names.append(name)
+            paths.append(str(p))
+    return {"particles": {"rlnTomoName": names, "rlnTomoImportParticleFile": paths}}
+
+
+def _column(block: dict[str, Any], name: str) -> npt.NDArray[np.float64]:
+    return np.asarray(block[name], dtype=np.float64)
+
+
+def star_to_imod(
+    files: Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    dims_xyz: Sequence[int] | None = None,
+    tomograms_star: str | os.PathLike[str] | None = None,
+    binning: float = 1.0,
+    radius_px: float | None = None,
+    particle_diameter_a: float | None = None,
+    strip_prefix: str = "rec_",
+    overwrite: bool = False,
+) -> dict[str, tuple[Path, int]]:
+    """Write one IMOD point model per tomogram from RELION5 or pytom STAR files.
+
+    RELION5 centred Å coordinates are turned into tomogram voxels by inverting
+    RELION's centring (:mod:`tmfast.extraction.star_columns`), with the tilt-series
+    pixel size from the particle rows (``rlnTomoTiltSeriesPixelSize``), the optics
+    block or ``tomograms.star``, and the binning and bin-1 size from
+    ``tomograms.star`` or from ``dims_xyz`` and ``binning``. ``rlnOrigin{X,Y,Z}Angst``
+    shifts are applied. ``rlnCoordinate{X,Y,Z}`` (pytom's default columns) are taken
+    as tomogram voxels.
+
+    Parameters
+    ----------
+    files
+        STAR files, any number of blocks and tomograms each.
+    output_dir
+        Folder for ``{tomo}.mod``.
+    dims_xyz
+        Binned tomogram size ``(X, Y, Z)`` in voxels (all tomograms).
+    tomograms_star
+        RELION5 ``tomograms.star`` giving each tomogram's geometry.
+    binning
+        Binning used with ``dims_xyz`` for centred coordinates.
+    radius_px
+        Sphere radius in tomogram voxels; default from ``particle_diameter_a`` or 5.
+    particle_diameter_a
+        Particle diameter in Å.
+    strip_prefix
+        Prefix removed from tomogram names (``rec_``).
+    overwrite
+        Replace existing models.
+
+    Returns
+    -------
+    dict
+        ``{tomo_name: (path, n_points)}``.
+
+    Raises
+    ------
+    FormatError
+        If a file has no coordinates or the geometry needed is missing.
+    ConfigError
+        If neither ``dims_xyz`` nor ``tomograms_star`` is given.
+    """
+    from tmfast._fileio import check_writable
+    from tmfast.io.imod import write_imod_points
+
+    if dims_xyz is None and tomograms_star is None:
+        raise ConfigError(
+            "to-imod needs the tomogram size: give --dims X Y Z or --tomograms-star"
+        )
+    geo = read_relion5_tomograms(tomograms_star) if tomograms_star is not None else {}
+    points: dict[str, list[npt.NDArray[np.float64]]] = {}
+    voxel_a: dict[str, float] = {}
+    dims_of: dict[str, tuple[int, int, int]] = {}
+    for f in files:
+        p = Path(f)
+        blocks = _read(p)
+        tables = [(k, b) for k, b in blocks.items() if _CENTRED[0] in b or _VOXELS[0] in b]
+        if not tables:
+            raise FormatError(
+                f"{p}: no block with rlnCenteredCoordinate{{X,Y,Z}}Angst or "
+                "rlnCoordinate{X,Y,Z}; give a particle STAR file"
+            )
+        optics = blocks.get("optics")
+        for _, b in tables:
+            names = _tomo_names(b, p, strip_prefix)
+            centred = _CENTRED[0] in b
+            need = _CENTRED if centred else _VOXELS
+            lacking = [c for c in need if c not in b]
+            if lacking:
+                raise FormatError(f"{p}: particle table lacks columns {lacking}")
+            xyz = np.stack([_column(b, c) for c in need], axis=1)
+            if centred:
+                for i, ax in enumerate("XYZ"):
+                    if f"rlnOrigin{ax}Angst" in b:
+                        xyz[:, i] -= _column(b, f"rlnOrigin{ax}Angst")
+                px = _pixel_sizes(b, optics, names, geo, p)
+            for name in dict.fromkeys(names):
+                rows = np.array([n == name for n in names])
+                g = geo.get(name)
+                if g is None and tomograms_star is not None and dims_xyz is None:
+                    raise FormatError(
+                        f"{tomograms_star}: no rlnTomoName {name!r} (from {p.name}); "
+                        "give the matching tomograms.star or --dims"
+                    )
+                if g is not None and g.size_xyz_unbinned is not None:
+                    b_ = g.binning
+                    size_unb = np.asarray(g.size_xyz_unbinned, dtype=np.float64)
+                    dims = tuple(int(round(v / b_)) for v in size_unb)
+                else:
+                    if dims_xyz is None:
+                        raise FormatError(
+                            f"{tomograms_star}: no rlnTomoSize columns for {name!r}; "
+                            "give --dims X Y Z"
+                        )
+                    b_ = g.binning if g is not None else binning
+                    dims = tuple(int(v) for v in dims_xyz)
+                    size_unb = np.asarray(dims, dtype=np.float64) * b_
+                if centred:
+                    vox = centred_angstrom_to_voxels(
+                        xyz[rows], pixel_size_a=px[rows], binning=b_,
+                        tomo_size_xyz_unbinned=tuple(size_unb))
+                    voxel_a.setdefault(name, float(px[rows][0]) * b_)
+                else:
+                    vox = xyz[rows]
+                    if "rlnDetectorPixelSize" in b:
+                        voxel_a.setdefault(
+                            name, float(_column(b, "rlnDetectorPixelSize")[rows][0]))
+                points.setdefault(name, []).append(vox)
+                dims_of.setdefault(name, dims)  # type: ignore[arg-type]
+    out_dir = Path(output_dir)
+    targets = {name: out_dir / f"{name}.mod" for name in points}
+    for t in targets.values():
+        check_writable(t, overwrite=overwrite)
+    written: dict[str, tuple[Path, int]] = {}
+    for name, chunks in points.items():
+        pts = np.concatenate(chunks)
+        vs = voxel_a.get(name, 1.0)
+        if radius_px is not None:
+            r = float(radius_px)
+        elif particle_diameter_a is not None:
+            r = particle_diameter_a / 2.0 / vs
+        else:
+            r = 5.0
+        write_imod_points(targets[name], pts, radius_px=r, object_names=[name],
+                          dims_xyz=dims_of[name], pixel_size_a=vs, overwrite=overwrite)
+        written[name] = (targets[name], len(pts))
+    return written
+
+
+def _pixel_sizes(
+    block: dict[str, Any], optics: dict[str, Any] | None, names: list[str],
+    geo: dict[str, Any], path: Path,
+) -> npt.NDArray[np.float64]:
+    if "rlnTomoTiltSeriesPixelSize" in block:
+        return _column(block, "rlnTomoTiltSeriesPixelSize")
+    if optics is not None and "rlnTomoTiltSeriesPixelSize" in optics:
+        groups = np.asarray(optics.get("rlnOpticsGroup",
+                                       np.arange(1, _n_rows(optics) + 1)), dtype=int)
+        table = dict(zip(groups.tolist(),
+                         _column(optics, "rlnTomoTiltSeriesPixelSize").tolist(),
+                         strict=True))
+        g = np.asarray(block.get("rlnOpticsGroup", np.ones(len(names))), dtype=int)
+        return np.array([table[int(v)] for v in g], dtype=np.float64)
+    if all(n in geo for n in names):
+        return np.array([geo[n].tilt_series_pixel_size_a for n in names])
+    raise FormatError(
+        f"{path}: no rlnTomoTiltSeriesPixelSize (particles, optics or "
+        "tomograms.star); give --tomograms-star"
+    )
