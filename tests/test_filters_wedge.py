@@ -326,3 +326,19 @@ def test_fanned_and_binary_wedges_agree_on_an_asymmetric_range() -> None:
     far &= kz**2 + ky**2 + kx**2 <= 0.25
     np.testing.assert_array_equal(fan[far] > 0, binary[far] == 1.0)
     assert (binary[far] == 0).sum() > 1000 and (binary[far] == 1).sum() > 1000
+
+
+def test_fanned_wedge_full_layout_and_irregular_spacing() -> None:
+    shape = (20, 18, 16)
+    m = meta(np.arange(-45, 46, 5.0), dose_e_per_a2=tuple(range(19)))
+    full = tilt_weighted_wedge(shape, 3.0, m, rfft=False)
+    half = tilt_weighted_wedge(shape, 3.0, m)
+    np.testing.assert_allclose(full[:, :, :9], half, atol=1e-6)
+    np.testing.assert_allclose(
+        full, np.roll(full[::-1, ::-1, ::-1], 1, (0, 1, 2)), atol=1e-6
+    )
+    # a nearly duplicated refined angle must not collapse the overlap ramp
+    tilts = [*np.arange(-45, 46, 5.0), 0.01]
+    dup = tilt_weighted_wedge(shape, 3.0, meta(tilts))
+    ref = tilt_weighted_wedge(shape, 3.0, meta(np.arange(-45, 46, 5.0)))
+    assert dup.sum() > 0.9 * ref.sum()

@@ -256,7 +256,9 @@ def tilt_weighted_wedge(
       ``metadata.dose_e_per_a2`` is set;
     - ``R(k) = min(1, rho(k) * dalpha)``: pytom-match-pick's overlap ramp, with
       ``rho`` the distance (Fourier voxels) of ``k`` from the tilt axis and ``dalpha``
-      the smallest tilt increment in radians. Near the tilt axis adjacent planes are
+      the median tilt increment in radians (pytom takes the smallest, which a pair
+      of nearly equal refined angles would shrink to ~0, zeroing the whole weight;
+      both agree for evenly spaced tilts). Near the tilt axis adjacent planes are
       closer than one voxel and their slice profiles add up to ``1 / (rho dalpha)``;
       the ramp cancels that, as the R-weighting of a weighted back-projection does.
       It is 1 for a single tilt and is switched off with ``overlap_ramp=False``.
@@ -306,7 +308,7 @@ def tilt_weighted_wedge(
     w2 *= np.cos(np.radians(tilts)).astype(np.float32)[:, None, None]
     uniq = np.unique(tilts)
     if overlap_ramp and uniq.size > 1:
-        dalpha = float(np.radians(np.diff(uniq).min()))
+        dalpha = float(np.radians(np.median(np.diff(uniq))))
         rho = np.sqrt((kx[0] * nx) ** 2 + (kz[:, :, 0] * nz) ** 2)
         w2 *= np.minimum(np.float32(1.0), rho * np.float32(dalpha))[None]
 
