@@ -41,5 +41,49 @@ def find_peaks(
 # --- end peaks ----------------------------------------------------------------------
 
 # --- STAR and IMOD writers (rust/src/py/formats.rs) ----------------------------------
+_StarBlock = tuple[
+    str,
+    bool,
+    list[
+        tuple[
+            str,
+            npt.NDArray[np.float32]
+            | npt.NDArray[np.float64]
+            | npt.NDArray[np.int64]
+            | list[str]
+            | int
+            | float
+            | str,
+        ]
+    ],
+]
+
+def star_to_string(blocks: list[_StarBlock]) -> str: ...
+def write_star(path: str, blocks: list[_StarBlock]) -> None: ...
+def read_star(
+    path: str,
+) -> list[
+    tuple[
+        str,
+        bool,
+        list[tuple[str, npt.NDArray[np.int64] | npt.NDArray[np.float64] | list[str]]],
+    ]
+]: ...
+def write_imod(
+    path: str,
+    objects: list[
+        tuple[
+            str,
+            tuple[float, float, float],
+            int,
+            npt.NDArray[np.float32],
+            npt.NDArray[np.float32] | None,
+        ]
+    ],
+    *,
+    name: str,
+    dims_xyz: tuple[int, int, int],
+    pixel_size_a: float,
+) -> None: ...
 
 # --- end formats --------------------------------------------------------------------
