@@ -149,3 +149,16 @@ def test_bad_whitening_input_raises() -> None:
         estimate_whitening_profile(np.full((16, 16, 16), np.nan), patch_size=8)
     with pytest.raises(ConfigError, match="1D"):
         profile_to_weight(np.ones((2, 2)), (8, 8, 8))
+
+
+def test_no_rejection_with_fewer_than_ten_patches() -> None:
+    vol = coloured_noise(6)[:16, :32, :32].copy()  # 1 x 3 x 3 = 9 patches of 16^3
+    vol[8, 16, 16] += 100.0  # one very bright voxel: its patches would be dropped
+    a = estimate_whitening_profile(vol, patch_size=16)
+    b = estimate_whitening_profile(vol, patch_size=16, reject_fraction=0.0)
+    np.testing.assert_array_equal(a, b)
+    big = coloured_noise(6)[:24, :32, :32].copy()  # 2 x 3 x 3 = 18 patches
+    big[8, 16, 16] += 100.0
+    c = estimate_whitening_profile(big, patch_size=16)
+    d = estimate_whitening_profile(big, patch_size=16, reject_fraction=0.0)
+    assert np.abs(c - d).max() > 1e-3
