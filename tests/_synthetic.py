@@ -7,6 +7,7 @@ its box centre ``N // 2`` on each position, optionally adding seeded Gaussian no
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,9 +67,11 @@ def plant(
 
 def write_mrc(path: Path, data: npt.ArrayLike, voxel_size_a: float = 1.0) -> Path:
     """Write a float32 MRC with mrcfile (independent of tmfast's writer)."""
-    with mrcfile.new(path, overwrite=True) as m:
-        m.set_data(np.asarray(data, dtype=np.float32))
-        m.voxel_size = voxel_size_a
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN test inputs
+        with mrcfile.new(path, overwrite=True) as m:
+            m.set_data(np.asarray(data, dtype=np.float32))
+            m.voxel_size = voxel_size_a
     return path
 
 

@@ -1,0 +1,227 @@
+"""Engine: splits, search regions, tomogram masks, statistics, multi-device merge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tmfast.backends.base import CorrelationInputs, RunningMaps
+from tmfast.backends.cpu import CpuBackend
+from tmfast.geometry.rotations import zxz_to_matrices
+from tmfast.matching.engine import merge_running_maps, search_volume
+from tmfast.matching.stats import noise_corrected_scores, search_statistics
+from tmfast.matching.tiling import cut_tile, plan_tiles
+
+from _synthetic import sphere_mask
+
+N_BOX = 7
+ANGLES = np.array(
+    [
+        [0.0, 0.0, 0.0],
+        [0.5, 0.3, 1.0],
+        [1.2, 2.0, -0.5],
+        [2.5, 1.0, 0.2],
+        [4.0, 0.7, 3.0],
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def problem() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+    tomo = rng.standard_normal((20, 23, 26)).astype(np.float32)
+    tmpl = rng.standard_normal((N_BOX,) * 3).astype(np.float32)
+    weight = rng.uniform(0.3, 1.0, (N_BOX, N_BOX, N_BOX // 2 + 1)).astype(np.float32)
+    return {
+        "tomo": tomo,
+        "tmpl": tmpl,
+        "mask": sphere_mask(N_BOX, 3.0),
+        "weight": weight,
+        "noise": rng.standard_normal((N_BOX,) * 3).astype(np.float32),
+    }
+
+
+def _search(p: dict[str, np.ndarray], **kw: object):  # type: ignore[no-untyped-def]
+    kw.setdefault("backends", [CpuBackend(workers=1)])
+    return search_volume(p["tomo"], p["tmpl"], p["mask"], p["weight"], ANGLES, **kw)  # type: ignore[arg-type]
+
+
+def _zero_extended_brute(p: dict[str, np.ndarray]) -> RunningMaps:
+    """Whole tomogram zero-padded by a full box on every side: no wrap at all."""
+    pad = N_BOX
+    big = np.pad(p["tomo"], pad)
+    be = CpuBackend(workers=1)
+    be.prepare(
+        CorrelationInputs(
+            tomogram=big,
+            template=p["tmpl"],
+            mask=p["mask"],
+            template_weight=p["weight"],
+        )
+    )
+    be.score_rotations(0, zxz_to_matrices(ANGLES))
+    m = be.finalize()
+    sl = (slice(pad, -pad),) * 3
+    return RunningMaps(
+        scores=m.scores[sl],
+        angles=m.angles[sl],
+        score_sum=m.score_sum[sl],
+        score_sq_sum=m.score_sq_sum[sl],
+        noise_scores=None,
+        n_rotations_done=m.n_rotations_done,
+    )
+
+
+def test_tiles_cover_the_region_once() -> None:
+    tiles = plan_tiles((2, 3, 4), (15, 16, 17), (3, 2, 2), 8)
+    cover = np.zeros((15, 16, 17), int)
+    for t in tiles:
+        cover[t.unique_in_region((2, 3, 4))] += 1
+        assert all(
+            s >= (b - a) + 7
+            for s, a, b in zip(
+                t.shape_zyx, t.unique_start_zyx, t.unique_stop_zyx, strict=True
+            )
+        )
+    assert (cover == 1).all()
+    assert len(tiles) == 12
+    vol = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7) + 1
+    t = plan_tiles((0, 0, 0), (5, 6, 7), (1, 1, 1), 4)[0]
+    cut = cut_tile(vol, t)
+    # element (0,0,0) of the tile is tomogram index -2 (zeros outside the tomogram)
+    assert t.data_start_zyx == (-2, -2, -2)
+    np.testing.assert_array_equal(cut[2:7, 2:8, 2:9], vol)
+    assert cut[:2].sum() == 0 and cut[7:].sum() == 0
+
+
+def test_unsplit_equals_zero_extended_oracle(problem: dict[str, np.ndarray]) -> None:
+    maps = _search(problem)
+    ref = _zero_extended_brute(problem)
+    np.testing.assert_allclose(maps.scores, ref.scores, atol=1e-5)
+    np.testing.assert_array_equal(maps.angles, ref.angles)
+    np.testing.assert_allclose(maps.score_sq_sum, ref.score_sq_sum, atol=1e-4)
+    assert maps.searched.all()
+
+
+@pytest.mark.parametrize("split", [(2, 1, 1), (3, 2, 2), (1, 3, 1)])
+def test_split_equals_unsplit(
+    problem: dict[str, np.ndarray], split: tuple[int, int, int]
+) -> None:
+    whole = _search(problem)
+    parts = _search(problem, split_xyz=split)
+    np.testing.assert_allclose(parts.scores, whole.scores, atol=1e-5)
+    np.testing.assert_array_equal(parts.angles, whole.angles)
+    np.testing.assert_allclose(parts.score_sum, whole.score_sum, atol=1e-4)
+    np.testing.assert_allclose(parts.score_sq_sum, whole.score_sq_sum, atol=1e-4)
+
+
+def test_search_region_crops(problem: dict[str, np.ndarray]) -> None:
+    whole = _search(problem)
+    origin, shape = (3, 5, 2), (10, 12, 20)
+    sub = _search(
+        problem, search_origin_zyx=origin, search_shape_zyx=shape, split_xyz=(2, 1, 2)
+    )
+    sl = tuple(slice(o, o + s) for o, s in zip(origin, shape, strict=True))
+    assert sub.scores.shape == shape
+    np.testing.assert_allclose(sub.scores, whole.scores[sl], atol=1e-5)
+    np.testing.assert_array_equal(sub.angles, whole.angles[sl])
+
+
+def test_masked_tiles_are_skipped(problem: dict[str, np.ndarray]) -> None:
+    tmask = np.zeros(problem["tomo"].shape, np.float32)
+    tmask[:, :, 20:] = 1.0  # only the last x tile (x in [13, 26)) touches the mask
+    calls: list[int] = []
+
+    class Counting(CpuBackend):
+        def prepare(self, inputs, *, resume_from=None):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            super().prepare(inputs, resume_from=resume_from)
+
+    whole = _search(problem)
+    maps = _search(
+        problem,
+        split_xyz=(2, 1, 1),
+        tomogram_mask=tmask,
+        backends=[Counting(workers=1)],
+    )
+    assert len(calls) == 1
+    assert (
+        np.isneginf(maps.scores[:, :, :13]).all()
+        and (maps.angles[:, :, :13] == -1).all()
+    )
+    assert not maps.searched[:, :, :13].any() and maps.searched[:, :, 13:].all()
+    np.testing.assert_allclose(
+        maps.scores[:, :, 13:], whole.scores[:, :, 13:], atol=1e-5
+    )
+
+
+def test_two_devices_merge_like_one(problem: dict[str, np.ndarray]) -> None:
+    one = _search(problem, batch_rotations=1)
+    two = _search(
+        problem,
+        batch_rotations=1,
+        backends=[CpuBackend(workers=1), CpuBackend(workers=1)],
+    )
+    np.testing.assert_array_equal(two.scores, one.scores)
+    np.testing.assert_array_equal(two.angles, one.angles)
+    np.testing.assert_allclose(two.score_sq_sum, one.score_sq_sum, rtol=1e-12)
+
+
+def test_merge_ties_keep_smaller_index() -> None:
+    shape = (1, 1, 3)
+    a = RunningMaps.empty(shape, with_noise=False)
+    b = RunningMaps.empty(shape, with_noise=False)
+    a.scores[:] = [0.5, 0.5, 0.2]
+    a.angles[:] = [4, 2, 7]
+    b.scores[:] = [0.5, 0.5, 0.3]
+    b.angles[:] = [3, 5, 1]
+    for m in (merge_running_maps(a, b), merge_running_maps(b, a)):
+        np.testing.assert_array_equal(m.angles.ravel(), [3, 2, 1])
+        np.testing.assert_array_equal(m.scores.ravel(), np.float32([0.5, 0.5, 0.3]))
+
+
+def test_corrected_statistics_equal_brute_force(problem: dict[str, np.ndarray]) -> None:
+    """σ from per-voxel sums equals σ of every stored, corrected per-rotation map."""
+    maps = _search(problem, noise_template=problem["noise"])
+    assert maps.noise_scores is not None
+    # brute force: one run per rotation, every map stored
+    per_rot, per_noise = [], []
+    for i in range(len(ANGLES)):
+        m = search_volume(
+            problem["tomo"],
+            problem["tmpl"],
+            problem["mask"],
+            problem["weight"],
+            ANGLES[i : i + 1],
+            backends=[CpuBackend(workers=1)],
+            noise_template=problem["noise"],
+        )
+        per_rot.append(m.scores.astype(np.float64))
+        assert m.noise_scores is not None
+        per_noise.append(m.noise_scores.astype(np.float64))
+    s = np.stack(per_rot)
+    noise_max = np.stack(per_noise).max(axis=0)
+    np.testing.assert_allclose(maps.noise_scores, noise_max, atol=1e-6)
+    roi = np.zeros(s.shape[1:], bool)
+    roi[2:15, 3:20, 1:24] = True
+    roi[5, 5, 5] = False
+    corrected, m_noise = noise_corrected_scores(maps.scores, maps.noise_scores, roi)
+    assert m_noise == pytest.approx(noise_max[roi].mean(), rel=1e-9)
+    c = s - noise_max[None] + m_noise  # every rotation's corrected map
+    np.testing.assert_allclose(corrected, c.max(axis=0), atol=1e-5)
+    stats = search_statistics(
+        maps.score_sum,
+        maps.score_sq_sum,
+        len(ANGLES),
+        roi,
+        noise_scores=maps.noise_scores,
+        noise_mean=m_noise,
+    )
+    vals = c[:, roi]
+    assert stats.search_space == vals.size == int(roi.sum()) * len(ANGLES)
+    assert stats.variance == pytest.approx(float((vals**2).mean()), rel=1e-6)
+    assert stats.std == pytest.approx(float(np.sqrt((vals**2).mean())), rel=1e-6)
+    assert stats.mean == pytest.approx(float(vals.mean()), abs=1e-6)
+    plain = search_statistics(maps.score_sum, maps.score_sq_sum, len(ANGLES), roi)
+    assert plain.variance == pytest.approx(float((s[:, roi] ** 2).mean()), rel=1e-6)
+    assert plain.variance != pytest.approx(stats.variance, rel=1e-3)
