@@ -1,0 +1,177 @@
+"""`tmfast extract` end to end on synthetic maps; outputs read back independently."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+import starfile
+
+from tmfast.cli import main
+from tmfast.metadata import TiltSeriesMetadata
+
+from test_extraction_candidates import (  # type: ignore[import-not-found]
+    ORIGIN_ZYX,
+    PLANTED,
+    TOMO_ZYX,
+    VOXEL_A,
+    make_job,
+)
+
+EXPECT_ZYX = np.array([p for p, _, _ in PLANTED]) + np.array(ORIGIN_ZYX)
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out + cap.err
+
+
+def _outputs(d: Path) -> set[str]:
+    return {p.name for p in d.iterdir() if "_particles" in p.name or p.suffix in
+            (".svg", ".png")}
+
+
+def test_extract_relion5_star_plots_qc_imod(tmp_path: Path, capsys) -> None:
+    job = make_job(tmp_path)
+    code, out = run(["extract", "-j", str(job), "-n", "10", "--imod"], capsys)
+    assert code == 0, out
+    assert _outputs(tmp_path) == {"tomo_particles.star", "tomo_particles.mod",
+                                  "tomo_extraction.svg", "tomo_extraction.png",
+                                  "tomo_qc.png"}
+    df = starfile.read(tmp_path / "tomo_particles.star")
+    assert list(df.columns) == [
+        "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
+        "rlnCenteredCoordinateZAngst", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi",
+        "rlnLCCmax", "rlnCutOff", "rlnSearchStd", "rlnTomoTiltSeriesPixelSize",
+        "rlnTomoName"]
+    assert len(df) == 3
+    # Without RELION5 metadata: binning 1, pixel = voxel, centre = size / 2.
+    nz, ny, nx = TOMO_ZYX
+    xyz = EXPECT_ZYX[:, ::-1]
+    np.testing.assert_allclose(
+        df[["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
+            "rlnCenteredCoordinateZAngst"]].to_numpy(),
+        (xyz - np.array([nx, ny, nz]) / 2) * VOXEL_A)
+    assert set(df["rlnTomoTiltSeriesPixelSize"]) == {VOXEL_A}
+    assert set(df["rlnTomoName"]) == {"tomo"}
+    for f in ("tomo_extraction.png", "tomo_qc.png"):
+        assert (tmp_path / f).read_bytes()[:4] == b"\x89PNG"
+    # imodmodel in a subprocess (it loops forever on a malformed file).
+    code = (
+        "import imodmodel, numpy as np, sys\n"
+        f"m = imodmodel.ImodModel.from_file({str(tmp_path / 'tomo_particles.mod')!r})\n"
+        "pts = np.concatenate([c.points for o in m.objects for c in o.contours])\n"
+        "np.savetxt(sys.stdout, pts)\n"
+        "print('flags', int(m.objects[0].header.flags.scattered), m.header.xmax,"
+        " m.header.ymax, m.header.zmax)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    lines = res.stdout.strip().splitlines()
+    pts = np.loadtxt(lines[:-1])
+    np.testing.assert_allclose(pts, xyz + np.array([0.5, 0.5, 0.0]), atol=1e-4)
+    assert lines[-1].split() == ["flags", "1", str(nx), str(ny), str(nz)]
+
+
+def test_extract_relion5_metadata_uses_tilt_series_pixel_size(tmp_path, capsys) -> None:
+    md = TiltSeriesMetadata(tilt_angles_deg=(-60.0, 0.0, 60.0),
+                            tilt_series_pixel_size_a=2.5, binning=4.0)
+    job = make_job(tmp_path, metadata=md)
+    code, out = run(["extract", "-j", str(job), "-n", "10", "--no-plots"], capsys)
+    assert code == 0, out
+    df = starfile.read(tmp_path / "tomo_particles.star")
+    assert set(df["rlnTomoTiltSeriesPixelSize"]) == {2.5}       # not the 10 Å voxel
+    nz, ny, nx = TOMO_ZYX
+    size_unbinned = np.array([nx, ny, nz]) * 4.0
+    # RELION5 (tomogram_set.cpp): (x_vox * binning - SizeX / 2) * tilt-series pixel
+    np.testing.assert_allclose(
+        df[["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
+            "rlnCenteredCoordinateZAngst"]].to_numpy(),
+        (EXPECT_ZYX[:, ::-1] * 4.0 - size_unbinned / 2) * 2.5)
+
+
+def test_extract_pytom_columns(tmp_path: Path, capsys) -> None:
+    job = make_job(tmp_path)
+    code, out = run(["extract", "-j", str(job), "-n", "10", "--pytom-columns",
+                     "--no-plots", "--ignore_tomogram_mask"], capsys)
+    assert code == 0, out
+    df = starfile.read(tmp_path / "tomo_particles.star")
+    assert list(df.columns) == [
+        "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnAngleRot",
+        "rlnAngleTilt", "rlnAnglePsi", "rlnLCCmax", "rlnCutOff", "rlnSearchStd",
+        "rlnDetectorPixelSize", "rlnMicrographName"]
+    np.testing.assert_array_equal(
+        df[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(),
+        EXPECT_ZYX[:, ::-1])
+
+
+def test_existing_output_refused_nothing_written(tmp_path: Path, capsys) -> None:
+    job = make_job(tmp_path)
+    (tmp_path / "tomo_qc.png").write_bytes(b"old")
+    code, out = run(["extract", "-j", str(job), "-n", "10"], capsys)
+    assert code == 2 and "--overwrite" in out and "Traceback" not in out
+    assert not (tmp_path / "tomo_particles.star").exists()
+    assert (tmp_path / "tomo_qc.png").read_bytes() == b"old"
+    code, out = run(["extract", "-j", str(job), "-n", "10", "--overwrite"], capsys)
+    assert code == 0, out
+    assert (tmp_path / "tomo_qc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_particle_above_cutoff_writes_empty_valid_star(tmp_path, capsys) -> None:
+    job = make_job(tmp_path)
+    code, out = run(["extract", "-j", str(job), "-n", "10", "-c", "0.99"], capsys)
+    assert code == 2
+    err = [ln for ln in out.splitlines() if "error" in ln]
+    assert len(err) == 1 and "no particle above the cutoff 0.99" in err[0]
+    text = (tmp_path / "tomo_particles.star").read_text()
+    assert "data_particles" in text and "_rlnLCCmax" in text
+    from tmfast.io.star import read_star
+
+    blocks = read_star(tmp_path / "tomo_particles.star")
+    assert len(blocks["particles"]["rlnLCCmax"]) == 0
+    assert not (tmp_path / "tomo_extraction.png").exists()
+
+
+@pytest.mark.parametrize("problem", ["missing_scores", "mask_shape", "bad_json"])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, problem) -> None:
+    job = make_job(tmp_path)
+    argv = ["extract", "-j", str(job), "-n", "10"]
+    if problem == "missing_scores":
+        (tmp_path / "tomo_scores.mrc").unlink()
+        want = "score map of job 'tomo' not found"
+    elif problem == "mask_shape":
+        with mrcfile.new(tmp_path / "mask.mrc") as m:
+            m.set_data(np.ones((8, 8, 8), np.float32))
+        argv += ["--tomogram-mask", str(tmp_path / "mask.mrc")]
+        want = "matches neither the tomogram"
+    else:
+        job.write_text("{not json")
+        want = "not a readable JSON job file"
+    code, out = run(argv, capsys)
+    lines = [ln for ln in out.strip().splitlines() if ln]
+    assert code == 2 and len(lines) == 1 and want in lines[0], out
+    assert not any(p.name.startswith("tomo_particles") or p.suffix in (".png", ".svg")
+                   for p in tmp_path.iterdir())
+
+
+def test_qc_picture_is_legible_size(tmp_path: Path, capsys) -> None:
+    job = make_job(tmp_path)
+    code, out = run(["extract", "-j", str(job), "-n", "10"], capsys)
+    assert code == 0, out
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(tmp_path / "tomo_qc.png")
+    assert img.shape[0] > 600 and img.shape[1] > 600
+    # yellow circles are drawn: some pixels are strongly yellow
+    rgb = img[..., :3]
+    yellow = (rgb[..., 0] > 0.9) & (rgb[..., 1] > 0.7) & (rgb[..., 2] < 0.3)
+    assert yellow.sum() > 50
