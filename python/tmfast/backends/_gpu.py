@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
+import warnings
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any, Protocol
@@ -156,11 +156,17 @@ class BufferPlan:
     @property
     def total_bytes(self) -> int:
         """Peak device memory of the job in bytes."""
-        return self.fixed_bytes + max(self.setup_bytes, self.batch * self.per_rotation_bytes)
+        return self.fixed_bytes + max(
+            self.setup_bytes, self.batch * self.per_rotation_bytes
+        )
 
 
 def _sizes(
-    shape_zyx: tuple[int, int, int], box_n: int, *, mask_is_spherical: bool, with_noise: bool
+    shape_zyx: tuple[int, int, int],
+    box_n: int,
+    *,
+    mask_is_spherical: bool,
+    with_noise: bool,
 ) -> tuple[int, int, int, int, int]:
     """Return (fixed, setup, per_rotation, real_volume, spectrum) byte counts."""
     nz, ny, nx = shape_zyx
@@ -171,18 +177,21 @@ def _sizes(
     box_spec = box_n * box_n * (box_n // 2 + 1) * _C64
     # tomogram spectrum; running maps: max, argmax, sum (2 floats), sum of squares
     fixed = spec_b + n_real * (_F32 + 4 + 4 * _F32)
-    fixed += n3 * _F32 * 2 + box_spec  # template coefficients, mask, weight (upper bound)
+    fixed += (
+        n3 * _F32 * 2 + box_spec
+    )  # template coefficients, mask, weight (upper bound)
     if with_noise:
         fixed += real_b + n3 * _F32
     if mask_is_spherical:
-        fixed += real_b  # N_M * sigma_local
-        setup = 2 * real_b + 2 * spec_b
+        setup = 3 * real_b + 2 * spec_b  # N_M * sigma_local, computed once
         per_rot = 2 * real_b + spec_b  # pasted template, correlation, spectrum
     else:
         fixed += spec_b + n3 * _F32  # spectrum of tomogram^2, mask coefficients
         setup = real_b  # the upload of tomogram^2
         per_rot = 5 * real_b + 3 * spec_b
-    per_rot += (2 * n3 * _F32 + box_spec) if not mask_is_spherical else (n3 * _F32 + box_spec)
+    per_rot += (
+        (2 * n3 * _F32 + box_spec) if not mask_is_spherical else (n3 * _F32 + box_spec)
+    )
     return fixed, setup, per_rot, real_b, spec_b
 
 
@@ -273,12 +282,13 @@ def plan_buffers(
     if batch < 1 or fixed + setup > budget:
         gib = 1024**3
         raise GpuOutOfMemoryError(
-            f"{device_name}: a {shape_zyx[2]}x{shape_zyx[1]}x{shape_zyx[0]} (x,y,z) search "
+            f"{device_name}: a {shape_zyx[2]}x{shape_zyx[1]}x{shape_zyx[0]} (x,y,z) "
+            "search "
             f"with a {box_n}^3 template needs about {need_one / gib:.2f} GiB of device "
             f"memory (largest buffer {max(real_b, spec_b) / gib:.2f} GiB) but "
             f"{free_bytes / gib:.2f} GiB is available (single allocations up to "
-            f"{max_alloc_bytes / gib:.2f} GiB); split the volume with -s/--volume-split "
-            "(e.g. -s 2 2 1) or use a GPU with more memory"
+            f"{max_alloc_bytes / gib:.2f} GiB); split the volume with "
+            "-s/--volume-split (e.g. -s 2 2 1) or use a GPU with more memory"
         )
     return BufferPlan(
         shape_zyx=shape_zyx,
@@ -380,18 +390,24 @@ def _validate(inputs: CorrelationInputs) -> int:
     """Check shapes and return the template box edge."""
     tomo = inputs.tomogram
     if tomo.ndim != 3:
-        raise ConfigError(f"tomogram must be a 3-D (z, y, x) array, got shape {tomo.shape}")
+        raise ConfigError(
+            f"tomogram must be a 3-D (z, y, x) array, got shape {tomo.shape}"
+        )
     t = inputs.template
     if t.ndim != 3 or len(set(t.shape)) != 1:
-        raise ConfigError(f"template must be a cubic (n, n, n) box, got shape {t.shape}")
-    n = t.shape[0]
+        raise ConfigError(
+            f"template must be a cubic (n, n, n) box, got shape {t.shape}"
+        )
+    n = int(t.shape[0])
     if n > min(tomo.shape):
         raise ConfigError(
-            f"template box {n}^3 is larger than the searched volume {tomo.shape} (z, y, x); "
-            "use a smaller template box or a larger volume split"
+            f"template box {n}^3 is larger than the searched volume {tomo.shape} "
+            "(z, y, x); use a smaller template box or a larger volume split"
         )
     if inputs.mask.shape != t.shape:
-        raise ConfigError(f"mask shape {inputs.mask.shape} differs from template shape {t.shape}")
+        raise ConfigError(
+            f"mask shape {inputs.mask.shape} differs from template shape {t.shape}"
+        )
     w_shape = (n, n, n // 2 + 1)
     if inputs.template_weight.shape != w_shape:
         raise ConfigError(
@@ -406,7 +422,35 @@ def _validate(inputs: CorrelationInputs) -> int:
     return n
 
 
-def _split_f64(x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+def _check_hermitian(weight: npt.NDArray[np.float32]) -> None:
+    """Warn when ``weight`` is not symmetric under k -> -k where rfft keeps both.
+
+    On the kx = 0 (and even-n Nyquist) planes the half spectrum holds both k and -k;
+    a weight that differs there makes the product non-Hermitian, and C2R transforms
+    (scipy, VkFFT) then disagree. Physical filters (band-pass, wedge, CTF) are
+    symmetric, so this flags a bug in the caller.
+    """
+    n = weight.shape[0]
+    planes = [0] + ([n // 2] if n % 2 == 0 else [])
+    w = np.asarray(weight, dtype=np.float64)
+    scale = float(np.abs(w).max()) or 1.0
+    for ix in planes:
+        plane = w[:, :, ix]
+        mirrored = np.roll(np.flip(plane, (0, 1)), 1, axis=(0, 1))
+        if not np.allclose(plane, mirrored, rtol=1e-5, atol=1e-6 * scale):
+            warnings.warn(
+                f"template_weight is not symmetric under k -> -k on the kx index {ix} "
+                "plane: the weighted template is then not real and GPU and CPU results "
+                "differ; build the weight from |k| or symmetrise it",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
+
+
+def _split_f64(
+    x: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Split float64 values into a float32 (high, low) pair with hi + lo ~ x."""
     hi = x.astype(np.float32)
     lo = (x - hi.astype(np.float64)).astype(np.float32)
@@ -437,7 +481,7 @@ class GpuMatchBackend:
         self._job: dict[str, Any] | None = None
         self.plan: BufferPlan | None = None
 
-    # -- protocol ---------------------------------------------------------------------
+    # -- protocol -------------------------------------------------------------------
 
     def prepare(
         self, inputs: CorrelationInputs, *, resume_from: RunningMaps | None = None
@@ -462,6 +506,7 @@ class GpuMatchBackend:
         from tmfast.geometry.interpolation import bspline_coefficients
 
         n = _validate(inputs)
+        _check_hermitian(inputs.template_weight)
         if self._job is not None:
             self._drop_job()
         ops = self._ops
@@ -492,11 +537,15 @@ class GpuMatchBackend:
                 device_name=ops.device_name,
             )
             logger.debug(
-                "%s: batch %d, estimated %.3f GiB", ops.device_name, plan.batch,
+                "%s: batch %d, estimated %.3f GiB",
+                ops.device_name,
+                plan.batch,
                 plan.total_bytes / 1024**3,
             )
             try:
-                self._job = self._allocate(inputs, plan, n, shape3, bspline_coefficients)
+                self._job = self._allocate(
+                    inputs, plan, n, shape3, bspline_coefficients
+                )
             except MemoryError as exc:
                 self._job = None
                 raise GpuOutOfMemoryError(
@@ -561,7 +610,7 @@ class GpuMatchBackend:
         """Free all device buffers; the backend may be prepared again."""
         self._drop_job()
 
-    # -- internals ----------------------------------------------------------------------
+    # -- internals ------------------------------------------------------------------
 
     def _require_job(self) -> dict[str, Any]:
         if self._job is None:
@@ -569,10 +618,12 @@ class GpuMatchBackend:
         return self._job
 
     def _drop_job(self) -> None:
-        if self._job is not None:
-            with contextlib.suppress(Exception), self._ops.activate():
+        if self._job is None:
+            return
+        with self._ops.activate():
+            with contextlib.suppress(Exception):
                 self._ops.synchronize()
-            self._job = None
+            self._job = None  # frees the buffers while the device context is current
             self.plan = None
 
     def _allocate(
@@ -609,7 +660,9 @@ class GpuMatchBackend:
 
         tomo = _as_f32_c(inputs.tomogram)
         mask = _as_f32_c(inputs.mask)
-        job["tcoef"] = ops.to_device(_as_f32_c(bspline_coefficients(_as_f32_c(inputs.template))))
+        job["tcoef"] = ops.to_device(
+            _as_f32_c(bspline_coefficients(_as_f32_c(inputs.template)))
+        )
         if inputs.noise_template is not None:
             job["ncoef"] = ops.to_device(
                 _as_f32_c(bspline_coefficients(_as_f32_c(inputs.noise_template)))
@@ -636,14 +689,29 @@ class GpuMatchBackend:
             job["mask"] = mask_dev
             pad_m = ops.zeros(shape, f32t)
             ops.launch(
-                "paste_box", n**3, pad_m, mask_dev, i32(0), i32(n), i32(nz), i32(ny),
-                i32(nx), i32(1),
+                "paste_box",
+                n**3,
+                pad_m,
+                mask_dev,
+                i32(0),
+                i32(n),
+                i32(nz),
+                i32(ny),
+                i32(nx),
+                i32(1),
             )
             spec_m = ops.empty(spec_shape, c64t)
             ops.rfft(single_plan, pad_m, spec_m)
             # fv2_tmp is read and overwritten element-wise by the same work item.
             ops.launch(
-                "conj_mul_mask", n_spec, spec_m, fv2_tmp, fv, fv2_tmp, i64(n_spec), i32(1)
+                "conj_mul_mask",
+                n_spec,
+                spec_m,
+                fv2_tmp,
+                fv,
+                fv2_tmp,
+                i64(n_spec),
+                i32(1),
             )
             corr_m2 = tmp
             ops.irfft(single_plan, spec_m, pad_m)
@@ -679,13 +747,35 @@ class GpuMatchBackend:
         job["n3"] = n3
         if batch == 1:
             # fft plans over (n, n, n) / shape take the arrays without the batch axis
-            for key in ("box", "box_spec", "pad", "spec", "cc", "mbox", "pad_m",
-                        "spec_m", "spec_m2", "cc_m", "cc_m2"):
+            for key in (
+                "box",
+                "box_spec",
+                "pad",
+                "spec",
+                "cc",
+                "mbox",
+                "pad_m",
+                "spec_m",
+                "spec_m2",
+                "cc_m",
+                "cc_m2",
+            ):
                 if key in job:
                     job[key + "_fft"] = ops.first(job[key])
         else:
-            for key in ("box", "box_spec", "pad", "spec", "cc", "mbox", "pad_m",
-                        "spec_m", "spec_m2", "cc_m", "cc_m2"):
+            for key in (
+                "box",
+                "box_spec",
+                "pad",
+                "spec",
+                "cc",
+                "mbox",
+                "pad_m",
+                "spec_m",
+                "spec_m2",
+                "cc_m",
+                "cc_m2",
+            ):
                 if key in job:
                     job[key + "_fft"] = job[key]
         ops.synchronize()
@@ -701,7 +791,11 @@ class GpuMatchBackend:
         scores = resume.scores.astype(np.float64)
         s = resume.score_sum.astype(np.float64)
         q = resume.score_sq_sum.astype(np.float64)
-        noise = resume.noise_scores.astype(np.float64) if resume.noise_scores is not None else None
+        noise = (
+            resume.noise_scores.astype(np.float64)
+            if resume.noise_scores is not None
+            else None
+        )
         if scale is not None:
             with np.errstate(invalid="ignore"):
                 scores = scores * scale
@@ -710,7 +804,9 @@ class GpuMatchBackend:
                 if noise is not None:
                     noise = noise * scale
         job["best"] = ops.to_device(scores.astype(np.float32))
-        job["best_idx"] = ops.to_device(np.ascontiguousarray(resume.angles, dtype=np.int32))
+        job["best_idx"] = ops.to_device(
+            np.ascontiguousarray(resume.angles, dtype=np.int32)
+        )
         s_hi, s_lo = _split_f64(s)
         q_hi, q_lo = _split_f64(q)
         job["sum_hi"], job["sum_lo"] = ops.to_device(s_hi), ops.to_device(s_lo)
@@ -727,7 +823,9 @@ class GpuMatchBackend:
         s = ops.to_host(job["sum_hi"]).astype(np.float64) + ops.to_host(job["sum_lo"])
         q = ops.to_host(job["sq_hi"]).astype(np.float64) + ops.to_host(job["sq_lo"])
         noise = (
-            ops.to_host(job["noise_best"]).astype(np.float64) if job["with_noise"] else None
+            ops.to_host(job["noise_best"]).astype(np.float64)
+            if job["with_noise"]
+            else None
         )
         if job["spherical"]:
             den = job["den_host"]
@@ -745,26 +843,50 @@ class GpuMatchBackend:
             n_rotations_done=int(job["done"]),
         )
 
-    def _score_chunk(self, job: dict[str, Any], first_index: int, mats: RotationMatrices) -> None:
+    def _score_chunk(
+        self, job: dict[str, Any], first_index: int, mats: RotationMatrices
+    ) -> None:
         ops = self._ops
         nb = int(mats.shape[0])
         n, n3 = job["n"], job["n3"]
         nz, ny, nx = job["shape"]
         n_real, n_spec = job["n_real"], job["n_spec"]
-        ops.write(job["mats"], np.ascontiguousarray(mats.reshape(nb, 9), dtype=np.float32))
+        ops.write(
+            job["mats"], np.ascontiguousarray(mats.reshape(nb, 9), dtype=np.float32)
+        )
         spherical = job["spherical"]
         if not spherical:
             ops.launch(
-                "rotate_bspline", nb * n3, job["mbox"], job["mcoef"], job["mats"], i32(n), i32(nb)
+                "rotate_bspline",
+                nb * n3,
+                job["mbox"],
+                job["mcoef"],
+                job["mats"],
+                i32(n),
+                i32(nb),
             )
             ops.launch(
-                "paste_box", nb * n3, job["pad_m"], job["mbox"], i32(1), i32(n), i32(nz),
-                i32(ny), i32(nx), i32(nb),
+                "paste_box",
+                nb * n3,
+                job["pad_m"],
+                job["mbox"],
+                i32(1),
+                i32(n),
+                i32(nz),
+                i32(ny),
+                i32(nx),
+                i32(nb),
             )
             ops.rfft(job["vol_plan"], job["pad_m_fft"], job["spec_m_fft"])
             ops.launch(
-                "conj_mul_mask", nb * n_spec, job["spec_m"], job["spec_m2"], job["fv"],
-                job["fv2"], i64(n_spec), i32(nb),
+                "conj_mul_mask",
+                nb * n_spec,
+                job["spec_m"],
+                job["spec_m2"],
+                job["fv"],
+                job["fv2"],
+                i64(n_spec),
+                i32(nb),
             )
             ops.irfft(job["vol_plan"], job["spec_m_fft"], job["cc_m_fft"])
             ops.irfft(job["vol_plan"], job["spec_m2_fft"], job["cc_m2_fft"])
@@ -777,15 +899,36 @@ class GpuMatchBackend:
 
         self._correlate(job, job["tcoef"], nb, mask_src, mask_batched)
         ops.launch(
-            "update_scores", n_real, job["cc"], cc_m, cc_m2, job["stats"], use_local,
-            i64(n_real), i32(nb), i32(first_index), job["best"], job["best_idx"],
-            job["sum_hi"], job["sum_lo"], job["sq_hi"], job["sq_lo"],
+            "update_scores",
+            n_real,
+            job["cc"],
+            cc_m,
+            cc_m2,
+            job["stats"],
+            use_local,
+            i64(n_real),
+            i32(nb),
+            i32(first_index),
+            job["best"],
+            job["best_idx"],
+            job["sum_hi"],
+            job["sum_lo"],
+            job["sq_hi"],
+            job["sq_lo"],
         )
         if job["with_noise"]:
             self._correlate(job, job["ncoef"], nb, mask_src, mask_batched)
             ops.launch(
-                "update_noise", n_real, job["cc"], cc_m, cc_m2, job["stats"], use_local,
-                i64(n_real), i32(nb), job["noise_best"],
+                "update_noise",
+                n_real,
+                job["cc"],
+                cc_m,
+                cc_m2,
+                job["stats"],
+                use_local,
+                i64(n_real),
+                i32(nb),
+                job["noise_best"],
             )
 
     def _correlate(
@@ -796,25 +939,59 @@ class GpuMatchBackend:
         n, n3 = job["n"], job["n3"]
         nz, ny, nx = job["shape"]
         n_box_spec = n * n * (n // 2 + 1)
-        ops.launch("rotate_bspline", nb * n3, job["box"], coef, job["mats"], i32(n), i32(nb))
+        ops.launch(
+            "rotate_bspline", nb * n3, job["box"], coef, job["mats"], i32(n), i32(nb)
+        )
         ops.rfft(job["box_plan"], job["box_fft"], job["box_spec_fft"])
         ops.launch(
-            "apply_weight", nb * n_box_spec, job["box_spec"], job["weight"], i64(n_box_spec),
+            "apply_weight",
+            nb * n_box_spec,
+            job["box_spec"],
+            job["weight"],
+            i64(n_box_spec),
             i32(nb),
         )
         ops.irfft(job["box_plan"], job["box_spec_fft"], job["box_fft"])
         ops.launch_groups(
-            "box_moments", nb * MOMENT_CHUNKS, job["box"], mask_src, i32(mask_batched),
-            i64(n3), i32(MOMENT_CHUNKS), job["partial"],
+            "box_moments",
+            nb * MOMENT_CHUNKS,
+            job["box"],
+            mask_src,
+            i32(mask_batched),
+            i64(n3),
+            i32(MOMENT_CHUNKS),
+            job["partial"],
         )
-        ops.launch("finish_moments", nb, job["partial"], i32(MOMENT_CHUNKS), i32(nb), job["stats"])
         ops.launch(
-            "normalise_paste", nb * n3, job["pad"], job["box"], mask_src, i32(mask_batched),
-            job["stats"], i32(n), i32(nz), i32(ny), i32(nx), i32(nb),
+            "finish_moments",
+            nb,
+            job["partial"],
+            i32(MOMENT_CHUNKS),
+            i32(nb),
+            job["stats"],
+        )
+        ops.launch(
+            "normalise_paste",
+            nb * n3,
+            job["pad"],
+            job["box"],
+            mask_src,
+            i32(mask_batched),
+            job["stats"],
+            i32(n),
+            i32(nz),
+            i32(ny),
+            i32(nx),
+            i32(nb),
         )
         ops.rfft(job["vol_plan"], job["pad_fft"], job["spec_fft"])
         ops.launch(
-            "conj_mul", nb * job["n_spec"], job["spec"], job["fv"], i64(job["n_spec"]), i32(nb)
+            "conj_mul",
+            nb * job["n_spec"],
+            job["spec"],
+            job["fv"],
+            i64(job["n_spec"]),
+            i32(nb),
         )
         ops.irfft(job["vol_plan"], job["spec_fft"], job["cc_fft"])
 
@@ -827,4 +1004,4 @@ def null_context() -> Iterator[None]:
 
 def round_up(value: int, multiple: int) -> int:
     """Return the smallest multiple of ``multiple`` that is at least ``value``."""
-    return int(math.ceil(value / multiple) * multiple)
+    return -(-value // multiple) * multiple

@@ -24,13 +24,20 @@ import numpy.typing as npt
 from tmfast.backends import _gpu
 from tmfast.errors import BackendUnavailableError, ConfigError
 
-__all__ = ["OpenCLBackend", "OpenCLDevice", "has_gpu_device", "is_available", "list_devices"]
+__all__ = [
+    "OpenCLBackend",
+    "OpenCLDevice",
+    "has_gpu_device",
+    "is_available",
+    "list_devices",
+]
 
 logger = logging.getLogger(__name__)
 
 _INSTALL_HINT = (
     "install the OpenCL extra: VKFFT_BACKEND=opencl pip install 'tmfast[opencl]' "
-    "(plus an OpenCL driver, e.g. Debian pocl-opencl-icd ocl-icd-opencl-dev opencl-headers)"
+    "(plus an OpenCL driver, e.g. Debian pocl-opencl-icd ocl-icd-opencl-dev "
+    "opencl-headers)"
 )
 
 
@@ -113,7 +120,11 @@ def is_available() -> tuple[bool, str]:
     try:
         import pyvkfft.opencl  # noqa: F401
     except ImportError as exc:
-        return False, f"pyvkfft with its OpenCL backend is not installed ({exc}); {_INSTALL_HINT}"
+        return (
+            False,
+            f"pyvkfft with its OpenCL backend is not installed ({exc}); "
+            f"{_INSTALL_HINT}",
+        )
     try:
         devices = list_devices()
     except Exception as exc:  # pragma: no cover - defensive
@@ -172,7 +183,8 @@ class _OpenCLOps:
         if not 0 <= device_index < len(devices):
             raise ConfigError(
                 f"OpenCL device index {device_index} does not exist: found "
-                f"{len(devices)} device(s) (see `tmfast info`); pick 0..{len(devices) - 1}"
+                f"{len(devices)} device(s) (see `tmfast info`); "
+                f"pick 0..{len(devices) - 1}"
             )
         device = devices[device_index]
         if device.max_work_group_size < _gpu.REDUCE_WG:
@@ -227,14 +239,18 @@ class _OpenCLOps:
         return dev[0]
 
     def _args(self, args: tuple[Any, ...]) -> list[Any]:
-        return [a.data if hasattr(a, "data") and not isinstance(a, np.generic) else a
-                for a in args]
+        return [
+            a.data if hasattr(a, "data") and not isinstance(a, np.generic) else a
+            for a in args
+        ]
 
     def launch(self, kernel: str, n_items: int, *args: Any) -> None:
         if n_items <= 0:
             return
         global_size = _gpu.round_up(n_items, self._wg)
-        self._kernels[kernel](self.queue, (global_size,), (self._wg,), *self._args(args))
+        self._kernels[kernel](
+            self.queue, (global_size,), (self._wg,), *self._args(args)
+        )
 
     def launch_groups(self, kernel: str, n_groups: int, *args: Any) -> None:
         wg = _gpu.REDUCE_WG
@@ -247,7 +263,8 @@ class _OpenCLOps:
             )
         except Exception as exc:
             raise BackendUnavailableError(
-                f"{self.device_name}: pyvkfft could not plan a float32 R2C FFT of shape "
+                f"{self.device_name}: pyvkfft could not plan a float32 R2C FFT of "
+                "shape "
                 f"{shape} ({exc})"
             ) from exc
 
@@ -285,6 +302,8 @@ class OpenCLBackend(_gpu.GpuMatchBackend):
 
     name = "opencl"
 
-    def __init__(self, device_index: int = 0, *, max_batch: int = _gpu.DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self, device_index: int = 0, *, max_batch: int = _gpu.DEFAULT_MAX_BATCH
+    ) -> None:
         super().__init__(_OpenCLOps(device_index), max_batch=max_batch)
         self.device_index = device_index

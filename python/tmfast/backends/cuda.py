@@ -1,0 +1,309 @@
+"""The ``cuda`` backend: pycuda kernels + pyvkfft (CUDA) FFTs on one NVIDIA GPU.
+
+It runs the shared GPU pipeline of :mod:`tmfast.backends._gpu` with the same kernel
+source as the ``opencl`` backend, compiled once per device with pycuda's
+``SourceModule`` (nvcc must be on ``PATH`` at run time). The device's primary context
+is retained and pushed around every call, so several backends (one per
+``--gpu-ids`` entry) can live in one process; all work goes to one stream, and the
+host waits for it only in ``snapshot`` and ``finalize``.
+
+pycuda and pyvkfft are imported only when a backend is constructed or probed, so
+``import tmfast`` and ``import tmfast.backends.registry`` load neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tmfast.backends import _gpu
+from tmfast.errors import BackendUnavailableError, ConfigError
+
+__all__ = ["CudaBackend", "CudaDevice", "is_available", "list_devices"]
+
+logger = logging.getLogger(__name__)
+
+_INSTALL_HINT = (
+    "install the CUDA extra on a machine with an NVIDIA driver and the CUDA toolkit: "
+    "VKFFT_BACKEND=cuda pip install 'tmfast[cuda]' (nvcc must be on PATH)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CudaDevice:
+    """One CUDA device.
+
+    Attributes
+    ----------
+    index
+        CUDA device ordinal (``device_id``).
+    name
+        Device name.
+    compute_capability
+        ``(major, minor)``.
+    total_mem_bytes
+        Device memory in bytes.
+    """
+
+    index: int
+    name: str
+    compute_capability: tuple[int, int]
+    total_mem_bytes: int
+
+
+def _driver() -> Any:
+    import pycuda.driver as drv
+
+    drv.init()
+    return drv
+
+
+def list_devices() -> list[CudaDevice]:
+    """Return every CUDA device, or an empty list when CUDA cannot be used.
+
+    Returns
+    -------
+    list of CudaDevice
+    """
+    try:
+        drv = _driver()
+        devices = [drv.Device(i) for i in range(drv.Device.count())]
+        return [
+            CudaDevice(
+                index=i,
+                name=d.name(),
+                compute_capability=(
+                    int(d.compute_capability()[0]),
+                    int(d.compute_capability()[1]),
+                ),
+                total_mem_bytes=int(d.total_memory()),
+            )
+            for i, d in enumerate(devices)
+        ]
+    except Exception:  # ImportError, missing libcuda, driver errors
+        return []
+
+
+def is_available() -> tuple[bool, str]:
+    """Report whether the cuda backend can run here.
+
+    Returns
+    -------
+    tuple of (bool, str)
+        ``(True, description of the devices)`` or ``(False, what to install/change)``.
+    """
+    try:
+        import pycuda.driver as drv
+    except ImportError as exc:
+        return False, f"pycuda cannot be imported ({exc}); {_INSTALL_HINT}"
+    try:
+        import pyvkfft.cuda  # noqa: F401
+    except Exception as exc:  # ImportError, or OSError for a missing libnvrtc/libcuda
+        return (
+            False,
+            f"pyvkfft's CUDA backend cannot be imported ({exc}); {_INSTALL_HINT}",
+        )
+    try:
+        drv.init()
+        count = drv.Device.count()
+    except drv.Error as exc:
+        return (
+            False,
+            f"no usable CUDA driver ({exc}); install the NVIDIA driver "
+            "(R580+ for CUDA 13)",
+        )
+    if count == 0:
+        return False, "no CUDA device found"
+    devices = list_devices()
+    desc = "; ".join(
+        f"[{d.index}] {d.name} (sm_{d.compute_capability[0]}{d.compute_capability[1]}, "
+        f"{d.total_mem_bytes / 1024**3:.1f} GiB)"
+        for d in devices
+    )
+    return True, desc
+
+
+# One retained primary context and compiled module per device, for the process.
+_MODULES: dict[int, tuple[Any, Any]] = {}
+_MODULES_LOCK = threading.Lock()
+
+
+def _context_and_module(device_id: int, drv: Any) -> tuple[Any, Any]:
+    with _MODULES_LOCK:
+        cached = _MODULES.get(device_id)
+        if cached is not None:
+            return cached
+        from pycuda.compiler import SourceModule
+
+        ctx = drv.Device(device_id).retain_primary_context()
+        ctx.push()
+        try:
+            module = SourceModule(
+                _gpu.kernel_source(),
+                options=[f"-DTMFAST_REDUCE_WG={_gpu.REDUCE_WG}"],
+                no_extern_c=True,
+            )
+        except Exception as exc:
+            raise BackendUnavailableError(
+                f"CUDA device {device_id}: compiling the tmfast kernels failed "
+                f"({exc}); "
+                "check that nvcc is on PATH and matches the driver"
+            ) from exc
+        finally:
+            ctx.pop()
+        _MODULES[device_id] = (ctx, module)
+        return ctx, module
+
+
+class _CudaOps:
+    """:class:`tmfast.backends._gpu.DeviceOps` for one CUDA device."""
+
+    name = "cuda"
+
+    def __init__(self, device_id: int) -> None:
+        ok, reason = is_available()
+        if not ok:
+            raise BackendUnavailableError(f"cuda backend: {reason}")
+        import pycuda.gpuarray as gpuarray
+        from pyvkfft.cuda import VkFFTApp
+
+        drv = _driver()
+        count = drv.Device.count()
+        if not 0 <= device_id < count:
+            raise ConfigError(
+                f"CUDA device id {device_id} does not exist: found {count} device(s) "
+                f"(see `tmfast info`); pick 0..{count - 1} with -g/--gpu-ids"
+            )
+        self._drv = drv
+        self._gpuarray = gpuarray
+        self._vkfft_app = VkFFTApp
+        self.device_id = device_id
+        dev = drv.Device(device_id)
+        self.device_name = f"CUDA device {device_id} ({dev.name()})"
+        self.ctx, module = _context_and_module(device_id, drv)
+        with self.activate():
+            self.stream = drv.Stream()
+            self._kernels = {k: module.get_function(k) for k in _gpu.KERNEL_NAMES}
+        self._block = 256
+        self._pending_host: list[npt.NDArray[Any]] = []
+
+    @contextlib.contextmanager
+    def _pushed(self) -> Iterator[None]:
+        self.ctx.push()
+        try:
+            yield
+        finally:
+            self._drv.Context.pop()
+
+    def activate(self) -> contextlib.AbstractContextManager[None]:
+        return self._pushed()
+
+    def memory(self) -> tuple[int, int]:
+        free, _total = self._drv.mem_get_info()
+        return int(free), int(free)
+
+    def empty(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> Any:
+        try:
+            return self._gpuarray.empty(shape, dtype)
+        except self._drv.MemoryError as exc:
+            raise MemoryError(str(exc)) from exc
+
+    def zeros(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> Any:
+        arr = self.empty(shape, dtype)
+        self._drv.memset_d8_async(arr.gpudata, 0, arr.nbytes, self.stream)
+        return arr
+
+    def to_device(self, host: npt.NDArray[Any]) -> Any:
+        arr = self.empty(host.shape, host.dtype)
+        self.stream.synchronize()  # keep stream order for the synchronous copy
+        self._drv.memcpy_htod(arr.gpudata, np.ascontiguousarray(host))
+        return arr
+
+    def write(self, dev: Any, host: npt.NDArray[Any]) -> None:
+        data = np.ascontiguousarray(host)
+        self._pending_host.append(data)  # kept alive until the next synchronize()
+        # Pageable source: staged by the driver at once, ordered on the stream.
+        self._drv.memcpy_htod_async(dev.gpudata, data, self.stream)
+
+    def to_host(self, dev: Any) -> npt.NDArray[Any]:
+        self.stream.synchronize()
+        out: npt.NDArray[Any] = dev.get()
+        return out
+
+    def first(self, dev: Any) -> Any:
+        return dev[0]
+
+    def launch(self, kernel: str, n_items: int, *args: Any) -> None:
+        if n_items <= 0:
+            return
+        blocks = (n_items + self._block - 1) // self._block
+        self._kernels[kernel](
+            *args, block=(self._block, 1, 1), grid=(blocks, 1, 1), stream=self.stream
+        )
+
+    def launch_groups(self, kernel: str, n_groups: int, *args: Any) -> None:
+        self._kernels[kernel](
+            *args,
+            block=(_gpu.REDUCE_WG, 1, 1),
+            grid=(n_groups, 1, 1),
+            stream=self.stream,
+        )
+
+    def fft_plan(self, shape: tuple[int, ...]) -> Any:
+        try:
+            return self._vkfft_app(
+                shape, np.float32, ndim=3, inplace=False, r2c=True, stream=self.stream
+            )
+        except Exception as exc:
+            raise BackendUnavailableError(
+                f"{self.device_name}: pyvkfft could not plan a float32 R2C FFT of "
+                "shape "
+                f"{shape} ({exc})"
+            ) from exc
+
+    def rfft(self, plan: Any, src: Any, dst: Any) -> None:
+        plan.fft(src, dst)
+
+    def irfft(self, plan: Any, src: Any, dst: Any) -> None:
+        plan.ifft(src, dst)
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+        self._pending_host.clear()
+
+    def release(self) -> None:
+        self.synchronize()
+
+
+class CudaBackend(_gpu.GpuMatchBackend):
+    """Template matching on one CUDA device.
+
+    Parameters
+    ----------
+    device_id
+        CUDA device ordinal (one entry of ``-g/--gpu-ids``).
+    max_batch
+        Upper bound on rotations per FFT call; fewer are used if memory is short.
+
+    Raises
+    ------
+    BackendUnavailableError
+        If pycuda, pyvkfft (CUDA), the driver or nvcc is missing.
+    ConfigError
+        If ``device_id`` does not exist.
+    """
+
+    name = "cuda"
+
+    def __init__(
+        self, device_id: int = 0, *, max_batch: int = _gpu.DEFAULT_MAX_BATCH
+    ) -> None:
+        super().__init__(_CudaOps(device_id), max_batch=max_batch)
+        self.device_id = device_id
