@@ -29,6 +29,11 @@ fi
 # pyvkfft is source-only; build just its OpenCL backend (no CUDA toolkit needed).
 export VKFFT_BACKEND=opencl
 .venv/bin/pip install -q -e ".[test,opencl]"
+# nvcc from the PyPI CUDA 13 wheels (site-packages/nvidia/cu13/bin, not on PATH) lets
+# tests/test_kernels_nvcc.py compile the GPU kernels as CUDA with no GPU or toolkit.
+if ! compgen -G ".venv/lib/python*/site-packages/nvidia/cu13/bin/nvcc" >/dev/null; then
+  .venv/bin/pip install -q "cuda-toolkit[nvcc,cudart]==13.*"
+fi
 
 # --- Rust core ----------------------------------------------------------------------
 echo "== cargo test"
