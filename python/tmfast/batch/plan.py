@@ -1,0 +1,970 @@
+"""Plan, submit, follow, resume and finish a batch of tomograms on SLURM.
+
+``plan_relion5`` / ``plan_aretomo3`` read a project, check every tomogram (listing all
+problems at once), and write ``manifest.json`` plus ``submit_array.sh`` into the batch
+folder. Each array task runs :func:`run_task` for one entry: template matching (the
+engine resumes from its checkpoint when rerun with the same options) and candidate
+extraction. :func:`batch_status` combines the task state files, the outputs on disk
+and ``squeue``; :func:`resume` resubmits only the unfinished entries;
+:func:`finish` extracts every matched tomogram again (with the final options) and
+merges the particles into one STAR file.
+
+Batch folder layout::
+
+    manifest.json  submit_array.sh  submissions.json  logs/  particles.star
+    tomograms/<key>/{tomo_id}_scores.mrc, _angles.mrc, _job.json, _particles.star,
+                    _particles.mod, task.json
+    metadata/<key>.tlt, <key>_defocus.txt, <key>_dose.txt   (--write-metadata)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import signal
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tmfast._fileio import atomic_path
+from tmfast.batch.manifest import Manifest, ManifestEntry, TomogramEntry
+from tmfast.batch.slurm import (
+    SlurmOptions,
+    format_array_indices,
+    queue_states,
+    render_array_script,
+    submit_script,
+)
+from tmfast.errors import ConfigError, FormatError, TmfastError
+from tmfast.metadata import TiltSeriesMetadata
+
+__all__ = [
+    "EXTRACT_DEFAULTS",
+    "BatchPlan",
+    "EntryStatus",
+    "batch_status",
+    "build_match_config",
+    "finish",
+    "plan_aretomo3",
+    "plan_batch",
+    "plan_relion5",
+    "resume",
+    "run_task",
+    "submit",
+    "write_metadata_files",
+]
+
+logger = logging.getLogger(__name__)
+
+SCRIPT_NAME = "submit_array.sh"
+SUBMISSIONS_NAME = "submissions.json"
+TASK_STATE_NAME = "task.json"
+
+#: Extraction options and their defaults (``tmfast extract`` names).
+EXTRACT_DEFAULTS: dict[str, Any] = {
+    "n_particles": 1000,
+    "particle_diameter_a": None,
+    "cutoff": None,
+    "n_false_positives": 1.0,
+    "tophat_filter": False,
+    "write_imod": True,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+    """A planned batch: the manifest, the rendered script and where they go."""
+
+    manifest: Manifest
+    script: str
+    manifest_path: Path
+    script_path: Path
+    skipped: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryStatus:
+    """State of one manifest entry.
+
+    ``state`` is one of ``done``, ``running``, ``pending`` (queued),
+    ``failed`` (ran and stopped without finishing), ``not-submitted``.
+    """
+
+    index: int
+    key: str
+    state: str
+    detail: str = ""
+
+
+# --------------------------------------------------------------------------------
+# metadata files for other tools
+
+
+def write_metadata_files(
+    metadata: TiltSeriesMetadata,
+    folder: str | Path,
+    stem: str,
+    *,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write ``stem.tlt``, ``stem_defocus.txt`` and ``stem_dose.txt`` atomically.
+
+    One value per line in tilt order: tilt angle (degrees), defocus (µm) and
+    accumulated dose (e⁻/Å²), the inputs of ``pytom_match_template.py`` and
+    ``tmfast match``. Files for absent quantities are not written.
+
+    Parameters
+    ----------
+    metadata
+        Tilt-series metadata.
+    folder
+        Output folder (created).
+    stem
+        File name stem.
+    overwrite
+        Replace existing files.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    OutputExistsError
+        If a file exists and ``overwrite`` is false.
+    """
+    out: list[Path] = []
+    d = Path(folder)
+    items: list[tuple[str, Sequence[float] | None]] = [
+        (f"{stem}.tlt", metadata.tilt_angles_deg),
+        (f"{stem}_defocus.txt", metadata.defocus_um),
+        (f"{stem}_dose.txt", metadata.dose_e_per_a2),
+    ]
+    for name, values in items:
+        if values is None:
+            continue
+        with atomic_path(d / name, overwrite=overwrite) as tmp:
+            tmp.write_text("".join(f"{v!r}\n" for v in values))
+        out.append(d / name)
+    return out
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if path.is_file() and path.read_text() == text:
+        return
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(text)
+
+
+# --------------------------------------------------------------------------------
+# planning
+
+
+def _match_options(match: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in match.items() if v is not None}
+    for key in ("template", "mask"):
+        if key not in out:
+            raise ConfigError(f"--{key} is required")
+        out[key] = str(Path(out[key]).resolve())
+    return out
+
+
+def build_match_config(
+    manifest: Manifest, entry: ManifestEntry, *, write_files: bool = True
+) -> Any:
+    """Return the :class:`tmfast.matching.config.MatchConfig` of one entry.
+
+    The shared matching options of the manifest are combined with the entry's
+    tomogram, voxel size, output folder and metadata. The metadata go to the engine
+    as the tilt/defocus/dose text files of the entry's output folder (written when
+    ``write_files``, unchanged files are not touched so the checkpoint stays valid).
+
+    Raises
+    ------
+    ConfigError
+        If the options are invalid for this entry.
+    """
+    from tmfast.matching.config import MatchConfig
+
+    opts = dict(manifest.match)
+    opts.update(tomogram=entry.tomogram, destination=entry.output_dir)
+    if entry.voxel_size_a is not None:
+        opts["voxel_size_a"] = entry.voxel_size_a
+    if entry.tomogram_mask is not None:
+        opts["tomogram_mask"] = entry.tomogram_mask
+    md = entry.metadata
+    if md is not None:
+        out = Path(entry.output_dir)
+        stem = entry.key
+        tlt = out / f"{stem}.tlt"
+        if write_files:
+            _write_if_changed(tlt, "".join(f"{v!r}\n" for v in md.tilt_angles_deg))
+        opts["tilt_angles"] = tlt
+        if md.dose_e_per_a2 is not None:
+            dose = out / f"{stem}_dose.txt"
+            if write_files:
+                _write_if_changed(dose, "".join(f"{v!r}\n" for v in md.dose_e_per_a2))
+            opts["dose_accumulation"] = dose
+        if md.defocus_um is not None:
+            df = out / f"{stem}_defocus.txt"
+            if write_files:
+                _write_if_changed(df, "".join(f"{v!r}\n" for v in md.defocus_um))
+            opts["defocus"] = df
+            opts.setdefault("voltage_kv", md.voltage_kv)
+            opts.setdefault("spherical_aberration_mm", md.spherical_aberration_mm)
+            opts.setdefault("amplitude_contrast", md.amplitude_contrast)
+            if md.phase_shift_deg:
+                opts.setdefault("phase_shift_deg", md.phase_shift_deg)
+    return MatchConfig.from_mapping(
+        opts, source=f"manifest entry {entry.index} ({entry.key})"
+    )
+
+
+def _bind_paths(manifest: Manifest) -> list[Path]:
+    paths = {Path(manifest.output_dir).resolve()}
+    for key in ("template", "mask"):
+        if manifest.match.get(key):
+            paths.add(Path(manifest.match[key]).resolve().parent)
+    for e in manifest.entries:
+        paths.add(Path(e.tomogram).resolve().parent)
+        if e.tomogram_mask:
+            paths.add(Path(e.tomogram_mask).resolve().parent)
+    return sorted(paths)
+
+
+def _find_mask(mask_dir: Path, entry: TomogramEntry) -> Path | None:
+    from tmfast.batch.relion5 import normalise_tomogram_stem
+
+    keys = {entry.tomo_name, entry.tomo_id}
+    if entry.tomogram is not None:
+        keys.add(normalise_tomogram_stem(entry.tomogram.name)[0])
+    found = [
+        p
+        for p in sorted(mask_dir.iterdir())
+        if p.is_file()
+        and p.suffix.lower() in (".mrc", ".rec", ".map")
+        and normalise_tomogram_stem(p.name)[0].removesuffix("_mask") in keys
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def plan_batch(
+    entries: Sequence[TomogramEntry],
+    *,
+    source: str,
+    source_path: str | Path,
+    output_dir: str | Path,
+    match: dict[str, Any],
+    read_metadata: Callable[[TomogramEntry], TiltSeriesMetadata],
+    extract: dict[str, Any] | None = None,
+    slurm: SlurmOptions | None = None,
+    tomogram_mask_dir: str | Path | None = None,
+    skip_bad: bool = False,
+    write_metadata: bool = False,
+    dry_run: bool = False,
+    overwrite: bool = False,
+) -> BatchPlan:
+    """Check every tomogram, then write the manifest and the array script.
+
+    Parameters
+    ----------
+    entries
+        Tomograms from :func:`read_relion5_project` / :func:`read_aretomo3_project`.
+    source, source_path
+        ``"relion5"``/``"aretomo3"`` and the project file or folder (recorded).
+    output_dir
+        Batch folder.
+    match
+        Matching options (``MatchConfig`` field names; ``template`` and ``mask``
+        required).
+    read_metadata
+        Reads one entry's :class:`TiltSeriesMetadata`.
+    extract
+        Extraction options (:data:`EXTRACT_DEFAULTS` names).
+    slurm
+        SLURM options of the array script.
+    tomogram_mask_dir
+        Folder of per-tomogram masks, matched by name (``<name>.mrc``,
+        ``<name>_mask.mrc``, ``rec_<name>.mrc``).
+    skip_bad
+        Leave unusable tomograms out (logged) instead of failing.
+    write_metadata
+        Also write ``metadata/<key>.tlt``, ``_defocus.txt``, ``_dose.txt``.
+    dry_run
+        Write nothing; return the plan only.
+    overwrite
+        Replace an existing manifest and script.
+
+    Returns
+    -------
+    BatchPlan
+        Manifest, script and their paths.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found (one per line) when any tomogram cannot be used
+        and ``skip_bad`` is false, or when no usable tomogram is left.
+    """
+    out = Path(output_dir).resolve()
+    slurm = slurm or SlurmOptions()
+    ext = dict(EXTRACT_DEFAULTS)
+    if extract:
+        unknown = set(extract) - set(EXTRACT_DEFAULTS)
+        if unknown:
+            raise ConfigError(f"unknown extraction options {sorted(unknown)}")
+        ext.update({k: v for k, v in extract.items() if v is not None})
+    if ext.get("particle_diameter_a") is None and match.get("particle_diameter_a"):
+        ext["particle_diameter_a"] = match["particle_diameter_a"]
+    if int(ext["n_particles"]) < 1:
+        raise ConfigError(f"--number-of-particles {ext['n_particles']} must be >= 1")
+    global_problems: list[str] = []
+    for key in ("template", "mask"):
+        v = match.get(key)
+        if not v:
+            global_problems.append(f"--{key} is required")
+        elif not Path(v).is_file():
+            global_problems.append(f"--{key} {v}: file not found")
+    mask_dir = None if tomogram_mask_dir is None else Path(tomogram_mask_dir)
+    if mask_dir is not None and not mask_dir.is_dir():
+        global_problems.append(f"--tomogram-mask-dir {mask_dir}: folder not found")
+        mask_dir = None
+    if global_problems:
+        raise ConfigError("; ".join(global_problems))
+    mopts = _match_options(match)
+
+    problems: list[str] = []
+    planned: list[ManifestEntry] = []
+    keys_seen: set[str] = set()
+    for te in entries:
+        eprob = list(te.problems)
+        md: TiltSeriesMetadata | None = None
+        if not eprob:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)
+                try:
+                    md = read_metadata(te)
+                except (TmfastError, RuntimeWarning) as exc:
+                    eprob.append(f"{te.tomo_id}: {exc}")
+        tmask = None
+        if mask_dir is not None and not eprob:
+            found = _find_mask(mask_dir, te)
+            if found is None:
+                eprob.append(
+                    f"{te.tomo_id}: no mask in {mask_dir} (expected {te.tomo_name}.mrc)"
+                )
+            tmask = None if found is None else str(found.resolve())
+        if te.tomo_id in keys_seen:
+            eprob.append(f"{te.tomo_id}: listed twice")
+        keys_seen.add(te.tomo_id)
+        if eprob:
+            problems.extend(eprob)
+            continue
+        assert te.tomogram is not None
+        entry = ManifestEntry(
+            index=len(planned),
+            key=te.tomo_id,
+            tomo_name=te.tomo_name,
+            tomogram=str(te.tomogram.resolve()),
+            output_dir=str(out / "tomograms" / te.tomo_id),
+            voxel_size_a=te.voxel_size_a,
+            metadata=md,
+            size_xyz=te.size_xyz,
+            metadata_source=None
+            if te.metadata_source is None
+            else str(te.metadata_source),
+            tomogram_mask=tmask,
+        )
+        planned.append(entry)
+    if problems and not skip_bad:
+        raise ConfigError(
+            f"{len(problems)} problem(s) found, nothing written (fix them or pass "
+            "--skip-bad to leave those tomograms out):\n  " + "\n  ".join(problems)
+        )
+    for p in problems:
+        logger.warning("skipping %s", p)
+    if not planned:
+        raise ConfigError(f"no usable tomogram in {source_path}")
+
+    from tmfast import __version__
+
+    manifest = Manifest(
+        source=source,
+        source_path=str(Path(source_path).resolve()),
+        output_dir=str(out),
+        match=mopts,
+        extract=ext,
+        slurm=slurm.to_dict(),
+        entries=tuple(planned),
+        tmfast_version=__version__,
+    )
+    # Validate the matching options for every entry before writing anything.
+    try:
+        import tmfast.matching.config  # noqa: F401
+    except ImportError:  # pragma: no cover - engine not installed
+        logger.warning("tmfast.matching.config missing; matching options not checked")
+    else:
+        bad: list[str] = []
+        for e in planned:
+            try:
+                build_match_config(manifest, e, write_files=False)
+            except ConfigError as exc:
+                bad.append(str(exc))
+        if bad:
+            raise ConfigError("invalid matching options:\n  " + "\n  ".join(bad))
+    manifest_path = out / "manifest.json"
+    script = render_array_script(
+        manifest_path=manifest_path,
+        n_tasks=len(planned),
+        log_dir=out / "logs",
+        options=slurm,
+        bind_paths=_bind_paths(manifest),
+    )
+    script_path = out / SCRIPT_NAME
+    if not dry_run:
+        manifest.write(manifest_path, overwrite=overwrite)
+        with atomic_path(script_path, overwrite=overwrite) as tmp:
+            tmp.write_text(script)
+            tmp.chmod(0o755)
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        for e in planned:
+            Path(e.output_dir).mkdir(parents=True, exist_ok=True)
+            if write_metadata and e.metadata is not None:
+                write_metadata_files(
+                    e.metadata, out / "metadata", e.key, overwrite=overwrite
+                )
+        logger.info(
+            "planned %d tomograms: %s and %s", len(planned), manifest_path, script_path
+        )
+    return BatchPlan(
+        manifest=manifest,
+        script=script,
+        manifest_path=manifest_path,
+        script_path=script_path,
+        skipped=tuple(problems),
+    )
+
+
+def plan_relion5(
+    tomograms_star: str | Path,
+    output_dir: str | Path,
+    *,
+    match: dict[str, Any],
+    project_dir: str | Path | None = None,
+    tomogram_dir: str | Path | None = None,
+    tomo_names: Sequence[str] = (),
+    include_halves: bool = False,
+    use_denoised: bool = False,
+    voxel_size_a: float | None = None,
+    **kwargs: Any,
+) -> BatchPlan:
+    """Plan a batch over a RELION5 project (see :func:`plan_batch` for ``kwargs``).
+
+    Raises
+    ------
+    FormatError
+        If tomograms.star is missing or not RELION5.
+    ConfigError
+        Listing every problem found.
+    """
+    from tmfast.batch.relion5 import read_relion5_metadata, read_relion5_project
+
+    entries = read_relion5_project(
+        tomograms_star,
+        project_dir=project_dir,
+        tomogram_dir=tomogram_dir,
+        include_halves=include_halves,
+        use_denoised=use_denoised,
+        voxel_size_a=voxel_size_a,
+    )
+    if tomo_names:
+        known = {e.tomo_name for e in entries}
+        missing = [n for n in tomo_names if n not in known]
+        if missing:
+            raise ConfigError(f"--tomo {', '.join(missing)}: not in {tomograms_star}")
+        entries = [e for e in entries if e.tomo_name in set(tomo_names)]
+
+    def reader(te: TomogramEntry) -> TiltSeriesMetadata:
+        return read_relion5_metadata(
+            tomograms_star, te.tomo_name, project_dir=project_dir
+        )
+
+    return plan_batch(
+        entries,
+        source="relion5",
+        source_path=tomograms_star,
+        output_dir=output_dir,
+        match=match,
+        read_metadata=reader,
+        **kwargs,
+    )
+
+
+def plan_aretomo3(
+    aretomo_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    match: dict[str, Any],
+    include: Sequence[str] = (),
+    include_halves: bool = False,
+    voxel_size_a: float | None = None,
+    dose_per_tilt_e_per_a2: float | None = None,
+    voltage_kv: float | None = None,
+    spherical_aberration_mm: float | None = None,
+    amplitude_contrast: float | None = None,
+    **kwargs: Any,
+) -> BatchPlan:
+    """Plan a batch over an AreTomo3 output folder (see :func:`plan_batch`).
+
+    Raises
+    ------
+    FormatError
+        If the folder is missing or has no ``.aln`` files.
+    ConfigError
+        Listing every problem found (counts that cannot be matched included).
+    """
+    from tmfast.batch.aretomo3 import read_aretomo3, read_aretomo3_project
+
+    entries = read_aretomo3_project(
+        aretomo_dir,
+        include=include,
+        voxel_size_a=voxel_size_a,
+        include_halves=include_halves,
+    )
+
+    def reader(te: TomogramEntry) -> TiltSeriesMetadata:
+        return read_aretomo3(
+            Path(aretomo_dir) / te.tomo_name,
+            dose_per_tilt_e_per_a2=dose_per_tilt_e_per_a2,
+            voltage_kv=voltage_kv,
+            spherical_aberration_mm=spherical_aberration_mm,
+            amplitude_contrast=amplitude_contrast,
+            strict=True,
+        )
+
+    return plan_batch(
+        entries,
+        source="aretomo3",
+        source_path=aretomo_dir,
+        output_dir=output_dir,
+        match=match,
+        read_metadata=reader,
+        **kwargs,
+    )
+
+
+# --------------------------------------------------------------------------------
+# submission and status
+
+
+def _submissions(out: Path) -> list[dict[str, Any]]:
+    f = out / SUBMISSIONS_NAME
+    if not f.is_file():
+        return []
+    try:
+        data = json.loads(f.read_text())
+    except ValueError:
+        raise FormatError(f"{f}: unreadable submission record; delete it") from None
+    return list(data) if isinstance(data, list) else []
+
+
+def _record_submission(out: Path, job_id: int, indices: Sequence[int]) -> None:
+    subs = _submissions(out)
+    subs.append(
+        {
+            "job_id": job_id,
+            "indices": sorted(indices),
+            "submitted": datetime.datetime.now(datetime.UTC).isoformat(
+                timespec="seconds"
+            ),
+        }
+    )
+    with atomic_path(out / SUBMISSIONS_NAME, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(subs, indent=2) + "\n")
+
+
+def submit(manifest_path: str | Path, *, indices: Sequence[int] | None = None) -> int:
+    """Submit the batch's array script (all entries, or ``indices``) with sbatch.
+
+    Returns
+    -------
+    int
+        The SLURM job id (also recorded in ``submissions.json``).
+
+    Raises
+    ------
+    FormatError
+        If the manifest or script is missing.
+    SlurmError
+        If sbatch is missing or rejects the job.
+    """
+    manifest = Manifest.read(manifest_path)
+    out = Path(manifest.output_dir)
+    script = out / SCRIPT_NAME
+    if not script.is_file():
+        raise FormatError(f"{script}: array script missing; rerun 'tmfast batch plan'")
+    all_idx = list(range(len(manifest.entries)))
+    idx = all_idx if indices is None else sorted(set(indices))
+    for i in idx:
+        manifest.entry(i)
+    throttle = manifest.slurm.get("array_throttle")
+    array = None if idx == all_idx else format_array_indices(idx, throttle)
+    job_id = submit_script(script, array=array)
+    _record_submission(out, job_id, idx)
+    logger.info(
+        "submitted job %d (array %s)",
+        job_id,
+        array or format_array_indices(idx, throttle),
+    )
+    return job_id
+
+
+def _task_state(entry: ManifestEntry) -> dict[str, Any]:
+    f = Path(entry.output_dir) / TASK_STATE_NAME
+    if not f.is_file():
+        return {}
+    try:
+        data = json.loads(f.read_text())
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _set_task_state(entry: ManifestEntry, state: str, **info: Any) -> None:
+    rec = {
+        "state": state,
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID")
+        or os.environ.get("SLURM_JOB_ID"),
+        **info,
+    }
+    with atomic_path(Path(entry.output_dir) / TASK_STATE_NAME, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(rec, indent=2) + "\n")
+
+
+def _outputs(entry: ManifestEntry) -> dict[str, Path]:
+    d = Path(entry.output_dir)
+    t = entry.tomo_id
+    return {
+        "scores": d / f"{t}_scores.mrc",
+        "angles": d / f"{t}_angles.mrc",
+        "job": d / f"{t}_job.json",
+        "particles": d / f"{t}_particles.star",
+        "checkpoint": d / f"{t}_checkpoint.npz",
+    }
+
+
+def _is_done(entry: ManifestEntry) -> bool:
+    o = _outputs(entry)
+    return _task_state(entry).get("state") == "done" and all(
+        o[k].is_file() for k in ("scores", "angles", "job", "particles")
+    )
+
+
+def batch_status(
+    manifest_path: str | Path, *, query_queue: bool = True
+) -> list[EntryStatus]:
+    """Return the state of every entry of a batch.
+
+    ``done``: the task finished and all its outputs exist. ``running``/``pending``:
+    the entry's latest array task is in ``squeue``. ``failed``: it ran (or was
+    submitted) and stopped without finishing (error, cancellation, time limit; the
+    detail says which and whether a checkpoint exists). ``not-submitted``: never
+    submitted.
+
+    Raises
+    ------
+    FormatError
+        If the manifest is missing or malformed.
+    SlurmError
+        If ``query_queue`` and squeue fails.
+    """
+    manifest = Manifest.read(manifest_path)
+    out = Path(manifest.output_dir)
+    subs = _submissions(out)
+    queue: dict[int, str] = {}
+    if query_queue and subs:
+        # The queue answer is keyed by array index; only the latest job per index
+        # matters, and squeue reports the higher job id last.
+        queue = queue_states([int(s["job_id"]) for s in subs])
+    submitted = {i for s in subs for i in s["indices"]}
+    result: list[EntryStatus] = []
+    for e in manifest.entries:
+        ts = _task_state(e)
+        ckpt = _outputs(e)["checkpoint"]
+        qs = queue.get(e.index)
+        if _is_done(e):
+            result.append(EntryStatus(e.index, e.key, "done"))
+        elif qs in ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED"):
+            result.append(EntryStatus(e.index, e.key, "running", qs.lower()))
+        elif qs is not None:
+            result.append(EntryStatus(e.index, e.key, "pending", qs.lower()))
+        elif ts or e.index in submitted:
+            state = ts.get("state", "never started")
+            detail = {
+                "running": "stopped while running (cancelled, time limit or node "
+                "failure)",
+                "failed": f"error: {ts.get('error', '?')}",
+                "interrupted": f"interrupted ({ts.get('signal', 'signal')})",
+                "done": "outputs missing",
+            }.get(state, state)
+            if ckpt.is_file():
+                detail += "; checkpoint kept, resume continues from it"
+            result.append(EntryStatus(e.index, e.key, "failed", detail))
+        else:
+            result.append(EntryStatus(e.index, e.key, "not-submitted"))
+    return result
+
+
+def resume(manifest_path: str | Path) -> tuple[int, list[int]] | None:
+    """Resubmit the entries that are neither done nor queued.
+
+    Returns
+    -------
+    (job_id, indices) or None
+        ``None`` when nothing is left to do.
+
+    Raises
+    ------
+    SlurmError
+        If sbatch is missing or rejects the job.
+    """
+    todo = [
+        s.index
+        for s in batch_status(manifest_path)
+        if s.state in ("failed", "not-submitted")
+    ]
+    if not todo:
+        logger.info("nothing to resume: every entry is done or queued")
+        return None
+    return submit(manifest_path, indices=todo), todo
+
+
+# --------------------------------------------------------------------------------
+# the array task
+
+
+class _Terminated(BaseException):
+    """Raised in the task when SLURM sends SIGTERM/SIGINT (cancel, time limit)."""
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    raise _Terminated(signal.Signals(signum).name)
+
+
+def run_task(
+    manifest_path: str | Path, index: int, *, progress_interval_s: float = 60.0
+) -> ManifestEntry:
+    """Match and extract one manifest entry (what each SLURM array task runs).
+
+    Matching resumes from the entry's checkpoint when one exists; extraction writes
+    ``{tomo_id}_particles.star`` (and ``.mod``). The entry's ``task.json`` records
+    ``running``, then ``done``, ``failed`` (with the error) or ``interrupted``.
+
+    Parameters
+    ----------
+    manifest_path
+        Batch manifest.
+    index
+        Array index (``$SLURM_ARRAY_TASK_ID``).
+    progress_interval_s
+        Seconds between progress log lines.
+
+    Returns
+    -------
+    ManifestEntry
+        The entry processed.
+
+    Raises
+    ------
+    TmfastError
+        If the entry's inputs or options are invalid, or matching fails.
+    """
+    from tmfast._progress import throttled_log_progress
+    from tmfast.matching.engine import run_match
+
+    manifest = Manifest.read(manifest_path)
+    entry = manifest.entry(index)
+    Path(entry.output_dir).mkdir(parents=True, exist_ok=True)
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    _set_task_state(entry, "running", host=os.uname().nodename)
+    logger.info("task %d: %s (%s)", index, entry.key, entry.tomogram)
+    try:
+        config = build_match_config(manifest, entry)
+        if _job_finished(entry):
+            logger.info(
+                "task %d: %s already matched; extracting only", index, entry.key
+            )
+        else:
+            progress = throttled_log_progress(
+                logger, f"{entry.key} rotations", interval_s=progress_interval_s
+            )
+            run_match(config, progress=progress)
+        n, _ = _extract_entry(manifest, entry, overwrite=True)
+        logger.info("task %d: %s done, %d particles", index, entry.key, n)
+        _set_task_state(entry, "done", n_particles=n)
+    except _Terminated as exc:
+        _set_task_state(entry, "interrupted", signal=str(exc))
+        logger.warning("task %d: %s interrupted by %s", index, entry.key, exc)
+        raise SystemExit(143) from None
+    except BaseException as exc:
+        _set_task_state(
+            entry,
+            "failed",
+            error=" ".join(str(exc).split())[:500] or type(exc).__name__,
+        )
+        raise
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return entry
+
+
+# --------------------------------------------------------------------------------
+# extraction and merging
+
+
+def _particle_columns(
+    manifest: Manifest, entry: ManifestEntry, **overrides: Any
+) -> tuple[dict[str, Any], Any]:
+    from tmfast.extraction.candidates import extract_candidates
+
+    ext = {**manifest.extract, **{k: v for k, v in overrides.items() if v is not None}}
+    table = extract_candidates(
+        _outputs(entry)["job"],
+        n_particles=int(ext["n_particles"]),
+        particle_diameter_a=ext.get("particle_diameter_a"),
+        cutoff=ext.get("cutoff"),
+        n_false_positives=float(ext.get("n_false_positives", 1.0)),
+        tomogram_mask=entry.tomogram_mask,
+        tophat_filter=bool(ext.get("tophat_filter", False)),
+    )
+    md = entry.metadata
+    if (
+        table.tilt_series_pixel_size_a is None
+        and md is not None
+        and md.tilt_series_pixel_size_a is not None
+    ):
+        # The job built from text files lacks the RELION pixel size and binning.
+        binning = md.binning
+        if binning is None and entry.voxel_size_a is not None:
+            binning = entry.voxel_size_a / md.tilt_series_pixel_size_a
+        table = dataclasses.replace(
+            table,
+            tilt_series_pixel_size_a=float(md.tilt_series_pixel_size_a),
+            binning=binning,
+        )
+    blocks = table.to_star_blocks(relion5=True, tomo_size_xyz_unbinned=entry.size_xyz)
+    cols = dict(blocks["particles"])
+    # The project's name, which may differ from the file stem (rec_ and others).
+    cols["rlnTomoName"] = [entry.tomo_name] * len(table)
+    return cols, table
+
+
+def _extract_entry(
+    manifest: Manifest, entry: ManifestEntry, *, overwrite: bool, **overrides: Any
+) -> tuple[int, dict[str, Any]]:
+    from tmfast.io.star import write_star
+
+    cols, table = _particle_columns(manifest, entry, **overrides)
+    o = _outputs(entry)
+    write_star(o["particles"], {"particles": cols}, overwrite=overwrite)
+    if manifest.extract.get("write_imod", True):
+        from tmfast.io.imod import write_imod_points
+
+        nz, ny, nx = table.tomo_shape_zyx
+        write_imod_points(
+            o["particles"].with_suffix(".mod"),
+            table.positions_xyz.reshape(-1, 3),
+            radius_px=table.particle_radius_vox,
+            dims_xyz=(nx, ny, nz),
+            pixel_size_a=table.voxel_size_a,
+            model_name=entry.key,
+            overwrite=overwrite,
+        )
+    return len(table), cols
+
+
+def finish(
+    manifest_path: str | Path,
+    *,
+    output: str | Path | None = None,
+    overwrite: bool = False,
+    allow_incomplete: bool = False,
+    **extract_overrides: Any,
+) -> tuple[Path, dict[str, int]]:
+    """Extract every matched tomogram and merge the particles into one STAR file.
+
+    Parameters
+    ----------
+    manifest_path
+        Batch manifest.
+    output
+        Merged STAR file (default ``<batch>/particles.star``).
+    overwrite
+        Replace an existing merged file.
+    allow_incomplete
+        Merge the matched tomograms even if others are not matched yet.
+    **extract_overrides
+        Extraction options replacing the manifest's (``n_particles``, ``cutoff``, ...).
+
+    Returns
+    -------
+    (path, counts)
+        The merged STAR file and the number of particles per entry key.
+
+    Raises
+    ------
+    ConfigError
+        If some tomograms are not matched yet (without ``allow_incomplete``).
+    """
+    from tmfast.io.star import write_star
+
+    manifest = Manifest.read(manifest_path)
+    unknown = set(extract_overrides) - set(EXTRACT_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown extraction options {sorted(unknown)}")
+    matched = [e for e in manifest.entries if _job_finished(e)]
+    missing = [e.key for e in manifest.entries if e not in matched]
+    if missing and not allow_incomplete:
+        raise ConfigError(
+            f"{len(missing)} tomogram(s) not matched yet ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}); run 'tmfast batch resume' or "
+            "pass --allow-incomplete"
+        )
+    merged: dict[str, list[Any]] = {}
+    counts: dict[str, int] = {}
+    for e in matched:
+        n, cols = _extract_entry(manifest, e, overwrite=True, **extract_overrides)
+        counts[e.key] = n
+        for k, v in cols.items():
+            merged.setdefault(k, []).extend(list(v))
+    target = (
+        Path(output)
+        if output is not None
+        else Path(manifest.output_dir) / "particles.star"
+    )
+    write_star(target, {"particles": merged}, overwrite=overwrite)
+    logger.info(
+        "merged %d particles from %d tomograms into %s",
+        sum(counts.values()),
+        len(counts),
+        target,
+    )
+    return target, counts
+
+
+def _job_finished(entry: ManifestEntry) -> bool:
+    o = _outputs(entry)
+    if not all(o[k].is_file() for k in ("scores", "angles", "job")):
+        return False
+    try:
+        data = json.loads(o["job"].read_text())
+    except (OSError, ValueError):
+        return False
+    return data.get("stats") is not None
