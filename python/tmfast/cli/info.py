@@ -1,9 +1,138 @@
-"""`tmfast` subcommands: info."""
+"""`tmfast info`: versions, compute backends and the devices they see.
+
+For each backend it prints whether it can run here or the one-line reason why not
+(what to install or change), the OpenCL and CUDA devices found, and which backend
+``--backend auto`` would pick. ``--json`` prints the same as one JSON object.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import sys
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
 import typer
+
+__all__ = ["collect_info", "register"]
+
+#: Optional packages whose versions are reported (read from metadata, not imported).
+_PACKAGES = ("numpy", "scipy", "pyopencl", "pyvkfft", "pycuda", "mrcfile")
+
+
+def _pkg_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def collect_info() -> dict[str, Any]:
+    """Gather versions, backend availability and devices.
+
+    Returns
+    -------
+    dict
+        ``tmfast``, ``python``, ``packages`` (name -> version or None), ``backends``
+        (name -> ``{"available": bool, "detail": str}``), ``opencl_devices``,
+        ``cuda_devices`` (lists of dicts) and ``auto`` (the backend ``--backend auto``
+        would choose).
+    """
+    from tmfast import __version__
+    from tmfast.backends.registry import available_backends
+
+    status = available_backends()
+    backends: dict[str, dict[str, Any]] = {
+        "cpu": {"available": True, "detail": f"numpy/scipy on {os.cpu_count()} cores"}
+    }
+    opencl_devices: list[dict[str, Any]] = []
+    cuda_devices: list[dict[str, Any]] = []
+    for name in ("cuda", "opencl"):
+        reason = status.get(name)
+        detail = reason or ""
+        if reason is None:
+            module = import_module(f"tmfast.backends.{name}")
+            _ok, detail = module.is_available()
+        backends[name] = {"available": reason is None, "detail": detail}
+    if backends["opencl"]["available"]:
+        from tmfast.backends import opencl
+
+        opencl_devices = [
+            {
+                "index": d.index,
+                "name": d.name,
+                "platform": d.platform,
+                "type": "GPU" if d.is_gpu else "CPU",
+                "memory_gib": round(d.global_mem_bytes / 1024**3, 2),
+            }
+            for d in opencl.list_devices()
+        ]
+    if backends["cuda"]["available"]:
+        from tmfast.backends import cuda
+
+        cuda_devices = [
+            {
+                "index": d.index,
+                "name": d.name,
+                "compute_capability": "{}.{}".format(*d.compute_capability),
+                "memory_gib": round(d.total_mem_bytes / 1024**3, 2),
+            }
+            for d in cuda.list_devices()
+        ]
+    if backends["cuda"]["available"]:
+        auto = "cuda"
+    elif any(d["type"] == "GPU" for d in opencl_devices):
+        auto = "opencl"
+    else:
+        auto = "cpu"
+    return {
+        "tmfast": __version__,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "packages": {p: _pkg_version(p) for p in _PACKAGES},
+        "backends": backends,
+        "opencl_devices": opencl_devices,
+        "cuda_devices": cuda_devices,
+        "auto": auto,
+    }
+
+
+def _render(info: dict[str, Any]) -> str:
+    lines = [f"tmfast {info['tmfast']}", f"python {info['python']}"]
+    pkgs = ", ".join(f"{k} {v or 'not installed'}" for k, v in info["packages"].items())
+    lines.append(f"packages: {pkgs}")
+    lines.append("backends:")
+    for name, b in info["backends"].items():
+        state = "available" if b["available"] else "unavailable"
+        lines.append(f"  {name:<7} {state}: {b['detail']}")
+    lines.append(
+        "OpenCL devices:" if info["opencl_devices"] else "OpenCL devices: none"
+    )
+    for d in info["opencl_devices"]:
+        lines.append(
+            f"  [{d['index']}] {d['name']} ({d['platform']}, {d['type']}, "
+            f"{d['memory_gib']} GiB)"
+        )
+    lines.append("CUDA devices:" if info["cuda_devices"] else "CUDA devices: none")
+    for d in info["cuda_devices"]:
+        lines.append(
+            f"  [{d['index']}] {d['name']} (compute {d['compute_capability']}, "
+            f"{d['memory_gib']} GiB)"
+        )
+    lines.append(f"--backend auto uses: {info['auto']}")
+    return "\n".join(lines)
+
+
+def info(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show versions, compute backends (or why each cannot run) and devices."""
+    data = collect_info()
+    typer.echo(json.dumps(data, indent=2) if as_json else _render(data))
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("info")(info)
