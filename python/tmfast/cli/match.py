@@ -1,9 +1,403 @@
-"""`tmfast` subcommands: match."""
+"""`tmfast match`: template matching (flags follow pytom_match_template.py)."""
 
 from __future__ import annotations
 
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
+from typer.core import TyperCommand
+
+from tmfast.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_IO = "Input / Output"
+_ANG = "Angular sampling"
+_REG = "Search region"
+_FIL = "Filters and microscope"
+_PERF = "Performance"
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class _PytomArgs(TyperCommand):
+    """Accept pytom's multi-value forms ``-a MIN MAX`` and ``-g 0 1 2``.
+
+    They are rewritten to ``-a MIN,MAX`` and ``-g 0,1,2`` before click parses them.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            tok = args[i]
+            out.append(tok)
+            i += 1
+            if tok in ("-a", "--tilt-angles") and i < len(args):
+                value = args[i]
+                i += 1
+                if i < len(args) and _NUMBER.match(args[i]) and _NUMBER.match(value):
+                    value = f"{value},{args[i]}"
+                    i += 1
+                out.append(value)
+            elif tok in ("-g", "--gpu-ids") and i < len(args):
+                ids = [args[i]]
+                i += 1
+                while i < len(args) and args[i].isdigit():
+                    ids.append(args[i])
+                    i += 1
+                out.append(",".join(ids))
+        return super().parse_args(ctx, out)
+
+
+def _tilts(value: str | None) -> tuple[float, float] | str | None:
+    if value is None:
+        return None
+    parts = value.split(",")
+    if len(parts) == 2 and all(_NUMBER.match(p.strip()) for p in parts):
+        return float(parts[0]), float(parts[1])
+    if _NUMBER.match(value.strip()):
+        raise ConfigError(
+            f"--tilt-angles {value}: give MIN MAX in degrees or a .tlt/.rawtlt file"
+        )
+    return value
+
+
+def _gpu_ids(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.replace(" ", ",").split(",") if v)
+    except ValueError:
+        raise ConfigError(
+            f"--gpu-ids {value!r}: give device indices, e.g. -g 0 1"
+        ) from None
+
+
+def _progress() -> Any:
+    """Return (callback, closer): a rich bar on a terminal, throttled logs otherwise."""
+    import os
+
+    from tmfast._progress import throttled_log_progress
+
+    if sys.stderr.isatty() and "SLURM_JOB_ID" not in os.environ:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        bar = Progress(
+            TextColumn("matching"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        task = bar.add_task("match", total=None, rate="")
+        bar.start()
+        state = {"start": None, "first": 0}
+
+        def report(done: int, total: int) -> None:
+            import time
+
+            now = time.monotonic()
+            if state["start"] is None:
+                state["start"], state["first"] = now, done  # type: ignore[assignment]
+            elapsed = now - state["start"]  # type: ignore[operator]
+            rate = (done - state["first"]) / elapsed if elapsed > 0 else 0.0  # type: ignore[operator]
+            bar.update(task, completed=done, total=total, rate=f"{rate:.1f} rot/s")
+
+        return report, bar.stop
+    return throttled_log_progress(logger, "matching", interval_s=30.0), lambda: None
+
+
+def match(
+    template: Path | None = typer.Option(
+        None,
+        "-t",
+        "--template",
+        help="Template MRC (cubic box, same contrast as the tomogram).",
+        rich_help_panel=_IO,
+    ),
+    tomogram: Path | None = typer.Option(
+        None,
+        "-v",
+        "--tomogram",
+        help="Tomogram MRC; its file stem names the outputs.",
+        rich_help_panel=_IO,
+    ),
+    destination: Path | None = typer.Option(
+        None,
+        "-d",
+        "--destination",
+        help="Output folder (default: current).",
+        rich_help_panel=_IO,
+    ),
+    mask: Path | None = typer.Option(
+        None,
+        "-m",
+        "--mask",
+        help="Mask MRC, same box as the template.",
+        rich_help_panel=_IO,
+    ),
+    non_spherical_mask: bool = typer.Option(
+        False,
+        "--non-spherical-mask",
+        help="Rotate the mask with the template and "
+        "recompute the local σ per rotation (slower).",
+        rich_help_panel=_IO,
+    ),
+    tomogram_mask: Path | None = typer.Option(
+        None,
+        "--tomogram-mask",
+        help="MRC the size of the tomogram; voxels <= 0 are "
+        "not searched (whole sub-volumes skipped) and excluded from statistics.",
+        rich_help_panel=_REG,
+    ),
+    particle_diameter: float | None = typer.Option(
+        None,
+        "--particle-diameter",
+        help="Particle diameter in Å: angular step by the "
+        "Crowther criterion when --angular-search is not given.",
+        rich_help_panel=_ANG,
+    ),
+    angular_search: str | None = typer.Option(
+        None,
+        "--angular-search",
+        help="Angular step in degrees, or a file of ZXZ "
+        "Euler angles in radians (3 per line).",
+        rich_help_panel=_ANG,
+    ),
+    z_axis_rotational_symmetry: int | None = typer.Option(
+        None,
+        "--z-axis-rotational-symmetry",
+        help="n-fold symmetry about z (default 1).",
+        rich_help_panel=_ANG,
+    ),
+    volume_split: tuple[int, int, int] | None = typer.Option(
+        None,
+        "-s",
+        "--volume-split",
+        help="Sub-volumes along X Y Z (default 1 1 1).",
+        rich_help_panel=_REG,
+    ),
+    search_x: tuple[int, int] | None = typer.Option(
+        None,
+        "--search-x",
+        help="START END voxel range along x (END exclusive).",
+        rich_help_panel=_REG,
+    ),
+    search_y: tuple[int, int] | None = typer.Option(
+        None, "--search-y", help="START END voxel range along y.", rich_help_panel=_REG
+    ),
+    search_z: tuple[int, int] | None = typer.Option(
+        None, "--search-z", help="START END voxel range along z.", rich_help_panel=_REG
+    ),
+    tilt_angles: str | None = typer.Option(
+        None,
+        "-a",
+        "--tilt-angles",
+        help="MIN MAX tilt in degrees, or a .tlt/.rawtlt file.",
+        rich_help_panel=_FIL,
+    ),
+    per_tilt_weighting: bool = typer.Option(
+        False,
+        "--per-tilt-weighting",
+        help="Tilt-weighted wedge with per-tilt CTF and dose (needs a tilt file).",
+        rich_help_panel=_FIL,
+    ),
+    voxel_size_angstrom: float | None = typer.Option(
+        None,
+        "--voxel-size-angstrom",
+        help="Voxel size in Å (overrides the headers).",
+        rich_help_panel=_FIL,
+    ),
+    low_pass: float | None = typer.Option(
+        None,
+        "--low-pass",
+        help="Gaussian low-pass resolution in Å.",
+        rich_help_panel=_FIL,
+    ),
+    high_pass: float | None = typer.Option(
+        None,
+        "--high-pass",
+        help="Gaussian high-pass resolution in Å.",
+        rich_help_panel=_FIL,
+    ),
+    dose_accumulation: Path | None = typer.Option(
+        None,
+        "--dose-accumulation",
+        help="Text file: accumulated dose (e-/Å²) per tilt.",
+        rich_help_panel=_FIL,
+    ),
+    defocus: str | None = typer.Option(
+        None,
+        "--defocus",
+        help="Defocus in µm, a .txt file (µm per tilt) or an IMOD .defocus file.",
+        rich_help_panel=_FIL,
+    ),
+    amplitude_contrast: float | None = typer.Option(
+        None,
+        "--amplitude-contrast",
+        help="Amplitude contrast fraction (0-1).",
+        rich_help_panel=_FIL,
+    ),
+    spherical_aberration: float | None = typer.Option(
+        None,
+        "--spherical-aberration",
+        help="Spherical aberration in mm.",
+        rich_help_panel=_FIL,
+    ),
+    voltage: float | None = typer.Option(
+        None, "--voltage", help="Voltage in kV.", rich_help_panel=_FIL
+    ),
+    phase_shift: float | None = typer.Option(
+        None,
+        "--phase-shift",
+        help="Phase shift in degrees (phase plate).",
+        rich_help_panel=_FIL,
+    ),
+    tomogram_ctf_model: str | None = typer.Option(
+        None,
+        "--tomogram-ctf-model",
+        help="'phase-flip' if the tomogram was "
+        "phase-flipped (template weighted with |CTF|).",
+        rich_help_panel=_FIL,
+    ),
+    spectral_whitening: bool = typer.Option(
+        False,
+        "--spectral-whitening",
+        help="Whitening filter estimated from the tomogram.",
+        rich_help_panel=_FIL,
+    ),
+    random_phase_correction: bool = typer.Option(
+        False,
+        "-r",
+        "--random-phase-correction",
+        help="Subtract the scores of a phase-randomised template.",
+        rich_help_panel=_FIL,
+    ),
+    rng_seed: int | None = typer.Option(
+        None,
+        "--rng-seed",
+        help="Seed of the phase randomisation (default random, stored in the job).",
+        rich_help_panel=_FIL,
+    ),
+    relion5_tomograms_star: Path | None = typer.Option(
+        None,
+        "--relion5-tomograms-star",
+        help="RELION5 tomograms.star: tilts, CTF, dose and voxel size.",
+        rich_help_panel=_FIL,
+    ),
+    half_precision: bool = typer.Option(
+        False,
+        "--half-precision",
+        help="Write the score map as float16.",
+        rich_help_panel=_IO,
+    ),
+    gpu_ids: str | None = typer.Option(
+        None,
+        "-g",
+        "--gpu-ids",
+        help="Device indices, e.g. -g 0 1 (rotations shared).",
+        rich_help_panel=_PERF,
+    ),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        help="auto, cpu, cuda or opencl (default auto).",
+        rich_help_panel=_PERF,
+    ),
+    checkpoint_every: int | None = typer.Option(
+        None,
+        "--checkpoint-every",
+        help="Checkpoint every N rotations (default 2000, "
+        "and at least every 5 min; 0 disables).",
+        rich_help_panel=_PERF,
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="TOML file setting any option (flags override it).",
+        rich_help_panel=_IO,
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace existing outputs.", rich_help_panel=_IO
+    ),
+) -> None:
+    """Match a template over a tomogram: {tomo}_scores.mrc, _angles.mrc, _job.json."""
+    from tmfast.matching.config import MatchConfig
+    from tmfast.matching.engine import run_match
+
+    values: dict[str, Any] = {
+        "template": template,
+        "tomogram": tomogram,
+        "destination": destination,
+        "mask": mask,
+        "non_spherical_mask": non_spherical_mask or None,
+        "tomogram_mask": tomogram_mask,
+        "particle_diameter_a": particle_diameter,
+        "angular_search": angular_search,
+        "z_axis_rotational_symmetry": z_axis_rotational_symmetry,
+        "volume_split_xyz": volume_split,
+        "search_x": search_x,
+        "search_y": search_y,
+        "search_z": search_z,
+        "tilt_angles": _tilts(tilt_angles),
+        "per_tilt_weighting": per_tilt_weighting or None,
+        "voxel_size_a": voxel_size_angstrom,
+        "low_pass_a": low_pass,
+        "high_pass_a": high_pass,
+        "dose_accumulation": dose_accumulation,
+        "defocus": defocus,
+        "amplitude_contrast": amplitude_contrast,
+        "spherical_aberration_mm": spherical_aberration,
+        "voltage_kv": voltage,
+        "phase_shift_deg": phase_shift,
+        "tomogram_ctf_model": tomogram_ctf_model,
+        "spectral_whitening": spectral_whitening or None,
+        "random_phase_correction": random_phase_correction or None,
+        "rng_seed": rng_seed,
+        "relion5_tomograms_star": relion5_tomograms_star,
+        "half_precision": half_precision or None,
+        "gpu_ids": _gpu_ids(gpu_ids),
+        "backend": backend,
+        "checkpoint_every": checkpoint_every,
+    }
+    given = {k: v for k, v in values.items() if v is not None}
+    if config is not None:
+        cfg = MatchConfig.from_toml(config, **given)
+    else:
+        cfg = MatchConfig.from_mapping(given, source="tmfast match")
+    report, stop = _progress()
+    try:
+        job = run_match(cfg, progress=report, overwrite=overwrite)
+    finally:
+        stop()
+    stats = job.stats
+    logger.info(
+        "%s: %d rotations, backend %s; search σ %.4g over %d voxel-rotations",
+        job.tomo_id,
+        job.n_rotations,
+        job.backend,
+        stats.std if stats else float("nan"),
+        stats.search_space if stats else 0,
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command(name="match", cls=_PytomArgs)(match)

@@ -45,14 +45,35 @@ def _voxel_size(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> float:
 def _open(path: Path, *, mmap: bool) -> mrcfile.mrcfile.MrcFile:
     if not path.is_file():
         raise FormatError(f"{path}: file not found; check the path")
+    opener = mrcfile.mmap if mmap else mrcfile.open
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            if mmap:
-                return mrcfile.mmap(path, mode="r", permissive=False)
-            return mrcfile.open(path, mode="r", permissive=False)
+            return opener(path, mode="r", permissive=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise FormatError(f"{path}: not a readable MRC file ({exc})") from None
+        strict_error = exc
+    # Old writers leave out the MAP ID or the machine stamp: accept those files when
+    # the header still describes a data block of exactly the right size.
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            mrc = opener(path, mode="r", permissive=True)
+    except (ValueError, OSError, EOFError):
+        mrc = None
+    if mrc is None or mrc.data is None or mrc.data.size == 0:
+        if mrc is not None:
+            mrc.close()
+        raise FormatError(f"{path}: not a readable MRC file ({strict_error})")
+    fatal = [
+        w for w in caught if "shorter" in str(w.message) or "larger" in str(w.message)
+    ]
+    if fatal:
+        mrc.close()
+        raise FormatError(f"{path}: not a readable MRC file ({fatal[0].message})")
+    logger.warning(
+        "%s: non-standard MRC header (%s); reading it anyway", path, strict_error
+    )
+    return mrc
 
 
 def read_header(

@@ -548,7 +548,6 @@ def _metadata(
             raise ConfigError(
                 "--per-tilt-weighting and --defocus need --tilt-angles (a tilt file)"
             )
-        logger.warning("no --tilt-angles: the template gets no missing-wedge weighting")
         return None, None, None
     from tmfast.io.tilts import read_defocus, read_dose, read_tilt_angles
 
@@ -593,10 +592,8 @@ def _metadata(
 def _load_inputs(config: MatchConfig) -> _Inputs:
     from tmfast.io.mrc import read_volume
 
-    tilt_range, meta, meta_vs = _metadata(config)
-    override = meta_vs if meta_vs is not None else config.voxel_size_a
-    tomo, tomo_vs = read_volume(config.tomogram, require_voxel_size=override is None)
-    tmpl, tmpl_vs = read_volume(config.template, require_voxel_size=override is None)
+    tomo, tomo_vs = read_volume(config.tomogram, require_voxel_size=False)
+    tmpl, tmpl_vs = read_volume(config.template, require_voxel_size=False)
     mask, _ = read_volume(config.mask, require_voxel_size=False)
     _check_finite(tomo, config.tomogram, "tomogram")
     _check_finite(tmpl, config.template, "template")
@@ -618,9 +615,17 @@ def _load_inputs(config: MatchConfig) -> _Inputs:
             f"{config.template}: template box {tmpl.shape[0]} is larger than the "
             f"tomogram {tomo.shape[::-1]} (x, y, z)"
         )
+    tilt_range, meta, meta_vs = _metadata(config)
+    override = meta_vs if meta_vs is not None else config.voxel_size_a
     if override is not None:
         voxel = float(override)
     else:
+        for path, value in ((config.tomogram, tomo_vs), (config.template, tmpl_vs)):
+            if value <= 0:
+                raise FormatError(
+                    f"{path}: voxel size in the header is zero or invalid; set it or "
+                    "pass --voxel-size-angstrom"
+                )
         if round(tomo_vs, 3) != round(tmpl_vs, 3):
             raise ConfigError(
                 f"voxel sizes disagree: tomogram {tomo_vs:.3f} Å, template "
@@ -743,6 +748,8 @@ def match_template(
     from tmfast.geometry.angles import angle_set_sha256
 
     inputs = _load_inputs(config)
+    if inputs.tilt_range_deg is None and inputs.metadata is None:
+        logger.warning("no --tilt-angles: the template gets no missing-wedge weighting")
     angles, search = _angles(config, inputs.voxel_size_a)
     if backend is None:
         from tmfast.backends.registry import get_backends
