@@ -1,0 +1,171 @@
+"""GPU backend benchmark: ms per rotation for spherical, non-spherical and random-phase
+jobs, with the cpu backend timed in the same run on the same data as the reference.
+
+Quick mode (default, ``--benchmark-disable``): a 48x48x48 volume, 12^3 template and
+8 rotations; runs as a plain test on whatever GPU backend is available (PoCL's CPU
+device in CI, where the figures are correctness runs, not speed) and checks that
+the GPU maps equal the cpu backend's within 1e-4.
+
+Full mode: set ``TMFAST_BENCH_GPU_FULL=1`` (512x512x256 volume, 72^3 template, a
+timed subset of ``TMFAST_BENCH_GPU_ROTATIONS`` rotations, default 64; the cpu
+reference scores 2 rotations). ``TMFAST_BENCH_GPU_BACKEND`` forces ``cuda`` or
+``opencl``. Figures go to ``benchmark.extra_info`` (``--benchmark-enable
+--benchmark-json=FILE``) and, with ``python benchmarks/bench_gpu.py``, to stdout as
+JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from tmfast.backends.base import CorrelationInputs, MatchBackend
+from tmfast.backends.cpu import CpuBackend
+from tmfast.geometry.rotations import zxz_to_matrices
+
+KINDS = ("spherical", "non_spherical", "random_phase")
+
+
+def _full() -> bool:
+    return os.environ.get("TMFAST_BENCH_GPU_FULL", "") not in ("", "0")
+
+
+def _sizes() -> tuple[tuple[int, int, int], int, int, int]:
+    """Return (volume shape zyx, template box, gpu rotations, cpu rotations)."""
+    if _full():
+        n_rot = int(os.environ.get("TMFAST_BENCH_GPU_ROTATIONS", "64"))
+        return (256, 512, 512), 72, n_rot, 2
+    return (48, 48, 48), 12, 8, 8
+
+
+def _gpu_backend() -> tuple[str, Any] | None:
+    forced = os.environ.get("TMFAST_BENCH_GPU_BACKEND")
+    for name in (forced,) if forced else ("cuda", "opencl"):
+        module = __import__(f"tmfast.backends.{name}", fromlist=["is_available"])
+        if module.is_available()[0]:
+            cls = module.CudaBackend if name == "cuda" else module.OpenCLBackend
+            return name, cls
+    return None
+
+
+def _inputs(kind: str, shape: tuple[int, int, int], n: int) -> CorrelationInputs:
+    rng = np.random.default_rng(0)
+    g = np.indices((n,) * 3, dtype=np.float32) - n // 2
+    r = np.sqrt((g**2).sum(axis=0))
+    envelope = np.exp(-(r**2) / (2 * (n / 5) ** 2))
+    template = (rng.standard_normal((n,) * 3) * envelope + envelope).astype(np.float32)
+    if kind == "non_spherical":
+        z, y, x = g
+        ell = np.sqrt((x / 1.3) ** 2 + y**2 + (z * 1.2) ** 2)
+        mask = np.clip(n / 2 - 1 - ell, 0, 1).astype(np.float32)
+    else:
+        mask = np.clip(n / 2 - 1 - r, 0, 1).astype(np.float32)
+    kz = np.fft.fftfreq(n)[:, None, None]
+    ky = np.fft.fftfreq(n)[None, :, None]
+    kx = np.fft.rfftfreq(n)[None, None, :]
+    k = np.sqrt(kz**2 + ky**2 + kx**2)
+    weight = (np.exp(-(k**2) / 0.1) * (k > 0)).astype(np.float32)
+    tomo = np.empty(shape, np.float32)
+    for i in range(shape[0]):  # slab by slab: no float64 volume temporaries
+        tomo[i] = rng.standard_normal(shape[1:], dtype=np.float32)
+    noise = None
+    if kind == "random_phase":
+        noise = (rng.standard_normal((n,) * 3) * envelope).astype(np.float32)
+    return CorrelationInputs(
+        tomogram=tomo,
+        template=template,
+        mask=mask,
+        template_weight=weight,
+        mask_is_spherical=kind != "non_spherical",
+        noise_template=noise,
+    )
+
+
+def _matrices(count: int) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 2 * np.pi, (count, 3))
+    a[:, 1] = rng.uniform(0, np.pi, count)
+    return zxz_to_matrices(a)
+
+
+def _sync(backend: MatchBackend) -> None:
+    ops = getattr(backend, "_ops", None)
+    if ops is not None:
+        with ops.activate():
+            ops.synchronize()
+
+
+def run_case(kind: str, gpu_name: str, gpu_cls: Any) -> dict[str, Any]:
+    """Time one job kind on the GPU backend and the cpu backend; compare maps."""
+    shape, n, n_gpu, n_cpu = _sizes()
+    inputs = _inputs(kind, shape, n)
+    mats = _matrices(n_cpu + n_gpu)
+
+    cpu = CpuBackend()
+    cpu.prepare(inputs)
+    t0 = time.perf_counter()
+    cpu.score_rotations(0, mats[:n_cpu])
+    cpu_ms = (time.perf_counter() - t0) * 1e3 / n_cpu
+    ref = cpu.finalize()
+
+    gpu = gpu_cls()
+    t0 = time.perf_counter()
+    gpu.prepare(inputs)
+    _sync(gpu)
+    prepare_s = time.perf_counter() - t0
+    gpu.score_rotations(0, mats[:n_cpu])  # the cpu's rotations; warms plans up too
+    same = gpu.snapshot()
+    max_abs_diff = float(np.abs(same.scores - ref.scores).max())
+    angles_equal = float((same.angles == ref.angles).mean())
+    batch = gpu.plan.batch
+    _sync(gpu)
+    t0 = time.perf_counter()
+    gpu.score_rotations(n_cpu, mats[n_cpu:])
+    _sync(gpu)
+    gpu_ms = (time.perf_counter() - t0) * 1e3 / n_gpu
+    gpu.close()
+    return {
+        "kind": kind,
+        "backend": gpu_name,
+        "device": gpu._ops.device_name,
+        "shape_zyx": list(shape),
+        "template_box": n,
+        "batch": batch,
+        "gpu_rotations_timed": n_gpu,
+        "gpu_ms_per_rotation": round(gpu_ms, 3),
+        "gpu_prepare_s": round(prepare_s, 3),
+        "cpu_rotations_timed": n_cpu,
+        "cpu_ms_per_rotation": round(cpu_ms, 3),
+        "speedup_vs_cpu": round(cpu_ms / gpu_ms, 2),
+        "max_abs_score_diff_vs_cpu": max_abs_diff,
+        "angle_agreement_vs_cpu": angles_equal,
+    }
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gpu_ms_per_rotation(kind: str, benchmark: Any) -> None:
+    found = _gpu_backend()
+    if found is None:
+        pytest.skip("no GPU backend (cuda or opencl) available")
+    name, cls = found
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result.update(run_case(kind, name, cls))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
+    assert result["max_abs_score_diff_vs_cpu"] < 1e-4, result
+    assert result["angle_agreement_vs_cpu"] > 0.999, result
+
+
+if __name__ == "__main__":
+    found = _gpu_backend()
+    if found is None:
+        raise SystemExit("no GPU backend available (see `tmfast info`)")
+    for k in KINDS:
+        print(json.dumps(run_case(k, *found)), flush=True)
