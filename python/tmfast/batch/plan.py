@@ -691,7 +691,7 @@ def batch_status(
     if query_queue and subs:
         # The queue answer is keyed by array index; only the latest job per index
         # matters, and squeue reports the higher job id last.
-        queue = queue_states([int(s["job_id"]) for s in subs])
+        queue = queue_states({int(s["job_id"]): s["indices"] for s in subs})
     submitted = {i for s in subs for i in s["indices"]}
     result: list[EntryStatus] = []
     for e in manifest.entries:

@@ -15,7 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -322,28 +322,31 @@ def submit_script(
     return parse_job_id(proc.stdout)
 
 
-def queue_states(job_ids: Sequence[int]) -> dict[int, str]:
+def queue_states(jobs: Mapping[int, Sequence[int]]) -> dict[int, str]:
     """Return ``{array_index: state}`` for the queued or running tasks of the jobs.
 
-    Later jobs (higher ids) win for an index listed by several. Finished tasks are
-    absent (squeue forgets them). Requires ``squeue``.
+    Parameters
+    ----------
+    jobs
+        ``{job_id: array indices it was submitted with}``; the indices stand for
+        the whole job while squeue has not split it into tasks yet.
+
+    Returns
+    -------
+    dict
+        State (``PENDING``, ``RUNNING``, ...) per array index; a later job (higher
+        id) wins for an index listed by several. Finished tasks are absent (squeue
+        forgets them).
 
     Raises
     ------
     SlurmError
         If squeue is missing or fails for a reason other than unknown job ids.
     """
-    if not job_ids:
+    if not jobs:
         return {}
-    argv = [
-        "squeue",
-        "-h",
-        "-r",
-        "-j",
-        ",".join(str(j) for j in sorted(job_ids)),
-        "-o",
-        "%A %a %T",
-    ]
+    argv = ["squeue", "-h", "-r", "-j", ",".join(str(j) for j in sorted(jobs)),
+            "-o", "%A %a %T"]
     proc = _run(argv, "read the queue")
     if proc.returncode != 0:
         if "Invalid job id" in proc.stderr:
@@ -352,27 +355,33 @@ def queue_states(job_ids: Sequence[int]) -> dict[int, str]:
     states: dict[int, tuple[int, str]] = {}
     for line in proc.stdout.splitlines():
         parts = line.split()
-        if len(parts) != 3:
+        if len(parts) != 3 or not parts[0].isdigit():
             continue
-        job, task, state = parts
-        for idx in _expand_task_field(task):
+        job, task, state = int(parts[0]), parts[1], parts[2]
+        indices = _expand_task_field(task)
+        if indices is None:
+            indices = list(jobs.get(job, ()))
+        for idx in indices:
             prev = states.get(idx)
-            if prev is None or int(job) >= prev[0]:
-                states[idx] = (int(job), state)
+            if prev is None or job >= prev[0]:
+                states[idx] = (job, state)
     return {k: v[1] for k, v in states.items()}
 
 
-def _expand_task_field(task: str) -> list[int]:
-    task = task.strip("[]").split("%")[0]
+def _expand_task_field(task: str) -> list[int] | None:
+    """Array indices in squeue's ``%a`` field; ``None`` when it names none."""
+    body = task.strip("[]").split("%")[0]
     out: list[int] = []
-    for part in task.split(","):
-        if not part or part == "N/A":
-            continue
+    for part in body.split(","):
         if "-" in part:
             a, b = part.split("-", 1)
+            if not (a.isdigit() and b.isdigit()):
+                return None
             out.extend(range(int(a), int(b) + 1))
-        else:
+        elif part.isdigit():
             out.append(int(part))
+        else:
+            return None
     return out
 
 

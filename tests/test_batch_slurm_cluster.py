@@ -1,0 +1,147 @@
+"""`tmfast batch` on a real single-node SLURM cluster started by the test.
+
+Skipped (with the reason) where SLURM or munge is missing or the daemons cannot
+start. The tomograms are 48³ with a 9³ template and a 30° (test 1) or 20° (test 2)
+angular step, so a task takes seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+from slurm_cluster import (
+    BINNING,
+    PLANTED_ZYX,
+    TOMO_SHAPE,
+    TS_PIXEL_A,
+    Cluster,
+    make_relion5_project,
+    slurm_cluster,  # noqa: F401 - pytest fixture
+)
+
+from tmfast.batch.manifest import Manifest
+from tmfast.batch.plan import (
+    batch_status,
+    build_match_config,
+    finish,
+    plan_relion5,
+    resume,
+    submit,
+)
+from tmfast.batch.slurm import SlurmOptions, scancel
+
+pytestmark = pytest.mark.slurm
+
+NAMES = ("TS_01", "TS_02", "TS_03")
+
+
+def _plan(tmp_path: Path, names: tuple[str, ...], angular_search: float,
+          checkpoint_every: int) -> Path:
+    proj = make_relion5_project(tmp_path / "proj", names=names)
+    plan = plan_relion5(
+        proj["tomograms_star"], tmp_path / "batch",
+        match={"template": proj["template"], "mask": proj["mask"],
+               "angular_search": angular_search, "particle_diameter_a": 90.0,
+               "backend": "cpu", "checkpoint_every": checkpoint_every,
+               "checkpoint_interval_s": 0.0},
+        extract={"n_particles": 5},
+        slurm=SlurmOptions(job_name="tmfast-test", cpus_per_task=1, mem="1000M",
+                           time="00:05:00", array_throttle=3),
+    )
+    return plan.manifest_path
+
+
+def _centred_to_voxel(c_a: float) -> float:
+    """Inverse of RELION5 centring for the synthetic project (bin-1 size = 48*4)."""
+    return (c_a / TS_PIXEL_A + TOMO_SHAPE * BINNING / 2) / BINNING
+
+
+def test_array_over_three_tomograms(slurm_cluster: Cluster, tmp_path: Path) -> None:
+    import starfile
+
+    manifest_path = _plan(tmp_path, NAMES, angular_search=30.0, checkpoint_every=100)
+    job_id = submit(manifest_path)
+    early = {s.state for s in batch_status(manifest_path)}
+    assert early <= {"pending", "running", "done"}, early
+    slurm_cluster.wait_for_jobs([job_id], timeout_s=90)
+    for i in range(len(NAMES)):
+        assert slurm_cluster.task_state(job_id, i) == "COMPLETED"
+    states = batch_status(manifest_path)
+    assert [s.state for s in states] == ["done"] * 3, states
+
+    manifest = Manifest.read(manifest_path)
+    for e in manifest.entries:
+        d = Path(e.output_dir)
+        for suffix in ("_scores.mrc", "_angles.mrc", "_job.json", "_particles.star",
+                       "_particles.mod"):
+            assert (d / f"{e.tomo_id}{suffix}").is_file(), (e.key, suffix)
+        with mrcfile.open(d / f"{e.tomo_id}_scores.mrc") as m:
+            assert m.data.shape == (TOMO_SHAPE,) * 3
+        log = Path(manifest.output_dir) / "logs" / f"tmfast-test_{job_id}_{e.index}.out"
+        assert f"{e.key} done" in log.read_text()
+
+    merged, counts = finish(manifest_path)
+    table = starfile.read(merged)
+    assert sorted(set(table["rlnTomoName"])) == list(NAMES)
+    assert sum(counts.values()) == len(table)
+    for name in NAMES:
+        rows = table[table["rlnTomoName"] == name]
+        xyz = np.stack([_centred_to_voxel(rows[f"rlnCenteredCoordinate{a}Angst"])
+                        for a in "XYZ"], axis=1)
+        for z, y, x in PLANTED_ZYX:
+            # within one voxel on every axis (the angle set is coarse)
+            dist = np.abs(xyz - np.array([x, y, z])).max(axis=1)
+            assert dist.min() <= 1.0 + 1e-6, (name, (z, y, x), xyz)
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def test_cancel_then_resume_equals_uninterrupted(slurm_cluster: Cluster,
+                                                 tmp_path: Path) -> None:
+    from tmfast.matching.engine import run_match
+
+    manifest_path = _plan(tmp_path, ("TS_01",), angular_search=20.0,
+                          checkpoint_every=40)
+    manifest = Manifest.read(manifest_path)
+    entry = manifest.entries[0]
+    out = Path(entry.output_dir)
+    ckpt = out / f"{entry.tomo_id}_checkpoint.npz"
+    scores = out / f"{entry.tomo_id}_scores.mrc"
+
+    job1 = submit(manifest_path)
+    _wait_for(ckpt.is_file, 60, "no checkpoint written by the running task")
+    assert not scores.exists()
+    scancel(job1)
+    slurm_cluster.wait_for_jobs([job1], timeout_s=30)
+    assert slurm_cluster.task_state(job1, 0) == "CANCELLED"
+    (state,) = batch_status(manifest_path)
+    assert state.state == "failed" and "checkpoint kept" in state.detail, state
+    assert ckpt.is_file() and not scores.exists()
+
+    resumed = resume(manifest_path)
+    assert resumed is not None and resumed[1] == [0]
+    slurm_cluster.wait_for_jobs([resumed[0]], timeout_s=90)
+    assert [s.state for s in batch_status(manifest_path)] == ["done"]
+    log = Path(manifest.output_dir) / "logs" / f"tmfast-test_{resumed[0]}_0.out"
+    assert "resuming from checkpoint" in log.read_text()
+
+    # The same configuration, uninterrupted, in another folder.
+    ref_dir = tmp_path / "reference"
+    config = build_match_config(manifest, entry, write_files=False).with_updates(
+        destination=ref_dir, checkpoint_every=0)
+    run_match(config)
+    for suffix in ("_scores.mrc", "_angles.mrc"):
+        a = mrcfile.read(out / f"{entry.tomo_id}{suffix}")
+        b = mrcfile.read(ref_dir / f"{entry.tomo_id}{suffix}")
+        np.testing.assert_array_equal(a, b)
