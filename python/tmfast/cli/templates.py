@@ -349,10 +349,6 @@ def slab_mask(
         output_file = Path(f"{_stem(input_tomogram)}_slab_mask.mrc")
     check_writable(output_file, overwrite=overwrite)
     tomo, tomo_a = read_volume(input_tomogram, require_voxel_size=False)
-    vox = voxel_size_angstrom if voxel_size_angstrom is not None else tomo_a
-    if not vox > 0:
-        logger.warning("%s: no voxel size in the header; writing 1.0 Å", input_tomogram)
-        vox = 1.0
     mask, fit = make_slab_mask(
         tomo,
         margin_px=margin,
@@ -361,6 +357,10 @@ def slab_mask(
         box_xy=box_xy,
         min_contrast=min_contrast,
     )
+    vox = voxel_size_angstrom if voxel_size_angstrom is not None else tomo_a
+    if not vox > 0:
+        logger.warning("%s: no voxel size in the header; writing 1.0 Å", input_tomogram)
+        vox = 1.0
     write_volume(output_file, mask, vox, overwrite=overwrite)
     seen = ", ".join(
         f"{name} {'fitted' if ok else 'not found (volume face)'}"

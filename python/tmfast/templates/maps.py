@@ -232,7 +232,8 @@ def fourier_resample(
     a_out = _check_voxel("output_voxel_size_a", output_voxel_size_a)
     if a_out < a_in * (1 - 1e-6) and not allow_upsampling:
         raise ConfigError(
-            f"output voxel size {a_out} Å is smaller than the input's {a_in} Å: "
+            f"output voxel size {a_out:.6g} Å is smaller than the input's "
+            f"{a_in:.6g} Å: "
             "templates are only downsampled; pass --allow-upsampling to upsample"
         )
     vol = np.asarray(volume, dtype=np.float64)

@@ -221,6 +221,8 @@ def fit_slab(
             "use a smaller --bin-factor"
         )
     b64 = binned.astype(np.float64)
+    if not np.all(np.isfinite(b64)) or b64.std() <= 1e-6 * max(1.0, abs(b64.mean())):
+        raise ConfigError("tomogram is constant or not finite; cannot find a lamella")
     dog = scipy.ndimage.gaussian_filter(b64, 1.0) - scipy.ndimage.gaussian_filter(
         b64, 4.0
     )
@@ -232,6 +234,10 @@ def fit_slab(
     log_e = np.log(np.maximum(energy, energy.max() * 1e-12))
     cut = _otsu(log_e.ravel())
     hi, lo = energy[log_e > cut], energy[log_e <= cut]
+    if hi.size == 0 or lo.size == 0:
+        raise ConfigError(
+            "tomogram has no contrast between regions; cannot find a lamella"
+        )
     v_in, v_out = float(np.median(hi)), float(np.median(lo))
     level = 0.5 * (v_in + v_out)
     inside = energy > level
