@@ -307,3 +307,40 @@ def test_registry_import_loads_no_gpu_library() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, f"imported GPU modules: {res.stdout} {res.stderr}"
+
+
+def test_second_prepare_reuses_fft_plans_and_stays_correct() -> None:
+    backend = opencl.OpenCLBackend(max_batch=2)
+    mats = _matrices(3, seed=5)
+    backend.prepare(_inputs("spherical", seed=1))
+    plans = dict(backend._plans)
+    backend.score_rotations(0, mats)
+    backend.finalize()
+    other = _inputs("spherical", seed=2)  # same shapes, new data (the next tile)
+    backend.prepare(other)
+    assert all(backend._plans[k] is v for k, v in plans.items())
+    backend.score_rotations(0, mats)
+    _assert_maps_close(_cpu(other, mats), backend.finalize())
+    backend.close()
+    assert backend._plans == {}
+
+
+def test_engine_search_with_opencl_equals_cpu() -> None:
+    from tmfast.matching.engine import search_volume
+
+    inputs = _inputs("non_spherical", shape=(32, 40, 44), seed=6)
+    rng = np.random.default_rng(8)
+    angles = np.column_stack(
+        [rng.uniform(0, 2 * np.pi, 9), rng.uniform(0, np.pi, 9), rng.uniform(0, 6, 9)]
+    )
+    kwargs = {
+        "mask_is_spherical": False,
+        "split_xyz": (2, 1, 1),
+        "batch_rotations": 4,
+    }
+    args = (inputs.tomogram, inputs.template, inputs.mask, inputs.template_weight)
+    ref = search_volume(*args, angles, backends=[CpuBackend(workers=1)], **kwargs)
+    got = search_volume(*args, angles, backends=[opencl.OpenCLBackend()], **kwargs)
+    np.testing.assert_allclose(got.scores, ref.scores, atol=TOL, rtol=0)
+    assert np.mean(got.angles == ref.angles) > 0.9999
+    np.testing.assert_allclose(got.score_sq_sum, ref.score_sq_sum, atol=TOL, rtol=0)

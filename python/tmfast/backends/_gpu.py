@@ -479,6 +479,7 @@ class GpuMatchBackend:
         self._ops = ops
         self._max_batch = max_batch
         self._job: dict[str, Any] | None = None
+        self._plans: dict[tuple[int, ...], Any] = {}
         self.plan: BufferPlan | None = None
 
     # -- protocol -------------------------------------------------------------------
@@ -607,8 +608,11 @@ class GpuMatchBackend:
         return maps
 
     def close(self) -> None:
-        """Free all device buffers; the backend may be prepared again."""
+        """Free all device buffers and FFT plans; the backend may be prepared again."""
         self._drop_job()
+        if self._plans:
+            with self._ops.activate():
+                self._plans = {}
 
     # -- internals ------------------------------------------------------------------
 
@@ -653,9 +657,18 @@ class GpuMatchBackend:
             "with_noise": plan.with_noise,
             "done": 0,
         }
-        vol_plan = ops.fft_plan((batch, *shape) if batch > 1 else shape)
-        single_plan = vol_plan if batch == 1 else ops.fft_plan(shape)
-        box_plan = ops.fft_plan((batch, n, n, n) if batch > 1 else (n, n, n))
+        vol_shape = (batch, *shape) if batch > 1 else shape
+        box_shape = (batch, n, n, n) if batch > 1 else (n, n, n)
+        # FFT plans are kept across prepare() calls with the same shapes (the tiles
+        # of one tomogram), as building them compiles GPU code.
+        needed = {vol_shape, shape, box_shape}
+        self._plans = {k: v for k, v in self._plans.items() if k in needed}
+        for plan_shape in needed:
+            if plan_shape not in self._plans:
+                self._plans[plan_shape] = ops.fft_plan(plan_shape)
+        vol_plan = self._plans[vol_shape]
+        single_plan = self._plans[shape]
+        box_plan = self._plans[box_shape]
         job.update(vol_plan=vol_plan, box_plan=box_plan)
 
         tomo = _as_f32_c(inputs.tomogram)
