@@ -10,10 +10,6 @@ import mrcfile
 import numpy as np
 import pytest
 import starfile
-
-from tmfast.cli import main
-from tmfast.metadata import TiltSeriesMetadata
-
 from test_extraction_candidates import (  # type: ignore[import-not-found]
     ORIGIN_ZYX,
     PLANTED,
@@ -21,6 +17,8 @@ from test_extraction_candidates import (  # type: ignore[import-not-found]
     VOXEL_A,
     make_job,
 )
+from tmfast.cli import main
+from tmfast.metadata import TiltSeriesMetadata
 
 EXPECT_ZYX = np.array([p for p, _, _ in PLANTED]) + np.array(ORIGIN_ZYX)
 
@@ -36,31 +34,52 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 
 
 def _outputs(d: Path) -> set[str]:
-    return {p.name for p in d.iterdir() if "_particles" in p.name or p.suffix in
-            (".svg", ".png")}
+    return {
+        p.name
+        for p in d.iterdir()
+        if "_particles" in p.name or p.suffix in (".svg", ".png")
+    }
 
 
 def test_extract_relion5_star_plots_qc_imod(tmp_path: Path, capsys) -> None:
     job = make_job(tmp_path)
     code, out = run(["extract", "-j", str(job), "-n", "10", "--imod"], capsys)
     assert code == 0, out
-    assert _outputs(tmp_path) == {"tomo_particles.star", "tomo_particles.mod",
-                                  "tomo_extraction.svg", "tomo_extraction.png",
-                                  "tomo_qc.png"}
+    assert _outputs(tmp_path) == {
+        "tomo_particles.star",
+        "tomo_particles.mod",
+        "tomo_extraction.svg",
+        "tomo_extraction.png",
+        "tomo_qc.png",
+    }
     df = starfile.read(tmp_path / "tomo_particles.star")
     assert list(df.columns) == [
-        "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
-        "rlnCenteredCoordinateZAngst", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi",
-        "rlnLCCmax", "rlnCutOff", "rlnSearchStd", "rlnTomoTiltSeriesPixelSize",
-        "rlnTomoName"]
+        "rlnCenteredCoordinateXAngst",
+        "rlnCenteredCoordinateYAngst",
+        "rlnCenteredCoordinateZAngst",
+        "rlnAngleRot",
+        "rlnAngleTilt",
+        "rlnAnglePsi",
+        "rlnLCCmax",
+        "rlnCutOff",
+        "rlnSearchStd",
+        "rlnTomoTiltSeriesPixelSize",
+        "rlnTomoName",
+    ]
     assert len(df) == 3
     # Without RELION5 metadata: binning 1, pixel = voxel, centre = size / 2.
     nz, ny, nx = TOMO_ZYX
     xyz = EXPECT_ZYX[:, ::-1]
     np.testing.assert_allclose(
-        df[["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
-            "rlnCenteredCoordinateZAngst"]].to_numpy(),
-        (xyz - np.array([nx, ny, nz]) / 2) * VOXEL_A)
+        df[
+            [
+                "rlnCenteredCoordinateXAngst",
+                "rlnCenteredCoordinateYAngst",
+                "rlnCenteredCoordinateZAngst",
+            ]
+        ].to_numpy(),
+        (xyz - np.array([nx, ny, nz]) / 2) * VOXEL_A,
+    )
     assert set(df["rlnTomoTiltSeriesPixelSize"]) == {VOXEL_A}
     assert set(df["rlnTomoName"]) == {"tomo"}
     for f in ("tomo_extraction.png", "tomo_qc.png"):
@@ -74,8 +93,13 @@ def test_extract_relion5_star_plots_qc_imod(tmp_path: Path, capsys) -> None:
         "print('flags', int(m.objects[0].header.flags.scattered), m.header.xmax,"
         " m.header.ymax, m.header.zmax)\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     lines = res.stdout.strip().splitlines()
     pts = np.loadtxt(lines[:-1])
     np.testing.assert_allclose(pts, xyz + np.array([0.5, 0.5, 0.0]), atol=1e-4)
@@ -83,35 +107,63 @@ def test_extract_relion5_star_plots_qc_imod(tmp_path: Path, capsys) -> None:
 
 
 def test_extract_relion5_metadata_uses_tilt_series_pixel_size(tmp_path, capsys) -> None:
-    md = TiltSeriesMetadata(tilt_angles_deg=(-60.0, 0.0, 60.0),
-                            tilt_series_pixel_size_a=2.5, binning=4.0)
+    md = TiltSeriesMetadata(
+        tilt_angles_deg=(-60.0, 0.0, 60.0), tilt_series_pixel_size_a=2.5, binning=4.0
+    )
     job = make_job(tmp_path, metadata=md)
     code, out = run(["extract", "-j", str(job), "-n", "10", "--no-plots"], capsys)
     assert code == 0, out
     df = starfile.read(tmp_path / "tomo_particles.star")
-    assert set(df["rlnTomoTiltSeriesPixelSize"]) == {2.5}       # not the 10 Å voxel
+    assert set(df["rlnTomoTiltSeriesPixelSize"]) == {2.5}  # not the 10 Å voxel
     nz, ny, nx = TOMO_ZYX
     size_unbinned = np.array([nx, ny, nz]) * 4.0
     # RELION5 (tomogram_set.cpp): (x_vox * binning - SizeX / 2) * tilt-series pixel
     np.testing.assert_allclose(
-        df[["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
-            "rlnCenteredCoordinateZAngst"]].to_numpy(),
-        (EXPECT_ZYX[:, ::-1] * 4.0 - size_unbinned / 2) * 2.5)
+        df[
+            [
+                "rlnCenteredCoordinateXAngst",
+                "rlnCenteredCoordinateYAngst",
+                "rlnCenteredCoordinateZAngst",
+            ]
+        ].to_numpy(),
+        (EXPECT_ZYX[:, ::-1] * 4.0 - size_unbinned / 2) * 2.5,
+    )
 
 
 def test_extract_pytom_columns(tmp_path: Path, capsys) -> None:
     job = make_job(tmp_path)
-    code, out = run(["extract", "-j", str(job), "-n", "10", "--pytom-columns",
-                     "--no-plots", "--ignore_tomogram_mask"], capsys)
+    code, out = run(
+        [
+            "extract",
+            "-j",
+            str(job),
+            "-n",
+            "10",
+            "--pytom-columns",
+            "--no-plots",
+            "--ignore_tomogram_mask",
+        ],
+        capsys,
+    )
     assert code == 0, out
     df = starfile.read(tmp_path / "tomo_particles.star")
     assert list(df.columns) == [
-        "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnAngleRot",
-        "rlnAngleTilt", "rlnAnglePsi", "rlnLCCmax", "rlnCutOff", "rlnSearchStd",
-        "rlnDetectorPixelSize", "rlnMicrographName"]
+        "rlnCoordinateX",
+        "rlnCoordinateY",
+        "rlnCoordinateZ",
+        "rlnAngleRot",
+        "rlnAngleTilt",
+        "rlnAnglePsi",
+        "rlnLCCmax",
+        "rlnCutOff",
+        "rlnSearchStd",
+        "rlnDetectorPixelSize",
+        "rlnMicrographName",
+    ]
     np.testing.assert_array_equal(
         df[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(),
-        EXPECT_ZYX[:, ::-1])
+        EXPECT_ZYX[:, ::-1],
+    )
 
 
 def test_existing_output_refused_nothing_written(tmp_path: Path, capsys) -> None:
@@ -159,8 +211,10 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, problem) ->
     code, out = run(argv, capsys)
     lines = [ln for ln in out.strip().splitlines() if ln]
     assert code == 2 and len(lines) == 1 and want in lines[0], out
-    assert not any(p.name.startswith("tomo_particles") or p.suffix in (".png", ".svg")
-                   for p in tmp_path.iterdir())
+    assert not any(
+        p.name.startswith("tomo_particles") or p.suffix in (".png", ".svg")
+        for p in tmp_path.iterdir()
+    )
 
 
 def test_qc_picture_is_legible_size(tmp_path: Path, capsys) -> None:

@@ -1,4 +1,4 @@
-"""`tmfast merge-stars`, `to-imod` and `roc`, on real RELION5/pytom files and our own."""
+"""`tmfast merge-stars`, `to-imod` and `roc` on real RELION5/pytom files and ours."""
 
 from __future__ import annotations
 
@@ -10,17 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import starfile
-
-from tmfast.cli import main
-
 from test_cli_extract import run  # type: ignore[import-not-found]
 from test_extraction_candidates import TOMO_ZYX, make_job  # type: ignore[import-not-found]
+from tmfast.cli import main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "formats"
 PARTICLES = SHARED / "relion5_particles"
 TOMOGRAMS = SHARED / "relion5_tomograms"
 needs_shared = pytest.mark.skipif(
-    not PARTICLES.is_dir(), reason="../shared/data/formats (real example files) absent")
+    not PARTICLES.is_dir(), reason="../shared/data/formats (real example files) absent"
+)
 
 
 def _imod_points(path: Path) -> tuple[np.ndarray, list[str], tuple[int, int, int]]:
@@ -33,8 +32,13 @@ def _imod_points(path: Path) -> tuple[np.ndarray, list[str], tuple[int, int, int
         "print(int(all(o.header.flags.scattered for o in m.objects)))\n"
         "np.savetxt(sys.stdout, pts)\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     lines = res.stdout.strip().splitlines()
     dims = tuple(int(v) for v in lines[0].split())
     assert lines[1] == "1"
@@ -54,27 +58,42 @@ def test_merge_real_multiblock_relion5_files(tmp_path: Path, capsys) -> None:
     got = starfile.read(out)
     assert set(got) == {"general", "optics", "particles"}
     assert len(got["particles"]) == 2 * len(ref["particles"])
-    assert len(got["optics"]) == len(ref["optics"])          # identical group shared
+    assert len(got["optics"]) == len(ref["optics"])  # identical group shared
     np.testing.assert_allclose(
         got["particles"]["rlnCenteredCoordinateXAngst"].to_numpy(),
-        np.tile(ref["particles"]["rlnCenteredCoordinateXAngst"].to_numpy(), 2))
-    assert list(got["particles"]["rlnTomoName"]) == 2 * list(ref["particles"]["rlnTomoName"])
+        np.tile(ref["particles"]["rlnCenteredCoordinateXAngst"].to_numpy(), 2),
+    )
+    assert list(got["particles"]["rlnTomoName"]) == 2 * list(
+        ref["particles"]["rlnTomoName"]
+    )
 
 
 @needs_shared
 def test_merge_pytom_output_strip_prefix_and_import_index(tmp_path, capsys) -> None:
     src = PARTICLES / "cryoboost_candidatesPytomRel5.star"
     out = tmp_path / "merged.star"
-    code, text = run(["merge-stars", "-i", str(src), str(src), "-o", str(out),
-                      "--strip-prefix", "Position_"], capsys)
+    code, text = run(
+        [
+            "merge-stars",
+            "-i",
+            str(src),
+            str(src),
+            "-o",
+            str(out),
+            "--strip-prefix",
+            "Position_",
+        ],
+        capsys,
+    )
     assert code == 0, text
     ref = starfile.read(src)
     got = starfile.read(out)
-    assert len(got) == len(ref)                # same file given twice: de-duplicated
+    assert len(got) == len(ref)  # same file given twice: de-duplicated
     assert set(got["rlnTomoName"]) == {"1_11.80Apx"}
     idx = tmp_path / "index.star"
-    code, text = run(["merge-stars", "--relion5-compat", "-i", str(src), "-o",
-                      str(idx)], capsys)
+    code, text = run(
+        ["merge-stars", "--relion5-compat", "-i", str(src), "-o", str(idx)], capsys
+    )
     assert code == 0, text
     df = starfile.read(idx)
     assert list(df.columns) == ["rlnTomoName", "rlnTomoImportParticleFile"]
@@ -85,10 +104,17 @@ def test_merge_pytom_output_strip_prefix_and_import_index(tmp_path, capsys) -> N
 @needs_shared
 def test_merge_mismatched_columns_is_one_line_error(tmp_path, capsys) -> None:
     out = tmp_path / "m.star"
-    code, text = run(["merge-stars", "-i",
-                      str(PARTICLES / "cylindra_Picks_particles.star"),
-                      str(PARTICLES / "cryoboost_candidatesPytomRel5.star"),
-                      "-o", str(out)], capsys)
+    code, text = run(
+        [
+            "merge-stars",
+            "-i",
+            str(PARTICLES / "cylindra_Picks_particles.star"),
+            str(PARTICLES / "cryoboost_candidatesPytomRel5.star"),
+            "-o",
+            str(out),
+        ],
+        capsys,
+    )
     lines = text.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "columns differ" in lines[0]
     assert not out.exists()
@@ -100,8 +126,20 @@ def test_to_imod_real_relion5_particles_with_tomograms_star(tmp_path, capsys) ->
     # rlnOrigin*Angst shifts apply; geometry from the cylindra tomograms.star.
     src = PARTICLES / "cylindra_Class3D_run_it025_data.star"
     tomos = TOMOGRAMS / "cylindra_fixture" / "tomograms.star"
-    code, text = run(["to-imod", "-i", str(src), "--tomograms-star", str(tomos), "-o",
-                      str(tmp_path), "--radius-px", "4"], capsys)
+    code, text = run(
+        [
+            "to-imod",
+            "-i",
+            str(src),
+            "--tomograms-star",
+            str(tomos),
+            "-o",
+            str(tmp_path),
+            "--radius-px",
+            "4",
+        ],
+        capsys,
+    )
     assert code == 0, text
     ref = starfile.read(src)
     parts, optics = ref["particles"], ref["optics"]
@@ -112,28 +150,34 @@ def test_to_imod_real_relion5_particles_with_tomograms_star(tmp_path, capsys) ->
         row = gtab[gtab["rlnTomoName"] == name].iloc[0]
         px = float(optics["rlnTomoTiltSeriesPixelSize"].iloc[0])
         b = float(row["rlnTomoTomogramBinning"])
-        size = np.array([row["rlnTomoSizeX"], row["rlnTomoSizeY"], row["rlnTomoSizeZ"]],
-                        dtype=float)
-        a = sel[[f"rlnCenteredCoordinate{c}Angst" for c in "XYZ"]].to_numpy() - sel[
-            [f"rlnOrigin{c}Angst" for c in "XYZ"]].to_numpy()
+        size = np.array(
+            [row["rlnTomoSizeX"], row["rlnTomoSizeY"], row["rlnTomoSizeZ"]], dtype=float
+        )
+        a = (
+            sel[[f"rlnCenteredCoordinate{c}Angst" for c in "XYZ"]].to_numpy()
+            - sel[[f"rlnOrigin{c}Angst" for c in "XYZ"]].to_numpy()
+        )
         # RELION5: x_unbinned = centred / pixel + SizeX / 2; voxel = x_unbinned / bin
         vox = (a / px + size / 2) / b
-        np.testing.assert_allclose(pts, vox + [0.5, 0.5, 0.0], atol=1e-3)
-        assert dims == tuple(int(round(v / b)) for v in size)
+        np.testing.assert_allclose(pts, vox + np.array([0.5, 0.5, 0.0]), atol=1e-3)
+        assert dims == tuple(round(v / b) for v in size)
 
 
 @needs_shared
 def test_to_imod_real_pytom_output_with_dims(tmp_path, capsys) -> None:
     src = PARTICLES / "cryoboost_candidatesPytomRel5.star"
-    code, text = run(["to-imod", "-i", str(src), "--dims", "512", "512", "256", "-o",
-                      str(tmp_path)], capsys)
+    code, text = run(
+        ["to-imod", "-i", str(src), "--dims", "512", "512", "256", "-o", str(tmp_path)],
+        capsys,
+    )
     assert code == 0, text
     df = starfile.read(src)
     pts, _, dims = _imod_points(tmp_path / "Position_1_11.80Apx.mod")
     assert dims == (512, 512, 256)
     a = df[[f"rlnCenteredCoordinate{c}Angst" for c in "XYZ"]].to_numpy()
-    np.testing.assert_allclose(pts, a / 11.8 + np.array([256, 256, 128]) + [0.5, 0.5, 0],
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        pts, a / 11.8 + np.array([256, 256, 128]) + [0.5, 0.5, 0], atol=1e-3
+    )
 
 
 def test_to_imod_round_trips_our_extraction(tmp_path: Path, capsys) -> None:
@@ -144,8 +188,20 @@ def test_to_imod_round_trips_our_extraction(tmp_path: Path, capsys) -> None:
     assert code == 0, text
     nz, ny, nx = TOMO_ZYX
     out = tmp_path / "mods"
-    code, text = run(["to-imod", "-i", str(tmp_path / "tomo_particles.star"),
-                      "--dims", str(nx), str(ny), str(nz), "-o", str(out)], capsys)
+    code, text = run(
+        [
+            "to-imod",
+            "-i",
+            str(tmp_path / "tomo_particles.star"),
+            "--dims",
+            str(nx),
+            str(ny),
+            str(nz),
+            "-o",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, text
     pts, _, _ = _imod_points(out / "tomo.mod")
     np.testing.assert_allclose(pts, EXPECT_ZYX[:, ::-1] + [0.5, 0.5, 0.0], atol=1e-4)
@@ -154,8 +210,10 @@ def test_to_imod_round_trips_our_extraction(tmp_path: Path, capsys) -> None:
 def test_to_imod_bad_input(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.star"
     bad.write_text("data_particles\n\nloop_\n_rlnAngleRot #1\n10.0\n")
-    code, text = run(["to-imod", "-i", str(bad), "--dims", "10", "10", "10", "-o",
-                      str(tmp_path)], capsys)
+    code, text = run(
+        ["to-imod", "-i", str(bad), "--dims", "10", "10", "10", "-o", str(tmp_path)],
+        capsys,
+    )
     lines = text.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "no block with" in lines[0]
     code, text = run(["to-imod", "-i", str(bad), "-o", str(tmp_path)], capsys)
@@ -170,14 +228,15 @@ def test_roc_cli_on_synthetic_job(tmp_path: Path, capsys) -> None:
     planted = []
     while len(planted) < 40:
         p = tuple(int(v) for v in rng.integers(4, 28, 3))
-        if all(sum((a - b) ** 2 for a, b in zip(p, q)) > 49 for q in pos):
+        if all(sum((a - b) ** 2 for a, b in zip(p, q, strict=True)) > 49 for q in pos):
             pos.add(p)
             planted.append((p, float(rng.normal(0.08, 0.005)), 3))
     job = make_job(tmp_path, planted=planted)
-    code, text = run(["roc", "-j", str(job), "-n", "120", "--particle-diameter",
-                      "40"], capsys)
+    code, text = run(
+        ["roc", "-j", str(job), "-n", "120", "--particle-diameter", "40"], capsys
+    )
     assert code == 0, text
-    line = [ln for ln in text.splitlines() if "estimated true particles" in ln][0]
+    line = next(ln for ln in text.splitlines() if "estimated true particles" in ln)
     n_est = float(line.split("estimated true particles ")[1].split()[0])
     thr = float(line.split("best threshold ")[1].split()[0])
     assert 30 <= n_est <= 50, line

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 from scipy.stats import norm
-
 from tmfast.errors import ConfigError, FormatError
 from tmfast.extraction import extract_candidates, false_alarm_cutoff
 from tmfast.geometry.angles import angle_set, angle_set_sha256
@@ -58,14 +57,26 @@ def make_job(
         _write(tmp / "tomo.mrc", tomo)
     n_vox = int(np.prod(SEARCH_ZYX))
     job = MatchJob(
-        tomo_id="tomo", tomogram=str(tmp / "tomo.mrc"), template="t.mrc", mask="m.mrc",
-        output_dir=str(tmp), tomo_shape_zyx=TOMO_ZYX, search_origin_zyx=ORIGIN_ZYX,
-        search_shape_zyx=SEARCH_ZYX, voxel_size_a=VOXEL_A, angular_search=STEP_DEG,
-        n_rotations=len(angles), angle_set_sha256=angle_set_sha256(angles),
-        particle_diameter_a=60.0, tomogram_mask=tomogram_mask, metadata=metadata,
-        stats=SearchStats(search_space=n_vox * len(angles), variance=SIGMA**2,
-                          std=SIGMA),
-        scores_file="tomo_scores.mrc", angles_file="tomo_angles.mrc",
+        tomo_id="tomo",
+        tomogram=str(tmp / "tomo.mrc"),
+        template="t.mrc",
+        mask="m.mrc",
+        output_dir=str(tmp),
+        tomo_shape_zyx=TOMO_ZYX,
+        search_origin_zyx=ORIGIN_ZYX,
+        search_shape_zyx=SEARCH_ZYX,
+        voxel_size_a=VOXEL_A,
+        angular_search=STEP_DEG,
+        n_rotations=len(angles),
+        angle_set_sha256=angle_set_sha256(angles),
+        particle_diameter_a=60.0,
+        tomogram_mask=tomogram_mask,
+        metadata=metadata,
+        stats=SearchStats(
+            search_space=n_vox * len(angles), variance=SIGMA**2, std=SIGMA
+        ),
+        scores_file="tomo_scores.mrc",
+        angles_file="tomo_angles.mrc",
     )
     return job.write(tmp / "tomo_job.json")
 
@@ -75,7 +86,7 @@ def test_cutoff_matches_false_alarm_definition() -> None:
     for sigma, n, nfp in [(0.01, 10**9, 1.0), (0.05, 2.5e12, 3.0), (1.0, 1e6, 0.1)]:
         theta = false_alarm_cutoff(sigma, int(n), n_false_positives=nfp)
         assert n * norm.sf(theta / sigma) == pytest.approx(nfp, rel=1e-6)
-    # the θ/σ table of pytom-match-pick (reference §4.2)
+    # the θ/sigma table of pytom-match-pick (reference §4.2)
     assert false_alarm_cutoff(1.0, 10**12) == pytest.approx(7.03, abs=0.01)
     with pytest.raises(ConfigError, match="search std"):
         false_alarm_cutoff(float("nan"), 100)
@@ -86,7 +97,8 @@ def test_planted_peaks_recovered_with_auto_cutoff(tmp_path: Path) -> None:
     t = extract_candidates(job, n_particles=50)
     n_search = int(np.prod(SEARCH_ZYX)) * 48
     assert t.cutoff == pytest.approx(
-        math.sqrt(2) * SIGMA * float(__import__("scipy").special.erfcinv(2 / n_search)))
+        math.sqrt(2) * SIGMA * float(__import__("scipy").special.erfcinv(2 / n_search))
+    )
     # Background N(0, 0.01) never reaches the ~0.06 cutoff: exactly the planted peaks.
     assert len(t) == 3
     expect = np.array([p for p, _, _ in PLANTED]) + np.array(ORIGIN_ZYX)
@@ -113,8 +125,11 @@ def test_forced_picks_and_manual_cutoff(tmp_path: Path) -> None:
 def test_exclusion_is_spherical_and_border_applied(tmp_path: Path) -> None:
     # Two peaks 3 voxels apart in each of x and y: Euclidean 4.24 > radius 3 but a
     # cube exclusion (pytom's defect) would suppress the second.
-    planted = [((10, 10, 10), 0.5, 1), ((10, 13, 13), 0.45, 2),
-               ((1, 20, 20), 0.9, 3)]                   # z=1 lies in the border
+    planted = [
+        ((10, 10, 10), 0.5, 1),
+        ((10, 13, 13), 0.45, 2),
+        ((1, 20, 20), 0.9, 3),
+    ]  # z=1 lies in the border
     job = make_job(tmp_path, planted=planted)
     t = extract_candidates(job, n_particles=10, particle_diameter_a=60.0)
     got = {tuple(p) for p in t.positions_zyx - np.array(ORIGIN_ZYX)}
@@ -153,7 +168,7 @@ def test_no_particle_above_cutoff_gives_empty_table(tmp_path: Path) -> None:
 def test_missing_or_mismatched_maps(tmp_path: Path) -> None:
     job = make_job(tmp_path)
     (tmp_path / "tomo_angles.mrc").unlink()
-    with pytest.raises(FormatError, match="angle map .* not found"):
+    with pytest.raises(FormatError, match=r"angle map .* not found"):
         extract_candidates(job, n_particles=5)
     _write(tmp_path / "tomo_angles.mrc", np.zeros((4, 4, 4), np.float32))
     with pytest.raises(FormatError, match="does not match the job's search region"):
@@ -170,24 +185,29 @@ def test_no_stats_needs_manual_cutoff(tmp_path: Path) -> None:
     job = MatchJob.read(make_job(tmp_path)).with_updates(stats=None)
     with pytest.raises(ConfigError, match="manual cutoff"):
         extract_candidates(job, n_particles=5, job_dir=tmp_path)
-    assert len(extract_candidates(job, n_particles=5, cutoff=0.2, job_dir=tmp_path)) == 3
+    assert (
+        len(extract_candidates(job, n_particles=5, cutoff=0.2, job_dir=tmp_path)) == 3
+    )
 
 
 def test_tophat_keeps_sharp_peaks_and_drops_plateaus(tmp_path: Path) -> None:
     job = make_job(tmp_path)
     scores = mrcfile.read(tmp_path / "tomo_scores.mrc").copy()
     zz, yy, xx = np.indices(SEARCH_ZYX)
-    blob = 0.6 * np.exp(-((zz - 22) ** 2 + (yy - 8) ** 2 + (xx - 38) ** 2) / (2 * 6.0**2))
-    scores += blob.astype(np.float32)           # a broad, smooth score hill
+    blob = 0.6 * np.exp(
+        -((zz - 22) ** 2 + (yy - 8) ** 2 + (xx - 38) ** 2) / (2 * 6.0**2)
+    )
+    scores += blob.astype(np.float32)  # a broad, smooth score hill
     _write(tmp_path / "tomo_scores.mrc", scores)
     plain = extract_candidates(job, n_particles=10)
-    assert plain.scores[0] > 0.55                    # the hill is picked without it
+    assert plain.scores[0] > 0.55  # the hill is picked without it
     t = extract_candidates(job, n_particles=10, tophat_filter=True)
     expect = np.array([p for p, _, _ in PLANTED]) + np.array(ORIGIN_ZYX)
-    np.testing.assert_array_equal(t.positions_zyx, expect)   # the hill is gone
+    np.testing.assert_array_equal(t.positions_zyx, expect)  # the hill is gone
 
 
 # --- pytom-match-pick job files ---------------------------------------------------
+
 
 def _pytom_job(tmp: Path, with_relion: bool) -> Path:
     """A job JSON following pytom-match-pick 0.14's schema (reference §3.10)."""
@@ -196,30 +216,63 @@ def _pytom_job(tmp: Path, with_relion: bool) -> Path:
     oz, oy, ox = ORIGIN_ZYX
     sz, sy, sx = SEARCH_ZYX
     meta = {
-        "tilt_angles": [-60.0, 0.0, 60.0], "angles_in_degrees": True, "ctf_data": None,
-        "dose_accumulation": None, "defocus_handedness": 0,
-        "per_tilt_weighting": False, "level_angle_x": 0.0, "level_angle_y": 0.0,
+        "tilt_angles": [-60.0, 0.0, 60.0],
+        "angles_in_degrees": True,
+        "ctf_data": None,
+        "dose_accumulation": None,
+        "defocus_handedness": 0,
+        "per_tilt_weighting": False,
+        "level_angle_x": 0.0,
+        "level_angle_y": 0.0,
         "__class__": "TiltSeriesMetaData",
     }
     if with_relion:
-        meta.update(binning=4.0, tilt_series_pixel_size=2.5,
-                    __class__="RelionTiltSeriesMetaData")
+        meta.update(
+            binning=4.0,
+            tilt_series_pixel_size=2.5,
+            __class__="RelionTiltSeriesMetaData",
+        )
     data = {
-        "mask": str(tmp / "m.mrc"), "mask_is_spherical": True,
-        "output_dir": str(tmp / "moved_away"), "tomogram": str(tmp / "rec_tomo.mrc"),
-        "template": str(tmp / "t.mrc"), "tomo_id": "tomo", "ts_metadata": meta,
-        "tomo_shape": [nx, ny, nz], "template_shape": [12, 12, 12],
-        "mask_shape": [12, 12, 12], "voxel_size": VOXEL_A, "tomogram_mask": None,
-        "whole_start": None, "sub_start": [0, 0, 0], "sub_step": [sx, sy, sz],
-        "start_slice": 0, "steps_slice": 1, "rotational_symmetry": 1,
-        "particle_diameter": 60.0, "rotation_file": STEP_DEG, "n_rotations": 48,
-        "low_pass": None, "high_pass": None, "whiten_spectrum": False,
-        "whitening_filter": str(tmp / "w.npy"), "random_phase_correction": False,
-        "rng_seed": 321, "job_key": "0", "leader": None,
-        "job_stats": {"search_space": sx * sy * sz * 48, "variance": SIGMA**2,
-                      "std": SIGMA},
-        "log_level": 20, "pytom_tm_version_number": "0.14.0", "output_dtype": "float32",
-        "search_x": [ox, ox + sx], "search_y": [oy, oy + sy], "search_z": [oz, oz + sz],
+        "mask": str(tmp / "m.mrc"),
+        "mask_is_spherical": True,
+        "output_dir": str(tmp / "moved_away"),
+        "tomogram": str(tmp / "rec_tomo.mrc"),
+        "template": str(tmp / "t.mrc"),
+        "tomo_id": "tomo",
+        "ts_metadata": meta,
+        "tomo_shape": [nx, ny, nz],
+        "template_shape": [12, 12, 12],
+        "mask_shape": [12, 12, 12],
+        "voxel_size": VOXEL_A,
+        "tomogram_mask": None,
+        "whole_start": None,
+        "sub_start": [0, 0, 0],
+        "sub_step": [sx, sy, sz],
+        "start_slice": 0,
+        "steps_slice": 1,
+        "rotational_symmetry": 1,
+        "particle_diameter": 60.0,
+        "rotation_file": STEP_DEG,
+        "n_rotations": 48,
+        "low_pass": None,
+        "high_pass": None,
+        "whiten_spectrum": False,
+        "whitening_filter": str(tmp / "w.npy"),
+        "random_phase_correction": False,
+        "rng_seed": 321,
+        "job_key": "0",
+        "leader": None,
+        "job_stats": {
+            "search_space": sx * sy * sz * 48,
+            "variance": SIGMA**2,
+            "std": SIGMA,
+        },
+        "log_level": 20,
+        "pytom_tm_version_number": "0.14.0",
+        "output_dtype": "float32",
+        "search_x": [ox, ox + sx],
+        "search_y": [oy, oy + sy],
+        "search_z": [oz, oz + sz],
     }
     p = tmp / "tomo_pytom_job.json"
     p.write_text(json.dumps(data))

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from tmfast.errors import ConfigError
 from tmfast.extraction.roc import estimate_roc, plot_roc
 
 
-def _synthetic_picks(seed: int, n_bg: int, sd_bg: float, n_noise_picks: int,
-                     n_true: int, mu_p: float, sd_p: float):
+def _synthetic_picks(
+    seed: int,
+    n_bg: int,
+    sd_bg: float,
+    n_noise_picks: int,
+    n_true: int,
+    mu_p: float,
+    sd_p: float,
+):
     rng = np.random.default_rng(seed)
     bg = rng.normal(0.0, sd_bg, n_bg)
     noise_picks = np.sort(bg)[-n_noise_picks:]
@@ -23,10 +29,16 @@ def _synthetic_picks(seed: int, n_bg: int, sd_bg: float, n_noise_picks: int,
 @pytest.mark.parametrize("seed", [1, 2])
 def test_recovers_count_and_threshold(seed: int) -> None:
     scores, labels, bg = _synthetic_picks(seed, 2_000_000, 0.05, 600, 300, 0.32, 0.03)
-    res = estimate_roc(scores, n_background=bg.size, background_std=float(bg.std()),
-                       background_mean=float(bg.mean()), n_bins=30)
+    res = estimate_roc(
+        scores,
+        n_background=bg.size,
+        background_std=float(bg.std()),
+        background_mean=float(bg.mean()),
+        n_bins=30,
+    )
     assert abs(res.n_true_estimate - 300) < 0.15 * 300  # seeds 3-10 give 266-293
     assert abs(res.particle_mean - 0.32) < 0.01
+
     # The chosen threshold is (nearly) as good as the best one measured on the
     # labelled sample itself.
     def true_quality(t: float) -> float:
@@ -34,6 +46,7 @@ def test_recovers_count_and_threshold(seed: int) -> None:
         recall = (above & labels).sum() / labels.sum()
         fdr = (above & ~labels).sum() / max(above.sum(), 1)
         return float(recall * (1 - fdr))
+
     grid = np.linspace(scores.min(), scores.max(), 400)
     best_true = max(true_quality(t) for t in grid)
     assert true_quality(res.best_threshold) > best_true - 0.05

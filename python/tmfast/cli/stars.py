@@ -20,19 +20,35 @@ def _inputs(option: list[Path] | None, extra: list[Path] | None) -> list[Path]:
 
 def merge_stars(
     input_star_files: list[Path] | None = typer.Option(
-        None, "-i", "--input-star-files", help="Particle STAR files (-i A.star B.star "
-        "...).", rich_help_panel=_IO),
-    more: list[Path] | None = typer.Argument(None, help="More STAR files.",
-                                             show_default=False),
-    output_file: Path = typer.Option(Path("particles.star"), "-o", "--output-file",
-                                     help="Output STAR.", rich_help_panel=_IO),
+        None,
+        "-i",
+        "--input-star-files",
+        help="Particle STAR files (-i A.star B.star ...).",
+        rich_help_panel=_IO,
+    ),
+    more: list[Path] | None = typer.Argument(
+        None, help="More STAR files.", show_default=False
+    ),
+    output_file: Path = typer.Option(
+        Path("particles.star"),
+        "-o",
+        "--output-file",
+        help="Output STAR.",
+        rich_help_panel=_IO,
+    ),
     import_index: bool = typer.Option(
-        False, "--relion5-compat", "--import-index",
+        False,
+        "--relion5-compat",
+        "--import-index",
         help="Write RELION5's import index (rlnTomoName, rlnTomoImportParticleFile) "
-        "instead of concatenating."),
+        "instead of concatenating.",
+    ),
     strip_prefix: str = typer.Option(
-        "", "--strip-prefix", help="Remove this prefix from tomogram names (e.g. rec_) "
-        "so they match RELION5's rlnTomoName."),
+        "",
+        "--strip-prefix",
+        help="Remove this prefix from tomogram names (e.g. rec_) "
+        "so they match RELION5's rlnTomoName.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output."),
 ) -> None:
     """Concatenate particle STAR files, or write a RELION5 import index."""
@@ -51,27 +67,49 @@ def merge_stars(
 
 def to_imod(
     input_star_files: list[Path] | None = typer.Option(
-        None, "-i", "--input-star-files", help="RELION5 or pytom particle STAR files.",
-        rich_help_panel=_IO),
-    more: list[Path] | None = typer.Argument(None, help="More STAR files.",
-                                             show_default=False),
-    output_dir: Path = typer.Option(Path("."), "-o", "--output-dir",
-                                    help="Folder for {tomo}.mod.", rich_help_panel=_IO),
+        None,
+        "-i",
+        "--input-star-files",
+        help="RELION5 or pytom particle STAR files.",
+        rich_help_panel=_IO,
+    ),
+    more: list[Path] | None = typer.Argument(
+        None, help="More STAR files.", show_default=False
+    ),
+    output_dir: Path = typer.Option(
+        Path("."),
+        "-o",
+        "--output-dir",
+        help="Folder for {tomo}.mod.",
+        rich_help_panel=_IO,
+    ),
     dims: tuple[int, int, int] | None = typer.Option(
-        None, "--dims", help="Tomogram size X Y Z in voxels (binned tomogram)."),
+        None, "--dims", help="Tomogram size X Y Z in voxels (binned tomogram)."
+    ),
     tomograms_star: Path | None = typer.Option(
-        None, "--tomograms-star", "--relion5-tomograms-star",
-        help="RELION5 tomograms.star: sizes, tilt-series pixel size and binning."),
+        None,
+        "--tomograms-star",
+        "--relion5-tomograms-star",
+        help="RELION5 tomograms.star: sizes, tilt-series pixel size and binning.",
+    ),
     binning: float = typer.Option(
-        1.0, "--binning", help="Tomogram binning relative to the tilt series (with "
-        "--dims, for centred Å coordinates)."),
+        1.0,
+        "--binning",
+        help="Tomogram binning relative to the tilt series (with "
+        "--dims, for centred Å coordinates).",
+    ),
     radius_px: float | None = typer.Option(
-        None, "--radius-px", help="Sphere radius in tomogram voxels."),
+        None, "--radius-px", help="Sphere radius in tomogram voxels."
+    ),
     particle_diameter: float | None = typer.Option(
-        None, "--particle-diameter", help="Particle diameter in Å (sphere radius = "
-        "diameter/2/voxel); default radius 5 voxels."),
-    strip_prefix: str = typer.Option("rec_", "--strip-prefix",
-                                     help="Prefix removed from tomogram names."),
+        None,
+        "--particle-diameter",
+        help="Particle diameter in Å (sphere radius = "
+        "diameter/2/voxel); default radius 5 voxels.",
+    ),
+    strip_prefix: str = typer.Option(
+        "rec_", "--strip-prefix", help="Prefix removed from tomogram names."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs."),
 ) -> None:
     """Write one IMOD .mod per tomogram from particle STAR files (no IMOD needed)."""
@@ -79,36 +117,56 @@ def to_imod(
 
     files = _inputs(input_star_files, more)
     written = star_to_imod(
-        files, output_dir, dims_xyz=dims, tomograms_star=tomograms_star,
-        binning=binning, radius_px=radius_px, particle_diameter_a=particle_diameter,
-        strip_prefix=strip_prefix, overwrite=overwrite,
+        files,
+        output_dir,
+        dims_xyz=dims,
+        tomograms_star=tomograms_star,
+        binning=binning,
+        radius_px=radius_px,
+        particle_diameter_a=particle_diameter,
+        strip_prefix=strip_prefix,
+        overwrite=overwrite,
     )
     for name, (path, n) in written.items():
         typer.echo(f"{name}: {n} points -> {path}")
 
 
 def roc(
-    job_file: Path = typer.Option(..., "-j", "--job-file", help="{tomo}_job.json.",
-                                  rich_help_panel=_IO),
-    n_particles: int = typer.Option(..., "-n", "--number-of-particles",
-                                    help="Picks to collect (about 3x the expected "
-                                    "number)."),
-    particle_diameter: float | None = typer.Option(None, "--particle-diameter",
-                                                   help="Diameter in Å."),
+    job_file: Path = typer.Option(
+        ..., "-j", "--job-file", help="{tomo}_job.json.", rich_help_panel=_IO
+    ),
+    n_particles: int = typer.Option(
+        ...,
+        "-n",
+        "--number-of-particles",
+        help="Picks to collect (about 3x the expected number).",
+    ),
+    particle_diameter: float | None = typer.Option(
+        None, "--particle-diameter", help="Diameter in Å."
+    ),
     bins: int = typer.Option(20, "--bins", help="Histogram bins."),
-    gaussian_peak: int | None = typer.Option(None, "--gaussian-peak",
-                                             help="Expected bin index of the particle "
-                                             "peak."),
-    force_peak: bool = typer.Option(False, "--force-peak",
-                                    help="Pin the particle peak to --gaussian-peak."),
-    crop_plot: bool = typer.Option(False, "--crop-plot",
-                                   help="Crop the y-axis to the particle population."),
+    gaussian_peak: int | None = typer.Option(
+        None, "--gaussian-peak", help="Expected bin index of the particle peak."
+    ),
+    force_peak: bool = typer.Option(
+        False, "--force-peak", help="Pin the particle peak to --gaussian-peak."
+    ),
+    crop_plot: bool = typer.Option(
+        False, "--crop-plot", help="Crop the y-axis to the particle population."
+    ),
     ignore_tomogram_mask: bool = typer.Option(
-        False, "--ignore-tomogram-mask", "--ignore_tomogram_mask",
-        help="Ignore the job's tomogram mask."),
-    output_dir: Path | None = typer.Option(None, "-o", "--output-dir",
-                                           help="Output folder; default the job's.",
-                                           rich_help_panel=_IO),
+        False,
+        "--ignore-tomogram-mask",
+        "--ignore_tomogram_mask",
+        help="Ignore the job's tomogram mask.",
+    ),
+    output_dir: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output-dir",
+        help="Output folder; default the job's.",
+        rich_help_panel=_IO,
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs."),
 ) -> None:
     """Estimate the number of true particles and the best threshold (bimodal fit)."""
@@ -120,16 +178,30 @@ def roc(
         raise ConfigError("--force-peak needs --gaussian-peak")
     out_dir = output_dir if output_dir is not None else job_file.resolve().parent
     bg, table = score_map_background(
-        job_file, n_particles=n_particles, particle_diameter_a=particle_diameter,
-        ignore_tomogram_mask=ignore_tomogram_mask)
+        job_file,
+        n_particles=n_particles,
+        particle_diameter_a=particle_diameter,
+        ignore_tomogram_mask=ignore_tomogram_mask,
+    )
     paths = [out_dir / f"{table.tomo_id}_roc.svg", out_dir / f"{table.tomo_id}_roc.png"]
     for p in paths:
         check_writable(p, overwrite=overwrite)
-    res = estimate_roc(table.scores, n_background=bg[0], background_mean=bg[1],
-                       background_std=bg[2], n_bins=bins, gaussian_peak=gaussian_peak,
-                       force_peak=force_peak)
-    plot_roc(res, paths, title=f"{table.tomo_id}: ROC estimate", crop_plot=crop_plot,
-             overwrite=overwrite)
+    res = estimate_roc(
+        table.scores,
+        n_background=bg[0],
+        background_mean=bg[1],
+        background_std=bg[2],
+        n_bins=bins,
+        gaussian_peak=gaussian_peak,
+        force_peak=force_peak,
+    )
+    plot_roc(
+        res,
+        paths,
+        title=f"{table.tomo_id}: ROC estimate",
+        crop_plot=crop_plot,
+        overwrite=overwrite,
+    )
     i = int(res.quality.argmax())
     typer.echo(
         f"{table.tomo_id}: estimated true particles {res.n_true_estimate:.0f} "

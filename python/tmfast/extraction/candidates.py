@@ -40,7 +40,13 @@ from tmfast.extraction.star_columns import (
 )
 from tmfast.matching.job import MatchJob
 
-__all__ = ["CandidateTable", "extract_candidates", "job_angle_set", "zxz_to_relion"]
+__all__ = [
+    "CandidateTable",
+    "candidates_from_maps",
+    "extract_candidates",
+    "job_angle_set",
+    "zxz_to_relion",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +111,7 @@ class CandidateTable:
     cutoff
         Score cutoff used; ``-inf`` when picks were forced (``-c -1``).
     search_std, search_space
-        Background σ and number of (voxel, rotation) pairs from the job.
+        Background sigma and number of (voxel, rotation) pairs from the job.
     voxel_size_a
         Tomogram voxel size in Å.
     tomo_shape_zyx
@@ -184,7 +190,7 @@ class CandidateTable:
         strip: str = "rec_",
         tomo_size_xyz_unbinned: tuple[float, float, float] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """Return ``{"particles": {column: values}}`` for :func:`tmfast.io.star.write_star`.
+        """Return ``{"particles": {column: values}}`` for ``write_star``.
 
         Parameters
         ----------
@@ -266,7 +272,7 @@ def _load_mask(
     oz, oy, ox = job.search_origin_zyx
     sz, sy, sx = job.search_shape_zyx
     if tuple(arr.shape) == tuple(job.tomo_shape_zyx):
-        arr = arr[oz:oz + sz, oy:oy + sy, ox:ox + sx]
+        arr = arr[oz : oz + sz, oy : oy + sy, ox : ox + sx]
     elif tuple(arr.shape) != tuple(job.search_shape_zyx):
         raise FormatError(
             f"{name}: shape (z, y, x) {tuple(arr.shape)} matches neither the tomogram "
@@ -277,8 +283,11 @@ def _load_mask(
     if a.size and float(a.max()) <= 0 < -float(a.min()):
         # A mask with no positive value but negative ones is an unsigned 0/255 mask
         # read as signed int8 (0/-1, pytom #270): take nonzero as inside.
-        logger.warning("%s: no positive values but negative ones; treating nonzero "
-                       "voxels as inside (unsigned mask stored as int8?)", name)
+        logger.warning(
+            "%s: no positive values but negative ones; treating nonzero "
+            "voxels as inside (unsigned mask stored as int8?)",
+            name,
+        )
         a = (a != 0).astype(np.float32)
     return np.ascontiguousarray(a, dtype=np.float32)
 
@@ -340,17 +349,84 @@ def extract_candidates(
         If the job, its maps or the mask are missing, unreadable or of the wrong
         shape, or the angle map refers to rotations outside the angle set.
     """
-    from tmfast.extraction.peaks import find_peaks
-
     if isinstance(job, MatchJob):
         mjob, jdir = job, Path(job_dir) if job_dir is not None else None
     else:
         mjob, jpath = load_job(job)
         jdir = jpath.parent
+    scores_path, angles_path = locate_maps(mjob, jdir)
+    scores_raw, score_voxel = _read_map(scores_path, "score map")
+    angle_map, _ = _read_map(angles_path, "angle map")
+    if score_voxel > 0 and abs(score_voxel - mjob.voxel_size_a) > 1e-3 * max(
+        1.0, mjob.voxel_size_a
+    ):
+        logger.warning(
+            "%s: header voxel size %.4g Å differs from the job's %.4g Å; "
+            "using the job's",
+            scores_path,
+            score_voxel,
+            mjob.voxel_size_a,
+        )
+    mask_src = None
+    if not ignore_tomogram_mask:
+        mask_src = tomogram_mask if tomogram_mask is not None else mjob.tomogram_mask
+    return candidates_from_maps(
+        mjob,
+        scores_raw,
+        angle_map,
+        n_particles=n_particles,
+        particle_diameter_a=particle_diameter_a,
+        cutoff=cutoff,
+        n_false_positives=n_false_positives,
+        tomogram_mask=mask_src,
+        tophat_filter=tophat_filter,
+        tophat_connectivity=tophat_connectivity,
+        tophat_bins=tophat_bins,
+        map_names=(str(scores_path), str(angles_path)),
+    )
+
+
+def candidates_from_maps(
+    job: MatchJob,
+    scores: npt.ArrayLike,
+    angle_map: npt.ArrayLike,
+    *,
+    n_particles: int,
+    particle_diameter_a: float | None = None,
+    cutoff: float | None = None,
+    n_false_positives: float = 1.0,
+    tomogram_mask: str | os.PathLike[str] | npt.ArrayLike | None = None,
+    tophat_filter: bool = False,
+    tophat_connectivity: int = 1,
+    tophat_bins: int = 50,
+    map_names: tuple[str, str] = ("score map", "angle map"),
+) -> CandidateTable:
+    """Pick particles from in-memory score and angle maps of ``job``.
+
+    The arrays are ``(z, y, x)`` maps of the job's search region (score float32,
+    angle indices float32 or integer). Other parameters and errors as for
+    :func:`extract_candidates`; ``tomogram_mask`` ``None`` means no mask.
+
+    Returns
+    -------
+    CandidateTable
+        The picks, possibly empty.
+
+    Raises
+    ------
+    ConfigError, FormatError
+        As :func:`extract_candidates`.
+    """
+    from tmfast.extraction.peaks import find_peaks
+
+    mjob = job
+    scores_path, angles_path = map_names
     if n_particles < 1:
         raise ConfigError(f"--number-of-particles {n_particles} must be at least 1")
-    diameter = particle_diameter_a if particle_diameter_a is not None else (
-        mjob.particle_diameter_a
+    diameter = (
+        particle_diameter_a
+        if particle_diameter_a is not None
+        else (mjob.particle_diameter_a)
     )
     if diameter is None or not diameter > 0:
         raise ConfigError(
@@ -359,38 +435,32 @@ def extract_candidates(
         )
     radius_vox = diameter / 2.0 / mjob.voxel_size_a
     border_vox = int(radius_vox)
-
-    scores_path, angles_path = locate_maps(mjob, jdir)
-    scores_raw, score_voxel = _read_map(scores_path, "score map")
-    angle_map, _ = _read_map(angles_path, "angle map")
     shape = tuple(int(v) for v in mjob.search_shape_zyx)
-    for what, arr, pth in (("score", scores_raw, scores_path),
-                           ("angle", angle_map, angles_path)):
-        if tuple(arr.shape) != shape:
+    for what, arr, pth in (
+        ("score", scores, scores_path),
+        ("angle", angle_map, angles_path),
+    ):
+        arr_shape = tuple(np.shape(arr))
+        if arr_shape != shape:
             raise FormatError(
-                f"{pth}: {what} map shape (z, y, x) {tuple(arr.shape)} does not match "
+                f"{pth}: {what} map shape (z, y, x) {arr_shape} does not match "
                 f"the job's search region {shape}; the maps belong to another job"
             )
-    if score_voxel > 0 and abs(score_voxel - mjob.voxel_size_a) > 1e-3 * max(
-        1.0, mjob.voxel_size_a
-    ):
-        logger.warning(
-            "%s: header voxel size %.4g Å differs from the job's %.4g Å; using the job's",
-            scores_path, score_voxel, mjob.voxel_size_a,
-        )
-    scores = np.ascontiguousarray(scores_raw, dtype=np.float32)
-    angles_f = np.ascontiguousarray(angle_map, dtype=np.float32)
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    angles_f = np.asarray(angle_map)
+    if angles_f.dtype not in (np.float32, np.int32):
+        angles_f = np.ascontiguousarray(angles_f, dtype=np.float32)
 
     mask: npt.NDArray[np.float32] | None = None
-    if not ignore_tomogram_mask:
-        src = tomogram_mask if tomogram_mask is not None else mjob.tomogram_mask
-        if src is not None:
-            mask = _load_mask(src, mjob)
+    if tomogram_mask is not None:
+        mask = _load_mask(tomogram_mask, mjob)
     if tophat_filter:
         from tmfast.extraction.tophat import tophat_mask
 
         th = tophat_mask(
-            scores, connectivity=tophat_connectivity, n_bins=tophat_bins,
+            scores,
+            connectivity=tophat_connectivity,
+            n_bins=tophat_bins,
             n_false_positives=n_false_positives,
         )
         keep = th.mask.astype(np.float32)
@@ -455,7 +525,11 @@ def extract_candidates(
         n_false_positives=n_false_positives,
     )
     logger.info(
-        "%s: %d picks above cutoff %.4g (σ %.4g, diameter %.1f Å)",
-        mjob.tomo_id, len(table), used_cutoff, search_std, diameter,
+        "%s: %d picks above cutoff %.4g (sigma %.4g, diameter %.1f Å)",
+        mjob.tomo_id,
+        len(table),
+        used_cutoff,
+        search_std,
+        diameter,
     )
     return table

@@ -21,6 +21,8 @@ from tmfast.errors import ConfigError, FormatError
 from tmfast.extraction.star_columns import (
     centred_angstrom_to_voxels,
     read_relion5_tomograms,
+)
+from tmfast.extraction.star_columns import (
     strip_prefix as _strip,
 )
 
@@ -33,8 +35,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_CENTRED = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
-            "rlnCenteredCoordinateZAngst")
+_CENTRED = (
+    "rlnCenteredCoordinateXAngst",
+    "rlnCenteredCoordinateYAngst",
+    "rlnCenteredCoordinateZAngst",
+)
 _VOXELS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
 _NAME_COLUMNS = ("rlnTomoName", "rlnMicrographName")
 
@@ -63,8 +68,7 @@ def particle_block(
     """
     if "particles" in blocks:
         return "particles", blocks["particles"]
-    hits = [(k, b) for k, b in blocks.items()
-            if _CENTRED[0] in b or _VOXELS[0] in b]
+    hits = [(k, b) for k, b in blocks.items() if _CENTRED[0] in b or _VOXELS[0] in b]
     if len(hits) == 1:
         return hits[0]
     raise FormatError(
@@ -149,10 +153,13 @@ def merge_particle_stars(
             if "rlnOpticsGroup" in block:
                 block["rlnOpticsGroup"] = np.array(
                     [remap.get(int(g), int(g)) for g in block["rlnOpticsGroup"]],
-                    dtype=np.int64)
+                    dtype=np.int64,
+                )
         for col in _NAME_COLUMNS:
             if col in block and strip_prefix:
-                block[col] = np.array([_strip(str(v), strip_prefix) for v in block[col]])
+                block[col] = np.array(
+                    [_strip(str(v), strip_prefix) for v in block[col]]
+                )
         parts.append(block)
     assert columns is not None
     merged = {c: np.concatenate([b[c] for b in parts]) for c in columns}
@@ -162,7 +169,10 @@ def merge_particle_stars(
     if optics_cols is not None:
         out["optics"] = {
             "rlnOpticsGroup": np.arange(1, len(optics_rows) + 1, dtype=np.int64),
-            **{c: _typed([r[j] for r in optics_rows]) for j, c in enumerate(optics_cols)},
+            **{
+                c: _typed([r[j] for r in optics_rows])
+                for j, c in enumerate(optics_cols)
+            },
         }
     out["particles"] = merged
     return out
@@ -280,7 +290,9 @@ def star_to_imod(
     for f in files:
         p = Path(f)
         blocks = _read(p)
-        tables = [(k, b) for k, b in blocks.items() if _CENTRED[0] in b or _VOXELS[0] in b]
+        tables = [
+            (k, b) for k, b in blocks.items() if _CENTRED[0] in b or _VOXELS[0] in b
+        ]
         if not tables:
             raise FormatError(
                 f"{p}: no block with rlnCenteredCoordinate{{X,Y,Z}}Angst or "
@@ -311,7 +323,7 @@ def star_to_imod(
                 if g is not None and g.size_xyz_unbinned is not None:
                     b_ = g.binning
                     size_unb = np.asarray(g.size_xyz_unbinned, dtype=np.float64)
-                    dims = tuple(int(round(v / b_)) for v in size_unb)
+                    dims = tuple(round(v / b_) for v in size_unb)
                 else:
                     if dims_xyz is None:
                         raise FormatError(
@@ -323,16 +335,20 @@ def star_to_imod(
                     size_unb = np.asarray(dims, dtype=np.float64) * b_
                 if centred:
                     vox = centred_angstrom_to_voxels(
-                        xyz[rows], pixel_size_a=px[rows], binning=b_,
-                        tomo_size_xyz_unbinned=tuple(size_unb))
+                        xyz[rows],
+                        pixel_size_a=px[rows],
+                        binning=b_,
+                        tomo_size_xyz_unbinned=tuple(size_unb),
+                    )
                     voxel_a.setdefault(name, float(px[rows][0]) * b_)
                 else:
                     vox = xyz[rows]
                     if "rlnDetectorPixelSize" in b:
                         voxel_a.setdefault(
-                            name, float(_column(b, "rlnDetectorPixelSize")[rows][0]))
+                            name, float(_column(b, "rlnDetectorPixelSize")[rows][0])
+                        )
                 points.setdefault(name, []).append(vox)
-                dims_of.setdefault(name, dims)  # type: ignore[arg-type]
+                dims_of.setdefault(name, dims)
     out_dir = Path(output_dir)
     targets = {name: out_dir / f"{name}.mod" for name in points}
     for t in targets.values():
@@ -347,24 +363,39 @@ def star_to_imod(
             r = particle_diameter_a / 2.0 / vs
         else:
             r = 5.0
-        write_imod_points(targets[name], pts, radius_px=r, object_names=[name],
-                          dims_xyz=dims_of[name], pixel_size_a=vs, overwrite=overwrite)
+        write_imod_points(
+            targets[name],
+            pts,
+            radius_px=r,
+            object_names=[name],
+            dims_xyz=dims_of[name],
+            pixel_size_a=vs,
+            overwrite=overwrite,
+        )
         written[name] = (targets[name], len(pts))
     return written
 
 
 def _pixel_sizes(
-    block: dict[str, Any], optics: dict[str, Any] | None, names: list[str],
-    geo: dict[str, Any], path: Path,
+    block: dict[str, Any],
+    optics: dict[str, Any] | None,
+    names: list[str],
+    geo: dict[str, Any],
+    path: Path,
 ) -> npt.NDArray[np.float64]:
     if "rlnTomoTiltSeriesPixelSize" in block:
         return _column(block, "rlnTomoTiltSeriesPixelSize")
     if optics is not None and "rlnTomoTiltSeriesPixelSize" in optics:
-        groups = np.asarray(optics.get("rlnOpticsGroup",
-                                       np.arange(1, _n_rows(optics) + 1)), dtype=int)
-        table = dict(zip(groups.tolist(),
-                         _column(optics, "rlnTomoTiltSeriesPixelSize").tolist(),
-                         strict=True))
+        groups = np.asarray(
+            optics.get("rlnOpticsGroup", np.arange(1, _n_rows(optics) + 1)), dtype=int
+        )
+        table = dict(
+            zip(
+                groups.tolist(),
+                _column(optics, "rlnTomoTiltSeriesPixelSize").tolist(),
+                strict=True,
+            )
+        )
         g = np.asarray(block.get("rlnOpticsGroup", np.ones(len(names))), dtype=int)
         return np.array([table[int(v)] for v in g], dtype=np.float64)
     if all(n in geo for n in names):

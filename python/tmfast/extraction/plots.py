@@ -42,8 +42,9 @@ def save_figure(
         for p in paths:
             p = Path(p)
             with atomic_path(p, overwrite=overwrite) as tmp:
-                fig.savefig(tmp, format=p.suffix.lstrip("."), dpi=150,
-                            bbox_inches="tight")
+                fig.savefig(
+                    tmp, format=p.suffix.lstrip("."), dpi=150, bbox_inches="tight"
+                )
             out.append(p)
     finally:
         pyplot().close(fig)
@@ -51,13 +52,22 @@ def save_figure(
 
 
 def background_gaussian(
-    x: npt.ArrayLike, *, n_samples: float, std: float, bin_width: float,
+    x: npt.ArrayLike,
+    *,
+    n_samples: float,
+    std: float,
+    bin_width: float,
     mean: float = 0.0,
 ) -> npt.NDArray[np.float64]:
-    """Expected background count per bin: ``N/(σ√2π)·bw·exp(−(x−μ)²/2σ²)``."""
+    """Expected background count per bin.
+
+    ``N / (sigma sqrt(2 pi)) * bw * exp(-(x - mean)^2 / (2 sigma^2))``.
+    """
     xx = np.asarray(x, dtype=np.float64)
     out: npt.NDArray[np.float64] = (
-        n_samples / (std * math.sqrt(2 * math.pi)) * bin_width
+        n_samples
+        / (std * math.sqrt(2 * math.pi))
+        * bin_width
         * np.exp(-((xx - mean) ** 2) / (2 * std * std))
     )
     return out
@@ -92,26 +102,47 @@ def plot_extraction(
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     s = table.scores.astype(np.float64)
     if len(s):
-        counts, edges, _ = ax.hist(s, bins=n_bins, color="#4c72b0", alpha=0.8,
-                                   label=f"picks (n={len(s)})")
+        counts, edges, _ = ax.hist(
+            s, bins=n_bins, color="#4c72b0", alpha=0.8, label=f"picks (n={len(s)})"
+        )
         bw = float(edges[1] - edges[0]) or 1.0
-        lo = min(float(edges[0]), table.cutoff if math.isfinite(table.cutoff)
-                 else float(edges[0]))
+        lo = min(
+            float(edges[0]),
+            table.cutoff if math.isfinite(table.cutoff) else float(edges[0]),
+        )
         x = np.linspace(lo, float(edges[-1]), 300)
         if table.search_space > 0 and math.isfinite(table.search_std):
-            y = background_gaussian(x, n_samples=table.search_space,
-                                    std=table.search_std, bin_width=bw)
-            ax.plot(x, y, color="#dd8452", lw=2,
-                    label=f"background N(0, σ={table.search_std:.3g})")
+            y = background_gaussian(
+                x, n_samples=table.search_space, std=table.search_std, bin_width=bw
+            )
+            ax.plot(
+                x,
+                y,
+                color="#dd8452",
+                lw=2,
+                label=f"background N(0, $\\sigma$={table.search_std:.3g})",
+            )
         top = max(float(counts.max()), 1.0)
         ax.set_ylim(0.5 if top > 0 else 0, top * 3)
         ax.set_yscale("log")
     else:
-        ax.text(0.5, 0.5, "no picks", ha="center", va="center",
-                transform=ax.transAxes, fontsize=14)
+        ax.text(
+            0.5,
+            0.5,
+            "no picks",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=14,
+        )
     if math.isfinite(table.cutoff):
-        ax.axvline(table.cutoff, color="#c44e52", ls="--", lw=2,
-                   label=f"cutoff {table.cutoff:.3g}")
+        ax.axvline(
+            table.cutoff,
+            color="#c44e52",
+            ls="--",
+            lw=2,
+            label=f"cutoff {table.cutoff:.3g}",
+        )
     ax.set_xlabel("LCCmax (score)")
     ax.set_ylabel("number of picks per bin")
     ax.set_title(f"{table.tomo_id}: extracted scores")

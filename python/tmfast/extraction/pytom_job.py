@@ -94,7 +94,9 @@ def match_job_from_pytom(data: dict[str, Any], *, source: str = "job") -> MatchJ
             "give the {tomo_id}_job.json written by pytom_match_template.py"
         ) from None
     if rotation_file is None or len(shape_xyz) != 3:
-        raise FormatError(f"{source}: pytom-match-pick job lacks rotation_file/tomo_shape")
+        raise FormatError(
+            f"{source}: pytom-match-pick job lacks rotation_file/tomo_shape"
+        )
     ranges = [
         _search_range(data.get(f"search_{ax}"), n, ax, source)
         for ax, n in zip("xyz", shape_xyz, strict=True)
@@ -129,7 +131,8 @@ def match_job_from_pytom(data: dict[str, Any], *, source: str = "job") -> MatchJ
         angle_set_sha256="",
         mask_is_spherical=bool(data.get("mask_is_spherical", True)),
         particle_diameter_a=(
-            None if data.get("particle_diameter") is None
+            None
+            if data.get("particle_diameter") is None
             else float(data["particle_diameter"])
         ),
         low_pass_a=data.get("low_pass"),
@@ -143,7 +146,8 @@ def match_job_from_pytom(data: dict[str, Any], *, source: str = "job") -> MatchJ
         scores_file=str(Path(out) / f"{tomo_id}_scores.mrc"),
         angles_file=str(Path(out) / f"{tomo_id}_angles.mrc"),
         backend="pytom-match-pick",
-        tmfast_version="pytom-match-pick " + str(data.get("pytom_tm_version_number", "?")),
+        tmfast_version="pytom-match-pick "
+        + str(data.get("pytom_tm_version_number", "?")),
     )
 
 
@@ -180,8 +184,9 @@ def load_job(path: str | os.PathLike[str]) -> tuple[MatchJob, Path]:
     return MatchJob.from_dict(data, source=str(p)), p.resolve()
 
 
-def _resolve(candidate: str | None, job_dir: Path, default_name: str,
-             output_dir: str) -> Path:
+def _resolve(
+    candidate: str | None, job_dir: Path, default_name: str, output_dir: str
+) -> Path:
     options: list[Path] = []
     if candidate:
         c = Path(candidate)

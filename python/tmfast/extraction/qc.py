@@ -46,7 +46,7 @@ def densest_point_zyx(
             out.append(n // 2)
             continue
         counts = np.bincount(np.clip(pos[:, ax], 0, n - 1), minlength=n).astype(float)
-        w = max(int(math.ceil(radius_vox)), 1)
+        w = max(math.ceil(radius_vox), 1)
         smooth = np.convolve(counts, np.ones(2 * w + 1), mode="same")
         out.append(int(np.argmax(smooth)))
     return out[0], out[1], out[2]
@@ -57,7 +57,10 @@ def _slab(vol: Any, axis: int, index: int, half: int) -> npt.NDArray[np.float32]
     lo, hi = max(index - half, 0), min(index + half + 1, n)
     sl: list[slice] = [slice(None)] * 3
     sl[axis] = slice(lo, hi)
-    return np.asarray(vol[tuple(sl)], dtype=np.float32).mean(axis=axis)
+    out: npt.NDArray[np.float32] = np.asarray(vol[tuple(sl)], dtype=np.float32).mean(
+        axis=axis
+    )
+    return out
 
 
 def _contrast(img: npt.NDArray[np.float32]) -> tuple[float, float]:
@@ -110,10 +113,13 @@ def plot_qc(
         from tmfast.io.mrc import read_volume
 
         try:
-            vol, _ = read_volume(src, require_voxel_size=False,
-                                 mmap_threshold_bytes=64 << 20)
+            vol, _ = read_volume(
+                src, require_voxel_size=False, mmap_threshold_bytes=64 << 20
+            )
         except FormatError as exc:
-            raise FormatError(f"{exc} (QC picture; pass --no-plots to skip it)") from None
+            raise FormatError(
+                f"{exc} (QC picture; pass --no-plots to skip it)"
+            ) from None
     else:
         vol = np.asarray(src)
     if vol is None or tuple(vol.shape) != tuple(table.tomo_shape_zyx):
@@ -124,9 +130,9 @@ def plot_qc(
         )
     r = table.particle_radius_vox
     cz, cy, cx = slice_zyx or densest_point_zyx(table.positions_zyx, vol.shape, r)
-    half = max(1, int(round(r / 4)))
+    half = max(1, round(r / 4))
     panels = [
-        ("XY", 0, cz, (2, 1), "x", "y"),   # image rows=y, cols=x
+        ("XY", 0, cz, (2, 1), "x", "y"),  # image rows=y, cols=x
         ("XZ", 1, cy, (2, 0), "x", "z"),
         ("YZ", 2, cx, (1, 0), "y", "z"),
     ]
@@ -136,43 +142,64 @@ def plot_qc(
 
     fig = plt.figure(figsize=(11, 11 * (ny + nz) / max(nx + nz, 1) * 0.95 + 0.8))
     gs = fig.add_gridspec(2, 2, width_ratios=[nx, nz], height_ratios=[ny, nz])
-    axes = {"XY": fig.add_subplot(gs[0, 0]), "YZ": fig.add_subplot(gs[0, 1]),
-            "XZ": fig.add_subplot(gs[1, 0])}
+    axes = {
+        "XY": fig.add_subplot(gs[0, 0]),
+        "YZ": fig.add_subplot(gs[0, 1]),
+        "XZ": fig.add_subplot(gs[1, 0]),
+    }
     info = fig.add_subplot(gs[1, 1])
     info.axis("off")
-    pos = table.positions_zyx[:max_circles * 10]
+    pos = table.positions_zyx[: max_circles * 10]
     for name, axis, index, (ci, ri), xl, yl in panels:
         img = _slab(vol, axis, index, half)
         if name == "YZ":
-            img = img.T          # rows y, cols z
+            img = img.T  # rows y, cols z
             ci, ri = 0, 1
         lo, hi = _contrast(img)
         ax = axes[name]
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, origin="lower",
-                  interpolation="nearest")
+        ax.imshow(
+            img, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest"
+        )
         d = np.abs(pos[:, axis] - index)
         near = np.nonzero(d <= r)[0][:max_circles]
         for k in near:
             rad = math.sqrt(max(r * r - float(d[k]) ** 2, 1.0))
-            ax.add_patch(Circle((float(pos[k, ci]), float(pos[k, ri])), rad,
-                                fill=False, ec="#ffcc00", lw=1.2))
-        ax.set_title(f"{name} slab at {'zyx'[axis]}={index} "
-                     f"({len(near)} picks within {r:.0f} vox)", fontsize=9)
+            ax.add_patch(
+                Circle(
+                    (float(pos[k, ci]), float(pos[k, ri])),
+                    rad,
+                    fill=False,
+                    ec="#ffcc00",
+                    lw=1.2,
+                )
+            )
+        ax.set_title(
+            f"{name} slab at {'zyx'[axis]}={index} "
+            f"({len(near)} picks within {r:.0f} vox)",
+            fontsize=9,
+        )
         ax.set_xlabel(xl if name != "YZ" else "z")
         ax.set_ylabel(yl if name != "YZ" else "y")
     info.text(
-        0.02, 0.95,
-        "\n".join([
-            f"tomogram: {table.tomo_id}",
-            f"picks: {len(table)}",
-            f"cutoff: {table.cutoff:.4g}" if math.isfinite(table.cutoff)
-            else "cutoff: none (forced)",
-            f"particle diameter: {table.particle_diameter_a:.1f} Å "
-            f"({2 * r:.1f} vox)",
-            f"voxel size: {table.voxel_size_a:.3g} Å",
-            f"slab thickness: {2 * half + 1} vox",
-        ]),
-        va="top", family="monospace", fontsize=9, transform=info.transAxes,
+        0.02,
+        0.95,
+        "\n".join(
+            [
+                f"tomogram: {table.tomo_id}",
+                f"picks: {len(table)}",
+                f"cutoff: {table.cutoff:.4g}"
+                if math.isfinite(table.cutoff)
+                else "cutoff: none (forced)",
+                f"particle diameter: {table.particle_diameter_a:.1f} Å "
+                f"({2 * r:.1f} vox)",
+                f"voxel size: {table.voxel_size_a:.3g} Å",
+                f"slab thickness: {2 * half + 1} vox",
+            ]
+        ),
+        va="top",
+        family="monospace",
+        fontsize=9,
+        transform=info.transAxes,
     )
     fig.suptitle(f"{table.tomo_id}: picks circled (yellow)", fontsize=11)
     return save_figure(fig, [path], overwrite=overwrite)[0]

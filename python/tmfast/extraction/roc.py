@@ -4,14 +4,16 @@ Extract many more picks than expected particles with no cutoff; their score
 histogram is the upper tail of the background plus a bump of true particles.
 Model per histogram bin (bin width ``bw``)::
 
-    counts(x) = N_bg/(σ√2π)·bw·exp(−(x−μ_bg)²/2σ²)  +  A·exp(−(x−μ_p)²/2σ_p²)
+    counts(x) = N_bg / (s sqrt(2 pi)) * bw * exp(-(x - m_bg)^2 / (2 s^2))
+              + A * exp(-(x - m_p)^2 / (2 s_p^2))
 
 The background amplitude is fixed by the number of searched voxels ``N_bg`` and
-its mean by the score map's mean; its σ is fitted within ``[σ_map, 1.5 σ_map]``.
+its mean by the score map's mean; its sigma ``s`` is fitted within
+``[sigma_map, 1.5 sigma_map]``.
 The particle Gaussian gives the estimated number of true particles
-``A·σ_p·√(2π)/bw``. For thresholds ``t`` the recall is the particle mass above
+``A·sigma_p·√(2π)/bw``. For thresholds ``t`` the recall is the particle mass above
 ``t`` and the false discovery rate the background share of what lies above ``t``;
-the best threshold maximises ``recall·(1 − FDR)``.
+the best threshold maximises ``recall·(1 - FDR)``.
 """
 
 from __future__ import annotations
@@ -136,14 +138,19 @@ def estimate_roc(
     norm_bg = n_background * bw / math.sqrt(2 * math.pi)
     span = float(edges[-1] - edges[0])
     q25 = min(int(np.searchsorted(centres, np.percentile(s, 25))), n_bins - 2)
-    bg0 = norm_bg / sigma0 * np.exp(-((centres - background_mean) ** 2)
-                                    / (2 * sigma0 * sigma0))
+    bg0 = (
+        norm_bg
+        / sigma0
+        * np.exp(-((centres - background_mean) ** 2) / (2 * sigma0 * sigma0))
+    )
     if gaussian_peak is None:
         # The particle bump is where the counts exceed the background model most.
         peak_i = q25 + int(np.argmax((y - bg0)[q25:]))
     else:
         if not 0 <= gaussian_peak < n_bins:
-            raise ConfigError(f"--gaussian-peak {gaussian_peak} must be in [0, {n_bins})")
+            raise ConfigError(
+                f"--gaussian-peak {gaussian_peak} must be in [0, {n_bins})"
+            )
         peak_i = gaussian_peak
     mu_lo = float(centres[q25])
     if force_peak:
@@ -152,10 +159,13 @@ def estimate_roc(
     else:
         lo_mu, hi_mu = mu_lo, float(edges[-1])
 
-    def model(x: npt.NDArray[np.float64], sd: float, amp: float, mu: float,
-              sp: float) -> npt.NDArray[np.float64]:
+    def model(
+        x: npt.NDArray[np.float64], sd: float, amp: float, mu: float, sp: float
+    ) -> npt.NDArray[np.float64]:
         bg = norm_bg / sd * np.exp(-((x - background_mean) ** 2) / (2 * sd * sd))
-        out: npt.NDArray[np.float64] = bg + amp * np.exp(-((x - mu) ** 2) / (2 * sp * sp))
+        out: npt.NDArray[np.float64] = bg + amp * np.exp(
+            -((x - mu) ** 2) / (2 * sp * sp)
+        )
         return out
 
     # The lowest bin is cut by the pick count (n picks end mid-bin): leave it out.
@@ -170,19 +180,26 @@ def estimate_roc(
     for m0 in starts:
         m0 = min(max(m0, lo_mu + 1e-12 * span), hi_mu - 1e-12 * span)
         i0 = int(np.clip(np.searchsorted(centres, m0), 0, n_bins - 1))
-        p0 = (sigma0 * 1.01, min(max(float(y[i0]), 1.0), upper[1] * 0.99), m0,
-              span / 10)
+        p0 = (
+            sigma0 * 1.01,
+            min(max(float(y[i0]), 1.0), upper[1] * 0.99),
+            m0,
+            span / 10,
+        )
         try:
-            p, _ = curve_fit(model, xf, yf, p0=p0, bounds=(lower, upper),
-                             sigma=weights, maxfev=20000)
+            p, _ = curve_fit(
+                model, xf, yf, p0=p0, bounds=(lower, upper), sigma=weights, maxfev=20000
+            )
         except (RuntimeError, ValueError):
             continue
         cost = float(np.sum(((model(xf, *p) - yf) / weights) ** 2))
         if best_fit is None or cost < best_fit[0]:
             best_fit = (cost, p)
     if best_fit is None:
-        raise ConfigError("ROC estimate: bimodal fit did not converge; try other "
-                          "--bins or --gaussian-peak")
+        raise ConfigError(
+            "ROC estimate: bimodal fit did not converge; try other "
+            "--bins or --gaussian-peak"
+        )
     p = best_fit[1]
     sd, amp, mu, sp = (float(v) for v in p)
     n_true = amp * sp * math.sqrt(2 * math.pi) / bw
@@ -196,15 +213,30 @@ def estimate_roc(
     best = float(thr[int(np.argmax(quality))])
     logger.info(
         "ROC: ~%.0f true particles (mean %.4g, std %.4g); best threshold %.4g "
-        "(recall %.3f, FDR %.3f)", n_true, mu, sp, best,
-        float(recall[np.argmax(quality)]), float(fdr[np.argmax(quality)]),
+        "(recall %.3f, FDR %.3f)",
+        n_true,
+        mu,
+        sp,
+        best,
+        float(recall[np.argmax(quality)]),
+        float(fdr[np.argmax(quality)]),
     )
     return RocResult(
-        bin_centres=centres, counts=y, bin_width=bw, n_background=float(n_background),
-        background_mean=float(background_mean), background_std=sd,
-        particle_amplitude=amp, particle_mean=mu, particle_std=sp,
-        n_true_estimate=float(n_true), thresholds=thr, recall=recall, fdr=fdr,
-        quality=quality, best_threshold=best,
+        bin_centres=centres,
+        counts=y,
+        bin_width=bw,
+        n_background=float(n_background),
+        background_mean=float(background_mean),
+        background_std=sd,
+        particle_amplitude=amp,
+        particle_mean=mu,
+        particle_std=sp,
+        n_true_estimate=float(n_true),
+        thresholds=thr,
+        recall=recall,
+        fdr=fdr,
+        quality=quality,
+        best_threshold=best,
     )
 
 
@@ -228,19 +260,40 @@ def plot_roc(
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     r = result
-    a1.bar(r.bin_centres, r.counts, width=r.bin_width * 0.95, color="#4c72b0",
-           alpha=0.7, label="picked scores")
-    x = np.linspace(r.bin_centres[0] - r.bin_width / 2,
-                    r.bin_centres[-1] + r.bin_width / 2, 400)
-    bg = (r.n_background * r.bin_width / (r.background_std * math.sqrt(2 * math.pi))
-          * np.exp(-((x - r.background_mean) ** 2) / (2 * r.background_std ** 2)))
-    pt = r.particle_amplitude * np.exp(-((x - r.particle_mean) ** 2)
-                                       / (2 * r.particle_std ** 2))
-    a1.plot(x, bg, color="#dd8452", lw=2, label=f"background (σ={r.background_std:.3g})")
-    a1.plot(x, pt, color="#55a868", lw=2,
-            label=f"particles (~{r.n_true_estimate:.0f})")
-    a1.axvline(r.best_threshold, color="#c44e52", ls="--",
-               label=f"best threshold {r.best_threshold:.3g}")
+    a1.bar(
+        r.bin_centres,
+        r.counts,
+        width=r.bin_width * 0.95,
+        color="#4c72b0",
+        alpha=0.7,
+        label="picked scores",
+    )
+    x = np.linspace(
+        r.bin_centres[0] - r.bin_width / 2, r.bin_centres[-1] + r.bin_width / 2, 400
+    )
+    bg = (
+        r.n_background
+        * r.bin_width
+        / (r.background_std * math.sqrt(2 * math.pi))
+        * np.exp(-((x - r.background_mean) ** 2) / (2 * r.background_std**2))
+    )
+    pt = r.particle_amplitude * np.exp(
+        -((x - r.particle_mean) ** 2) / (2 * r.particle_std**2)
+    )
+    a1.plot(
+        x,
+        bg,
+        color="#dd8452",
+        lw=2,
+        label=f"background ($\\sigma$={r.background_std:.3g})",
+    )
+    a1.plot(x, pt, color="#55a868", lw=2, label=f"particles (~{r.n_true_estimate:.0f})")
+    a1.axvline(
+        r.best_threshold,
+        color="#c44e52",
+        ls="--",
+        label=f"best threshold {r.best_threshold:.3g}",
+    )
     top = float(r.counts.max()) * 1.3 + 1
     a1.set_ylim(0, max(r.particle_amplitude * 1.5, 1.0) if crop_plot else top)
     a1.set_xlabel("LCCmax (score)")
@@ -248,8 +301,14 @@ def plot_roc(
     a1.legend(fontsize=8)
     a2.plot(r.fdr, r.recall, "o-", ms=3, color="#8172b2")
     i = int(np.argmax(r.quality))
-    a2.plot([r.fdr[i]], [r.recall[i]], "o", ms=9, color="#c44e52",
-            label=f"best: recall {r.recall[i]:.2f}, FDR {r.fdr[i]:.2f}")
+    a2.plot(
+        [r.fdr[i]],
+        [r.recall[i]],
+        "o",
+        ms=9,
+        color="#c44e52",
+        label=f"best: recall {r.recall[i]:.2f}, FDR {r.fdr[i]:.2f}",
+    )
     a2.set_xlabel("false discovery rate")
     a2.set_ylabel("recall")
     a2.set_xlim(-0.02, 1.02)
@@ -279,8 +338,13 @@ def score_map_background(
 
     mjob, jpath = load_job(job)
     table = extract_candidates(
-        mjob, n_particles=n_particles, particle_diameter_a=particle_diameter_a,
-        cutoff=-1.0, ignore_tomogram_mask=ignore_tomogram_mask, job_dir=jpath.parent)
+        mjob,
+        n_particles=n_particles,
+        particle_diameter_a=particle_diameter_a,
+        cutoff=-1.0,
+        ignore_tomogram_mask=ignore_tomogram_mask,
+        job_dir=jpath.parent,
+    )
     scores_path, _ = locate_maps(mjob, jpath.parent)
     scores, _ = _read_map(scores_path, "score map")
     keep = np.isfinite(scores)

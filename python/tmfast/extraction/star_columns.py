@@ -11,7 +11,7 @@ with ``centre = size / 2.0`` in **unbinned tilt-series pixels**::
 
 where ``x_vox`` is the 0-based voxel index in the (binned) reconstructed tomogram and
 ``SizeX`` is ``rlnTomoSizeX`` (the bin-1 tomogram width). tmfast writes exactly this.
-When RELION5's ``rlnTomoSizeX`` is not known, ``SizeX = tomogram width in voxels ×
+When RELION5's ``rlnTomoSizeX`` is not known, ``SizeX = tomogram width in voxels x
 binning``. Without RELION5 metadata the binning is 1 and the pixel size is the
 tomogram voxel size, so ``centred_A = (x_vox - nx / 2) * voxel_size_a``.
 
@@ -38,9 +38,9 @@ __all__ = [
     "PYTOM_COLUMNS",
     "RELION5_COLUMNS",
     "Relion5TomogramGeometry",
+    "centred_angstrom_to_voxels",
     "read_relion5_tomograms",
     "relion5_tomogram_geometry",
-    "centred_angstrom_to_voxels",
     "strip_prefix",
     "voxels_to_centred_angstrom",
 ]
@@ -78,7 +78,7 @@ PYTOM_COLUMNS = (
 
 def strip_prefix(name: str, prefix: str = "rec_") -> str:
     """Return ``name`` without a leading ``prefix`` (RELION5 names lack ``rec_``)."""
-    return name[len(prefix):] if prefix and name.startswith(prefix) else name
+    return name[len(prefix) :] if prefix and name.startswith(prefix) else name
 
 
 def voxels_to_centred_angstrom(
@@ -187,7 +187,9 @@ class Relion5TomogramGeometry:
     size_xyz_unbinned: tuple[float, float, float] | None
 
 
-def _find_block(blocks: dict[str, dict[str, Any]], column: str) -> dict[str, Any] | None:
+def _find_block(
+    blocks: dict[str, dict[str, Any]], column: str
+) -> dict[str, Any] | None:
     if "global" in blocks and column in blocks["global"]:
         return blocks["global"]
     for b in blocks.values():
@@ -226,8 +228,10 @@ def read_relion5_tomograms(
             tuple(float(g[f"rlnTomoSize{a}"][i]) for a in "XYZ") if has_size else None
         )
         out[name] = Relion5TomogramGeometry(
-            tomo_name=name, tilt_series_pixel_size_a=float(ps[i]),
-            binning=float(bins[i]), size_xyz_unbinned=size,  # type: ignore[arg-type]
+            tomo_name=name,
+            tilt_series_pixel_size_a=float(ps[i]),
+            binning=float(bins[i]),
+            size_xyz_unbinned=size,  # type: ignore[arg-type]
         )
     return out
 
@@ -252,6 +256,7 @@ def relion5_tomogram_geometry(
     if len(hits) != 1:
         raise FormatError(
             f"{path}: {len(hits)} rows match tomogram {tomo_id!r} by rlnTomoName "
-            f"(names: {', '.join(sorted(table)[:6])}...); give the matching tomograms.star"
+            f"(names: {', '.join(sorted(table)[:6])}...); give the matching "
+            "tomograms.star"
         )
     return hits[0]

@@ -53,7 +53,9 @@ class TophatResult:
     cutoff: float
 
 
-def _gauss(x: npt.NDArray[np.float64], a: float, mu: float, s: float) -> npt.NDArray[np.float64]:
+def _gauss(
+    x: npt.NDArray[np.float64], a: float, mu: float, s: float
+) -> npt.NDArray[np.float64]:
     out: npt.NDArray[np.float64] = a * np.exp(-((x - mu) ** 2) / (2.0 * s * s))
     return out
 
@@ -109,7 +111,7 @@ def tophat_mask(
     footprint = ndimage.generate_binary_structure(3, connectivity)
     th = ndimage.white_tophat(s, footprint=footprint)
     values = th[searched].astype(np.float64)
-    values = values[values > 0]     # flat regions give exact zeros: not background
+    values = values[values > 0]  # flat regions give exact zeros: not background
     if values.size < 100:
         raise ConfigError(
             "top-hat filter: fewer than 100 voxels with a peak; run without "
@@ -142,16 +144,20 @@ def tophat_mask(
     xs, ys = x[sel], y[sel]
     mu0 = float(np.average(xs, weights=ys))
     sd0 = float(math.sqrt(max(np.average((xs - mu0) ** 2, weights=ys), 1e-30)))
-    # Fit in normalised units (x in bulk σ around the bulk mean, y relative to the
+    # Fit in normalised units (x in bulk sigma around the bulk mean, y relative to the
     # highest bin) so the optimiser is well conditioned.
     u, v = (xs - mu0) / sd0, ys / ys.max()
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             p, _ = curve_fit(_gauss, u, v, p0=(1.0, 0.0, 1.0), maxfev=5000)
-            p, _ = curve_fit(_log_gauss, u, np.log(v),
-                             p0=(max(abs(p[0]), 1e-6), p[1], max(abs(p[2]), 1e-3)),
-                             maxfev=5000)
+            p, _ = curve_fit(
+                _log_gauss,
+                u,
+                np.log(v),
+                p0=(max(abs(p[0]), 1e-6), p[1], max(abs(p[2]), 1e-3)),
+                maxfev=5000,
+            )
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(
             f"top-hat filter: Gaussian fit failed ({exc}); run without --tophat-filter"
@@ -170,9 +176,17 @@ def tophat_mask(
     mask = (th > cut) & searched
     logger.info(
         "top-hat filter: background mean %.4g std %.4g, cutoff %.4g keeps %d voxels",
-        mu, sd, cut, int(mask.sum()),
+        mu,
+        sd,
+        cut,
+        int(mask.sum()),
     )
     return TophatResult(
-        mask=mask, bin_centres=centres, counts=counts.astype(np.float64),
-        fit_mean=mu, fit_std=sd, fit_amplitude=amp, cutoff=cut,
+        mask=mask,
+        bin_centres=centres,
+        counts=counts.astype(np.float64),
+        fit_mean=mu,
+        fit_std=sd,
+        fit_amplitude=amp,
+        cutoff=cut,
     )
