@@ -53,7 +53,7 @@ def create_template(
         None,
         "-o",
         "--output-file",
-        help="Output MRC [default: template_{stem}_{voxel}A.mrc].",
+        help="Output MRC (default: template_{stem}_{voxel}A.mrc).",
         rich_help_panel=_IO,
     ),
     output_voxel_size_angstrom: float = typer.Option(
@@ -72,14 +72,14 @@ def create_template(
         None,
         "-b",
         "--box-size",
-        help="Output box in voxels (crop or pad, centred) [default: map extent].",
+        help="Output box in voxels (crop or pad, centred) (default: map extent).",
         rich_help_panel=_IO,
     ),
     low_pass: float | None = typer.Option(
         None,
         "--low-pass",
         help="Low-pass resolution in Å (raised-cosine edge, 0 beyond it) "
-        "[default: output Nyquist, 2 x voxel].",
+        "(default: output Nyquist, 2 x voxel).",
         rich_help_panel=_FILT,
     ),
     invert: bool = typer.Option(False, "--invert", help="Multiply by -1."),
@@ -97,7 +97,7 @@ def create_template(
     model_center: tuple[float, float, float] | None = typer.Option(
         None,
         "--model-center-xyz-angstrom",
-        help="Model point (x y z, Å) put at the box centre [default: atom mean].",
+        help="Model point (x y z, Å) put at the box centre (default: atom mean).",
         rich_help_panel=_MODEL,
     ),
     b_factor: float = typer.Option(
@@ -182,7 +182,7 @@ def create_mask(
         None,
         "-o",
         "--output-file",
-        help="Output MRC [default: mask_b{box}px_r{radius}px.mrc].",
+        help="Output MRC (default: mask_b{box}px_r{radius}px.mrc).",
         rich_help_panel=_IO,
     ),
     template: Path | None = typer.Option(
@@ -199,8 +199,8 @@ def create_mask(
         None,
         "--voxel-size",
         "--voxel-size-angstrom",
-        help="Voxel size in Å for the header (and Å units) [default: template's, "
-        "else 1].",
+        help="Voxel size in Å for the header (and Å units) (default: template's, "
+        "else 1).",
         rich_help_panel=_IO,
     ),
     radius: float | None = typer.Option(
@@ -233,7 +233,7 @@ def create_mask(
         None,
         "--threshold",
         help="Template mask: density threshold (template minus its median) "
-        "[default: --threshold-fraction x max].",
+        "(default: --threshold-fraction x max).",
         rich_help_panel=_SHAPE,
     ),
     threshold_fraction: float = typer.Option(
@@ -316,7 +316,7 @@ def slab_mask(
         None,
         "-o",
         "--output-file",
-        help="Output 0/1 int8 MRC [default: {stem}_slab_mask.mrc].",
+        help="Output 0/1 int8 MRC (default: {stem}_slab_mask.mrc).",
         rich_help_panel=_IO,
     ),
     margin: float = typer.Option(
@@ -325,7 +325,7 @@ def slab_mask(
         help="Widen the slab by this many voxels above and below (negative shrinks).",
     ),
     bin_factor: int | None = typer.Option(
-        None, "--bin-factor", help="Binning before analysis [default: size/256]."
+        None, "--bin-factor", help="Binning before analysis (default: size/256)."
     ),
     box_z: int = typer.Option(5, "--box-z", help="Energy box along z (binned px)."),
     box_xy: int = typer.Option(15, "--box-xy", help="Energy box in x, y (binned px)."),
@@ -335,7 +335,7 @@ def slab_mask(
     voxel_size_angstrom: float | None = typer.Option(
         None,
         "--voxel-size-angstrom",
-        help="Header voxel size of the mask [default: the tomogram's].",
+        help="Header voxel size of the mask (default: the tomogram's).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output."),
 ) -> None:
