@@ -43,6 +43,7 @@ def problem() -> dict[str, np.ndarray]:
 
 def _search(p: dict[str, np.ndarray], **kw: object):  # type: ignore[no-untyped-def]
     kw.setdefault("backends", [CpuBackend(workers=1)])
+    kw.setdefault("keep_sums", True)
     return search_volume(p["tomo"], p["tmpl"], p["mask"], p["weight"], ANGLES, **kw)  # type: ignore[arg-type]
 
 
@@ -225,3 +226,45 @@ def test_corrected_statistics_equal_brute_force(problem: dict[str, np.ndarray]) 
     plain = search_statistics(maps.score_sum, maps.score_sq_sum, len(ANGLES), roi)
     assert plain.variance == pytest.approx(float((s[:, roi] ** 2).mean()), rel=1e-6)
     assert plain.variance != pytest.approx(stats.variance, rel=1e-3)
+
+
+@pytest.mark.parametrize("split", [(1, 1, 1), (2, 2, 1)])
+def test_tile_reduced_statistics_equal_brute_force(
+    problem: dict[str, np.ndarray], split: tuple[int, int, int]
+) -> None:
+    """The scalar per-tile reduction used by the engine gives the brute-force σ."""
+    roi = np.zeros(problem["tomo"].shape, bool)
+    roi[2:15, 3:20, 1:24] = True
+    roi[5, 5, 5] = False
+    maps = _search(
+        problem,
+        noise_template=problem["noise"],
+        split_xyz=split,
+        tomogram_mask=roi.astype(np.float32),
+        keep_sums=False,
+    )
+    assert maps.score_sum is None and maps.noise_scores is not None
+    per_rot, per_noise = [], []
+    for i in range(len(ANGLES)):
+        m = search_volume(
+            problem["tomo"],
+            problem["tmpl"],
+            problem["mask"],
+            problem["weight"],
+            ANGLES[i : i + 1],
+            backends=[CpuBackend(workers=1)],
+            noise_template=problem["noise"],
+        )
+        per_rot.append(m.scores.astype(np.float64))
+        per_noise.append(m.noise_scores.astype(np.float64))  # type: ignore[union-attr]
+    s = np.stack(per_rot)
+    noise_max = np.stack(per_noise).max(axis=0)
+    m_noise = noise_max[roi].mean()
+    assert maps.roi_sums.noise_mean() == pytest.approx(m_noise, rel=1e-6)
+    c = (s - noise_max[None] + m_noise)[:, roi]
+    st = maps.roi_sums.statistics(len(ANGLES), corrected=True)
+    assert st.search_space == c.size
+    assert st.variance == pytest.approx(float((c**2).mean()), rel=1e-6)
+    assert st.mean == pytest.approx(float(c.mean()), abs=1e-6)
+    plain = maps.roi_sums.statistics(len(ANGLES), corrected=False)
+    assert plain.variance == pytest.approx(float((s[:, roi] ** 2).mean()), rel=1e-6)

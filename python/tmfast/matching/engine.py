@@ -41,7 +41,7 @@ from tmfast.errors import ConfigError, FormatError
 from tmfast.matching.config import MatchConfig
 from tmfast.matching.job import MatchJob, SearchStats
 from tmfast.matching.random_phase import phase_randomised_template
-from tmfast.matching.stats import noise_corrected_scores, search_statistics
+from tmfast.matching.stats import RoiSums, noise_corrected_scores
 from tmfast.matching.tiling import Tile, cut_tile, plan_tiles
 from tmfast.metadata import TiltSeriesMetadata
 from tmfast.types import AngleArray, Volume
@@ -70,15 +70,18 @@ class SearchMaps:
     """Assembled maps over the search region (before the random-phase correction).
 
     ``scores``/``noise_scores`` float32 (``-inf`` unsearched), ``angles`` int32 (-1
-    unsearched), ``score_sum``/``score_sq_sum`` float64, ``searched`` bool.
+    unsearched), ``searched`` bool; ``roi_sums`` the scalar sums for the statistics
+    over searched voxels inside the tomogram mask. ``score_sum``/``score_sq_sum``
+    (float64 per voxel) only with ``keep_sums=True``.
     """
 
     scores: npt.NDArray[np.float32]
     angles: npt.NDArray[np.int32]
-    score_sum: npt.NDArray[np.float64]
-    score_sq_sum: npt.NDArray[np.float64]
     noise_scores: npt.NDArray[np.float32] | None
     searched: npt.NDArray[np.bool_]
+    roi_sums: RoiSums
+    score_sum: npt.NDArray[np.float64] | None = None
+    score_sq_sum: npt.NDArray[np.float64] | None = None
     resumed_rotations: int = 0
 
 
@@ -178,15 +181,17 @@ def filter_tomogram(tomogram: npt.ArrayLike, weight_for_shape: object) -> Volume
 
 
 def _empty_search_maps(
-    shape: tuple[int, ...], with_noise: bool
+    shape: tuple[int, ...], with_noise: bool, keep_sums: bool
 ) -> dict[str, np.ndarray]:
     d = {
         "scores": np.full(shape, -np.inf, np.float32),
         "angles": np.full(shape, -1, np.int32),
-        "score_sum": np.zeros(shape, np.float64),
-        "score_sq_sum": np.zeros(shape, np.float64),
         "searched": np.zeros(shape, bool),
+        "roi_sums": RoiSums().to_array(),
     }
+    if keep_sums:
+        d["score_sum"] = np.zeros(shape, np.float64)
+        d["score_sq_sum"] = np.zeros(shape, np.float64)
     if with_noise:
         d["noise_scores"] = np.full(shape, -np.inf, np.float32)
     return d
@@ -220,7 +225,7 @@ class _Checkpoint:
         return by_count or by_time
 
     def load(
-        self, shape: tuple[int, ...], with_noise: bool
+        self, shape: tuple[int, ...], with_noise: bool, keep_sums: bool
     ) -> dict[str, object] | None:
         if self.path is None or not self.path.exists():
             return None
@@ -242,6 +247,7 @@ class _Checkpoint:
         if (
             tuple(data["scores"].shape) != shape
             or ("noise_scores" in data) != with_noise
+            or ("score_sum" in data) != keep_sums
         ):
             logger.warning("ignoring checkpoint %s: shapes differ", self.path)
             return None
@@ -302,6 +308,7 @@ def search_volume(
     checkpoint_key: str = "",
     checkpoint_every: int = 0,
     checkpoint_interval_s: float = 0.0,
+    keep_sums: bool = False,
 ) -> SearchMaps:
     """Search a (filtered) tomogram tile by tile; the core of :func:`match_template`.
 
@@ -327,6 +334,9 @@ def search_volume(
         ``progress(done, total)`` over rotations x searched tiles.
     checkpoint_path, checkpoint_key, checkpoint_every, checkpoint_interval_s
         Where and how often to checkpoint; a checkpoint with the same key is resumed.
+    keep_sums
+        Also return the per-voxel score sums over the search region (16 bytes per
+        voxel); the statistics never need them (see ``roi_sums``).
 
     Returns
     -------
@@ -364,10 +374,12 @@ def search_volume(
     ckpt = _Checkpoint(
         checkpoint_path, checkpoint_key, checkpoint_every, checkpoint_interval_s
     )
-    assembled = _empty_search_maps(search_shape_zyx, with_noise)
+    assembled = _empty_search_maps(search_shape_zyx, with_noise, keep_sums)
     start_pos, resume = 0, None
     resumed = 0
-    loaded = ckpt.load(search_shape_zyx, with_noise) if ckpt.enabled else None
+    loaded = (
+        ckpt.load(search_shape_zyx, with_noise, keep_sums) if ckpt.enabled else None
+    )
     if loaded is not None:
         for k in assembled:
             assembled[k] = np.array(loaded[k])
@@ -451,12 +463,28 @@ def search_volume(
             dest = tile.unique_in_region(search_origin_zyx)
             assembled["scores"][dest] = maps.scores[unique]
             assembled["angles"][dest] = maps.angles[unique]
-            assembled["score_sum"][dest] = maps.score_sum[unique]
-            assembled["score_sq_sum"][dest] = maps.score_sq_sum[unique]
+            if keep_sums:
+                assembled["score_sum"][dest] = maps.score_sum[unique]
+                assembled["score_sq_sum"][dest] = maps.score_sq_sum[unique]
             assembled["searched"][dest] = True
+            noise_u = None
             if with_noise:
                 assert maps.noise_scores is not None
-                assembled["noise_scores"][dest] = maps.noise_scores[unique]
+                noise_u = maps.noise_scores[unique]
+                assembled["noise_scores"][dest] = noise_u
+            roi = np.ones(maps.scores[unique].shape, dtype=bool)
+            if tomogram_mask is not None:
+                region = tuple(
+                    slice(a, b)
+                    for a, b in zip(
+                        tile.unique_start_zyx, tile.unique_stop_zyx, strict=True
+                    )
+                )
+                roi &= tomogram_mask[region] > 0
+            sums = RoiSums.from_array(assembled["roi_sums"])
+            sums.add(maps.score_sum[unique], maps.score_sq_sum[unique], roi, noise_u)
+            assembled["roi_sums"] = sums.to_array()
+            del maps
             if pos + 1 < len(active) and ckpt.due(0):
                 ckpt.save(assembled, pos + 1, None)
     finally:
@@ -467,10 +495,11 @@ def search_volume(
     return SearchMaps(
         scores=assembled["scores"],
         angles=assembled["angles"],
-        score_sum=assembled["score_sum"],
-        score_sq_sum=assembled["score_sq_sum"],
+        score_sum=assembled.get("score_sum"),
+        score_sq_sum=assembled.get("score_sq_sum"),
         noise_scores=assembled.get("noise_scores"),
         searched=assembled["searched"],
+        roi_sums=RoiSums.from_array(assembled["roi_sums"]),
         resumed_rotations=resumed,
     )
 
@@ -831,26 +860,15 @@ def match_template(
         checkpoint_interval_s=config.checkpoint_interval_s,
     )
     elapsed = time.monotonic() - t0
-    roi = maps.searched.copy()
-    if inputs.tomogram_mask is not None:
-        region = tuple(
-            slice(o, o + s)
-            for o, s in zip(
-                inputs.search_origin_zyx, inputs.search_shape_zyx, strict=True
-            )
-        )
-        roi &= inputs.tomogram_mask[region] > 0
     scores = maps.scores
     noise_mean = None
     if maps.noise_scores is not None:
-        scores, noise_mean = noise_corrected_scores(maps.scores, maps.noise_scores, roi)
-    stats = search_statistics(
-        maps.score_sum,
-        maps.score_sq_sum,
-        len(angles),
-        roi,
-        noise_scores=maps.noise_scores,
-        noise_mean=noise_mean,
+        noise_mean = maps.roi_sums.noise_mean()
+        scores, _ = noise_corrected_scores(
+            maps.scores, maps.noise_scores, noise_mean=noise_mean
+        )
+    stats = maps.roi_sums.statistics(
+        len(angles), corrected=maps.noise_scores is not None
     )
     logger.info(
         "matched %d rotations in %.1f s (%s); search σ %.4g over %d voxel-rotations",
