@@ -227,3 +227,165 @@ def test_angle_set_sha256_is_sha_of_little_endian_bytes() -> None:
     assert ga.angle_set_sha256(a[:-1]) != digest
     with pytest.raises(ConfigError):
         ga.angle_set_sha256(np.zeros((3, 2)))
+
+
+# --- symmetry ----------------------------------------------------------------------
+
+
+def _as_matrices(angles: np.ndarray) -> np.ndarray:
+    from tmfast.geometry.rotations import zxz_to_matrices
+
+    return zxz_to_matrices(angles)
+
+
+@pytest.mark.parametrize("name", ["C1", "C4", "C7", "D2", "D3", "T", "O"])
+def test_symmetry_group_equals_scipy(name: str) -> None:
+    from scipy.spatial.transform import Rotation
+
+    mine = _as_matrices(ga.symmetry_group(name))
+    want = Rotation.create_group(name).as_matrix()
+    assert len(mine) == len(want)
+    d = np.abs(mine[:, None] - want[None]).max(axis=(2, 3))
+    assert np.all(d.min(axis=1) < 1e-9)
+
+
+def test_icosahedral_group_is_a_group_with_twofolds_on_axes() -> None:
+    m = _as_matrices(ga.symmetry_group("I"))
+    assert len(m) == 60
+    prod = (m[:, None] @ m[None]).reshape(-1, 9)
+    d = np.abs(prod[:, None] - m.reshape(1, -1, 9)).max(axis=2)
+    assert np.all(d.min(axis=1) < 1e-9)
+    for axis in np.eye(3):
+        two_fold = 2 * np.outer(axis, axis) - np.eye(3)
+        assert np.abs(m - two_fold).max(axis=(1, 2)).min() < 1e-9
+    # 12 five-fold axes: 24 rotations by +-72 and +-144 degrees... 4 per axis * 12 / 2
+    angles = np.degrees(
+        np.arccos(np.clip((np.trace(m, axis1=1, axis2=2) - 1) / 2, -1, 1))
+    )
+    assert (
+        np.sum(np.isclose(angles, 72)) == 12 and np.sum(np.isclose(angles, 144)) == 12
+    )
+
+
+def _covered_by_group_images(
+    full: np.ndarray, kept: np.ndarray, group: np.ndarray
+) -> np.ndarray:
+    """Distance (deg) from each rotation of ``full`` to the nearest ``k g``."""
+    from tmfast.geometry.rotations import matrices_to_zxz
+
+    images = (_as_matrices(kept)[:, None] @ _as_matrices(group)[None]).reshape(-1, 3, 3)
+    return np.degrees(_rust.nearest_distances(matrices_to_zxz(images), full))
+
+
+@pytest.mark.parametrize("name", ["D2", "D6", "T", "O", "I"])
+def test_symmetry_reduction_keeps_one_per_class(name: str) -> None:
+    full = ga.pytom_angle_set(10)
+    kept = ga.reduce_by_symmetry(full, name)
+    group = ga.symmetry_group(name)
+    assert abs(len(kept) - len(full) / len(group)) < 0.05 * len(full) / len(group)
+    # kept rows are rows of the full set, in order
+    where = {tuple(r): i for i, r in enumerate(full.tolist())}
+    idx = [where[tuple(r)] for r in kept.tolist()]
+    assert idx == sorted(idx)
+    radius = ga.covering_radius_deg(full, n_samples=100_000, seed=0)
+    assert _covered_by_group_images(full, kept, group).max() <= radius
+    np.testing.assert_array_equal(ga.angle_set(10, symmetry=name), kept)
+
+
+def test_symmetry_reduction_of_invariant_set_is_exact() -> None:
+    """For a G-invariant set, exactly N / |G| rotations remain and they are distinct
+    classes (no two kept rotations are related by a group element)."""
+    from tmfast.geometry.rotations import matrices_to_zxz
+
+    rng = np.random.default_rng(4)
+    base = rng.uniform(0, np.pi, size=(40, 3))
+    group = ga.symmetry_group("O")
+    images = (_as_matrices(base)[:, None] @ _as_matrices(group)[None]).reshape(-1, 3, 3)
+    full = matrices_to_zxz(images)
+    kept = ga.reduce_by_symmetry(full, "O")
+    assert len(kept) == 40
+    d = _covered_by_group_images(kept, kept, group)
+    assert d.max() < 1e-4  # every kept rotation maps onto itself ...
+    classes = _covered_by_group_images(matrices_to_zxz(_as_matrices(base)), kept, group)
+    assert classes.max() < 1e-4  # ... and every class has a representative
+
+
+def test_cyclic_symmetry_string_and_int_agree() -> None:
+    full = ga.pytom_angle_set(15)
+    np.testing.assert_array_equal(
+        ga.reduce_by_symmetry(full, 6), full[full[:, 0] < np.pi / 3]
+    )
+    np.testing.assert_array_equal(
+        ga.reduce_by_symmetry(full, "c6"), ga.angle_set(15, symmetry=6)
+    )
+
+
+# --- covering radius ---------------------------------------------------------------
+
+
+def test_nearest_distances_equal_brute_force() -> None:
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(3)
+    s = Rotation.random(300, random_state=rng)
+    q = Rotation.random(2000, random_state=rng)
+    got = np.degrees(_rust.nearest_distances(s.as_euler("zxz"), q.as_euler("zxz")))
+    want = np.array([np.degrees((s.inv() * qi).magnitude()).min() for qi in q])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_covering_radius_of_octahedral_group_is_analytic() -> None:
+    """The deepest hole of O is a vertex of its truncated-cube Dirichlet cell, at
+    Rodrigues vector (t, t, 1 - 2t), t = tan(pi/8)."""
+    t = np.tan(np.pi / 8)
+    want = np.degrees(2 * np.arctan(np.sqrt(2 * t**2 + (1 - 2 * t) ** 2)))
+    got = ga.covering_radius_deg(ga.symmetry_group("O"), n_samples=50_000)
+    assert want - 0.05 < got <= want + 1e-9
+
+
+def test_covering_radius_single_rotation_is_180() -> None:
+    got = ga.covering_radius_deg(np.zeros((1, 3)), n_samples=20_000)
+    assert 179.0 < got <= 180.0 + 1e-9
+
+
+def test_covering_radius_is_attained_and_beats_plain_sampling() -> None:
+    from scipy.spatial.transform import Rotation
+
+    a = Rotation.random(200, random_state=5).as_euler("zxz")
+    radius, worst = _rust.covering_radius(a, n_samples=20_000, seed=9)
+    attained = _rust.nearest_distances(a, worst[None])[0]
+    assert attained == pytest.approx(radius, abs=1e-9)
+    probe = Rotation.random(100_000, random_state=6).as_euler("zxz")
+    assert np.degrees(radius) >= np.degrees(_rust.nearest_distances(a, probe).max())
+
+
+def test_covering_radius_input_checks() -> None:
+    with pytest.raises(ConfigError):
+        ga.covering_radius_deg(np.zeros((0, 3)))
+    with pytest.raises(ConfigError):
+        ga.covering_radius_deg(np.zeros((5, 3)), n_samples=10)
+
+
+# --- covering-optimal set ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", [10, 15])
+def test_optimal_set_reaches_pytom_radius_with_25_percent_fewer(step: float) -> None:
+    pytom = ga.pytom_angle_set(step)
+    opt = ga.angle_set(step, optimal=True)
+    assert len(opt) <= 0.75 * len(pytom)
+    # independent estimates (other seed, more samples) of both radii
+    r_pytom = ga.covering_radius_deg(pytom, n_samples=400_000, seed=11)
+    r_opt = ga.covering_radius_deg(opt, n_samples=400_000, seed=12)
+    assert r_opt <= r_pytom
+    assert len(np.unique(opt, axis=0)) == len(opt)
+    np.testing.assert_array_equal(
+        opt, opt[np.lexsort((opt[:, 2], opt[:, 1], opt[:, 0]))]
+    )
+
+
+def test_optimal_set_needs_a_step(tmp_path: Path) -> None:
+    f = tmp_path / "a.txt"
+    f.write_text("0 0 0\n")
+    with pytest.raises(ConfigError, match="optimal"):
+        ga.angle_set(f, optimal=True)

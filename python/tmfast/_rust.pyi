@@ -22,6 +22,20 @@ def zxz_to_relion_deg(angles_zxz_rad: npt.NDArray[np.float64]) -> npt.NDArray[np
 def relion_deg_to_zxz(
     angles_relion_deg: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]: ...
+def symmetry_order(symmetry: str) -> int: ...
+def symmetry_group_zxz(symmetry: str) -> npt.NDArray[np.float64]: ...
+def reduce_by_symmetry(
+    angles_zxz_rad: npt.NDArray[np.float64], symmetry: str
+) -> npt.NDArray[np.float64]: ...
+def covering_radius(
+    angles_zxz_rad: npt.NDArray[np.float64], *, n_samples: int, seed: int
+) -> tuple[float, npt.NDArray[np.float64]]: ...
+def nearest_distances(
+    set_zxz_rad: npt.NDArray[np.float64], query_zxz_rad: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]: ...
+def optimal_angle_set(
+    step_deg: float, *, n_samples: int
+) -> tuple[npt.NDArray[np.float64], float, float]: ...
 
 # --- end angles ---------------------------------------------------------------------
 
@@ -50,6 +64,7 @@ _StarBlock = tuple[
             npt.NDArray[np.float32]
             | npt.NDArray[np.float64]
             | npt.NDArray[np.int64]
+            | npt.NDArray[np.uint32]
             | list[str]
             | int
             | float
@@ -66,7 +81,12 @@ def read_star(
     tuple[
         str,
         bool,
-        list[tuple[str, npt.NDArray[np.int64] | npt.NDArray[np.float64] | list[str]]],
+        list[
+            tuple[
+                str,
+                npt.NDArray[np.int64] | npt.NDArray[np.float64] | npt.NDArray[np.uint32],
+            ]
+        ],
     ]
 ]: ...
 def write_imod(

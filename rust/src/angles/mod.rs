@@ -7,11 +7,17 @@
 //!
 //! * [`healpix`]: HEALPix RING pixel centres for any `nside`;
 //! * [`pytom`]: the pytom-match-pick compatible set and the Crowther step;
-//! * [`file`]: custom lists from text files.
+//! * [`file`]: custom lists from text files;
+//! * [`symmetry`]: point groups (Cn, Dn, T, O, I) and reduction of sets by them;
+//! * [`covering`]: covering-radius estimation (k-d tree over unit quaternions);
+//! * [`optimal`]: the opt-in covering-efficient set.
 
+pub mod covering;
 pub mod file;
 pub mod healpix;
+pub mod optimal;
 pub mod pytom;
+pub mod symmetry;
 
 pub use file::{parse_angle_text, read_angle_file};
 pub use pytom::{crowther_step_deg, nside_for_step, psi_steps, pytom_angle_set};

@@ -33,10 +33,7 @@ fn to_array(v: Vec<Zxz>) -> Array2<f64> {
 type ThetaPhi<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
 
 #[pyfunction(name = "healpix_pix2ang")]
-fn healpix_pix2ang_py(
-    py: Python<'_>,
-    nside: u64,
-) -> PyResult<ThetaPhi<'_>> {
+fn healpix_pix2ang_py(py: Python<'_>, nside: u64) -> PyResult<ThetaPhi<'_>> {
     if nside == 0 || nside > 1 << 14 {
         return Err(pyo3::exceptions::PyValueError::new_err(format!(
             "nside {nside} is invalid; give 1 <= nside <= 16384"
@@ -149,6 +146,88 @@ fn relion_deg_to_zxz_py<'py>(
     Ok(to_array(out).into_pyarray(py))
 }
 
+#[pyfunction(name = "symmetry_order")]
+fn symmetry_order_py(symmetry: &str) -> PyResult<usize> {
+    Ok(angles::symmetry::Symmetry::parse(symmetry)?.order())
+}
+
+#[pyfunction(name = "symmetry_group_zxz")]
+fn symmetry_group_zxz_py<'py>(
+    py: Python<'py>,
+    symmetry: &str,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let g = angles::symmetry::Symmetry::parse(symmetry)?;
+    let out: Vec<Zxz> = g
+        .elements()
+        .into_iter()
+        .map(euler::quaternion_to_zxz)
+        .collect();
+    Ok(to_array(out).into_pyarray(py))
+}
+
+#[pyfunction(name = "reduce_by_symmetry")]
+fn reduce_by_symmetry_py<'py>(
+    py: Python<'py>,
+    angles_zxz_rad: PyReadonlyArray2<'py, f64>,
+    symmetry: &str,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let g = angles::symmetry::Symmetry::parse(symmetry)?;
+    let t = triples(&angles_zxz_rad)?;
+    let out = py.detach(|| angles::symmetry::reduce(&t, g));
+    Ok(to_array(out).into_pyarray(py))
+}
+
+#[pyfunction(name = "covering_radius")]
+#[pyo3(signature = (angles_zxz_rad, *, n_samples, seed))]
+fn covering_radius_py<'py>(
+    py: Python<'py>,
+    angles_zxz_rad: PyReadonlyArray2<'py, f64>,
+    n_samples: usize,
+    seed: u64,
+) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
+    let t = triples(&angles_zxz_rad)?;
+    let est = py.detach(|| {
+        let q: Vec<_> = t.iter().map(|a| euler::zxz_to_quaternion(*a)).collect();
+        angles::covering::covering_radius(&q, n_samples, seed)
+    });
+    let worst = euler::quaternion_to_zxz(est.worst).to_vec();
+    Ok((est.radius_rad, worst.into_pyarray(py)))
+}
+
+#[pyfunction(name = "nearest_distances")]
+fn nearest_distances_py<'py>(
+    py: Python<'py>,
+    set_zxz_rad: PyReadonlyArray2<'py, f64>,
+    query_zxz_rad: PyReadonlyArray2<'py, f64>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let s = triples(&set_zxz_rad)?;
+    let q = triples(&query_zxz_rad)?;
+    let out: Vec<f64> = py.detach(|| {
+        let sq: Vec<_> = s.iter().map(|a| euler::zxz_to_quaternion(*a)).collect();
+        let index = angles::covering::QuatIndex::new(&sq);
+        q.iter()
+            .map(|a| {
+                index
+                    .nearest(&euler::zxz_to_quaternion(*a))
+                    .map_or(f64::INFINITY, |(_, d)| d)
+            })
+            .collect()
+    });
+    Ok(out.into_pyarray(py))
+}
+
+#[pyfunction(name = "optimal_angle_set")]
+#[pyo3(signature = (step_deg, *, n_samples))]
+fn optimal_angle_set_py(
+    py: Python<'_>,
+    step_deg: f64,
+    n_samples: usize,
+) -> PyResult<(Bound<'_, PyArray2<f64>>, f64, f64)> {
+    let (set, r, target) =
+        py.detach(|| angles::optimal::optimal_angle_set(step_deg, n_samples))?;
+    Ok((to_array(set).into_pyarray(py), r, target))
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(healpix_pix2ang_py, m)?)?;
     m.add_function(wrap_pyfunction!(nside_for_step_py, m)?)?;
@@ -159,5 +238,11 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(matrices_to_zxz_py, m)?)?;
     m.add_function(wrap_pyfunction!(zxz_to_relion_deg_py, m)?)?;
     m.add_function(wrap_pyfunction!(relion_deg_to_zxz_py, m)?)?;
+    m.add_function(wrap_pyfunction!(symmetry_order_py, m)?)?;
+    m.add_function(wrap_pyfunction!(symmetry_group_zxz_py, m)?)?;
+    m.add_function(wrap_pyfunction!(reduce_by_symmetry_py, m)?)?;
+    m.add_function(wrap_pyfunction!(covering_radius_py, m)?)?;
+    m.add_function(wrap_pyfunction!(nearest_distances_py, m)?)?;
+    m.add_function(wrap_pyfunction!(optimal_angle_set_py, m)?)?;
     Ok(())
 }
