@@ -278,7 +278,8 @@ def fourier_resample(
     center = [center_zyx_px[a] + pads[a][0] for a in range(3)]
 
     spec = scipy.fft.rfftn(vol)
-    spec *= lowpass_weights_rfft(vol.shape, a_in, res, edge_fraction=lowpass_edge)  # type: ignore[arg-type]
+    padded_zyx = (vol.shape[0], vol.shape[1], vol.shape[2])
+    spec *= lowpass_weights_rfft(padded_zyx, a_in, res, edge_fraction=lowpass_edge)
     vol = scipy.fft.irfftn(spec, s=vol.shape)
     del spec
 
