@@ -229,3 +229,68 @@ def test_qc_picture_is_legible_size(tmp_path: Path, capsys) -> None:
     rgb = img[..., :3]
     yellow = (rgb[..., 0] > 0.9) & (rgb[..., 1] > 0.7) & (rgb[..., 2] < 0.3)
     assert yellow.sum() > 50
+
+
+def test_extract_with_relion5_tomograms_star(tmp_path: Path, capsys) -> None:
+    # A tomograms.star written by starfile (independent writer); the job has no
+    # RELION5 metadata, so the pixel size, binning and exact rlnTomoSize come from it.
+    import pandas as pd
+
+    job = make_job(tmp_path)
+    size = (230, 190, 165)  # bin-1 size, not dims * binning
+    starfile.write(
+        {
+            "global": pd.DataFrame(
+                {
+                    "rlnTomoName": ["tomo", "other"],
+                    "rlnTomoTiltSeriesPixelSize": [2.5, 1.0],
+                    "rlnTomoTomogramBinning": [4.0, 1.0],
+                    "rlnTomoSizeX": [size[0], 10],
+                    "rlnTomoSizeY": [size[1], 10],
+                    "rlnTomoSizeZ": [size[2], 10],
+                }
+            )
+        },
+        tmp_path / "tomograms.star",
+    )
+    code, out = run(
+        [
+            "extract",
+            "-j",
+            str(job),
+            "-n",
+            "10",
+            "--no-plots",
+            "--relion5-tomograms-star",
+            str(tmp_path / "tomograms.star"),
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    df = starfile.read(tmp_path / "tomo_particles.star")
+    assert set(df["rlnTomoTiltSeriesPixelSize"]) == {2.5}
+    np.testing.assert_allclose(
+        df[[f"rlnCenteredCoordinate{c}Angst" for c in "XYZ"]].to_numpy(),
+        (EXPECT_ZYX[:, ::-1] * 4.0 - np.array(size) / 2) * 2.5,
+    )
+
+
+def test_extract_pytom_job_rec_prefix_and_missing_tomogram(tmp_path, capsys) -> None:
+    import json
+
+    from test_extraction_candidates import _pytom_job  # type: ignore[import-not-found]
+
+    p = _pytom_job(tmp_path, with_relion=True)
+    d = json.loads(p.read_text())
+    d["tomo_id"] = "rec_tomo"
+    for k in ("scores", "angles"):
+        (tmp_path / f"tomo_{k}.mrc").rename(tmp_path / f"rec_tomo_{k}.mrc")
+    p.write_text(json.dumps(d))
+    code, out = run(["extract", "-j", str(p), "-n", "10"], capsys)
+    assert code == 0, out
+    assert "QC picture skipped" in out  # rec_tomo.mrc does not exist
+    df = starfile.read(tmp_path / "rec_tomo_particles.star")
+    assert set(df["rlnTomoName"]) == {"tomo"}  # rec_ stripped for RELION5
+    assert set(df["rlnTomoTiltSeriesPixelSize"]) == {2.5}
+    assert (tmp_path / "rec_tomo_extraction.svg").exists()
+    assert not (tmp_path / "rec_tomo_qc.png").exists()
