@@ -389,3 +389,108 @@ def test_optimal_set_needs_a_step(tmp_path: Path) -> None:
     f.write_text("0 0 0\n")
     with pytest.raises(ConfigError, match="optimal"):
         ga.angle_set(f, optimal=True)
+
+
+# --- tmfast angles CLI ----------------------------------------------------------
+
+
+def _run_cli(args: list[str]) -> tuple[int, str, str]:
+    from tmfast.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _run_main(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    from tmfast.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out = capsys.readouterr()
+    code = info.value.code
+    return (code if isinstance(code, int) else 1), out.out, out.err
+
+
+def test_cli_angles_step_counts_and_writes(tmp_path: Path) -> None:
+    out = tmp_path / "set.txt"
+    code, stdout, _ = _run_cli(
+        ["angles", "--angular-search", "30", "--symmetry", "C2", "-o", str(out)]
+    )
+    assert code == 0, stdout
+    assert "rotations: 288" in stdout and "covering radius:" in stdout
+    written = ga.read_angle_file(out)
+    np.testing.assert_array_equal(written, pytom_oracle(30, 2))
+    assert f"sha256: {ga.angle_set_sha256(written)}" in stdout
+    # the written file is a valid --angular-search input
+    code, stdout, _ = _run_cli(["angles", "-a", str(out)])
+    assert code == 0 and "rotations: 288" in stdout
+
+
+def test_cli_angles_from_particle_diameter() -> None:
+    code, stdout, _ = _run_cli(
+        [
+            "angles",
+            "--particle-diameter",
+            "300",
+            "--voxel-size-angstrom",
+            "13.79",
+            "--low-pass",
+            "40",
+        ]
+    )
+    assert code == 0, stdout
+    assert "7.6394 deg" in stdout and "rotations: 36864" in stdout
+
+
+def test_cli_angles_optimal_is_smaller() -> None:
+    code, stdout, _ = _run_cli(["angles", "-a", "15", "--optimal"])
+    assert code == 0, stdout
+    n = int(stdout.split("rotations: ")[1].split()[0])
+    assert n <= 0.75 * 4608
+
+
+def test_cli_angles_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "set.txt"
+    out.write_text("keep me\n")
+    code, _, err = _run_main(["angles", "-a", "90", "-o", str(out)], capsys)
+    assert code == 2 and "--overwrite" in err and "Traceback" not in err
+    assert out.read_text() == "keep me\n"
+    with pytest.raises(SystemExit) as info:
+        from tmfast.cli import main
+
+        main(["angles", "-a", "90", "-o", str(out), "--overwrite"])
+    assert info.value.code in (0, None)
+    assert len(ga.read_angle_file(out)) == 48
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["angles"], "--angular-search"),
+        (["angles", "-a", "0"], "step"),
+        (["angles", "-a", "nofile.txt"], "not found"),
+        (["angles", "-a", "10", "-s", "Q"], "symmetry"),
+        (["angles", "-a", "10", "--particle-diameter", "300"], "not both"),
+    ],
+)
+def test_cli_angles_bad_input_exits_2(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run_main(args, capsys)
+    assert code == 2
+    assert needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_angles_bad_file_names_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "bad.txt"
+    f.write_text("0 0 0\n1 2\n")
+    code, _, err = _run_main(["angles", "-a", str(f)], capsys)
+    assert code == 2 and f"{f}: line 2" in err
