@@ -893,7 +893,7 @@ class GpuMatchBackend:
             ops.rfft(job["vol_plan"], job["pad_m_fft"], job["spec_m_fft"])
             ops.launch(
                 "conj_mul_mask",
-                nb * n_spec,
+                n_spec,
                 job["spec_m"],
                 job["spec_m2"],
                 job["fv"],
@@ -958,7 +958,7 @@ class GpuMatchBackend:
         ops.rfft(job["box_plan"], job["box_fft"], job["box_spec_fft"])
         ops.launch(
             "apply_weight",
-            nb * n_box_spec,
+            n_box_spec,
             job["box_spec"],
             job["weight"],
             i64(n_box_spec),
@@ -1000,7 +1000,7 @@ class GpuMatchBackend:
         ops.rfft(job["vol_plan"], job["pad_fft"], job["spec_fft"])
         ops.launch(
             "conj_mul",
-            nb * job["n_spec"],
+            job["n_spec"],
             job["spec"],
             job["fv"],
             i64(job["n_spec"]),

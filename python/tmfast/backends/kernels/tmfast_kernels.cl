@@ -82,15 +82,19 @@ KERNEL void rotate_bspline(GLOBAL float *out, GLOBAL const float *coef,
     out[gid] = bspline3_sample(coef, n, sx, sy, sz);
 }
 
-/* spec[b, i] *= w[i] for a batch of nb half spectra of n_spec elements. */
+/* spec[b, i] *= w[i] for a batch of nb half spectra of n_spec elements; one work
+ * item per i reads w[i] once for the whole batch. */
 KERNEL void apply_weight(GLOBAL float2 *spec, GLOBAL const float *w, const i64 n_spec,
                          const int nb)
 {
-    const i64 gid = GID0;
-    if (gid >= n_spec * nb) return;
-    const float s = w[gid % n_spec];
-    const float2 v = spec[gid];
-    spec[gid] = MAKE_FLOAT2(v.x * s, v.y * s);
+    const i64 i = GID0;
+    if (i >= n_spec) return;
+    const float s = w[i];
+    for (int b = 0; b < nb; ++b) {
+        const i64 j = (i64)b * n_spec + i;
+        const float2 v = spec[j];
+        spec[j] = MAKE_FLOAT2(v.x * s, v.y * s);
+    }
 }
 
 /* ----------------------------------------------------------------------------- */
@@ -217,25 +221,36 @@ DEVICE_FN float2 mul_conj(const float2 a, const float2 s)
     return MAKE_FLOAT2(a.x * s.x + a.y * s.y, a.y * s.x - a.x * s.y);
 }
 
+/* One work item per spectrum element i: A[i] is read once for the whole batch. */
 KERNEL void conj_mul(GLOBAL float2 *spec, GLOBAL const float2 *a, const i64 n_spec,
                      const int nb)
 {
-    const i64 gid = GID0;
-    if (gid >= n_spec * nb) return;
-    spec[gid] = mul_conj(a[gid % n_spec], spec[gid]);
+    const i64 i = GID0;
+    if (i >= n_spec) return;
+    const float2 av = a[i];
+    for (int b = 0; b < nb; ++b) {
+        const i64 j = (i64)b * n_spec + i;
+        spec[j] = mul_conj(av, spec[j]);
+    }
 }
 
-/* For a rotated mask: spec_m2[b] <- F(V^2) conj(spec_m[b]); spec_m[b] <- F(V) conj(spec_m[b]). */
+/* For a rotated mask: spec_m2[b] <- F(V^2) conj(spec_m[b]) and
+ * spec_m[b] <- F(V) conj(spec_m[b]). spec_m2 may alias fv2 when nb is 1 (each
+ * element is read before it is written, by the same work item). */
 KERNEL void conj_mul_mask(GLOBAL float2 *spec_m, GLOBAL float2 *spec_m2,
                           GLOBAL const float2 *fv, GLOBAL const float2 *fv2,
                           const i64 n_spec, const int nb)
 {
-    const i64 gid = GID0;
-    if (gid >= n_spec * nb) return;
-    const i64 i = gid % n_spec;
-    const float2 s = spec_m[gid];
-    spec_m2[gid] = mul_conj(fv2[i], s);
-    spec_m[gid] = mul_conj(fv[i], s);
+    const i64 i = GID0;
+    if (i >= n_spec) return;
+    const float2 v1 = fv[i];
+    const float2 v2 = fv2[i];
+    for (int b = 0; b < nb; ++b) {
+        const i64 j = (i64)b * n_spec + i;
+        const float2 s = spec_m[j];
+        spec_m2[j] = mul_conj(v2, s);
+        spec_m[j] = mul_conj(v1, s);
+    }
 }
 
 /* ----------------------------------------------------------------------------- */
