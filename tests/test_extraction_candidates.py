@@ -296,3 +296,16 @@ def test_pytom_job_with_wrong_rotation_count(tmp_path: Path) -> None:
     p.write_text(json.dumps(d))
     with pytest.raises(FormatError, match="now has 48 rotations"):
         extract_candidates(p, n_particles=5)
+
+
+@pytest.mark.parametrize("inside", [1, -1])
+def test_int8_mask_file_including_unsigned_read_as_signed(tmp_path, inside) -> None:
+    # Slabify writes int8 0/1 masks; 0/255 masks stored as int8 read back as 0/-1.
+    mask = np.full(TOMO_ZYX, inside, np.int8)
+    z, y, x = np.array(PLANTED[2][0]) + np.array(ORIGIN_ZYX)
+    mask[z - 1 : z + 2, y - 1 : y + 2, x - 1 : x + 2] = 0
+    with mrcfile.new(tmp_path / "mask.mrc") as m:
+        m.set_data(mask)
+    job = make_job(tmp_path, tomogram_mask="mask.mrc")  # relative to the job file
+    t = extract_candidates(job, n_particles=10)
+    np.testing.assert_allclose(t.scores, [0.5, 0.4], rtol=1e-6)

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,25 @@ def _read_map(path: Path, what: str) -> tuple[npt.NDArray[Any], float]:
         raise FormatError(f"{exc} (reading the {what})") from None
 
 
+def _mmap_mask(path: Path) -> npt.NDArray[Any]:
+    """Memory-map a mask MRC (any dtype) so it is cropped before any conversion."""
+    import mrcfile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m = mrcfile.mmap(path, mode="r", permissive=True)
+    except (OSError, ValueError) as exc:
+        raise FormatError(
+            f"{path}: cannot read the tomogram mask as MRC ({exc}); give an MRC file"
+        ) from None
+    if m.data is None or m.data.ndim != 3:
+        shape = None if m.data is None else m.data.shape
+        raise FormatError(f"{path}: tomogram mask must be a 3-D volume, got {shape}")
+    data: npt.NDArray[Any] = m.data
+    return data
+
+
 def _load_mask(
     mask: str | os.PathLike[str] | npt.ArrayLike,
     job: MatchJob,
@@ -264,7 +284,7 @@ def _load_mask(
                 f"{p}: tomogram mask not found; pass an existing file to "
                 "--tomogram-mask or use --ignore-tomogram-mask"
             )
-        arr, _ = _read_map(p, "tomogram mask")
+        arr = _mmap_mask(p)
         name = str(p)
     else:
         arr = np.asarray(mask)
@@ -367,9 +387,15 @@ def extract_candidates(
             score_voxel,
             mjob.voxel_size_a,
         )
-    mask_src = None
+    mask_src: str | os.PathLike[str] | npt.ArrayLike | None = None
     if not ignore_tomogram_mask:
-        mask_src = tomogram_mask if tomogram_mask is not None else mjob.tomogram_mask
+        mask_src = tomogram_mask
+        if mask_src is None and mjob.tomogram_mask is not None:
+            rec = Path(mjob.tomogram_mask)
+            # a relative path recorded in the job is relative to the job file
+            if not rec.is_absolute() and not rec.exists() and jdir is not None:
+                rec = jdir / rec
+            mask_src = rec
     return candidates_from_maps(
         mjob,
         scores_raw,

@@ -347,10 +347,22 @@ def score_map_background(
     )
     scores_path, _ = locate_maps(mjob, jpath.parent)
     scores, _ = _read_map(scores_path, "score map")
-    keep = np.isfinite(scores)
+    mask = None
     if not ignore_tomogram_mask and mjob.tomogram_mask is not None:
-        keep &= _load_mask(mjob.tomogram_mask, mjob) > 0
-    vals = np.asarray(scores, dtype=np.float64)[keep]
-    if vals.size < 2:
+        mask = _load_mask(mjob.tomogram_mask, mjob)
+    # Sums slab by slab in float64: no map-sized float64 temporaries.
+    n, s1, s2 = 0, 0.0, 0.0
+    for z in range(scores.shape[0]):
+        sl = np.asarray(scores[z], dtype=np.float64)
+        keep = np.isfinite(sl)
+        if mask is not None:
+            keep &= mask[z] > 0
+        v = sl[keep]
+        n += int(v.size)
+        s1 += float(v.sum())
+        s2 += float((v * v).sum())
+    if n < 2:
         raise ConfigError(f"{scores_path}: fewer than 2 searched voxels")
-    return (float(vals.size), float(vals.mean()), float(vals.std())), table
+    mean = s1 / n
+    std = math.sqrt(max(s2 / n - mean * mean, 0.0))
+    return (float(n), mean, std), table
