@@ -671,7 +671,11 @@ class GpuMatchBackend:
         box_plan = self._plans[box_shape]
         job.update(vol_plan=vol_plan, box_plan=box_plan)
 
+        # Scores and local sigma do not change when a constant is subtracted from the
+        # tomogram (the normalised template sums to zero), but float32 spectra of an
+        # offset volume lose precision (E[V^2] - E[V]^2 cancels): centre it first.
         tomo = _as_f32_c(inputs.tomogram)
+        tomo = tomo - np.float32(np.mean(tomo, dtype=np.float64))
         mask = _as_f32_c(inputs.mask)
         job["tcoef"] = ops.to_device(
             _as_f32_c(bspline_coefficients(_as_f32_c(inputs.template)))
