@@ -6,8 +6,9 @@ all backends on the CPU: reading, cropping and Fourier-filtering the tomogram
 template. A backend then does the per-rotation work on its device:
 
 1. rotate the template (and the mask when not spherical) by each matrix, using cubic
-   B-spline interpolation of the prefiltered coefficients
-   (:func:`tmfast.geometry.interpolation.bspline_coefficients`), value 0 outside the box;
+   B-spline interpolation of the host-prefiltered coefficients
+   (:func:`tmfast.geometry.interpolation.bspline_coefficients`; coefficients outside
+   the box count as 0; exact sampling rule in :mod:`tmfast.geometry.interpolation`);
 2. apply ``template_weight`` in Fourier space at box size; normalise under the mask
    (zero mask-weighted mean, unit mask-weighted variance, multiplied by the mask);
 3. paste with the box centre (index ``N // 2``) at array index 0 of a zeroed volume
