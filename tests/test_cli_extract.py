@@ -294,3 +294,45 @@ def test_extract_pytom_job_rec_prefix_and_missing_tomogram(tmp_path, capsys) -> 
     assert set(df["rlnTomoTiltSeriesPixelSize"]) == {2.5}
     assert (tmp_path / "rec_tomo_extraction.svg").exists()
     assert not (tmp_path / "rec_tomo_qc.png").exists()
+
+
+def test_extract_tophat_filter_writes_its_plot(tmp_path: Path, capsys) -> None:
+    job = make_job(tmp_path)
+    code, out = run(
+        [
+            "extract",
+            "-j",
+            str(job),
+            "-n",
+            "10",
+            "--tophat-filter",
+            "--tophat-connectivity",
+            "2",
+            "--tophat-bins",
+            "40",
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    df = starfile.read(tmp_path / "tomo_particles.star")
+    np.testing.assert_array_equal(
+        df[["rlnCenteredCoordinateZAngst"]].to_numpy()[:, 0],
+        (EXPECT_ZYX[:, 0] - TOMO_ZYX[0] / 2) * VOXEL_A,
+    )
+    assert (tmp_path / "tomo_tophat.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "tomo_tophat.svg").stat().st_size > 1000
+    code, out = run(
+        [
+            "extract",
+            "-j",
+            str(job),
+            "-n",
+            "10",
+            "--tophat-connectivity",
+            "4",
+            "--tophat-filter",
+            "--overwrite",
+        ],
+        capsys,
+    )
+    assert code == 2 and "--tophat-connectivity 4 must be 1, 2 or 3" in out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 
 import typer
@@ -158,7 +159,10 @@ def extract(
     mod = Path(f"{stem}_particles.mod")
     plots = [Path(f"{stem}_extraction.svg"), Path(f"{stem}_extraction.png")]
     qc = Path(f"{stem}_qc.png")
-    outputs = [star] + ([mod] if imod else []) + ([] if no_plots else [*plots, qc])
+    tophat_plots = [Path(f"{stem}_tophat.svg"), Path(f"{stem}_tophat.png")]
+    outputs = [star] + ([mod] if imod else [])
+    if not no_plots:
+        outputs += [*plots, qc] + (tophat_plots if tophat_filter else [])
     for p in outputs:  # refuse before writing anything
         check_writable(p, overwrite=overwrite)
 
@@ -171,6 +175,12 @@ def extract(
         ),
         overwrite=overwrite,
     )
+    if len(table) == 0 and not math.isfinite(table.cutoff):
+        raise ConfigError(
+            f"{table.tomo_id}: no voxel left to pick (tomogram mask, border of "
+            f"{table.particle_radius_vox:.0f} voxels, unsearched region); wrote an "
+            f"empty {star.name}. Check the mask and --particle-diameter"
+        )
     if len(table) == 0:
         raise ConfigError(
             f"{table.tomo_id}: no particle above the cutoff {table.cutoff:.4g}; wrote "
@@ -191,10 +201,17 @@ def extract(
             overwrite=overwrite,
         )
     if not no_plots:
-        from tmfast.extraction.plots import plot_extraction
+        from tmfast.extraction.plots import plot_extraction, plot_tophat
         from tmfast.extraction.qc import plot_qc
 
         plot_extraction(table, plots, n_bins=plot_bins, overwrite=overwrite)
+        if table.tophat is not None:
+            plot_tophat(
+                table.tophat,
+                tophat_plots,
+                title=f"{table.tomo_id}: top-hat",
+                overwrite=overwrite,
+            )
         try:
             plot_qc(table, qc, overwrite=overwrite)
         except FormatError as exc:

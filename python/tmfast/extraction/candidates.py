@@ -25,7 +25,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +40,9 @@ from tmfast.extraction.star_columns import (
     voxels_to_centred_angstrom,
 )
 from tmfast.matching.job import MatchJob
+
+if TYPE_CHECKING:
+    from tmfast.extraction.tophat import TophatResult
 
 __all__ = [
     "CandidateTable",
@@ -126,6 +129,8 @@ class CandidateTable:
         Path of the tomogram (for the QC picture).
     n_false_positives
         n_FP used for the automatic cutoff.
+    tophat
+        The top-hat fit (without its mask) when the top-hat filter was used.
     """
 
     tomo_id: str
@@ -144,6 +149,7 @@ class CandidateTable:
     binning: float | None = None
     tomogram: str = ""
     n_false_positives: float = 1.0
+    tophat: TophatResult | None = None
 
     def __len__(self) -> int:
         """Number of picks."""
@@ -477,6 +483,7 @@ def candidates_from_maps(
     if angles_f.dtype not in (np.float32, np.int32):
         angles_f = np.ascontiguousarray(angles_f, dtype=np.float32)
 
+    th = None
     mask: npt.NDArray[np.float32] | None = None
     if tomogram_mask is not None:
         mask = _load_mask(tomogram_mask, mjob)
@@ -549,6 +556,7 @@ def candidates_from_maps(
         binning=None if md is None else md.binning,
         tomogram=mjob.tomogram,
         n_false_positives=n_false_positives,
+        tophat=None if th is None else th.without_mask(),
     )
     logger.info(
         "%s: %d picks above cutoff %.4g (sigma %.4g, diameter %.1f Å)",

@@ -19,8 +19,15 @@ from tmfast._fileio import atomic_path
 
 if TYPE_CHECKING:
     from tmfast.extraction.candidates import CandidateTable
+    from tmfast.extraction.tophat import TophatResult
 
-__all__ = ["background_gaussian", "plot_extraction", "pyplot", "save_figure"]
+__all__ = [
+    "background_gaussian",
+    "plot_extraction",
+    "plot_tophat",
+    "pyplot",
+    "save_figure",
+]
 
 
 def pyplot() -> Any:
@@ -147,4 +154,43 @@ def plot_extraction(
     ax.set_ylabel("number of picks per bin")
     ax.set_title(f"{table.tomo_id}: extracted scores")
     ax.legend(loc="upper right", fontsize=8)
+    return save_figure(fig, paths, overwrite=overwrite)
+
+
+def plot_tophat(
+    result: TophatResult,
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    title: str = "",
+    overwrite: bool = False,
+) -> list[Path]:
+    """Plot the top-hat histogram, the fitted background Gaussian and the cutoff.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    r = result
+    width = float(r.bin_centres[1] - r.bin_centres[0]) if len(r.bin_centres) > 1 else 1
+    ax.bar(
+        r.bin_centres,
+        r.counts,
+        width=width * 0.95,
+        color="#4c72b0",
+        alpha=0.7,
+        label="top-hat values",
+    )
+    x = np.linspace(float(r.bin_centres[0]), float(r.bin_centres[-1]), 300)
+    y = r.fit_amplitude * np.exp(-((x - r.fit_mean) ** 2) / (2 * r.fit_std**2))
+    ax.plot(x, y, color="#dd8452", lw=2, label="background fit")
+    ax.axvline(r.cutoff, color="#c44e52", ls="--", lw=2, label=f"cutoff {r.cutoff:.3g}")
+    ax.set_yscale("log")
+    ax.set_ylim(0.5, max(float(r.counts.max()), 1.0) * 3)
+    ax.set_xlabel("white top-hat of the score")
+    ax.set_ylabel("voxels per bin")
+    ax.set_title(title or "top-hat filter")
+    ax.legend(fontsize=8)
     return save_figure(fig, paths, overwrite=overwrite)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,10 @@ class TophatResult:
     fit_std: float
     fit_amplitude: float
     cutoff: float
+
+    def without_mask(self) -> TophatResult:
+        """Return the fit alone (an empty mask), small enough to keep around."""
+        return dataclasses.replace(self, mask=np.zeros((0, 0, 0), dtype=bool))
 
 
 def _gauss(
