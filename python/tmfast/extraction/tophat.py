@@ -10,10 +10,10 @@ Gaussian.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
