@@ -14,7 +14,6 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import numpy.typing as npt
-
 from tmfast.geometry.interpolation import bspline_coefficients, rotate_volume
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

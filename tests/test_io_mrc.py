@@ -7,7 +7,6 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
-
 from tmfast.errors import FormatError, OutputExistsError
 from tmfast.io.mrc import read_header, read_volume, write_volume
 

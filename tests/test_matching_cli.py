@@ -8,7 +8,6 @@ import mrcfile
 import numpy as np
 import pytest
 from _synthetic import sphere_mask, write_angle_file, write_mrc
-
 from tmfast.cli import main
 from tmfast.matching.job import MatchJob
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.fft as sfft
-
 from tmfast.backends.cpu import CpuBackend
 from tmfast.backends.registry import available_backends, get_backend, get_backends
 from tmfast.errors import BackendUnavailableError, ConfigError, FormatError

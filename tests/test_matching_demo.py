@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tmfast.cli import main
 from tmfast.matching.demo import demo_template
 

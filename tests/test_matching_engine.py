@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
+from _synthetic import sphere_mask
 from tmfast.backends.base import CorrelationInputs, RunningMaps
 from tmfast.backends.cpu import CpuBackend
 from tmfast.geometry.rotations import zxz_to_matrices
 from tmfast.matching.engine import merge_running_maps, search_volume
 from tmfast.matching.stats import noise_corrected_scores, search_statistics
 from tmfast.matching.tiling import cut_tile, plan_tiles
-
-from _synthetic import sphere_mask
 
 N_BOX = 7
 ANGLES = np.array(

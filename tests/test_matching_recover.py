@@ -9,7 +9,6 @@ import mrcfile
 import numpy as np
 import pytest
 from _synthetic import SHARED, plant, write_mrc
-
 from tmfast.geometry.angles import angle_set
 from tmfast.geometry.rotations import zxz_to_matrices
 from tmfast.io.mrc import read_volume

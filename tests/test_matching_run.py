@@ -13,7 +13,6 @@ import mrcfile
 import numpy as np
 import pytest
 from _synthetic import sphere_mask, write_angle_file, write_mrc
-
 from tmfast.backends.cpu import CpuBackend
 from tmfast.errors import ConfigError, FormatError, OutputExistsError
 from tmfast.matching.config import MatchConfig

@@ -1,4 +1,4 @@
-"""Compute backends: the :class:`MatchBackend` interface, the CPU reference, the registry.
+"""Compute backends: the :class:`MatchBackend` interface, CPU reference, registry.
 
 GPU backends (:mod:`tmfast.backends.cuda`, :mod:`tmfast.backends.opencl`) are only
 imported by :func:`get_backend` when asked for.

@@ -17,10 +17,12 @@ rounding):
 - **Normalisation.** ``1 / (N_M * sigma_local)`` is multiplied into each rotation's map
   before the running maximum (one cheap pass on the CPU), so the running maps are
   always normalised and :meth:`snapshot` / ``resume_from`` round-trip bit for bit.
-  ``sigma_local`` for a spherical mask is computed once in float64; where the local
-  variance is ``<= 1e-18`` it is set to 1 (as pytom-match-pick).
+  ``sigma_local`` for a spherical mask is computed once; where the local variance is
+  ``<= 1e-18`` it is set to 1 (as pytom-match-pick). The volume is standardised
+  first (FLCF is invariant to an offset and a scale of the whole circular array),
+  so float32 FFTs keep the local moments accurate.
 - **Batching.** Rotations are processed in sub-batches sized to a memory budget
-  (``max_batch_bytes``, default 512 MiB), each batch's FFTs run with
+  (``max_batch_bytes``, default 128 MiB), each batch's FFTs run with
   ``workers = os.cpu_count()`` threads.
 """
 
@@ -63,7 +65,7 @@ class CpuBackend:
     name = "cpu"
 
     def __init__(
-        self, *, workers: int | None = None, max_batch_bytes: int = 512 * 2**20
+        self, *, workers: int | None = None, max_batch_bytes: int = 128 * 2**20
     ) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.max_batch_bytes = int(max_batch_bytes)
@@ -122,24 +124,41 @@ class CpuBackend:
         self._spherical = bool(inputs.mask_is_spherical)
         self._coeffs_m = None if self._spherical else bspline_coefficients(mask)
         w = self.workers
-        self._fv = sfft.rfftn(vol, workers=w).astype(np.complex64)
+        # FLCF is exactly invariant to V -> (V - k) / s over the whole (circular)
+        # array, so standardise it: float32 local moments are then well conditioned.
+        vol = vol - np.float32(vol.mean(dtype=np.float64))
+        sd = float(vol.std(dtype=np.float64))
+        if sd > 0:
+            vol /= np.float32(sd)
+        self._fv = sfft.rfftn(vol, workers=w)
         if self._spherical:
-            # sigma_local once, in float64.
-            fv64 = sfft.rfftn(vol.astype(np.float64), workers=w)
-            fv2 = sfft.rfftn(vol.astype(np.float64) ** 2, workers=w)
-            fm = self._padded_rfft(mask[None].astype(np.float64))[0]
-            n_m = float(mask.astype(np.float64).sum())
-            mean = sfft.irfftn(fv64 * fm.conj(), s=self._shape, workers=w) / n_m
-            e2 = sfft.irfftn(fv2 * fm.conj(), s=self._shape, workers=w) / n_m
-            var = e2 - mean * mean
-            sigma = np.where(var > _VAR_FLOOR, np.sqrt(np.maximum(var, 0.0)), 1.0)
-            self._inv_norm: npt.NDArray[np.float32] | None = (
-                1.0 / (n_m * sigma)
-            ).astype(np.float32)
+            # sigma_local once; var <= 1e-18 -> sigma 1 (pytom-match-pick)
+            fm = self._padded_rfft(mask[None])[0]
+            np.conjugate(fm, out=fm)
+            n_m = float(mask.sum(dtype=np.float64))
+            mean = sfft.irfftn(
+                self._fv * fm, s=self._shape, workers=w, overwrite_x=True
+            )
+            fv2 = sfft.rfftn(vol * vol, workers=w)
+            fv2 *= fm
+            del fm
+            var = sfft.irfftn(fv2, s=self._shape, workers=w, overwrite_x=True)
+            del fv2
+            mean /= np.float32(n_m)
+            var /= np.float32(n_m)
+            mean *= mean
+            var -= mean
+            del mean
+            ok = var > _VAR_FLOOR
+            np.sqrt(var, out=var, where=ok)
+            var[~ok] = 1.0
+            var *= np.float32(n_m)
+            np.reciprocal(var, out=var)
+            self._inv_norm: npt.NDArray[np.float32] | None = var
             self._fv2: npt.NDArray[np.complex64] | None = None
         else:
             self._inv_norm = None
-            self._fv2 = sfft.rfftn(vol * vol, workers=w).astype(np.complex64)
+            self._fv2 = sfft.rfftn(vol * vol, workers=w)
         with_noise = self._coeffs_noise is not None
         if resume_from is None:
             self._maps = RunningMaps.empty(self._shape, with_noise=with_noise)
@@ -290,7 +309,7 @@ class CpuBackend:
             np.copyto(maps.scores, s, where=better)
             np.copyto(maps.angles, np.int32(first_index + i), where=better)
             maps.score_sum += s
-            maps.score_sq_sum += np.square(s, dtype=np.float64)
+            maps.score_sq_sum += np.square(s)
             if with_noise:
                 assert maps.noise_scores is not None
                 np.maximum(maps.noise_scores, corr[b + i], out=maps.noise_scores)

@@ -22,7 +22,7 @@ def demo(
     n_particles: int = typer.Option(8, "--n-particles", help="Particles to plant."),
     backend: str = typer.Option("cpu", "--backend", help="Compute backend."),
 ) -> None:
-    """Synthesise a tomogram with planted particles, match, extract, check the result."""
+    """Synthesise a tomogram with planted particles, match, extract and check."""
     from tmfast.cli.match import _progress
     from tmfast.matching.demo import run_demo
 

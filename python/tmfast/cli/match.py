@@ -157,7 +157,7 @@ def match(
         False,
         "--non-spherical-mask",
         help="Rotate the mask with the template and "
-        "recompute the local σ per rotation (slower).",
+        "recompute the local sigma per rotation (slower).",
         rich_help_panel=_IO,
     ),
     tomogram_mask: Path | None = typer.Option(
@@ -389,7 +389,7 @@ def match(
         stop()
     stats = job.stats
     logger.info(
-        "%s: %d rotations, backend %s; search σ %.4g over %d voxel-rotations",
+        "%s: %d rotations, backend %s; search sigma %.4g over %d voxel-rotations",
         job.tomo_id,
         job.n_rotations,
         job.backend,

@@ -28,7 +28,8 @@ Sampling
 Rotation (``docs/conventions.md``)
     Output voxel ``r = (x, y, z)`` holds ``f(M.T @ (r - c) + c)`` with ``c = N // 2``
     on each axis (or ``center_zyx`` reversed), ``M`` the active rotation on
-    ``(x, y, z)`` vectors. Row ``i`` of ``M.T @ (r - c)`` is ``sum_j M[j, i] (r - c)_j``.
+    ``(x, y, z)`` vectors. Row ``i`` of ``M.T @ (r - c)`` is
+    ``sum_j M[j, i] (r - c)_j``.
 """
 
 from __future__ import annotations

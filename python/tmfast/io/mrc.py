@@ -163,7 +163,7 @@ def write_volume(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write a ``(z, y, x)`` volume as MRC with the voxel size in the header, atomically.
+    """Write a ``(z, y, x)`` volume as MRC with the voxel size, atomically.
 
     float16, float32, int8, int16 and uint8 data are written as is; other dtypes are
     converted to float32.

@@ -96,7 +96,7 @@ class MatchConfig:
     destination
         Output directory for ``{tomo_id}_scores.mrc``, ``_angles.mrc``, ``_job.json``.
     non_spherical_mask
-        Rotate the mask with the template and recompute the local σ per rotation.
+        Rotate the mask with the template and recompute the local sigma per rotation.
     particle_diameter_a
         Particle diameter in Å; sets the angular step by the Crowther criterion when
         ``angular_search`` is not given.
@@ -176,7 +176,7 @@ class MatchConfig:
     checkpoint_every: int = 2000
     checkpoint_interval_s: float = 300.0
 
-    def __post_init__(self) -> None:  # noqa: C901 - one flat list of checks
+    def __post_init__(self) -> None:
         s = object.__setattr__
         for name in ("template", "tomogram", "mask"):
             v = getattr(self, name)
@@ -319,7 +319,8 @@ class MatchConfig:
             s(self, "gpu_ids", ids)
         if self.backend not in BACKEND_CHOICES:
             raise ConfigError(
-                f"--backend {self.backend!r}: choose one of {', '.join(BACKEND_CHOICES)}"
+                f"--backend {self.backend!r}: choose one of "
+                + ", ".join(BACKEND_CHOICES)
             )
         if int(self.checkpoint_every) < 0 or float(self.checkpoint_interval_s) < 0:
             raise ConfigError(

@@ -80,7 +80,7 @@ def synthesise_tomogram(
     noise_sigma: float,
     seed: int,
 ) -> Volume:
-    """Return Gaussian noise plus rotated template copies (box centre on each position)."""
+    """Return Gaussian noise plus rotated template copies centred on the positions."""
     from tmfast.geometry.interpolation import bspline_coefficients, rotate_volume
 
     rng = np.random.default_rng(seed)

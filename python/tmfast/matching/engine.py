@@ -139,7 +139,7 @@ def merge_running_maps(a: RunningMaps, b: RunningMaps) -> RunningMaps:
 
 
 def output_paths(destination: Path, tomo_id: str) -> dict[str, Path]:
-    """Return the output file paths of a run (``scores``, ``angles``, ``job``, ``checkpoint``)."""
+    """Return a run's output paths: ``scores``, ``angles``, ``job``, ``checkpoint``."""
     return {
         "scores": destination / f"{tomo_id}_scores.mrc",
         "angles": destination / f"{tomo_id}_angles.mrc",
@@ -274,7 +274,7 @@ class _Checkpoint:
                 payload["tile_noise_scores"] = tile_maps.noise_scores
         with atomic_path(self.path, overwrite=True) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **payload)
+                np.savez(fh, **payload)  # type: ignore[arg-type]
         self.since = 0
         self.last_time = time.monotonic()
         logger.debug(
@@ -585,7 +585,8 @@ def _metadata(
     else:
         if config.per_tilt_weighting:
             raise ConfigError(
-                "--per-tilt-weighting needs a tilt-angle file (.tlt/.rawtlt), not MIN MAX"
+                "--per-tilt-weighting needs a tilt-angle file (.tlt/.rawtlt), "
+                "not MIN MAX"
             )
         tilts = tuple(config.tilt_angles)
     tilt_range = (float(min(tilts)), float(max(tilts)))
@@ -871,7 +872,7 @@ def match_template(
         len(angles), corrected=maps.noise_scores is not None
     )
     logger.info(
-        "matched %d rotations in %.1f s (%s); search σ %.4g over %d voxel-rotations",
+        "matched %d rotations in %.1f s (%s); search sigma %.4g over %d voxel-rotations",
         len(angles),
         elapsed,
         backends[0].name,

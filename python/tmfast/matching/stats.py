@@ -27,7 +27,7 @@ __all__ = ["RoiSums", "noise_corrected_scores", "search_statistics"]
 
 @dataclasses.dataclass
 class RoiSums:
-    """Scalar sums over region-of-interest voxels, enough for exact corrected statistics.
+    """Scalar sums over the region of interest, enough for exact corrected statistics.
 
     With ``S1``, ``S2`` the per-voxel sums over rotations and ``n`` the voxel's noise
     maximum, summing the expansion above over voxels needs only ``sum S1``,
@@ -130,7 +130,7 @@ def search_statistics(
     noise_scores: npt.NDArray[np.float32] | None = None,
     noise_mean: float | None = None,
 ) -> SearchStats:
-    """Return σ (RMS about zero), mean and search space over ``roi`` x rotations.
+    """Return sigma (RMS about zero), mean and search space over ``roi`` x rotations.
 
     Parameters
     ----------
