@@ -247,3 +247,48 @@ def test_roc_cli_on_synthetic_job(tmp_path: Path, capsys) -> None:
 
 def test_main_is_importable() -> None:
     assert callable(main)
+
+
+def test_to_imod_pytom_columns_and_sphere_size(tmp_path: Path, capsys) -> None:
+    from test_cli_extract import EXPECT_ZYX  # type: ignore[import-not-found]
+
+    job = make_job(tmp_path)
+    code, text = run(
+        ["extract", "-j", str(job), "-n", "10", "--no-plots", "--pytom-columns"], capsys
+    )
+    assert code == 0, text
+    nz, ny, nx = TOMO_ZYX
+    out = tmp_path / "mods"
+    code, text = run(
+        [
+            "to-imod",
+            "-i",
+            str(tmp_path / "tomo_particles.star"),
+            "--dims",
+            str(nx),
+            str(ny),
+            str(nz),
+            "-o",
+            str(out),
+            "--particle-diameter",
+            "80",
+        ],
+        capsys,
+    )
+    assert code == 0, text
+    pts, _, dims = _imod_points(out / "tomo.mod")
+    assert dims == (nx, ny, nz)
+    np.testing.assert_allclose(pts, EXPECT_ZYX[:, ::-1] + [0.5, 0.5, 0.0], atol=1e-4)
+    code = (
+        "import imodmodel\n"
+        f"m = imodmodel.ImodModel.from_file({str(out / 'tomo.mod')!r})\n"
+        "print(m.objects[0].header.pdrawsize)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert res.stdout.split() == ["4"]  # 80 Å / 2 / 10 Å voxel
