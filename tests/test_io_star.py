@@ -144,9 +144,10 @@ def test_quoting_and_own_reader(tmp_path: Path) -> None:
         'say "hi" now',
         "tab\tinside",
         "#hash",
+        "Pos_1_11.80Å",
     ]
     path = write_star(
-        tmp_path / "q.star", {"s": {"rlnName": names, "rlnI": np.arange(8)}}
+        tmp_path / "q.star", {"s": {"rlnName": names, "rlnI": np.arange(len(names))}}
     )
     ours = read_star(path)
     assert ours["s"]["rlnName"].tolist() == names

@@ -47,7 +47,7 @@ StarBlocks: TypeAlias = "Mapping[str, Mapping[str, StarValue] | pd.DataFrame]"
 
 _RustColumn: TypeAlias = (
     "npt.NDArray[np.float32] | npt.NDArray[np.float64] | npt.NDArray[np.int64] "
-    "| list[str] | int | float | str"
+    "| npt.NDArray[np.uint32] | list[str] | int | float | str"
 )
 
 
@@ -90,14 +90,29 @@ def _column(block: str, label: str, value: object) -> _RustColumn:
                 f"STAR block {block!r}, column {label!r}: values exceed int64"
             )
         return np.ascontiguousarray(arr, dtype=np.int64)
-    if kind in "US":
-        return [str(v) for v in arr.astype(str).tolist()]
     if kind == "O" and all(isinstance(v, str) for v in arr.tolist()):
-        return list(arr.tolist())
+        arr = np.array(arr.tolist(), dtype=str)
+        kind = "U"
+    if kind in "US":
+        return _to_utf32(arr.astype(str))
     raise ConfigError(
         f"STAR block {block!r}, column {label!r} has dtype {arr.dtype}; "
         "pass numbers or strings"
     )
+
+
+def _to_utf32(arr: npt.NDArray[np.str_]) -> npt.NDArray[np.uint32]:
+    """View a ``<U{w}`` array as ``(n, w)`` uint32 code points (no per-item objects)."""
+    width = max(arr.dtype.itemsize // 4, 1)
+    fixed = np.ascontiguousarray(arr, dtype=np.dtype(("U", width)))
+    return fixed.view(np.uint32).reshape(arr.shape[0], width)
+
+
+def _from_utf32(codes: npt.NDArray[np.uint32]) -> npt.NDArray[np.str_]:
+    """Inverse of :func:`_to_utf32`."""
+    n, width = codes.shape
+    out = np.ascontiguousarray(codes).view(np.dtype(("U", width))).reshape(n)
+    return out  # type: ignore[return-value]
 
 
 def _block_items(name: str, block: object) -> list[tuple[str, object]]:
@@ -249,8 +264,9 @@ def read_star(
             )
         block: dict[str, np.ndarray[Any, Any]] = {}
         for label, values in cols:
-            block[label] = (
-                np.array(values, dtype=str) if isinstance(values, list) else values
-            )
+            if values.ndim == 2:
+                block[label] = _from_utf32(values.view(np.uint32))
+            else:
+                block[label] = values
         out[name] = block
     return out

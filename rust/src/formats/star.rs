@@ -21,6 +21,7 @@
 //! `i64` if every value parses as an integer, else `f64` if every value parses as a
 //! float, else strings.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write;
 
@@ -39,6 +40,14 @@ pub enum Column<'a> {
     I64(&'a [i64]),
     /// Strings (quoted when needed).
     Str(&'a [String]),
+    /// Fixed-width UTF-32 strings as numpy stores `<U{width}` arrays: row `r` is
+    /// `data[r * width..(r + 1) * width]`, padded with NUL.
+    Utf32 {
+        /// Code points, `rows * width` of them.
+        data: &'a [u32],
+        /// Code points per row (`>= 1`).
+        width: usize,
+    },
 }
 
 impl Column<'_> {
@@ -48,6 +57,7 @@ impl Column<'_> {
             Column::F64(v) => v.len(),
             Column::I64(v) => v.len(),
             Column::Str(v) => v.len(),
+            Column::Utf32 { data, width } => data.len() / (*width).max(1),
         }
     }
 }
@@ -128,13 +138,131 @@ fn float_str(
     }
 }
 
+const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// Shortest round-trip digits of a normal `f32` with `1e-5 <= |v| < 2^25`, exactly
+/// (integer arithmetic on the rounding interval, no float error); `None` outside that
+/// range. Returns `(digits, k)` meaning `digits * 10^k`, with `k < 0`.
+fn shortest_f32(v: f32) -> Option<(u64, i32)> {
+    let a = v.abs();
+    if !(1e-5..33_554_432.0).contains(&a) {
+        return None;
+    }
+    let bits = a.to_bits();
+    let exp_field = (bits >> 23) & 0xff;
+    let frac = bits & 0x7f_ffff;
+    let m = u128::from(frac | (1 << 23));
+    let e = exp_field as i32 - 150; // a = m * 2^e
+    let p = (2 - e) as u32; // unit 2^(e-2) = 2^-p, p in [1, 42]
+    let closed = m % 2 == 0; // ties round to even: interval ends included
+    let (n_v, n_hi) = (4 * m, 4 * m + 2);
+    let n_lo = if frac == 0 && exp_field > 1 {
+        4 * m - 1
+    } else {
+        4 * m - 2
+    };
+    // Start with at least 10 significant digits: k0 = e10 - 9 where e10 <= log10(a)
+    // (floor(e2 * log10(2)) is floor(log10 a) or one less).
+    let e2 = exp_field as i32 - 127;
+    let e10 = (e2 * 1233) >> 12;
+    let k0 = e10 - 9;
+    let scale = u128::from(POW10[usize::try_from(-k0).ok()?]); // -k0 in [5, 16]
+    let floor_q = |n: u128| ((n * scale) >> p) as u64;
+    let ceil_q = |n: u128| ((n * scale + (1u128 << p) - 1) >> p) as u64;
+    // Level j (k = k0 + j): the admissible digit strings are lo(j)..=hi(j). Keep
+    // floor/ceil of the bounds at each level; nested floor/ceil by 10 is exact.
+    // closed: lo = ceil(L), hi = floor(H); open: lo = floor(L) + 1, hi = ceil(H) - 1.
+    let (mut lb, mut hb) = if closed {
+        (ceil_q(n_lo), floor_q(n_hi))
+    } else {
+        (floor_q(n_lo), ceil_q(n_hi))
+    };
+    let bounds = |lb: u64, hb: u64| {
+        if closed {
+            (lb, hb)
+        } else {
+            (lb + 1, hb.saturating_sub(1))
+        }
+    };
+    let next = |lb: u64, hb: u64| {
+        if closed {
+            (lb.div_ceil(10), hb / 10)
+        } else {
+            (lb / 10, hb.div_ceil(10))
+        }
+    };
+    let (lo0, hi0) = bounds(lb, hb);
+    if lo0 > hi0 {
+        return None; // cannot happen with 10+ digits; stay safe
+    }
+    let mut j = 0usize;
+    loop {
+        let (nl, nh) = next(lb, hb);
+        let (lo, hi) = bounds(nl, nh);
+        if lo > hi || lo == 0 {
+            break;
+        }
+        lb = nl;
+        hb = nh;
+        j += 1;
+    }
+    let (lo, hi) = bounds(lb, hb);
+    let twice = floor_q(2 * n_v) / POW10[j]; // floor(2 a / 10^(k0 + j))
+    let nearest = (twice + 1) / 2;
+    Some((nearest.clamp(lo, hi), k0 + j as i32))
+}
+
 fn push_f32(out: &mut String, v: f32) {
-    float_str(
-        out,
-        f64::from(v),
-        format_args!("{v}"),
-        format_args!("{v:e}"),
-    );
+    let Some((digits, k)) = shortest_f32(v) else {
+        float_str(
+            out,
+            f64::from(v),
+            format_args!("{v}"),
+            format_args!("{v:e}"),
+        );
+        return;
+    };
+    if v < 0.0 {
+        out.push('-');
+    }
+    let mut buf = [0u8; 20];
+    let mut n = 0;
+    let mut d = digits;
+    while d > 0 || n == 0 {
+        buf[19 - n] = b'0' + (d % 10) as u8;
+        d /= 10;
+        n += 1;
+    }
+    let text = &buf[20 - n..];
+    let frac_len = (-k) as usize;
+    fn as_str(b: &[u8]) -> &str {
+        std::str::from_utf8(b).unwrap_or("0") // always ASCII digits
+    }
+    if k >= 0 {
+        out.push_str(as_str(text));
+        for _ in 0..k {
+            out.push('0');
+        }
+        out.push_str(".0");
+    } else if n > frac_len {
+        out.push_str(as_str(&text[..n - frac_len]));
+        out.push('.');
+        out.push_str(as_str(&text[n - frac_len..]));
+    } else {
+        out.push_str("0.");
+        for _ in 0..frac_len - n {
+            out.push('0');
+        }
+        out.push_str(as_str(text));
+    }
 }
 
 fn push_f64(out: &mut String, v: f64) {
@@ -219,6 +347,7 @@ fn write_loop<W: Write>(w: &mut W, columns: &[(String, Column<'_>)]) -> Result<(
     let format_rows = |start: usize| -> Result<String> {
         let end = (start + ROWS_PER_TASK).min(n_rows);
         let mut s = String::with_capacity((end - start) * 16 * columns.len());
+        let mut scratch = String::new();
         for r in start..end {
             for (j, (_, c)) in columns.iter().enumerate() {
                 if j > 0 {
@@ -231,6 +360,18 @@ fn write_loop<W: Write>(w: &mut W, columns: &[(String, Column<'_>)]) -> Result<(
                         let _ = write!(s, "{}", v[r]);
                     }
                     Column::Str(v) => push_value_str(&mut s, &v[r])?,
+                    Column::Utf32 { data, width } => {
+                        scratch.clear();
+                        for &cp in &data[r * width..(r + 1) * width] {
+                            if cp == 0 {
+                                break;
+                            }
+                            scratch.push(char::from_u32(cp).ok_or_else(|| {
+                                Error::invalid(format!("invalid code point {cp:#x} in a string"))
+                            })?);
+                        }
+                        push_value_str(&mut s, &scratch)?;
+                    }
                 }
             }
             s.push('\n');
@@ -306,7 +447,7 @@ pub fn write_star_file(
 // Reading
 
 /// Split one line into tokens; `#` outside quotes starts a comment.
-fn tokenize(line: &str, out: &mut Vec<(String, bool)>) {
+fn tokenize<'a>(line: &'a str, out: &mut Vec<(Cow<'a, str>, bool)>) {
     let b = line.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -325,37 +466,38 @@ fn tokenize(line: &str, out: &mut Vec<(String, bool)>) {
             {
                 j += 1;
             }
-            out.push((line[i + 1..j.min(b.len())].to_string(), true));
+            out.push((Cow::Borrowed(&line[i + 1..j.min(b.len())]), true));
             i = j + 1;
         } else {
             let mut j = i;
             while j < b.len() && !b[j].is_ascii_whitespace() {
                 j += 1;
             }
-            out.push((line[i..j].to_string(), false));
+            out.push((Cow::Borrowed(&line[i..j]), false));
             i = j;
         }
     }
 }
 
-fn typed(values: Vec<String>) -> ColumnData {
-    if let Ok(v) = values
-        .iter()
-        .map(|s| s.parse::<i64>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-    {
-        if !values.is_empty() {
+/// Type column `c` of a row-major table with `n_cols` columns.
+fn typed(values: &[Cow<'_, str>], c: usize, n_cols: usize) -> ColumnData {
+    let col = || values.iter().skip(c).step_by(n_cols);
+    let n = values.len() / n_cols;
+    if n > 0 {
+        if let Ok(v) = col()
+            .map(|s| s.parse::<i64>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+        {
             return ColumnData::I64(v);
         }
     }
-    if let Ok(v) = values
-        .iter()
+    if let Ok(v) = col()
         .map(|s| s.parse::<f64>())
         .collect::<std::result::Result<Vec<_>, _>>()
     {
         return ColumnData::F64(v);
     }
-    ColumnData::Str(values)
+    ColumnData::Str(col().map(|s| s.to_string()).collect())
 }
 
 enum State {
@@ -365,15 +507,15 @@ enum State {
     LoopRows,
 }
 
-struct Building {
+struct Building<'a> {
     name: String,
     is_loop: bool,
     labels: Vec<String>,
-    values: Vec<String>,
+    values: Vec<Cow<'a, str>>,
     first_line: usize,
 }
 
-fn finish(b: Building, path: &str, out: &mut Vec<ReadBlock>) -> Result<()> {
+fn finish(b: Building<'_>, path: &str, out: &mut Vec<ReadBlock>) -> Result<()> {
     let n_cols = b.labels.len();
     if b.is_loop {
         if n_cols == 0 {
@@ -394,16 +536,11 @@ fn finish(b: Building, path: &str, out: &mut Vec<ReadBlock>) -> Result<()> {
                 ),
             });
         }
-        let n_rows = b.values.len() / n_cols;
-        let mut cols: Vec<Vec<String>> = (0..n_cols).map(|_| Vec::with_capacity(n_rows)).collect();
-        for (i, v) in b.values.into_iter().enumerate() {
-            cols[i % n_cols].push(v);
-        }
-        let columns = b
-            .labels
-            .into_iter()
-            .zip(cols.into_par_iter().map(typed).collect::<Vec<_>>())
+        let typed_cols: Vec<ColumnData> = (0..n_cols)
+            .into_par_iter()
+            .map(|c| typed(&b.values, c, n_cols))
             .collect();
+        let columns = b.labels.into_iter().zip(typed_cols).collect();
         out.push(ReadBlock {
             name: b.name,
             is_loop: true,
@@ -414,7 +551,7 @@ fn finish(b: Building, path: &str, out: &mut Vec<ReadBlock>) -> Result<()> {
             .labels
             .into_iter()
             .zip(b.values)
-            .map(|(l, v)| (l, typed(vec![v])))
+            .map(|(l, v)| (l, typed(std::slice::from_ref(&v), 0, 1)))
             .collect();
         out.push(ReadBlock {
             name: b.name,
@@ -434,7 +571,7 @@ pub fn read_star(text: &str, path: &str) -> Result<Vec<ReadBlock>> {
     let mut out = Vec::new();
     let mut state = State::Outside;
     let mut cur: Option<Building> = None;
-    let mut toks: Vec<(String, bool)> = Vec::new();
+    let mut toks: Vec<(Cow<'_, str>, bool)> = Vec::new();
     let mut pending_key: Option<String> = None;
     let err = |line: usize, message: String| Error::Parse {
         path: path.to_string(),
@@ -460,7 +597,7 @@ pub fn read_star(text: &str, path: &str) -> Result<Vec<ReadBlock>> {
                 return Err(err(lineno, "unterminated ';' text field".to_string()));
             }
             toks.clear();
-            toks.push((value, true));
+            toks.push((Cow::Owned(value), true));
         } else {
             toks.clear();
             tokenize(line, &mut toks);
@@ -610,6 +747,44 @@ mod tests {
         for v in [3.402_823_5e38_f32, 1.0e-45, 123_456.79, 0.333_333_34, -0.0] {
             assert_eq!(f32s(v).parse::<f32>().unwrap().to_bits(), v.to_bits());
         }
+    }
+
+    #[test]
+    fn fast_f32_path_is_shortest_and_exact() {
+        let mut x = 0x2545_F491_u32;
+        let mut checked = 0;
+        for i in 0..400_000u32 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let v = if i % 4 == 0 {
+                f32::from_bits(x)
+            } else {
+                // decimal-looking values (the common case: 11.8, 0.148684, ...)
+                ((x % 2_000_000) as f32 - 1_000_000.0) / [1.0, 10.0, 1000.0, 1e6][i as usize % 4]
+            };
+            if !v.is_finite() {
+                continue;
+            }
+            let ours = f32s(v);
+            assert_eq!(
+                ours.parse::<f32>().unwrap().to_bits(),
+                v.to_bits(),
+                "{v:e} -> {ours}"
+            );
+            if shortest_f32(v).is_some() {
+                checked += 1;
+                let sig = |s: &str| {
+                    s.trim_start_matches('-')
+                        .replace('.', "")
+                        .trim_start_matches('0')
+                        .trim_end_matches('0')
+                        .len()
+                };
+                assert_eq!(sig(&ours), sig(&format!("{v}")), "{v} -> {ours}");
+            }
+        }
+        assert!(checked > 100_000);
     }
 
     #[test]

@@ -2,15 +2,17 @@
 //!
 //! Blocks cross the boundary as `(name, is_loop, [(label, values)])` lists built by
 //! the typed wrappers in `tmfast.io.star`: loop columns are 1-D C-contiguous float32,
-//! float64 or int64 arrays or lists of str; key-value values are int, float or str.
+//! float64 or int64 arrays, `(n, width)` uint32 arrays of UTF-32 code points (a numpy
+//! `<U{width}` array viewed as uint32), or lists of str; key-value values are int,
+//! float or str. String columns read back as such uint32 arrays.
 //! Writing reads the caller's arrays, so it holds the GIL; reading parses owned data
 //! with the GIL released.
 
 use std::path::PathBuf;
 
+use ndarray::Array2;
 use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
 
 use crate::formats::imod::{write_imod, ImodModel, ImodObject};
 use crate::formats::star::{read_star_file, write_star, Block, Column, ColumnData, Value};
@@ -24,6 +26,7 @@ enum Holder<'py> {
     F64(PyReadonlyArray1<'py, f64>),
     I64(PyReadonlyArray1<'py, i64>),
     Str(Vec<String>),
+    Utf32(PyReadonlyArray2<'py, u32>),
 }
 
 enum Held<'py> {
@@ -43,6 +46,8 @@ fn hold<'py>(blocks: Vec<PyBlock<'py>>) -> PyResult<Vec<Held<'py>>> {
                     Holder::F64(a)
                 } else if let Ok(a) = obj.extract::<PyReadonlyArray1<'py, i64>>() {
                     Holder::I64(a)
+                } else if let Ok(a) = obj.extract::<PyReadonlyArray2<'py, u32>>() {
+                    Holder::Utf32(a)
                 } else if let Ok(v) = obj.extract::<Vec<String>>() {
                     Holder::Str(v)
                 } else {
@@ -98,6 +103,10 @@ fn as_blocks<'a>(held: &'a [Held<'_>]) -> PyResult<Vec<Block<'a>>> {
                                     Column::I64(a.as_slice().map_err(|_| not_contig(l))?)
                                 }
                                 Holder::Str(v) => Column::Str(v),
+                                Holder::Utf32(a) => Column::Utf32 {
+                                    data: a.as_slice().map_err(|_| not_contig(l))?,
+                                    width: a.as_array().ncols().max(1),
+                                },
                             };
                             Ok((l.clone(), col))
                         })
@@ -146,13 +155,31 @@ fn read_star_py(
             let obj: Py<PyAny> = match data {
                 ColumnData::I64(v) => v.into_pyarray(py).into_any().unbind(),
                 ColumnData::F64(v) => v.into_pyarray(py).into_any().unbind(),
-                ColumnData::Str(v) => PyList::new(py, v)?.into_any().unbind(),
+                ColumnData::Str(v) => utf32(&v).into_pyarray(py).into_any().unbind(),
             };
             cols.push((label, obj));
         }
         out.push((b.name, b.is_loop, cols));
     }
     Ok(out)
+}
+
+/// Strings as a `(n, width)` array of UTF-32 code points (numpy's `<U{width}` layout,
+/// NUL padded; `width >= 1`), so Python builds a str array without per-item objects.
+fn utf32(values: &[String]) -> Array2<u32> {
+    let width = values
+        .iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut out = Array2::<u32>::zeros((values.len(), width));
+    for (mut row, s) in out.rows_mut().into_iter().zip(values) {
+        for (slot, ch) in row.iter_mut().zip(s.chars()) {
+            *slot = u32::from(ch);
+        }
+    }
+    out
 }
 
 type PyImodObject<'py> = (
