@@ -108,13 +108,17 @@ def test_extract_relion5_star_plots_qc_imod(tmp_path: Path, capsys) -> None:
 
 def test_extract_relion5_metadata_uses_tilt_series_pixel_size(tmp_path, capsys) -> None:
     md = TiltSeriesMetadata(
-        tilt_angles_deg=(-60.0, 0.0, 60.0), tilt_series_pixel_size_a=2.5, binning=4.0
+        tilt_angles_deg=(-60.0, 0.0, 60.0),
+        tilt_series_pixel_size_a=2.5,
+        binning=4.0,
+        tomo_name="TS_07",
     )
     job = make_job(tmp_path, metadata=md)
     code, out = run(["extract", "-j", str(job), "-n", "10", "--no-plots"], capsys)
     assert code == 0, out
     df = starfile.read(tmp_path / "tomo_particles.star")
     assert set(df["rlnTomoTiltSeriesPixelSize"]) == {2.5}  # not the 10 Å voxel
+    assert set(df["rlnTomoName"]) == {"TS_07"}  # RELION5's name from the metadata
     nz, ny, nx = TOMO_ZYX
     size_unbinned = np.array([nx, ny, nz]) * 4.0
     # RELION5 (tomogram_set.cpp): (x_vox * binning - SizeX / 2) * tilt-series pixel

@@ -131,6 +131,9 @@ class CandidateTable:
         n_FP used for the automatic cutoff.
     tophat
         The top-hat fit (without its mask) when the top-hat filter was used.
+    relion_tomo_name
+        RELION5 ``rlnTomoName`` from the job's metadata, when known; otherwise
+        ``rlnTomoName`` is the tomogram name without its ``rec_`` prefix.
     """
 
     tomo_id: str
@@ -150,6 +153,7 @@ class CandidateTable:
     tomogram: str = ""
     n_false_positives: float = 1.0
     tophat: TophatResult | None = None
+    relion_tomo_name: str | None = None
 
     def __len__(self) -> int:
         """Number of picks."""
@@ -233,7 +237,8 @@ class CandidateTable:
                 rlnCenteredCoordinateZAngst=xyz[:, 2],
                 **common,
                 rlnTomoTiltSeriesPixelSize=np.full(n, px),
-                rlnTomoName=[strip_prefix(self.tomo_id, strip)] * n,
+                rlnTomoName=[self.relion_tomo_name or strip_prefix(self.tomo_id, strip)]
+                * n,
             )
             order = RELION5_COLUMNS
         else:
@@ -557,6 +562,7 @@ def candidates_from_maps(
         tomogram=mjob.tomogram,
         n_false_positives=n_false_positives,
         tophat=None if th is None else th.without_mask(),
+        relion_tomo_name=None if md is None else md.tomo_name,
     )
     logger.info(
         "%s: %d picks above cutoff %.4g (sigma %.4g, diameter %.1f Å)",
