@@ -89,3 +89,7 @@ def test_plant_match_extract_star(tmp_path: Path) -> None:
         row = df.iloc[got[pos]]
         m = relion_matrix(row["rlnAngleRot"], row["rlnAngleTilt"], row["rlnAnglePsi"])
         assert _geodesic_deg(m, A) <= STEP_DEG, (pos, _geodesic_deg(m, A))
+    # The automatic cutoff from the engine's statistics keeps both particles first.
+    auto = extract_candidates(tmp_path / "out" / "tomo_job.json", n_particles=10)
+    assert np.isfinite(auto.cutoff) and auto.cutoff > 0
+    assert {tuple(p) for p in auto.positions_zyx[:2]} == set(PLANTED_ZYX)
