@@ -292,3 +292,21 @@ def test_to_imod_pytom_columns_and_sphere_size(tmp_path: Path, capsys) -> None:
         check=True,
     )
     assert res.stdout.split() == ["4"]  # 80 Å / 2 / 10 Å voxel
+
+
+@needs_shared
+def test_merge_file_without_particle_table(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m.star"
+    code, text = run(
+        [
+            "merge-stars",
+            "-i",
+            str(TOMOGRAMS / "pytom_job009" / "tomograms.star"),
+            "-o",
+            str(out),
+        ],
+        capsys,
+    )
+    lines = text.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "no particle table" in lines[0]
+    assert not out.exists()
