@@ -131,8 +131,8 @@ def stop_cluster(cluster: Cluster) -> None:
     )
 
 
-@pytest.fixture
-def slurm_cluster(
+@pytest.fixture(name="slurm_cluster")
+def slurm_cluster_fixture(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Cluster]:
     """A running single-node cluster; ``SLURM_CONF`` points at it during the test."""

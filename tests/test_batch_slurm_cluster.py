@@ -20,9 +20,8 @@ from slurm_cluster import (
     TS_PIXEL_A,
     Cluster,
     make_relion5_project,
-    slurm_cluster,  # noqa: F401 - pytest fixture
+    slurm_cluster_fixture,  # noqa: F401 - the fixture
 )
-
 from tmfast.batch.manifest import Manifest
 from tmfast.batch.plan import (
     batch_status,
@@ -39,18 +38,30 @@ pytestmark = pytest.mark.slurm
 NAMES = ("TS_01", "TS_02", "TS_03")
 
 
-def _plan(tmp_path: Path, names: tuple[str, ...], angular_search: float,
-          checkpoint_every: int) -> Path:
+def _plan(
+    tmp_path: Path, names: tuple[str, ...], angular_search: float, checkpoint_every: int
+) -> Path:
     proj = make_relion5_project(tmp_path / "proj", names=names)
     plan = plan_relion5(
-        proj["tomograms_star"], tmp_path / "batch",
-        match={"template": proj["template"], "mask": proj["mask"],
-               "angular_search": angular_search, "particle_diameter_a": 90.0,
-               "backend": "cpu", "checkpoint_every": checkpoint_every,
-               "checkpoint_interval_s": 0.0},
+        proj["tomograms_star"],
+        tmp_path / "batch",
+        match={
+            "template": proj["template"],
+            "mask": proj["mask"],
+            "angular_search": angular_search,
+            "particle_diameter_a": 90.0,
+            "backend": "cpu",
+            "checkpoint_every": checkpoint_every,
+            "checkpoint_interval_s": 0.0,
+        },
         extract={"n_particles": 5},
-        slurm=SlurmOptions(job_name="tmfast-test", cpus_per_task=1, mem="1000M",
-                           time="00:05:00", array_throttle=3),
+        slurm=SlurmOptions(
+            job_name="tmfast-test",
+            cpus_per_task=1,
+            mem="1000M",
+            time="00:05:00",
+            array_throttle=3,
+        ),
     )
     return plan.manifest_path
 
@@ -76,8 +87,13 @@ def test_array_over_three_tomograms(slurm_cluster: Cluster, tmp_path: Path) -> N
     manifest = Manifest.read(manifest_path)
     for e in manifest.entries:
         d = Path(e.output_dir)
-        for suffix in ("_scores.mrc", "_angles.mrc", "_job.json", "_particles.star",
-                       "_particles.mod"):
+        for suffix in (
+            "_scores.mrc",
+            "_angles.mrc",
+            "_job.json",
+            "_particles.star",
+            "_particles.mod",
+        ):
             assert (d / f"{e.tomo_id}{suffix}").is_file(), (e.key, suffix)
         with mrcfile.open(d / f"{e.tomo_id}_scores.mrc") as m:
             assert m.data.shape == (TOMO_SHAPE,) * 3
@@ -90,8 +106,10 @@ def test_array_over_three_tomograms(slurm_cluster: Cluster, tmp_path: Path) -> N
     assert sum(counts.values()) == len(table)
     for name in NAMES:
         rows = table[table["rlnTomoName"] == name]
-        xyz = np.stack([_centred_to_voxel(rows[f"rlnCenteredCoordinate{a}Angst"])
-                        for a in "XYZ"], axis=1)
+        xyz = np.stack(
+            [_centred_to_voxel(rows[f"rlnCenteredCoordinate{a}Angst"]) for a in "XYZ"],
+            axis=1,
+        )
         for z, y, x in PLANTED_ZYX:
             # within one voxel on every axis (the angle set is coarse)
             dist = np.abs(xyz - np.array([x, y, z])).max(axis=1)
@@ -107,12 +125,14 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[n
     raise TimeoutError(what)
 
 
-def test_cancel_then_resume_equals_uninterrupted(slurm_cluster: Cluster,
-                                                 tmp_path: Path) -> None:
+def test_cancel_then_resume_equals_uninterrupted(
+    slurm_cluster: Cluster, tmp_path: Path
+) -> None:
     from tmfast.matching.engine import run_match
 
-    manifest_path = _plan(tmp_path, ("TS_01",), angular_search=20.0,
-                          checkpoint_every=40)
+    manifest_path = _plan(
+        tmp_path, ("TS_01",), angular_search=20.0, checkpoint_every=40
+    )
     manifest = Manifest.read(manifest_path)
     entry = manifest.entries[0]
     out = Path(entry.output_dir)
@@ -139,7 +159,8 @@ def test_cancel_then_resume_equals_uninterrupted(slurm_cluster: Cluster,
     # The same configuration, uninterrupted, in another folder.
     ref_dir = tmp_path / "reference"
     config = build_match_config(manifest, entry, write_files=False).with_updates(
-        destination=ref_dir, checkpoint_every=0)
+        destination=ref_dir, checkpoint_every=0
+    )
     run_match(config)
     for suffix in ("_scores.mrc", "_angles.mrc"):
         a = mrcfile.read(out / f"{entry.tomo_id}{suffix}")

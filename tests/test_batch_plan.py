@@ -1,0 +1,288 @@
+"""`tmfast batch plan / run-task / status / finish` without SLURM.
+
+The batch runs its tasks in-process here (what each array task does on a node);
+the SLURM round trip is in test_batch_slurm_cluster.py. The project is a tiny
+RELION5 project with planted particles (tests/slurm_cluster.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from slurm_cluster import (
+    BINNING,
+    PLANTED_ZYX,
+    TOMO_SHAPE,
+    TS_PIXEL_A,
+    make_relion5_project,
+)
+from tmfast.batch.manifest import Manifest
+from tmfast.batch.plan import (
+    batch_status,
+    finish,
+    plan_relion5,
+    run_task,
+    write_metadata_files,
+)
+from tmfast.batch.relion5 import read_relion5_metadata
+from tmfast.batch.slurm import SlurmOptions
+from tmfast.cli import app
+from tmfast.errors import ConfigError, OutputExistsError
+from tmfast.metadata import TiltSeriesMetadata
+from typer.testing import CliRunner
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_relion5_project(tmp_path_factory.mktemp("proj"))
+
+
+def _match(project: dict[str, Path], **kw: object) -> dict[str, object]:
+    return {
+        "template": project["template"],
+        "mask": project["mask"],
+        "angular_search": 30.0,
+        "particle_diameter_a": 90.0,
+        "backend": "cpu",
+        **kw,
+    }
+
+
+def test_plan_dry_run_writes_nothing_and_carries_metadata(
+    project: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "batch"
+    plan = plan_relion5(
+        project["tomograms_star"],
+        out,
+        match=_match(project),
+        extract={"n_particles": 7},
+        dry_run=True,
+    )
+    assert not out.exists()
+    m = plan.manifest
+    assert [e.key for e in m.entries] == ["TS_01", "TS_02", "TS_03"]
+    assert [e.index for e in m.entries] == [0, 1, 2]
+    for e in m.entries:
+        assert e.metadata == read_relion5_metadata(project["tomograms_star"], e.key)
+        assert e.voxel_size_a == pytest.approx(TS_PIXEL_A * BINNING)
+        assert e.size_xyz == (192, 192, 192)
+        assert Path(e.tomogram).name == f"rec_{e.key}.mrc"
+    assert m.extract["n_particles"] == 7 and m.extract["particle_diameter_a"] == 90.0
+    assert m.match["angular_search"] == 30.0
+    assert "--array=0-2" in plan.script
+    # the JSON round trip is lossless
+    assert Manifest.read(m.write(tmp_path / "copy.json")) == m
+
+
+def test_every_problem_listed_before_anything_is_written(
+    project: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    proj = tmp_path / "p"
+    shutil.copytree(project["tomograms_star"].parents[2], proj)
+    star = proj / "Tomograms" / "job010" / "tomograms.star"
+    (proj / "Tomograms/job010/tilt_series/TS_02.star").unlink()
+    (proj / "Tomograms/job010/tomograms/rec_TS_03.mrc").unlink()
+    out = tmp_path / "batch"
+    with pytest.raises(ConfigError) as err:
+        plan_relion5(star, out, match=_match(project))
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("2 problem(s) found, nothing written")
+    assert any("TS_02" in ln and "tilt-series STAR" in ln for ln in lines[1:])
+    assert any("TS_03" in ln and "no reconstruction" in ln for ln in lines[1:])
+    assert not out.exists()
+    plan = plan_relion5(star, out, match=_match(project), skip_bad=True)
+    assert [e.key for e in plan.manifest.entries] == ["TS_01"]
+    assert plan.manifest_path.is_file() and plan.script_path.is_file()
+    with pytest.raises(OutputExistsError):
+        plan_relion5(star, out, match=_match(project), skip_bad=True)
+
+    with pytest.raises(ConfigError, match=r"--template .*file not found"):
+        plan_relion5(star, out, match=_match(project, template=tmp_path / "no.mrc"))
+    with pytest.raises(ConfigError, match="invalid matching options"):
+        plan_relion5(
+            star,
+            tmp_path / "b2",
+            match=_match(project, low_pass_a=40.0, high_pass_a=20.0),
+            skip_bad=True,
+        )
+
+
+def test_run_tasks_status_and_finish(project: dict[str, Path], tmp_path: Path) -> None:
+    starfile = pytest.importorskip("starfile")
+    imodmodel = pytest.importorskip("imodmodel")
+    plan = plan_relion5(
+        project["tomograms_star"],
+        tmp_path / "batch",
+        match=_match(project, checkpoint_every=100),
+        extract={"n_particles": 5},
+        write_metadata=True,
+    )
+    mpath = plan.manifest_path
+    assert [s.state for s in batch_status(mpath)] == ["not-submitted"] * 3
+    run_task(mpath, 0, progress_interval_s=0)
+    states = batch_status(mpath, query_queue=False)
+    assert [s.state for s in states] == ["done", "not-submitted", "not-submitted"]
+    with pytest.raises(ConfigError, match="not matched yet"):
+        finish(mpath)
+    _path, counts = finish(mpath, allow_incomplete=True, output=tmp_path / "one.star")
+    assert list(counts) == ["TS_01"]
+
+    run_task(mpath, 1, progress_interval_s=0)
+    run_task(mpath, 2, progress_interval_s=0)
+    run_task(mpath, 2, progress_interval_s=0)  # rerun: already matched, extracts only
+    assert [s.state for s in batch_status(mpath)] == ["done"] * 3
+    merged, counts = finish(mpath)
+    table = starfile.read(merged)
+    assert len(table) == sum(counts.values()) >= 9
+    m = Manifest.read(mpath)
+    for e in m.entries:
+        rows = table[table["rlnTomoName"] == e.tomo_name]
+        xyz = np.stack(
+            [
+                (
+                    rows[f"rlnCenteredCoordinate{a}Angst"] / TS_PIXEL_A
+                    + TOMO_SHAPE * BINNING / 2
+                )
+                / BINNING
+                for a in "XYZ"
+            ],
+            axis=1,
+        )
+        for z, y, x in PLANTED_ZYX:
+            assert np.abs(xyz - [x, y, z]).max(axis=1).min() <= 1.0 + 1e-6
+        per = starfile.read(Path(e.output_dir) / f"{e.tomo_id}_particles.star")
+        assert len(per) == counts[e.key]
+        mod = imodmodel.read(Path(e.output_dir) / f"{e.tomo_id}_particles.mod")
+        assert len(mod) == counts[e.key]
+        np.testing.assert_allclose(
+            np.sort(mod["z"].to_numpy()),
+            np.sort((per["rlnCenteredCoordinateZAngst"] / TS_PIXEL_A + 96) / BINNING),
+            atol=1e-3,
+        )
+        # --write-metadata files: one value per line, equal to the manifest
+        md = e.metadata
+        assert md is not None
+        tlt = np.loadtxt(m.output_dir + f"/metadata/{e.key}.tlt")
+        np.testing.assert_array_equal(tlt, md.tilt_angles_deg)
+        dose = np.loadtxt(m.output_dir + f"/metadata/{e.key}_dose.txt")
+        np.testing.assert_array_equal(dose, md.dose_e_per_a2)
+
+
+def test_failed_task_is_reported(project: dict[str, Path], tmp_path: Path) -> None:
+    plan = plan_relion5(
+        project["tomograms_star"],
+        tmp_path / "batch",
+        match=_match(project),
+        tomo_names=["TS_02"],
+    )
+    # point the entry at a missing tomogram so that the task fails
+    bad = json.loads(plan.manifest_path.read_text())
+    bad["entries"][0]["tomogram"] = str(tmp_path / "gone.mrc")
+    plan.manifest_path.write_text(json.dumps(bad))
+    with pytest.raises(Exception, match=r"gone.mrc"):
+        run_task(plan.manifest_path, 0)
+    (st,) = batch_status(plan.manifest_path, query_queue=False)
+    assert st.state == "failed" and "gone.mrc" in st.detail
+    with pytest.raises(ConfigError, match="array index 3 is outside"):
+        run_task(plan.manifest_path, 3)
+
+
+def test_write_metadata_files(tmp_path: Path) -> None:
+    md = TiltSeriesMetadata(tilt_angles_deg=(-3.0, 0.0, 3.0), dose_e_per_a2=(3, 0, 6))
+    files = write_metadata_files(md, tmp_path, "ts")
+    assert [f.name for f in files] == ["ts.tlt", "ts_dose.txt"]  # no defocus given
+    assert (tmp_path / "ts.tlt").read_text() == "-3.0\n0.0\n3.0\n"
+    with pytest.raises(OutputExistsError):
+        write_metadata_files(md, tmp_path, "ts")
+    assert not list(tmp_path.glob(".*part"))
+
+
+def test_cli_plan_dry_run_and_gpus(project: dict[str, Path], tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        app,
+        [
+            "batch",
+            "plan",
+            "relion5",
+            "--tomograms-star",
+            str(project["tomograms_star"]),
+            "-o",
+            str(tmp_path / "b"),
+            "-t",
+            str(project["template"]),
+            "-m",
+            str(project["mask"]),
+            "--particle-diameter",
+            "90",
+            "--angular-search",
+            "30",
+            "--partition",
+            "gpu",
+            "--gpus-per-task",
+            "2",
+            "--module",
+            "cuda",
+            "--array-throttle",
+            "2",
+            "--time",
+            "01:00:00",
+            "--dry-run",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "b").exists()
+    text = res.output
+    manifest = json.loads(text[text.index("{") : text.index("\n}\n") + 2])
+    assert manifest["match"]["gpu_ids"] == [0, 1]
+    assert manifest["slurm"]["partition"] == "gpu"
+    assert "#SBATCH --array=0-2%2" in text and "#SBATCH --gpus-per-task=2" in text
+    assert "module load cuda" in text
+
+
+def test_cli_errors_are_one_line(project: dict[str, Path], tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tmfast",
+            "batch",
+            "plan",
+            "relion5",
+            "--tomograms-star",
+            str(tmp_path / "missing.star"),
+            "-o",
+            str(tmp_path / "b"),
+            "-t",
+            str(project["template"]),
+            "-m",
+            str(project["mask"]),
+            "--angular-search",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_slurm_options_recorded(project: dict[str, Path], tmp_path: Path) -> None:
+    opts = SlurmOptions(partition="p", mem="2G")
+    plan = plan_relion5(
+        project["tomograms_star"],
+        tmp_path / "b",
+        match=_match(project),
+        slurm=opts,
+        dry_run=True,
+    )
+    assert SlurmOptions.from_dict(plan.manifest.slurm) == opts
