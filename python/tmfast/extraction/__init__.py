@@ -8,7 +8,16 @@ pytom-style STAR columns. Plots and the QC picture live in :mod:`.plots` and
 
 from __future__ import annotations
 
-from tmfast.extraction.candidates import CandidateTable, extract_candidates
+from tmfast.extraction.candidates import (
+    CandidateTable,
+    candidates_from_maps,
+    extract_candidates,
+)
 from tmfast.extraction.cutoff import false_alarm_cutoff
 
-__all__ = ["CandidateTable", "extract_candidates", "false_alarm_cutoff"]
+__all__ = [
+    "CandidateTable",
+    "candidates_from_maps",
+    "extract_candidates",
+    "false_alarm_cutoff",
+]
