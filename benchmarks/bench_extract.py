@@ -14,6 +14,7 @@ number of picks and extrapolated linearly to 5,000 (target >= 10x).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -83,9 +84,10 @@ def test_extract_path(benchmark: pytest.FixtureRequest, tmp_path: Path) -> None:
         rounds=1 if full else 2,
         iterations=1,
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _extract(job, scores, amap, n, star)
     t_ours = time.perf_counter() - t0
+    cpu_ours = time.process_time() - c0  # all threads; robust to a busy host
     assert len(table) == n
 
     t0 = time.perf_counter()
@@ -103,13 +105,16 @@ def test_extract_path(benchmark: pytest.FixtureRequest, tmp_path: Path) -> None:
             "shape_zyx": shape,
             "n_picks": n,
             "extract_s": t_ours,
+            "extract_cpu_s": cpu_ours,
+            "load_average_1min": os.getloadavg()[0],
             "numpy_reference_s": t_ref,
             "numpy_reference_picks_timed": n_ref,
             "speedup": ratio,
         }
     )
     print(
-        f"\nextract {shape} n={n}: {t_ours:.3f} s; numpy reference "
+        f"\nextract {shape} n={n}: {t_ours:.3f} s wall, {cpu_ours:.3f} s CPU (load "
+        f"{os.getloadavg()[0]:.1f}); numpy reference "
         f"{t_ref:.1f} s ({'extrapolated from ' + str(n_ref) if n_ref < n else 'all'}"
         f" picks); speedup {ratio:.0f}x"
     )
