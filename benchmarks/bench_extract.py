@@ -115,8 +115,8 @@ def test_extract_path(benchmark: pytest.FixtureRequest, tmp_path: Path) -> None:
     print(
         f"\nextract {shape} n={n}: {t_ours:.3f} s wall, {cpu_ours:.3f} s CPU (load "
         f"{os.getloadavg()[0]:.1f}); numpy reference "
-        f"{t_ref:.1f} s ({'extrapolated from ' + str(n_ref) if n_ref < n else 'all'}"
-        f" picks); speedup {ratio:.0f}x"
+        f"{t_ref:.3f} s ({'extrapolated from ' + str(n_ref) if n_ref < n else 'all'}"
+        f" picks); speedup {ratio:.1f}x"
     )
     if full:
         assert t_ours < 5.0
