@@ -57,6 +57,8 @@ def test_merge_real_multiblock_relion5_files(tmp_path: Path, capsys) -> None:
     ref = starfile.read(src)
     got = starfile.read(out)
     assert set(got) == {"general", "optics", "particles"}
+    assert got["general"] == ref["general"]  # still a key-value block
+    assert "loop_" not in out.read_text().split("data_general")[1].split("data_")[0]
     assert len(got["particles"]) == 2 * len(ref["particles"])
     assert len(got["optics"]) == len(ref["optics"])  # identical group shared
     np.testing.assert_allclose(

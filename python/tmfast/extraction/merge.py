@@ -165,7 +165,12 @@ def merge_particle_stars(
     merged = {c: np.concatenate([b[c] for b in parts]) for c in columns}
     out: dict[str, dict[str, Any]] = {}
     if general is not None:
-        out["general"] = general
+        # read_star gives key-value blocks as one-row columns: write them back as
+        # key-value pairs (RELION's data_general layout).
+        out["general"] = {
+            k: (np.asarray(v).tolist()[0] if np.size(v) == 1 else v)
+            for k, v in general.items()
+        }
     if optics_cols is not None:
         out["optics"] = {
             "rlnOpticsGroup": np.arange(1, len(optics_rows) + 1, dtype=np.int64),
