@@ -64,3 +64,28 @@ def test_plot_roc_writes_files(tmp_path) -> None:
 def test_too_few_picks_is_config_error() -> None:
     with pytest.raises(ConfigError, match="only 5 picks"):
         estimate_roc(np.ones(5), n_background=100, background_std=0.1)
+
+
+def test_forced_peak_pins_the_particle_mean() -> None:
+    scores, _, bg = _synthetic_picks(4, 1_000_000, 0.05, 500, 250, 0.3, 0.03)
+    counts, edges = np.histogram(scores, bins=20)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    k = int(np.argmin(abs(centres - 0.3)))
+    res = estimate_roc(
+        scores,
+        n_background=bg.size,
+        background_std=float(bg.std()),
+        n_bins=20,
+        gaussian_peak=k,
+        force_peak=True,
+    )
+    span = edges[-1] - edges[0]
+    assert abs(res.particle_mean - centres[k]) <= 0.01 * span + 1e-12
+    with pytest.raises(ConfigError, match="--gaussian-peak 25"):
+        estimate_roc(
+            scores,
+            n_background=bg.size,
+            background_std=0.05,
+            n_bins=20,
+            gaussian_peak=25,
+        )
