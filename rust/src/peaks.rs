@@ -258,7 +258,8 @@ fn candidates(data: &[f32], mask: Option<&[f32]>, shape: [usize; 3], border: usi
                         && x >= border
                         && x + border < nx);
                 let s = data[i];
-                let keep = inside && !s.is_nan() && mask.is_none_or(|m| !(m[i] <= 0.0));
+                let keep =
+                    inside && !s.is_nan() && mask.is_none_or(|m| m[i] > 0.0 || m[i].is_nan());
                 if keep {
                     let w = (i - start) >> 6;
                     chunk[w] |= 1u64 << (i & 63);

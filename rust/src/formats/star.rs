@@ -216,7 +216,7 @@ fn shortest_f32(v: f32) -> Option<(u64, i32)> {
     }
     let (lo, hi) = bounds(lb, hb);
     let twice = floor_q(2 * n_v) / POW10[j]; // floor(2 a / 10^(k0 + j))
-    let nearest = (twice + 1) / 2;
+    let nearest = twice.div_ceil(2); // round half up
     Some((nearest.clamp(lo, hi), k0 + j as i32))
 }
 
@@ -582,8 +582,8 @@ pub fn read_star(text: &str, path: &str) -> Result<Vec<ReadBlock>> {
     while let Some((ln, line)) = lines.next() {
         let lineno = ln + 1;
         // `;` text field: lines up to the next line starting with `;` form one value.
-        if line.starts_with(';') {
-            let mut value = line[1..].to_string();
+        if let Some(rest) = line.strip_prefix(';') {
+            let mut value = rest.to_string();
             let mut closed = false;
             for (_, l) in lines.by_ref() {
                 if l.starts_with(';') {

@@ -19,6 +19,9 @@ use crate::formats::star::{read_star_file, write_star, Block, Column, ColumnData
 use crate::formats::write_plain;
 use crate::Error;
 
+/// A block read back: `(name, is_loop, [(label, column array)])`.
+type ReadBlockPy = (String, bool, Vec<(String, Py<PyAny>)>);
+
 type PyBlock<'py> = (String, bool, Vec<(String, Bound<'py, PyAny>)>);
 
 enum Holder<'py> {
@@ -143,10 +146,7 @@ fn write_star_py(path: PathBuf, blocks: Vec<PyBlock<'_>>) -> PyResult<()> {
 
 /// Read a STAR file: `[(name, is_loop, [(label, int64 array | float64 array | list[str])])]`.
 #[pyfunction(name = "read_star")]
-fn read_star_py(
-    py: Python<'_>,
-    path: PathBuf,
-) -> PyResult<Vec<(String, bool, Vec<(String, Py<PyAny>)>)>> {
+fn read_star_py(py: Python<'_>, path: PathBuf) -> PyResult<Vec<ReadBlockPy>> {
     let blocks = py.detach(|| read_star_file(&path))?;
     let mut out = Vec::with_capacity(blocks.len());
     for b in blocks {
