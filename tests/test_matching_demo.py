@@ -36,5 +36,11 @@ def test_demo_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "demo_tomogram_scores.mrc",
         "demo_tomogram_angles.mrc",
         "demo_tomogram_job.json",
+        "demo_tomogram_particles.star",
         "demo_tomogram.mrc",
     } <= names
+    import starfile
+
+    star = starfile.read(tmp_path / "demo_tomogram_particles.star")
+    df = star["particles"] if isinstance(star, dict) else star
+    assert len(df) >= 8

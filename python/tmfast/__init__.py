@@ -16,4 +16,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["__version__"]
+from tmfast.matching import MatchConfig, match_template, run_match  # noqa: E402
+
+__all__ = ["MatchConfig", "__version__", "match_template", "run_match"]

@@ -200,8 +200,9 @@ def run_demo(
     Parameters
     ----------
     output_dir
-        Keep the tomogram, template, mask, maps, job and STAR-ready table here; by
-        default a temporary folder that is removed.
+        Keep the tomogram, template, mask, maps, job and the particles STAR file
+        (``demo_tomogram_particles.star``, RELION5 columns) here; by default a
+        temporary folder that is removed.
     shape_zyx, n_particles, box_size, angular_step_deg, noise_sigma, seed
         Size of the synthetic problem (the default runs in well under a minute on
         two cores: 480 rotations).
@@ -256,7 +257,7 @@ def run_demo(
             mask=out / "demo_mask.mrc",
             destination=out,
             angular_search=angular_step_deg,
-            particle_diameter_a=box_size * voxel * 0.8,
+            particle_diameter_a=box_size * voxel,
             tilt_angles=(-60.0, 60.0),
             low_pass_a=2.5 * voxel,
             backend=backend,
@@ -268,7 +269,14 @@ def run_demo(
         table = extract_candidates(
             out / f"{config.tomo_id}_job.json",
             n_particles=3 * n_particles,
-            particle_diameter_a=box_size * voxel * 0.8,
+            particle_diameter_a=box_size * voxel,
+        )
+        from tmfast.io.star import write_star
+
+        write_star(
+            out / f"{config.tomo_id}_particles.star",
+            table.to_star_blocks(relion5=True),
+            overwrite=True,
         )
         found = np.asarray(table.positions_zyx, dtype=np.int64).reshape(-1, 3)
         found_idx = np.asarray(table.angle_indices, dtype=np.int64)
