@@ -108,14 +108,22 @@ def _assert_maps_close(ref: RunningMaps, got: RunningMaps) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "n"),
-    [("spherical", 10), ("spherical", 11), ("non_spherical", 10), ("random_phase", 12)],
+    ("kind", "n", "pruned"),
+    [
+        ("spherical", 10, True),
+        ("spherical", 11, True),
+        ("non_spherical", 10, True),
+        ("random_phase", 12, True),
+        ("spherical", 11, False),  # the full 3-D R2C path
+        ("non_spherical", 10, False),
+    ],
 )
-def test_opencl_equals_cpu(kind: str, n: int) -> None:
+def test_opencl_equals_cpu(kind: str, n: int, pruned: bool) -> None:
     inputs = _inputs(kind, n=n)
     mats = _matrices(10)
     ref = _cpu(inputs, mats)
-    backend = opencl.OpenCLBackend(max_batch=4)  # 10 rotations: batches of 4, 4, 2
+    # 10 rotations: batches of 4, 4, 2
+    backend = opencl.OpenCLBackend(max_batch=4, pruned_forward=pruned)
     backend.prepare(inputs)
     assert backend.plan is not None and backend.plan.batch == 4
     backend.score_rotations(0, mats[:7])  # 7 = 4 + 3: a partial batch mid-run
@@ -142,7 +150,7 @@ def test_snapshot_and_resume_continue_the_search(kind: str) -> None:
     first.close()
     assert snap.n_rotations_done == 3
     assert np.all(snap.angles < 3) and np.all(snap.angles >= 0)
-    second = opencl.OpenCLBackend(max_batch=3)
+    second = opencl.OpenCLBackend(max_batch=1)  # the unbatched plan shapes
     second.prepare(inputs, resume_from=snap)
     second.score_rotations(3, mats[3:])
     got = second.finalize()
@@ -188,10 +196,11 @@ def test_planted_copy_is_found_at_its_position_and_rotation() -> None:
     assert maps.scores[pos_zyx] > 0.9
 
 
-def test_device_buffers_match_the_memory_estimate() -> None:
+@pytest.mark.parametrize("pruned", [True, False], ids=["pruned_fft", "full_fft"])
+def test_device_buffers_match_the_memory_estimate(pruned: bool) -> None:
     for kind in ("spherical", "non_spherical", "random_phase"):
         inputs = _inputs(kind)
-        backend = opencl.OpenCLBackend(max_batch=3)
+        backend = opencl.OpenCLBackend(max_batch=3, pruned_forward=pruned)
         backend.prepare(inputs)
         assert backend.plan is not None
         job = backend._job
@@ -209,6 +218,7 @@ def test_device_buffers_match_the_memory_estimate() -> None:
             batch=3,
             mask_is_spherical=inputs.mask_is_spherical,
             with_noise=inputs.noise_template is not None,
+            pruned_forward=pruned,
         )
         assert est == backend.plan.total_bytes
         # the estimate covers what stays allocated and is not a gross overestimate

@@ -63,6 +63,7 @@ KERNEL_NAMES = (
     "finish_moments",
     "normalise_paste",
     "paste_box",
+    "scatter_shift",
     "conj_mul",
     "conj_mul_mask",
     "sigma_denominator",
@@ -131,7 +132,7 @@ class BufferPlan:
         Template box edge in voxels.
     batch
         Rotations per FFT call.
-    mask_is_spherical, with_noise
+    mask_is_spherical, with_noise, pruned_forward
         Job options that decide which buffers exist.
     fixed_bytes
         Buffers independent of ``batch`` (tomogram spectra, running maps, boxes).
@@ -148,6 +149,7 @@ class BufferPlan:
     batch: int
     mask_is_spherical: bool
     with_noise: bool
+    pruned_forward: bool
     fixed_bytes: int
     setup_bytes: int
     per_rotation_bytes: int
@@ -167,6 +169,7 @@ def _sizes(
     *,
     mask_is_spherical: bool,
     with_noise: bool,
+    pruned_forward: bool,
 ) -> tuple[int, int, int, int, int]:
     """Return (fixed, setup, per_rotation, real_volume, spectrum) byte counts."""
     nz, ny, nx = shape_zyx
@@ -182,13 +185,22 @@ def _sizes(
     )  # template coefficients, mask, weight (upper bound)
     if with_noise:
         fixed += real_b + n3 * _F32
+    # pasted template (real volume, or with a pruned forward FFT its zero-padded
+    # z-spectrum input plus compact rows and planes), its spectrum, the correlation
+    if pruned_forward:
+        nxh = nx // 2 + 1
+        per_rot = real_b + 2 * spec_b
+        per_rot += (
+            box_n * box_n * (nx * _F32 + nxh * _C64) + 2 * box_n * ny * nxh * _C64
+        )
+    else:
+        per_rot = 2 * real_b + spec_b
     if mask_is_spherical:
         setup = 3 * real_b + 2 * spec_b  # N_M * sigma_local, computed once
-        per_rot = 2 * real_b + spec_b  # pasted template, correlation, spectrum
     else:
         fixed += spec_b + n3 * _F32  # spectrum of tomogram^2, mask coefficients
         setup = real_b  # the upload of tomogram^2
-        per_rot = 5 * real_b + 3 * spec_b
+        per_rot += 2 * real_b + 2 * spec_b  # mask spectra (x2), mask correlations (x2)
     per_rot += (
         (2 * n3 * _F32 + box_spec) if not mask_is_spherical else (n3 * _F32 + box_spec)
     )
@@ -202,6 +214,7 @@ def estimate_device_bytes(
     batch: int,
     mask_is_spherical: bool,
     with_noise: bool,
+    pruned_forward: bool = True,
 ) -> int:
     """Estimate the peak device memory of a GPU job.
 
@@ -217,6 +230,8 @@ def estimate_device_bytes(
         False when the mask is rotated with the template (three volume FFTs more).
     with_noise
         True with a random-phase noise template.
+    pruned_forward
+        The template's forward FFT skips the zero rows and planes (the default).
 
     Returns
     -------
@@ -225,7 +240,11 @@ def estimate_device_bytes(
         :data:`MEMORY_HEADROOM`).
     """
     fixed, setup, per_rot, _, _ = _sizes(
-        shape_zyx, box_n, mask_is_spherical=mask_is_spherical, with_noise=with_noise
+        shape_zyx,
+        box_n,
+        mask_is_spherical=mask_is_spherical,
+        with_noise=with_noise,
+        pruned_forward=pruned_forward,
     )
     return fixed + max(setup, batch * per_rot)
 
@@ -240,6 +259,7 @@ def plan_buffers(
     max_alloc_bytes: int,
     max_batch: int,
     device_name: str,
+    pruned_forward: bool = True,
 ) -> BufferPlan:
     """Choose the largest batch that fits the device and return the buffer plan.
 
@@ -259,6 +279,8 @@ def plan_buffers(
         Upper bound on rotations per FFT call (at least 1).
     device_name
         Used in the error message.
+    pruned_forward
+        The template's forward FFT skips the zero rows and planes (the default).
 
     Returns
     -------
@@ -272,7 +294,11 @@ def plan_buffers(
         suggests splitting the volume with ``-s``.
     """
     fixed, setup, per_rot, real_b, spec_b = _sizes(
-        shape_zyx, box_n, mask_is_spherical=mask_is_spherical, with_noise=with_noise
+        shape_zyx,
+        box_n,
+        mask_is_spherical=mask_is_spherical,
+        with_noise=with_noise,
+        pruned_forward=pruned_forward,
     )
     budget = int(free_bytes * MEMORY_HEADROOM)
     by_memory = (budget - fixed) // per_rot if budget > fixed else 0
@@ -296,6 +322,7 @@ def plan_buffers(
         batch=batch,
         mask_is_spherical=mask_is_spherical,
         with_noise=with_noise,
+        pruned_forward=pruned_forward,
         fixed_bytes=fixed,
         setup_bytes=setup,
         per_rotation_bytes=per_rot,
@@ -361,12 +388,16 @@ class DeviceOps(Protocol):
         """Enqueue ``kernel`` as ``n_groups`` groups of :data:`REDUCE_WG` items."""
         ...
 
-    def fft_plan(self, shape: tuple[int, ...]) -> Any:
-        """Build an out-of-place R2C/C2R 3D plan over the last 3 axes of ``shape``."""
+    def fft_plan(self, shape: tuple[int, ...], *, axis: int | None = None) -> Any:
+        """Build an out-of-place float32 FFT plan for arrays of ``shape``.
+
+        ``axis=None``: R2C/C2R over the last 3 axes; ``axis=-1``: R2C/C2R along x
+        only; ``axis=-2`` or ``-3``: complex-to-complex along that axis only.
+        """
         ...
 
     def rfft(self, plan: Any, src: Any, dst: Any) -> None:
-        """Enqueue the forward real-to-complex transform."""
+        """Enqueue the forward transform of ``plan`` (R2C or C2C)."""
         ...
 
     def irfft(self, plan: Any, src: Any, dst: Any) -> None:
@@ -469,17 +500,27 @@ class GpuMatchBackend:
         The device API of one device.
     max_batch
         Upper bound on rotations per FFT call; the memory planner may choose fewer.
+    pruned_forward
+        Transform only the rows and planes the pasted template touches (x, then y,
+        then z; the default) instead of a full 3-D R2C of the padded volume.
     """
 
     name: str = "gpu"
 
-    def __init__(self, ops: DeviceOps, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self,
+        ops: DeviceOps,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        pruned_forward: bool = True,
+    ) -> None:
         if max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
         self._ops = ops
         self._max_batch = max_batch
+        self._pruned_forward = pruned_forward
         self._job: dict[str, Any] | None = None
-        self._plans: dict[tuple[int, ...], Any] = {}
+        self._plans: dict[tuple[tuple[int, ...], int | None], Any] = {}
         self.plan: BufferPlan | None = None
 
     # -- protocol -------------------------------------------------------------------
@@ -536,6 +577,7 @@ class GpuMatchBackend:
                 max_alloc_bytes=max_alloc,
                 max_batch=self._max_batch,
                 device_name=ops.device_name,
+                pruned_forward=self._pruned_forward,
             )
             logger.debug(
                 "%s: batch %d, estimated %.3f GiB",
@@ -657,19 +699,29 @@ class GpuMatchBackend:
             "with_noise": plan.with_noise,
             "done": 0,
         }
+        nxh = nx // 2 + 1
         vol_shape = (batch, *shape) if batch > 1 else shape
         box_shape = (batch, n, n, n) if batch > 1 else (n, n, n)
+        keys: dict[str, tuple[tuple[int, ...], int | None]] = {
+            "vol_plan": (vol_shape, None),
+            "single_plan": (shape, None),
+            "box_plan": (box_shape, None),
+        }
+        if plan.pruned_forward:
+            keys["rows_plan"] = ((batch, n, n, nx), -1)
+            keys["y_plan"] = ((batch, n, ny, nxh), -2)
+            keys["z_plan"] = ((batch, nz, ny, nxh), -3)
         # FFT plans are kept across prepare() calls with the same shapes (the tiles
         # of one tomogram), as building them compiles GPU code.
-        needed = {vol_shape, shape, box_shape}
+        needed = set(keys.values())
         self._plans = {k: v for k, v in self._plans.items() if k in needed}
-        for plan_shape in needed:
-            if plan_shape not in self._plans:
-                self._plans[plan_shape] = ops.fft_plan(plan_shape)
-        vol_plan = self._plans[vol_shape]
-        single_plan = self._plans[shape]
-        box_plan = self._plans[box_shape]
-        job.update(vol_plan=vol_plan, box_plan=box_plan)
+        for plan_shape, axis in needed:
+            if (plan_shape, axis) not in self._plans:
+                self._plans[plan_shape, axis] = ops.fft_plan(plan_shape, axis=axis)
+        for name, plan_key in keys.items():
+            job[name] = self._plans[plan_key]
+        single_plan = job["single_plan"]
+        job["pruned"] = plan.pruned_forward
 
         # Scores and local sigma do not change when a constant is subtracted from the
         # tomogram (the normalised template sums to zero), but float32 spectra of an
@@ -716,6 +768,7 @@ class GpuMatchBackend:
                 i32(ny),
                 i32(nx),
                 i32(1),
+                i32(1),
             )
             spec_m = ops.empty(spec_shape, c64t)
             ops.rfft(single_plan, pad_m, spec_m)
@@ -751,50 +804,31 @@ class GpuMatchBackend:
         job["partial"] = ops.empty((batch * MOMENT_CHUNKS * 3,), f32t)
         job["stats"] = ops.zeros((batch * 4,), f32t)
         job["mats"] = ops.zeros((batch * 9,), f32t)
-        job["pad"] = ops.zeros((batch, *shape), f32t)
+        if plan.pruned_forward:
+            # Zero where nothing is ever pasted or scattered, once per job.
+            job["rows_real"] = ops.zeros((batch, n, n, nx), f32t)
+            job["rows_spec"] = ops.empty((batch, n, n, nxh), c64t)
+            job["plane_in"] = ops.zeros((batch, n, ny, nxh), c64t)
+            job["plane_out"] = ops.empty((batch, n, ny, nxh), c64t)
+            job["zspec_in"] = ops.zeros((batch, *spec_shape), c64t)
+        else:
+            job["pad"] = ops.zeros((batch, *shape), f32t)
         job["spec"] = ops.empty((batch, *spec_shape), c64t)
         job["cc"] = ops.empty((batch, *shape), f32t)
         if not spherical:
             job["mbox"] = ops.empty((batch, n, n, n), f32t)
-            job["pad_m"] = ops.zeros((batch, *shape), f32t)
             job["spec_m"] = ops.empty((batch, *spec_shape), c64t)
             job["spec_m2"] = ops.empty((batch, *spec_shape), c64t)
             job["cc_m"] = ops.empty((batch, *shape), f32t)
             job["cc_m2"] = ops.empty((batch, *shape), f32t)
         job["n3"] = n3
-        if batch == 1:
-            # fft plans over (n, n, n) / shape take the arrays without the batch axis
-            for key in (
-                "box",
-                "box_spec",
-                "pad",
-                "spec",
-                "cc",
-                "mbox",
-                "pad_m",
-                "spec_m",
-                "spec_m2",
-                "cc_m",
-                "cc_m2",
-            ):
-                if key in job:
-                    job[key + "_fft"] = ops.first(job[key])
-        else:
-            for key in (
-                "box",
-                "box_spec",
-                "pad",
-                "spec",
-                "cc",
-                "mbox",
-                "pad_m",
-                "spec_m",
-                "spec_m2",
-                "cc_m",
-                "cc_m2",
-            ):
-                if key in job:
-                    job[key + "_fft"] = job[key]
+        # Plans over (n, n, n) / shape take batch-1 arrays without the batch axis.
+        for key in ("box", "box_spec", "pad", "spec", "cc", "spec_m", "spec_m2"):
+            if key in job:
+                job[key + "_fft"] = ops.first(job[key]) if batch == 1 else job[key]
+        for key in ("cc_m", "cc_m2"):
+            if key in job:
+                job[key + "_fft"] = ops.first(job[key]) if batch == 1 else job[key]
         ops.synchronize()
         return job
 
@@ -866,35 +900,24 @@ class GpuMatchBackend:
         ops = self._ops
         nb = int(mats.shape[0])
         n, n3 = job["n"], job["n3"]
-        nz, ny, nx = job["shape"]
         n_real, n_spec = job["n_real"], job["n_spec"]
         ops.write(
             job["mats"], np.ascontiguousarray(mats.reshape(nb, 9), dtype=np.float32)
         )
         spherical = job["spherical"]
         if not spherical:
+            # Rotated masks: their correlations with V and V^2 give sigma_local.
+            mbox = job["mbox"]
             ops.launch(
                 "rotate_bspline",
                 nb * n3,
-                job["mbox"],
+                mbox,
                 job["mcoef"],
                 job["mats"],
                 i32(n),
                 i32(nb),
             )
-            ops.launch(
-                "paste_box",
-                nb * n3,
-                job["pad_m"],
-                job["mbox"],
-                i32(1),
-                i32(n),
-                i32(nz),
-                i32(ny),
-                i32(nx),
-                i32(nb),
-            )
-            ops.rfft(job["vol_plan"], job["pad_m_fft"], job["spec_m_fft"])
+            self._paste_forward(job, "paste_box", (mbox, i32(1)), nb, "spec_m")
             ops.launch(
                 "conj_mul_mask",
                 n_spec,
@@ -907,7 +930,7 @@ class GpuMatchBackend:
             )
             ops.irfft(job["vol_plan"], job["spec_m_fft"], job["cc_m_fft"])
             ops.irfft(job["vol_plan"], job["spec_m2_fft"], job["cc_m2_fft"])
-            mask_src, mask_batched = job["mbox"], 1
+            mask_src, mask_batched = mbox, 1
             cc_m, cc_m2 = job["cc_m"], job["cc_m2"]
         else:
             mask_src, mask_batched = job["mask"], 0
@@ -948,13 +971,85 @@ class GpuMatchBackend:
                 job["noise_best"],
             )
 
+    def _paste_forward(
+        self,
+        job: dict[str, Any],
+        kernel: str,
+        args: tuple[Any, ...],
+        nb: int,
+        out: str,
+    ) -> None:
+        """Paste ``nb`` boxes (centre at index 0) and transform them into ``job[out]``.
+
+        ``kernel`` is ``normalise_paste`` or ``paste_box``; ``args`` are its
+        arguments between the destination and the geometry. With the pruned forward
+        FFT the boxes go to compact rows (R2C along x of n*n rows), which are
+        scattered to their y places (C2C along y of n planes) and then to their z
+        places (C2C along z): zero rows and planes are never transformed.
+        """
+        ops = self._ops
+        n = job["n"]
+        nz, ny, nx = job["shape"]
+        nxh = nx // 2 + 1
+        if not job["pruned"]:
+            ops.launch(
+                kernel,
+                nb * n**3,
+                job["pad"],
+                *args,
+                i32(n),
+                i32(nz),
+                i32(ny),
+                i32(nx),
+                i32(1),
+                i32(nb),
+            )
+            ops.rfft(job["vol_plan"], job["pad_fft"], job[out + "_fft"])
+            return
+        ops.launch(
+            kernel,
+            nb * n**3,
+            job["rows_real"],
+            *args,
+            i32(n),
+            i32(n),
+            i32(n),
+            i32(nx),
+            i32(0),
+            i32(nb),
+        )
+        ops.rfft(job["rows_plan"], job["rows_real"], job["rows_spec"])
+        ops.launch(
+            "scatter_shift",
+            nb * n * n * nxh,
+            job["plane_in"],
+            job["rows_spec"],
+            i32(n),
+            i32(n),
+            i32(ny),
+            i64(nxh),
+            i32(nb),
+        )
+        ops.rfft(job["y_plan"], job["plane_in"], job["plane_out"])
+        ops.launch(
+            "scatter_shift",
+            nb * n * ny * nxh,
+            job["zspec_in"],
+            job["plane_out"],
+            i32(1),
+            i32(n),
+            i32(nz),
+            i64(ny * nxh),
+            i32(nb),
+        )
+        ops.rfft(job["z_plan"], job["zspec_in"], job[out])
+
     def _correlate(
         self, job: dict[str, Any], coef: Any, nb: int, mask_src: Any, mask_batched: int
     ) -> None:
         """Rotate, weight, normalise, paste and correlate ``nb`` template copies."""
         ops = self._ops
         n, n3 = job["n"], job["n3"]
-        nz, ny, nx = job["shape"]
         n_box_spec = n * n * (n // 2 + 1)
         ops.launch(
             "rotate_bspline", nb * n3, job["box"], coef, job["mats"], i32(n), i32(nb)
@@ -987,21 +1082,13 @@ class GpuMatchBackend:
             i32(nb),
             job["stats"],
         )
-        ops.launch(
+        self._paste_forward(
+            job,
             "normalise_paste",
-            nb * n3,
-            job["pad"],
-            job["box"],
-            mask_src,
-            i32(mask_batched),
-            job["stats"],
-            i32(n),
-            i32(nz),
-            i32(ny),
-            i32(nx),
-            i32(nb),
+            (job["box"], mask_src, i32(mask_batched), job["stats"]),
+            nb,
+            "spec",
         )
-        ops.rfft(job["vol_plan"], job["pad_fft"], job["spec_fft"])
         ops.launch(
             "conj_mul",
             job["n_spec"],

@@ -256,16 +256,33 @@ class _CudaOps:
             stream=self.stream,
         )
 
-    def fft_plan(self, shape: tuple[int, ...]) -> Any:
+    def fft_plan(self, shape: tuple[int, ...], *, axis: int | None = None) -> Any:
         try:
+            if axis is None:
+                return self._vkfft_app(
+                    shape,
+                    np.float32,
+                    ndim=3,
+                    inplace=False,
+                    r2c=True,
+                    stream=self.stream,
+                )
+            if axis == -1:
+                return self._vkfft_app(
+                    shape,
+                    np.float32,
+                    ndim=1,
+                    inplace=False,
+                    r2c=True,
+                    stream=self.stream,
+                )
             return self._vkfft_app(
-                shape, np.float32, ndim=3, inplace=False, r2c=True, stream=self.stream
+                shape, np.complex64, inplace=False, axes=(axis,), stream=self.stream
             )
         except Exception as exc:
             raise BackendUnavailableError(
-                f"{self.device_name}: pyvkfft could not plan a float32 R2C FFT of "
-                "shape "
-                f"{shape} ({exc})"
+                f"{self.device_name}: pyvkfft could not plan an FFT of shape {shape} "
+                f"(axis {axis}) ({exc})"
             ) from exc
 
     def rfft(self, plan: Any, src: Any, dst: Any) -> None:
@@ -291,6 +308,8 @@ class CudaBackend(_gpu.GpuMatchBackend):
         CUDA device ordinal (one entry of ``-g/--gpu-ids``).
     max_batch
         Upper bound on rotations per FFT call; fewer are used if memory is short.
+    pruned_forward
+        Skip the zero rows and planes in the template's forward FFT (default).
 
     Raises
     ------
@@ -303,7 +322,13 @@ class CudaBackend(_gpu.GpuMatchBackend):
     name = "cuda"
 
     def __init__(
-        self, device_id: int = 0, *, max_batch: int = _gpu.DEFAULT_MAX_BATCH
+        self,
+        device_id: int = 0,
+        *,
+        max_batch: int = _gpu.DEFAULT_MAX_BATCH,
+        pruned_forward: bool = True,
     ) -> None:
-        super().__init__(_CudaOps(device_id), max_batch=max_batch)
+        super().__init__(
+            _CudaOps(device_id), max_batch=max_batch, pruned_forward=pruned_forward
+        )
         self.device_id = device_id

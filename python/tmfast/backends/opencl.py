@@ -256,16 +256,23 @@ class _OpenCLOps:
         wg = _gpu.REDUCE_WG
         self._kernels[kernel](self.queue, (n_groups * wg,), (wg,), *self._args(args))
 
-    def fft_plan(self, shape: tuple[int, ...]) -> Any:
+    def fft_plan(self, shape: tuple[int, ...], *, axis: int | None = None) -> Any:
         try:
+            if axis is None:
+                return self._vkfft_app(
+                    shape, np.float32, self.queue, ndim=3, inplace=False, r2c=True
+                )
+            if axis == -1:
+                return self._vkfft_app(
+                    shape, np.float32, self.queue, ndim=1, inplace=False, r2c=True
+                )
             return self._vkfft_app(
-                shape, np.float32, self.queue, ndim=3, inplace=False, r2c=True
+                shape, np.complex64, self.queue, inplace=False, axes=(axis,)
             )
         except Exception as exc:
             raise BackendUnavailableError(
-                f"{self.device_name}: pyvkfft could not plan a float32 R2C FFT of "
-                "shape "
-                f"{shape} ({exc})"
+                f"{self.device_name}: pyvkfft could not plan an FFT of shape {shape} "
+                f"(axis {axis}) ({exc})"
             ) from exc
 
     def rfft(self, plan: Any, src: Any, dst: Any) -> None:
@@ -291,6 +298,8 @@ class OpenCLBackend(_gpu.GpuMatchBackend):
         Index into :func:`list_devices` (all platforms, in order).
     max_batch
         Upper bound on rotations per FFT call; fewer are used if memory is short.
+    pruned_forward
+        Skip the zero rows and planes in the template's forward FFT (default).
 
     Raises
     ------
@@ -303,7 +312,13 @@ class OpenCLBackend(_gpu.GpuMatchBackend):
     name = "opencl"
 
     def __init__(
-        self, device_index: int = 0, *, max_batch: int = _gpu.DEFAULT_MAX_BATCH
+        self,
+        device_index: int = 0,
+        *,
+        max_batch: int = _gpu.DEFAULT_MAX_BATCH,
+        pruned_forward: bool = True,
     ) -> None:
-        super().__init__(_OpenCLOps(device_index), max_batch=max_batch)
+        super().__init__(
+            _OpenCLOps(device_index), max_batch=max_batch, pruned_forward=pruned_forward
+        )
         self.device_index = device_index

@@ -165,12 +165,15 @@ KERNEL void finish_moments(GLOBAL const float *partial, const int chunks, const 
     stats[4 * b + 3] = 0.0f;
 }
 
-/* Destination index of box voxel (z, y, x) pasted with its centre at index 0. */
+/* Destination index of box voxel (z, y, x) pasted with its centre at index 0: x is
+ * always wrapped around index 0 of an nx-long axis; z and y too when wrap_zy is 1,
+ * otherwise they stay box-local (nz = ny = n: the compact rows of a pruned FFT). */
 DEVICE_FN i64 paste_index(const int z, const int y, const int x, const int n,
-                          const int nz, const int ny, const int nx)
+                          const int nz, const int ny, const int nx, const int wrap_zy)
 {
     const int c = n / 2;
-    int zz = z - c, yy = y - c, xx = x - c;
+    const int czy = wrap_zy ? c : 0;
+    int zz = z - czy, yy = y - czy, xx = x - c;
     if (zz < 0) zz += nz;
     if (yy < 0) yy += ny;
     if (xx < 0) xx += nx;
@@ -181,7 +184,8 @@ DEVICE_FN i64 paste_index(const int z, const int y, const int x, const int n,
  * Only the n^3 box positions are written; the rest of pad stays zero. */
 KERNEL void normalise_paste(GLOBAL float *pad, GLOBAL const float *t, GLOBAL const float *m,
                             const int mask_batched, GLOBAL const float *stats, const int n,
-                            const int nz, const int ny, const int nx, const int nb)
+                            const int nz, const int ny, const int nx, const int wrap_zy,
+                            const int nb)
 {
     const i64 gid = GID0;
     const i64 n3 = (i64)n * n * n;
@@ -193,12 +197,13 @@ KERNEL void normalise_paste(GLOBAL float *pad, GLOBAL const float *t, GLOBAL con
     const int z = (int)(v / ((i64)n * n));
     const float mv = m[(mask_batched ? (i64)b * n3 : (i64)0) + v];
     const float val = (t[gid] - stats[4 * b]) * stats[4 * b + 1] * mv;
-    pad[(i64)b * nz * ny * nx + paste_index(z, y, x, n, nz, ny, nx)] = val;
+    pad[(i64)b * nz * ny * nx + paste_index(z, y, x, n, nz, ny, nx, wrap_zy)] = val;
 }
 
 /* pad[b] <- box[b] (or box for every b when box_batched is 0), pasted like above. */
 KERNEL void paste_box(GLOBAL float *pad, GLOBAL const float *box, const int box_batched,
-                      const int n, const int nz, const int ny, const int nx, const int nb)
+                      const int n, const int nz, const int ny, const int nx,
+                      const int wrap_zy, const int nb)
 {
     const i64 gid = GID0;
     const i64 n3 = (i64)n * n * n;
@@ -208,8 +213,28 @@ KERNEL void paste_box(GLOBAL float *pad, GLOBAL const float *box, const int box_
     const int x = (int)(v % n);
     const int y = (int)((v / n) % n);
     const int z = (int)(v / ((i64)n * n));
-    pad[(i64)b * nz * ny * nx + paste_index(z, y, x, n, nz, ny, nx)] =
+    pad[(i64)b * nz * ny * nx + paste_index(z, y, x, n, nz, ny, nx, wrap_zy)] =
         box[(box_batched ? (i64)b * n3 : (i64)0) + v];
+}
+
+/* Pruned forward FFT step: dst[b, i, (j - n/2) mod n_dst, k] = src[b, i, j, k] moves
+ * the n box-local rows of one axis to their circular places on the full axis. dst
+ * positions not written stay zero from the allocation. */
+KERNEL void scatter_shift(GLOBAL float2 *dst, GLOBAL const float2 *src, const int outer,
+                          const int n, const int n_dst, const i64 inner, const int nb)
+{
+    const i64 gid = GID0;
+    const i64 per_b = (i64)outer * n * inner;
+    if (gid >= per_b * nb) return;
+    const int b = (int)(gid / per_b);
+    i64 r = gid - (i64)b * per_b;
+    const i64 k = r % inner;
+    r /= inner;
+    const int j = (int)(r % n);
+    const int i = (int)(r / n);
+    int jj = j - n / 2;
+    if (jj < 0) jj += n_dst;
+    dst[(((i64)b * outer + i) * n_dst + jj) * inner + k] = src[gid];
 }
 
 /* ----------------------------------------------------------------------------- */
