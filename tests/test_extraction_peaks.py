@@ -100,6 +100,18 @@ def test_sphere_not_cube() -> None:
     assert peaks.positions_zyx.tolist() == [[10, 10, 10]]
 
 
+@pytest.mark.parametrize("radius", [1e6, 1e300])
+def test_huge_radius_gives_one_pick(radius: float) -> None:
+    scores = np.random.default_rng(4).random((6, 7, 8), dtype=np.float32)
+    got = find_peaks(scores, n_peaks=5, exclusion_radius_vox=radius)
+    want = numpy_reference_find_peaks(scores, n_peaks=5, exclusion_radius_vox=radius)
+    assert len(got) == 1
+    np.testing.assert_array_equal(got.positions_zyx, want.positions_zyx)
+    assert tuple(got.positions_zyx[0]) == np.unravel_index(
+        scores.argmax(), scores.shape
+    )
+
+
 def test_angle_map_types_and_result_dtypes() -> None:
     rng = np.random.default_rng(1)
     scores = rng.random((8, 9, 10), dtype=np.float32)

@@ -342,7 +342,8 @@ pub fn find_peaks(
 
     let [nz, ny, nx] = shape;
     let r2 = r * r;
-    let rr = r.floor() as i64;
+    // Offsets beyond the map are irrelevant; clamping also keeps d*d far from overflow.
+    let rr = (r.floor() as i64).min(nz.max(ny).max(nx) as i64);
     let mut dirty: Vec<usize> = Vec::new();
     while out.scores.len() < opts.n_peaks {
         let t = tree.top();
@@ -377,12 +378,12 @@ pub fn find_peaks(
 
         // Remove the sphere; note tiles whose best voxel went away.
         let (pz, py, px) = (pz as i64, py as i64, px as i64);
-        for dz in -rr..=rr {
+        for dz in (-rr).max(-pz)..=rr.min(nz as i64 - 1 - pz) {
             let z = pz + dz;
             if z < 0 || z >= nz as i64 {
                 continue;
             }
-            for dy in -rr..=rr {
+            for dy in (-rr).max(-py)..=rr.min(ny as i64 - 1 - py) {
                 let y = py + dy;
                 if y < 0 || y >= ny as i64 {
                     continue;

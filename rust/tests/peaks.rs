@@ -156,3 +156,19 @@ fn rejects_bad_arguments() {
     let t = scores.view().reversed_axes();
     assert!(find_peaks(t, None, AngleMap::None, &opts).is_err());
 }
+
+#[test]
+fn huge_radius_removes_everything_after_the_first_pick() {
+    let scores = Array3::from_shape_fn((5, 6, 7), |(z, y, x)| ((z * 7 + y * 3 + x) % 11) as f32);
+    for r in [1e6, 1e300, f64::from(f32::MAX)] {
+        let opts = PeakOptions {
+            n_peaks: 10,
+            exclusion_radius_vox: r,
+            cutoff: None,
+            border_vox: 0,
+        };
+        let got = find_peaks(scores.view(), None, AngleMap::None, &opts).unwrap();
+        assert_eq!(got, brute(scores.view(), None, None, &opts));
+        assert_eq!(got.scores.len(), 1);
+    }
+}

@@ -246,7 +246,7 @@ def numpy_reference_find_peaks(
         work[:, :, :b] = -np.inf
         work[:, :, -b:] = -np.inf
     r = float(exclusion_radius_vox)
-    rr = int(np.floor(r))
+    rr = int(min(np.floor(r), max(work.shape, default=0)))  # larger is irrelevant
     offs = np.arange(-rr, rr + 1)
     d2 = offs[:, None, None] ** 2 + offs[None, :, None] ** 2 + offs[None, None, :] ** 2
     ball = d2 <= r * r
