@@ -16,9 +16,13 @@ until :meth:`GpuMatchBackend.snapshot` or :meth:`GpuMatchBackend.finalize`):
    coefficients, zero outside), and B rotated masks for a non-spherical mask;
 2. batched box R2C, ``apply_weight``, batched box C2R;
 3. ``box_moments`` + ``finish_moments``: mask-weighted mean, 1/std and ``N_M``;
-4. ``normalise_paste`` into the zero volume with the box centre at index 0 (only the
-   box positions are ever written, so the volume is zeroed once per job);
-5. batched volume R2C, ``conj_mul`` with the tomogram spectrum, batched C2R;
+4. ``normalise_paste`` with the box centre at index 0 (only the box positions are
+   ever written, so the zero padding is made once per job);
+5. the forward FFT of the padded template, pruned by default: R2C along x of the
+   ``n*n`` compact rows, ``scatter_shift`` to the y places and C2C along y of ``n``
+   planes, ``scatter_shift`` to the z places and C2C along z (about 2 spectrum
+   passes instead of the ~6 of a full 3-D R2C); then ``conj_mul`` with the tomogram
+   spectrum (read once per batch) and the batched volume C2R;
 6. ``update_scores``: running max + argmax + compensated sum and sum of squares in
    one pass; a spherical mask defers the division by ``N_M * sigma_local`` to
    finalisation, a non-spherical one divides by the per-rotation local sigma there.
