@@ -369,3 +369,14 @@ def test_tomogram_offset_does_not_cost_precision(kind: str) -> None:
     backend.prepare(offset)
     backend.score_rotations(0, mats)
     _assert_maps_close(ref, backend.finalize())
+
+
+def test_fits_agrees_with_the_device_memory() -> None:
+    backend = opencl.OpenCLBackend()
+    free_b, _ = backend._ops.memory()
+    opts = {"mask_is_spherical": True, "with_noise": False}
+    assert backend.fits((32, 32, 32), 10, **opts)
+    # a volume whose running maps alone exceed the device memory cannot fit
+    side = round((free_b / 24) ** (1 / 3)) + 64
+    assert not backend.fits((side, side, side), 10, **opts)
+    assert _gpu.estimate_device_bytes((side, side, side), 10, batch=1, **opts) > free_b

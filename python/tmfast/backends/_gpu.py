@@ -603,6 +603,52 @@ class GpuMatchBackend:
             self.plan = plan
             self._load_maps(resume_from)
 
+    def fits(
+        self,
+        shape_zyx: tuple[int, int, int],
+        box_n: int,
+        *,
+        mask_is_spherical: bool,
+        with_noise: bool,
+    ) -> bool:
+        """Return whether a (sub)volume search of this size fits the device now.
+
+        The engine can use it to choose a volume split before :meth:`prepare`
+        (which raises :class:`~tmfast.errors.GpuOutOfMemoryError` otherwise).
+
+        Parameters
+        ----------
+        shape_zyx
+            ``(z, y, x)`` shape of the searched (sub)volume in voxels.
+        box_n
+            Template box edge in voxels.
+        mask_is_spherical, with_noise
+            Job options (see :func:`estimate_device_bytes`).
+
+        Returns
+        -------
+        bool
+            True if at least one rotation per batch fits in the free memory.
+        """
+        ops = self._ops
+        with ops.activate():
+            free_b, max_alloc = ops.memory()
+        try:
+            plan_buffers(
+                shape_zyx,
+                box_n,
+                mask_is_spherical=mask_is_spherical,
+                with_noise=with_noise,
+                free_bytes=free_b,
+                max_alloc_bytes=max_alloc,
+                max_batch=1,
+                device_name=ops.device_name,
+                pruned_forward=self._pruned_forward,
+            )
+        except GpuOutOfMemoryError:
+            return False
+        return True
+
     def score_rotations(self, first_index: int, matrices: RotationMatrices) -> None:
         """Score rotations ``first_index .. first_index + len(matrices) - 1``.
 
