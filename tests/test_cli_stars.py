@@ -312,3 +312,40 @@ def test_merge_file_without_particle_table(tmp_path: Path, capsys) -> None:
     lines = text.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "no particle table" in lines[0]
     assert not out.exists()
+
+
+IMOD_REAL = SHARED / "imod_mod" / "point_sizes_example.mod"
+
+
+@pytest.mark.skipif(not IMOD_REAL.is_file(), reason="../shared IMOD examples absent")
+def test_to_imod_output_has_the_layout_of_a_real_3dmod_point_model(tmp_path, capsys):
+    # A real 3dmod scattered-point model (with sphere sizes) and ours, read by
+    # imodmodel: both scattered + open objects with a sphere radius, units nm.
+    job = make_job(tmp_path)
+    code, text = run(
+        ["extract", "-j", str(job), "-n", "10", "--no-plots", "--imod"], capsys
+    )
+    assert code == 0, text
+    script = (
+        "import imodmodel, sys\n"
+        "for f in sys.argv[1:]:\n"
+        "    m = imodmodel.ImodModel.from_file(f)\n"
+        "    o = m.objects[0].header\n"
+        "    print(int(o.flags.scattered), int(o.flags.open), int(o.pdrawsize > 0),"
+        " m.header.units)\n"
+    )
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(IMOD_REAL),
+            str(tmp_path / "tomo_particles.mod"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    real, ours = res.stdout.strip().splitlines()
+    assert real == ours == "1 1 1 -9"
