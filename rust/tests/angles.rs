@@ -174,3 +174,118 @@ fn relion_angles_of_identity_and_known_rotation() {
         "{r:?}"
     );
 }
+
+mod symmetry_and_covering {
+    use _rust::angles::covering::{covering_radius, random_quaternion, QuatIndex, SplitMix64};
+    use _rust::angles::optimal::{cube_bcc_set, optimal_angle_set, OptimalKind};
+    use _rust::angles::pytom_angle_set;
+    use _rust::angles::symmetry::{reduce, Symmetry};
+    use _rust::euler::{quaternion_distance, quaternion_mul, zxz_to_quaternion};
+
+    #[test]
+    fn dihedral_and_platonic_reduction_cover_the_full_set() {
+        // (D2, T, O and I on the 10 degree set are checked from Python)
+        let full = pytom_angle_set(20.0, 1).unwrap();
+        let fq: Vec<_> = full.iter().map(|a| zxz_to_quaternion(*a)).collect();
+        // the tolerance reduce() uses
+        let radius = covering_radius(&fq, 100_000, 0).radius_rad;
+        for sym in [Symmetry::Dihedral(3), Symmetry::Octahedral] {
+            let kept = reduce(&full, sym);
+            let g = sym.elements();
+            #[allow(clippy::cast_precision_loss)]
+            let expect = full.len() as f64 / g.len() as f64;
+            #[allow(clippy::cast_precision_loss)]
+            let got = kept.len() as f64;
+            // boundary completion adds a few rotations where classes are few
+            assert!(
+                (got - expect).abs() <= 0.12 * expect,
+                "{sym:?} {got} {expect}"
+            );
+            let images: Vec<_> = kept
+                .iter()
+                .flat_map(|k| {
+                    g.iter()
+                        .map(move |h| quaternion_mul(zxz_to_quaternion(*k), *h))
+                })
+                .collect();
+            let index = QuatIndex::new(&images);
+            for q in &fq {
+                let (_, d) = index.nearest(q).unwrap();
+                assert!(d <= radius + 1e-12, "{sym:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn cyclic_reduction_is_pytoms_rule() {
+        let full = pytom_angle_set(12.0, 1).unwrap();
+        assert_eq!(
+            reduce(&full, Symmetry::Cyclic(4)),
+            pytom_angle_set(12.0, 4).unwrap()
+        );
+    }
+
+    #[test]
+    fn estimator_lower_bounds_and_tracks_brute_force() {
+        let mut rng = SplitMix64::new(42);
+        let set: Vec<_> = (0..300).map(|_| random_quaternion(&mut rng)).collect();
+        let est = covering_radius(&set, 20_000, 1);
+        // the reported worst rotation really is that far from the set
+        let attained = set
+            .iter()
+            .map(|p| quaternion_distance(*p, est.worst))
+            .fold(f64::INFINITY, f64::min);
+        assert!((attained - est.radius_rad).abs() < 1e-12);
+        // and no brute-force probe is farther
+        let mut probe_rng = SplitMix64::new(7);
+        for _ in 0..20_000 {
+            let q = random_quaternion(&mut probe_rng);
+            let d = set
+                .iter()
+                .map(|p| quaternion_distance(*p, q))
+                .fold(f64::INFINITY, f64::min);
+            assert!(d <= est.radius_rad + 1e-12);
+        }
+    }
+
+    #[test]
+    fn cube_bcc_set_sizes_and_uniqueness() {
+        for n in 2..6_u32 {
+            let s = cube_bcc_set(n);
+            // 4 cells x (n^3 + (n+1)^3) minus the points shared by faces, edges, corners
+            let raw = 4 * (n.pow(3) + (n + 1).pow(3)) as usize;
+            assert!(s.len() < raw && s.len() > raw / 2, "{n} {}", s.len());
+            let index = QuatIndex::new(&s);
+            for (i, q) in s.iter().enumerate() {
+                let others: f64 = s
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| quaternion_distance(*p, *q))
+                    .fold(f64::INFINITY, f64::min);
+                assert!(others > 1e-6, "duplicate at {n}");
+                assert!(index.nearest(q).unwrap().1 < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn optimal_set_beats_pytom_at_15_degrees() {
+        // (10 degrees is checked from Python on the release build)
+        let opt = optimal_angle_set(15.0, 50_000).unwrap();
+        assert!(matches!(opt.kind, OptimalKind::CubeBcc(_)));
+        #[allow(clippy::cast_precision_loss)]
+        let ratio = opt.angles.len() as f64 / opt.pytom_len as f64;
+        assert!(ratio <= 0.75, "{ratio}");
+        assert!(opt.radius_rad <= opt.pytom_radius_rad);
+    }
+
+    #[test]
+    fn optimal_set_is_never_larger_than_pytom() {
+        for step in [25.0, 90.0] {
+            let opt = optimal_angle_set(step, 20_000).unwrap();
+            assert!(opt.angles.len() <= opt.pytom_len);
+            assert!(opt.radius_rad <= opt.pytom_radius_rad);
+        }
+    }
+}

@@ -223,9 +223,12 @@ fn optimal_angle_set_py(
     step_deg: f64,
     n_samples: usize,
 ) -> PyResult<(Bound<'_, PyArray2<f64>>, f64, f64)> {
-    let (set, r, target) =
-        py.detach(|| angles::optimal::optimal_angle_set(step_deg, n_samples))?;
-    Ok((to_array(set).into_pyarray(py), r, target))
+    let set = py.detach(|| angles::optimal::optimal_angle_set(step_deg, n_samples))?;
+    Ok((
+        to_array(set.angles).into_pyarray(py),
+        set.radius_rad,
+        set.pytom_radius_rad,
+    ))
 }
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
