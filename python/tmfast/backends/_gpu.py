@@ -478,7 +478,7 @@ def _check_hermitian(weight: npt.NDArray[np.float32]) -> None:
                 "plane: the weighted template is then not real and GPU and CPU results "
                 "differ; build the weight from |k| or symmetrise it",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
             return
 
