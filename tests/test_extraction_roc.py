@@ -68,7 +68,7 @@ def test_too_few_picks_is_config_error() -> None:
 
 def test_forced_peak_pins_the_particle_mean() -> None:
     scores, _, bg = _synthetic_picks(4, 1_000_000, 0.05, 500, 250, 0.3, 0.03)
-    counts, edges = np.histogram(scores, bins=20)
+    _, edges = np.histogram(scores, bins=20)
     centres = 0.5 * (edges[1:] + edges[:-1])
     k = int(np.argmin(abs(centres - 0.3)))
     res = estimate_roc(

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import starfile
-
 from tmfast.errors import FormatError
 from tmfast.extraction.star_columns import (
     centred_angstrom_to_voxels,
