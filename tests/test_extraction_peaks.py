@@ -112,6 +112,22 @@ def test_huge_radius_gives_one_pick(radius: float) -> None:
     )
 
 
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int8, np.int16, np.float64])
+def test_mask_dtypes(dtype: type) -> None:
+    rng = np.random.default_rng(9)
+    scores = rng.random((12, 13, 14), dtype=np.float32)
+    mask01 = rng.random(scores.shape) > 0.4
+    mask = mask01.astype(dtype)
+    if dtype is np.int8:
+        mask = np.where(mask01, 1, -128).astype(np.int8)
+    got = find_peaks(scores, n_peaks=20, exclusion_radius_vox=2.0, mask=mask)
+    want = numpy_reference_find_peaks(
+        scores, n_peaks=20, exclusion_radius_vox=2.0, mask=mask01.astype(np.float32)
+    )
+    np.testing.assert_array_equal(got.positions_zyx, want.positions_zyx)
+    assert mask01[tuple(got.positions_zyx.T)].all()
+
+
 def test_angle_map_types_and_result_dtypes() -> None:
     rng = np.random.default_rng(1)
     scores = rng.random((8, 9, 10), dtype=np.float32)

@@ -25,7 +25,10 @@ def relion_deg_to_zxz(
 def symmetry_order(symmetry: str) -> int: ...
 def symmetry_group_zxz(symmetry: str) -> npt.NDArray[np.float64]: ...
 def reduce_by_symmetry(
-    angles_zxz_rad: npt.NDArray[np.float64], symmetry: str
+    angles_zxz_rad: npt.NDArray[np.float64],
+    symmetry: str,
+    *,
+    complete_cyclic: bool = False,
 ) -> npt.NDArray[np.float64]: ...
 def covering_radius(
     angles_zxz_rad: npt.NDArray[np.float64], *, n_samples: int, seed: int
@@ -47,6 +50,8 @@ def find_peaks(
     exclusion_radius_vox: float,
     cutoff: float | None = None,
     mask: npt.NDArray[np.float32] | None = None,
+    mask_u8: npt.NDArray[np.uint8] | None = None,
+    mask_i8: npt.NDArray[np.int8] | None = None,
     angles_f32: npt.NDArray[np.float32] | None = None,
     angles_i32: npt.NDArray[np.int32] | None = None,
     border_vox: int = 0,

@@ -42,6 +42,35 @@ pub enum AngleMap<'a> {
     I32(ArrayView3<'a, i32>),
 }
 
+/// A tomogram mask: voxels where the mask is `<= 0` are never picked. Integer masks
+/// are read as they are, so an `int8`/`uint8`/bool mask needs no float copy.
+#[derive(Clone, Copy, Debug)]
+pub enum Mask<'a> {
+    /// `f32` mask (NaN counts as "not `<= 0`", i.e. searched, like numpy's `mask <= 0`).
+    F32(ArrayView3<'a, f32>),
+    /// `u8` (or bool) mask.
+    U8(ArrayView3<'a, u8>),
+    /// `i8` mask.
+    I8(ArrayView3<'a, i8>),
+}
+
+enum MaskSlice<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8]),
+    I8(&'a [i8]),
+}
+
+impl MaskSlice<'_> {
+    #[inline]
+    fn keeps(&self, i: usize) -> bool {
+        match self {
+            MaskSlice::F32(m) => m[i] > 0.0 || m[i].is_nan(),
+            MaskSlice::U8(m) => m[i] > 0,
+            MaskSlice::I8(m) => m[i] > 0,
+        }
+    }
+}
+
 /// Options of [`find_peaks`].
 #[derive(Clone, Copy, Debug)]
 pub struct PeakOptions {
@@ -234,7 +263,12 @@ fn check_shape(name: &str, shape: &[usize], expected: &[usize]) -> Result<()> {
 }
 
 /// Build the candidate bitmask (not NaN, mask > 0, outside the border).
-fn candidates(data: &[f32], mask: Option<&[f32]>, shape: [usize; 3], border: usize) -> Bits {
+fn candidates(
+    data: &[f32],
+    mask: Option<&MaskSlice<'_>>,
+    shape: [usize; 3],
+    border: usize,
+) -> Bits {
     let n = data.len();
     let [nz, ny, nx] = shape;
     let n_words = n.div_ceil(64);
@@ -258,8 +292,7 @@ fn candidates(data: &[f32], mask: Option<&[f32]>, shape: [usize; 3], border: usi
                         && x >= border
                         && x + border < nx);
                 let s = data[i];
-                let keep =
-                    inside && !s.is_nan() && mask.is_none_or(|m| m[i] > 0.0 || m[i].is_nan());
+                let keep = inside && !s.is_nan() && mask.is_none_or(|m| m.keeps(i));
                 if keep {
                     let w = (i - start) >> 6;
                     chunk[w] |= 1u64 << (i & 63);
@@ -288,7 +321,7 @@ fn candidates(data: &[f32], mask: Option<&[f32]>, shape: [usize; 3], border: usi
 /// negative or non-finite radius.
 pub fn find_peaks(
     scores: ArrayView3<'_, f32>,
-    mask: Option<ArrayView3<'_, f32>>,
+    mask: Option<Mask<'_>>,
     angles: AngleMap<'_>,
     opts: &PeakOptions,
 ) -> Result<Peaks> {
@@ -310,12 +343,19 @@ pub fn find_peaks(
     let data = scores
         .as_slice()
         .ok_or_else(|| Error::invalid("score map is not C-contiguous; pass a C-ordered array"))?;
+    let not_contig = || Error::invalid("mask is not C-contiguous; pass a C-ordered array");
     let mask_slice = match &mask {
-        Some(m) => {
+        Some(Mask::F32(m)) => {
             check_shape("mask", m.shape(), &shape)?;
-            Some(m.as_slice().ok_or_else(|| {
-                Error::invalid("mask is not C-contiguous; pass a C-ordered array")
-            })?)
+            Some(MaskSlice::F32(m.as_slice().ok_or_else(not_contig)?))
+        }
+        Some(Mask::U8(m)) => {
+            check_shape("mask", m.shape(), &shape)?;
+            Some(MaskSlice::U8(m.as_slice().ok_or_else(not_contig)?))
+        }
+        Some(Mask::I8(m)) => {
+            check_shape("mask", m.shape(), &shape)?;
+            Some(MaskSlice::I8(m.as_slice().ok_or_else(not_contig)?))
         }
         None => None,
     };
@@ -333,7 +373,7 @@ pub fn find_peaks(
     }
 
     let grid = Grid::new(shape);
-    let mut bits = candidates(data, mask_slice, shape, opts.border_vox);
+    let mut bits = candidates(data, mask_slice.as_ref(), shape, opts.border_vox);
     let mut bests: Vec<Best> = (0..grid.n_tiles())
         .into_par_iter()
         .map(|t| grid.scan(t, data, &bits))

@@ -2,7 +2,7 @@
 //! what a brute-force loop (global argmax with numpy tie rules, then remove a sphere)
 //! picks, on random maps with ties, masks, borders and cutoffs.
 
-use _rust::peaks::{find_peaks, AngleMap, PeakOptions, Peaks};
+use _rust::peaks::{find_peaks, AngleMap, Mask, PeakOptions, Peaks};
 use ndarray::{Array3, ArrayView3};
 
 /// Small deterministic generator (xorshift64*), so the tests need no extra crate.
@@ -105,9 +105,25 @@ fn matches_brute_force_on_random_maps() {
             cutoff: (case % 7 == 3).then_some(0.4),
             border_vox: [0usize, 0, 1, 3][case % 4],
         };
+        // The same mask as f32, u8 and i8 must give the same picks.
+        let mask_u8 = mask.as_ref().map(|m| m.mapv(|v| v as u8));
+        let mask_i8 = mask
+            .as_ref()
+            .map(|m| m.mapv(|v| if v > 0.0 { 1i8 } else { -128 }));
+        for alt in [
+            mask_u8.as_ref().map(|m| Mask::U8(m.view())),
+            mask_i8.as_ref().map(|m| Mask::I8(m.view())),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let got = find_peaks(scores.view(), Some(alt), AngleMap::None, &opts).unwrap();
+            let want = brute(scores.view(), mask.as_ref().map(|m| m.view()), None, &opts);
+            assert_eq!(got, want, "case {case} with an integer mask");
+        }
         let got = find_peaks(
             scores.view(),
-            mask.as_ref().map(|m| m.view()),
+            mask.as_ref().map(|m| Mask::F32(m.view())),
             AngleMap::I32(angles.view()),
             &opts,
         )
@@ -152,7 +168,13 @@ fn rejects_bad_arguments() {
     };
     assert!(find_peaks(scores.view(), None, AngleMap::None, &opts).is_err());
     opts.exclusion_radius_vox = 1.0;
-    assert!(find_peaks(scores.view(), Some(mask.view()), AngleMap::None, &opts).is_err());
+    assert!(find_peaks(
+        scores.view(),
+        Some(Mask::F32(mask.view())),
+        AngleMap::None,
+        &opts
+    )
+    .is_err());
     let t = scores.view().reversed_axes();
     assert!(find_peaks(t, None, AngleMap::None, &opts).is_err());
 }

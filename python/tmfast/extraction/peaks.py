@@ -59,6 +59,9 @@ class PeakList:
         return int(self.scores.shape[0])
 
 
+_MaskArray = npt.NDArray[np.float32] | npt.NDArray[np.uint8] | npt.NDArray[np.int8]
+
+
 def _validate(
     scores: npt.ArrayLike,
     n_peaks: int,
@@ -69,7 +72,7 @@ def _validate(
     border_vox: int,
 ) -> tuple[
     npt.NDArray[np.float32],
-    npt.NDArray[np.float32] | None,
+    _MaskArray | None,
     npt.NDArray[np.float32] | npt.NDArray[np.int32] | None,
 ]:
     arr = np.ascontiguousarray(scores, dtype=np.float32)
@@ -91,9 +94,15 @@ def _validate(
         )
     if cutoff is not None and np.isnan(float(cutoff)):
         raise ConfigError("cutoff is NaN; pass a number or None")
-    mask_arr = None
+    mask_arr: _MaskArray | None = None
     if mask is not None:
-        mask_arr = np.ascontiguousarray(mask, dtype=np.float32)
+        raw_mask = np.asarray(mask)
+        if raw_mask.dtype == np.bool_:
+            mask_arr = np.ascontiguousarray(raw_mask).view(np.uint8)
+        elif raw_mask.dtype in (np.uint8, np.int8, np.float32):
+            mask_arr = np.ascontiguousarray(raw_mask)
+        else:
+            mask_arr = np.ascontiguousarray(raw_mask, dtype=np.float32)
         if mask_arr.shape != arr.shape:
             raise ConfigError(
                 f"mask has shape {mask_arr.shape} but the score map has shape "
@@ -146,7 +155,8 @@ def find_peaks(
         Stop once the best remaining score is ``<= cutoff``.
     mask : array_like, optional
         ``(z, y, x)`` tomogram mask of the same shape; voxels with ``mask <= 0`` are
-        never picked.
+        never picked. float32, int8, uint8 and bool masks are used without a copy;
+        other dtypes are converted to float32.
     border_vox : int
         Voxels with index ``< border_vox`` or ``>= n - border_vox`` on any axis are
         never picked.
@@ -170,13 +180,22 @@ def find_peaks(
         ang_i32 = ang.view(np.int32)
     elif ang is not None:
         ang_f32 = ang.view(np.float32)
+    m_f32 = m_u8 = m_i8 = None
+    if mask_arr is not None and mask_arr.dtype == np.uint8:
+        m_u8 = mask_arr.view(np.uint8)
+    elif mask_arr is not None and mask_arr.dtype == np.int8:
+        m_i8 = mask_arr.view(np.int8)
+    elif mask_arr is not None:
+        m_f32 = mask_arr.view(np.float32)
     try:
         pos, sc, idx = _rust.find_peaks(
             arr,
             n_peaks=int(n_peaks),
             exclusion_radius_vox=float(exclusion_radius_vox),
             cutoff=None if cutoff is None else float(cutoff),
-            mask=mask_arr,
+            mask=m_f32,
+            mask_u8=m_u8,
+            mask_i8=m_i8,
             angles_f32=ang_f32,
             angles_i32=ang_i32,
             border_vox=int(border_vox),

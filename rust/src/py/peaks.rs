@@ -8,7 +8,7 @@ use ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray3};
 use pyo3::prelude::*;
 
-use crate::peaks::{find_peaks, AngleMap, PeakOptions};
+use crate::peaks::{find_peaks, AngleMap, Mask, PeakOptions};
 
 type PeakArrays<'py> = (
     Bound<'py, PyArray2<i64>>,
@@ -20,7 +20,8 @@ type PeakArrays<'py> = (
 /// angle_indices (N,) int64)`. Inputs must be C-contiguous.
 #[pyfunction(name = "find_peaks")]
 #[pyo3(signature = (scores, *, n_peaks, exclusion_radius_vox, cutoff=None, mask=None,
-                    angles_f32=None, angles_i32=None, border_vox=0))]
+                    mask_u8=None, mask_i8=None, angles_f32=None, angles_i32=None,
+                    border_vox=0))]
 #[allow(clippy::too_many_arguments)]
 fn find_peaks_py<'py>(
     py: Python<'py>,
@@ -29,6 +30,8 @@ fn find_peaks_py<'py>(
     exclusion_radius_vox: f64,
     cutoff: Option<f64>,
     mask: Option<PyReadonlyArray3<'py, f32>>,
+    mask_u8: Option<PyReadonlyArray3<'py, u8>>,
+    mask_i8: Option<PyReadonlyArray3<'py, i8>>,
     angles_f32: Option<PyReadonlyArray3<'py, f32>>,
     angles_i32: Option<PyReadonlyArray3<'py, i32>>,
     border_vox: usize,
@@ -43,18 +46,24 @@ fn find_peaks_py<'py>(
             )
         }
     };
+    let mask = match (&mask, &mask_u8, &mask_i8) {
+        (None, None, None) => None,
+        (Some(m), None, None) => Some(Mask::F32(m.as_array())),
+        (None, Some(m), None) => Some(Mask::U8(m.as_array())),
+        (None, None, Some(m)) => Some(Mask::I8(m.as_array())),
+        _ => {
+            return Err(
+                crate::Error::invalid("pass at most one of mask, mask_u8 and mask_i8").into(),
+            )
+        }
+    };
     let opts = PeakOptions {
         n_peaks,
         exclusion_radius_vox,
         cutoff,
         border_vox,
     };
-    let peaks = find_peaks(
-        scores.as_array(),
-        mask.as_ref().map(PyReadonlyArray3::as_array),
-        angles,
-        &opts,
-    )?;
+    let peaks = find_peaks(scores.as_array(), mask, angles, &opts)?;
     let n = peaks.scores.len();
     let flat: Vec<i64> = peaks.positions_zyx.into_iter().flatten().collect();
     let positions =
