@@ -165,7 +165,7 @@ def test_bad_input_writes_nothing(
         kw["volume_split_xyz"] = (30, 1, 1)
     with pytest.raises(error, match=match):
         run_match(_config(files, dest, **kw))
-    assert not dest.exists() or not any(dest.iterdir())
+    assert not dest.exists()
 
 
 def test_voxel_size_override(files: dict[str, Path], tmp_path: Path) -> None:
@@ -297,3 +297,80 @@ def test_resume_after_sigkill(files: dict[str, Path], tmp_path: Path) -> None:
             mrcfile.read(output_paths(tmp_path / "ref", "tomo")[key]),
         )
     assert job.stats == ref.stats
+
+
+def test_relion5_metadata(files: dict[str, Path], tmp_path: Path) -> None:
+    from _synthetic import SHARED
+
+    from tmfast.batch.relion5 import read_relion5_metadata
+
+    star = SHARED / "data" / "formats" / "relion5_tomograms" / "pytom_job009"
+    star = star / "tomograms.star"
+    if not star.exists():
+        pytest.skip("../shared/data/formats/relion5_tomograms not present")
+    tomo = tmp_path / "in" / "tomo200528_107.mrc"
+    tomo.write_bytes(files["tomogram"].read_bytes())
+    job = run_match(
+        _config(
+            files,
+            tmp_path / "o",
+            tomogram=tomo,
+            relion5_tomograms_star=star,
+            per_tilt_weighting=True,
+            tilt_angles=None,
+        )
+    )
+    meta = read_relion5_metadata(star, "tomo200528_107")
+    assert job.metadata == meta and meta.has_ctf
+    assert meta.tilt_series_pixel_size_a is not None and meta.binning is not None
+    assert job.voxel_size_a == pytest.approx(
+        meta.tilt_series_pixel_size_a * meta.binning
+    )
+    assert job.tilt_range_deg == (min(meta.tilt_angles_deg), max(meta.tilt_angles_deg))
+
+
+def test_tilt_defocus_dose_files(files: dict[str, Path], tmp_path: Path) -> None:
+    tilts = list(range(-51, 52, 3))
+    tlt = tmp_path / "in" / "ts.tlt"
+    tlt.write_text("\n".join(str(t) for t in tilts) + "\n")
+    dose = tmp_path / "in" / "dose.txt"
+    dose.write_text("\n".join(str(3.0 * i) for i in range(len(tilts))) + "\n")
+    job = run_match(
+        _config(
+            files,
+            tmp_path / "o",
+            tilt_angles=tlt,
+            per_tilt_weighting=True,
+            defocus=3.5,
+            dose_accumulation=dose,
+            amplitude_contrast=0.07,
+            spherical_aberration_mm=2.7,
+            voltage_kv=300.0,
+            tomogram_ctf_model="phase-flip",
+        )
+    )
+    meta = job.metadata
+    assert meta is not None and meta.tilt_angles_deg == tuple(float(t) for t in tilts)
+    assert meta.defocus_um == (3.5,) * len(tilts)
+    assert meta.dose_e_per_a2 == tuple(3.0 * i for i in range(len(tilts)))
+    assert job.tomogram_ctf_model == "phase-flip" and job.per_tilt_weighting
+    short = tmp_path / "in" / "dose_short.txt"
+    short.write_text("1\n2\n")
+    with pytest.raises((ConfigError, FormatError)):
+        run_match(
+            _config(
+                files,
+                tmp_path / "o2",
+                tilt_angles=tlt,
+                per_tilt_weighting=True,
+                dose_accumulation=short,
+            )
+        )
+    assert not (tmp_path / "o2").exists()
+
+
+def test_unwritable_destination(files: dict[str, Path], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="cannot be created"):
+        run_match(_config(files, blocker / "out"))

@@ -814,7 +814,10 @@ def match_template(
             whitening_profile=profile,
         )
 
-    filtered = filter_tomogram(inputs.tomogram, tomo_weight)
+    # the raw tomogram is not needed any more: keep only the filtered one
+    inputs = dataclasses.replace(
+        inputs, tomogram=filter_tomogram(inputs.tomogram, tomo_weight)
+    )
     weight = template_weight(
         n_box,
         vs,
@@ -841,7 +844,7 @@ def match_template(
     )
     t0 = time.monotonic()
     maps = search_volume(
-        filtered,
+        inputs.tomogram,
         inputs.template,
         inputs.mask,
         weight,
@@ -959,15 +962,14 @@ def run_match(
     from tmfast.io.mrc import write_volume
 
     dest = config.destination
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    # created only when the first file is written (nothing is left on bad input)
+    probe = dest
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(
-            f"{dest}: cannot create the output directory ({exc})"
-        ) from None
-    if not os.access(dest, os.W_OK):
-        raise ConfigError(
-            f"{dest}: output directory is not writable; choose another -d"
+            f"{dest}: output directory cannot be created or written ({probe} is not a "
+            "writable folder); choose another -d"
         )
     paths = output_paths(dest, config.tomo_id)
     for name in ("scores", "angles", "job"):
