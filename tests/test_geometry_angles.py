@@ -384,6 +384,23 @@ def test_optimal_set_reaches_pytom_radius_with_25_percent_fewer(step: float) -> 
     )
 
 
+def test_optimal_set_is_never_larger_than_pytom() -> None:
+    """Where no lattice size beats pytom's set (20 deg), the pytom set is returned."""
+    for step in (20, 90):
+        opt = ga.optimal_angle_set(step, n_samples=50_000)
+        assert len(opt) <= len(ga.pytom_angle_set(step))
+
+
+@pytest.mark.parametrize("name", ["C4", "D2"])
+def test_optimal_set_with_symmetry_keeps_coverage(name: str) -> None:
+    full = ga.optimal_angle_set(15, n_samples=50_000)
+    kept = ga.angle_set(15, symmetry=name, optimal=True)
+    group = ga.symmetry_group(name)
+    assert len(kept) <= 1.15 * len(full) / len(group)
+    radius = ga.covering_radius_deg(full, n_samples=100_000, seed=0)
+    assert _covered_by_group_images(full, kept, group).max() <= radius
+
+
 def test_optimal_set_needs_a_step(tmp_path: Path) -> None:
     f = tmp_path / "a.txt"
     f.write_text("0 0 0\n")

@@ -63,7 +63,7 @@ def angles(
         help="Test rotations of the covering-radius estimate.",
         rich_help_panel="Angular sampling",
     ),
-    output: Path | None = typer.Option(  # noqa: B008
+    output: Path | None = typer.Option(
         None,
         "--output",
         "-o",

@@ -213,20 +213,35 @@ pub fn reduce(set: &[Zxz], symmetry: Symmetry) -> Vec<Zxz> {
             let max_phi = 2.0 * PI / f64::from(n.max(1));
             set.iter().copied().filter(|a| a[0] < max_phi).collect()
         }
-        _ => {
-            let group = symmetry.elements();
-            let quats: Vec<Quat> = set.iter().map(|a| zxz_to_quaternion(*a)).collect();
-            let mut keep: Vec<bool> = quats
-                .par_iter()
-                .map(|q| in_identity_domain(*q, &group))
-                .collect();
-            complete_coverage(&quats, &group, &mut keep);
-            set.iter()
-                .zip(keep)
-                .filter_map(|(a, k)| k.then_some(*a))
-                .collect()
-        }
+        _ => reduce_covering(set, symmetry),
     }
+}
+
+/// Like [`reduce`], but `Cn` too goes through the coverage completion (after pytom's
+/// `phi < 2 pi / n` rule). For sets that are not invariant under rotations about z
+/// (custom or covering-optimal sets), where the sector boundaries cut between set
+/// rotations; counts then differ slightly from pytom-match-pick's rule.
+#[must_use]
+pub fn reduce_covering(set: &[Zxz], symmetry: Symmetry) -> Vec<Zxz> {
+    let group = symmetry.elements();
+    let quats: Vec<Quat> = set.iter().map(|a| zxz_to_quaternion(*a)).collect();
+    let mut keep: Vec<bool> = match symmetry {
+        Symmetry::Cyclic(n) => {
+            let max_phi = 2.0 * PI / f64::from(n.max(1));
+            set.iter().map(|a| a[0] < max_phi).collect()
+        }
+        _ => quats
+            .par_iter()
+            .map(|q| in_identity_domain(*q, &group))
+            .collect(),
+    };
+    if group.len() > 1 {
+        complete_coverage(&quats, &group, &mut keep);
+    }
+    set.iter()
+        .zip(keep)
+        .filter_map(|(a, k)| k.then_some(*a))
+        .collect()
 }
 
 /// Add rotations to `keep` until every rotation is within the set's covering radius of a

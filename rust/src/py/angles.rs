@@ -166,14 +166,22 @@ fn symmetry_group_zxz_py<'py>(
 }
 
 #[pyfunction(name = "reduce_by_symmetry")]
+#[pyo3(signature = (angles_zxz_rad, symmetry, *, complete_cyclic=false))]
 fn reduce_by_symmetry_py<'py>(
     py: Python<'py>,
     angles_zxz_rad: PyReadonlyArray2<'py, f64>,
     symmetry: &str,
+    complete_cyclic: bool,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let g = angles::symmetry::Symmetry::parse(symmetry)?;
     let t = triples(&angles_zxz_rad)?;
-    let out = py.detach(|| angles::symmetry::reduce(&t, g));
+    let out = py.detach(|| {
+        if complete_cyclic {
+            angles::symmetry::reduce_covering(&t, g)
+        } else {
+            angles::symmetry::reduce(&t, g)
+        }
+    });
     Ok(to_array(out).into_pyarray(py))
 }
 
