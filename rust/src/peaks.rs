@@ -283,7 +283,8 @@ fn candidates(
             let mut x = start % nx;
             let mut y = (start / nx) % ny;
             let mut z = start / (nx * ny);
-            for i in start..end {
+            for (k, &s) in data[start..end].iter().enumerate() {
+                let i = start + k;
                 let inside = border == 0
                     || (z >= border
                         && z + border < nz
@@ -291,7 +292,6 @@ fn candidates(
                         && y + border < ny
                         && x >= border
                         && x + border < nx);
-                let s = data[i];
                 let keep = inside && !s.is_nan() && mask.is_none_or(|m| m.keeps(i));
                 if keep {
                     let w = (i - start) >> 6;
