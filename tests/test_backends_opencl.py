@@ -380,3 +380,21 @@ def test_fits_agrees_with_the_device_memory() -> None:
     side = round((free_b / 24) ** (1 / 3)) + 64
     assert not backend.fits((side, side, side), 10, **opts)
     assert _gpu.estimate_device_bytes((side, side, side), 10, batch=1, **opts) > free_b
+
+
+@pytest.mark.parametrize(
+    ("kind", "n", "shape"),
+    [("spherical", 11, (33, 35, 45)), ("non_spherical", 9, (27, 25, 30))],
+)
+def test_odd_volume_and_box_sizes(
+    kind: str, n: int, shape: tuple[int, int, int]
+) -> None:
+    inputs = _inputs(kind, n=n, shape=shape, seed=14)
+    mats = _matrices(5, seed=15)
+    backend = opencl.OpenCLBackend(max_batch=2)
+    backend.prepare(inputs)
+    backend.score_rotations(0, mats)
+    got = backend.finalize()
+    ref = _cpu(inputs, mats)
+    _assert_maps_close(ref, got)
+    _assert_angles_equal_or_tied(inputs, mats, ref, got)
