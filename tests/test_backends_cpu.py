@@ -66,7 +66,7 @@ def _run(inputs: CorrelationInputs, mats: np.ndarray, batches: int = 1) -> Runni
     be.prepare(inputs)
     for chunk, first in zip(
         np.array_split(mats, batches),
-        np.cumsum([0] + [len(c) for c in np.array_split(mats, batches)][:-1]),
+        np.cumsum([0, *[len(c) for c in np.array_split(mats, batches)][:-1]]),
         strict=True,
     ):
         be.score_rotations(int(first), chunk)

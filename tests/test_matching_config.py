@@ -13,7 +13,12 @@ from tmfast.errors import BackendUnavailableError, ConfigError, FormatError
 from tmfast.matching.config import MatchConfig
 from tmfast.matching.random_phase import phase_randomised_template
 
-BASE = dict(template="t.mrc", tomogram="dir/TS_01.mrc", mask="m.mrc", angular_search=10)
+BASE = {
+    "template": "t.mrc",
+    "tomogram": "dir/TS_01.mrc",
+    "mask": "m.mrc",
+    "angular_search": 10,
+}
 
 
 def test_defaults_and_coercion() -> None:

@@ -1,4 +1,4 @@
-"""Cubic B-spline rotation (tmfast.geometry.interpolation) against independent oracles."""
+"""Cubic B-spline rotation (geometry.interpolation) against independent oracles."""
 
 from __future__ import annotations
 

@@ -38,16 +38,16 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 
 def _config(files: dict[str, Path], dest: Path, **kw: object) -> MatchConfig:
-    base: dict[str, object] = dict(
-        template=files["template"],
-        tomogram=files["tomogram"],
-        mask=files["mask"],
-        destination=dest,
-        angular_search=str(files["angles"]),
-        tilt_angles=(-50, 55),
-        low_pass_a=12.0,
-        backend="cpu",
-    )
+    base: dict[str, object] = {
+        "template": files["template"],
+        "tomogram": files["tomogram"],
+        "mask": files["mask"],
+        "destination": dest,
+        "angular_search": str(files["angles"]),
+        "tilt_angles": (-50, 55),
+        "low_pass_a": 12.0,
+        "backend": "cpu",
+    }
     base.update(kw)
     return MatchConfig(**base)  # type: ignore[arg-type]
 
@@ -201,13 +201,13 @@ def test_resume_after_exception_is_identical(
     fail_after: int,
     resumed: int,
 ) -> None:
-    kw = dict(
-        volume_split_xyz=split,
-        random_phase_correction=True,
-        rng_seed=3,
-        checkpoint_every=2,
-        checkpoint_interval_s=0,
-    )
+    kw = {
+        "volume_split_xyz": split,
+        "random_phase_correction": True,
+        "rng_seed": 3,
+        "checkpoint_every": 2,
+        "checkpoint_interval_s": 0,
+    }
     ref = run_match(
         _config(files, tmp_path / "ref", **kw),
         backend=CpuBackend(workers=1),
@@ -301,7 +301,6 @@ def test_resume_after_sigkill(files: dict[str, Path], tmp_path: Path) -> None:
 
 def test_relion5_metadata(files: dict[str, Path], tmp_path: Path) -> None:
     from _synthetic import SHARED
-
     from tmfast.batch.relion5 import read_relion5_metadata
 
     star = SHARED / "data" / "formats" / "relion5_tomograms" / "pytom_job009"

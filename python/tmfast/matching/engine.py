@@ -875,7 +875,8 @@ def match_template(
         len(angles), corrected=maps.noise_scores is not None
     )
     logger.info(
-        "matched %d rotations in %.1f s (%s); search sigma %.4g over %d voxel-rotations",
+        "matched %d rotations in %.1f s (%s); search sigma %.4g over %d "
+        "voxel-rotations",
         len(angles),
         elapsed,
         backends[0].name,
