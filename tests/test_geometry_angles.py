@@ -401,6 +401,19 @@ def test_optimal_set_with_symmetry_keeps_coverage(name: str) -> None:
     assert _covered_by_group_images(full, kept, group).max() <= radius
 
 
+@pytest.mark.parametrize("radius_deg", [12.0, 25.0])
+def test_optimal_set_for_target_radius(radius_deg: float) -> None:
+    opt = ga.optimal_angle_set(target_radius_deg=radius_deg, n_samples=50_000)
+    assert ga.covering_radius_deg(opt, n_samples=200_000, seed=3) <= radius_deg
+    # density (R - sin R) / pi * N: how often SO(3) is covered on average (>= 1)
+    r = np.deg2rad(radius_deg)
+    assert len(opt) * (r - np.sin(r)) / np.pi < 2.9
+    with pytest.raises(ConfigError, match="exactly one"):
+        ga.optimal_angle_set(10, target_radius_deg=radius_deg)
+    with pytest.raises(ConfigError, match="radius"):
+        ga.optimal_angle_set(target_radius_deg=0.01)
+
+
 def test_optimal_set_needs_a_step(tmp_path: Path) -> None:
     f = tmp_path / "a.txt"
     f.write_text("0 0 0\n")

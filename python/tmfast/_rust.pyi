@@ -39,6 +39,9 @@ def nearest_distances(
 def optimal_angle_set(
     step_deg: float, *, n_samples: int
 ) -> tuple[npt.NDArray[np.float64], float, float]: ...
+def cube_bcc_for_radius(
+    radius_rad: float, *, n_samples: int, max_len: int
+) -> tuple[npt.NDArray[np.float64], float] | None: ...
 
 # --- end angles ---------------------------------------------------------------------
 

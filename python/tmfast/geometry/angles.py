@@ -326,19 +326,29 @@ def covering_radius_deg(
     return float(np.rad2deg(radius_rad))
 
 
-def optimal_angle_set(angle_step_deg: float, *, n_samples: int = 200_000) -> AngleArray:
-    """Return tmfast's covering-efficient rotation set for an angular step.
+def optimal_angle_set(
+    angle_step_deg: float | None = None,
+    *,
+    target_radius_deg: float | None = None,
+    n_samples: int = 200_000,
+) -> AngleArray:
+    """Return tmfast's covering-efficient rotation set.
 
     A body-centred cubic lattice in each of the four cube cells of the unit-quaternion
-    sphere (see ``rust/src/angles/covering.rs``), sized as the smallest such set whose
-    estimated covering radius (:func:`covering_radius_deg`) does not exceed that of
-    :func:`pytom_angle_set` for the same step. Indices are not interchangeable with
+    sphere (see ``rust/src/angles/optimal.rs``), of the smallest lattice size whose
+    estimated covering radius (:func:`covering_radius_deg`) is at most the target:
+    either ``target_radius_deg``, or the covering radius of :func:`pytom_angle_set`
+    for ``angle_step_deg``. In the second case, where no lattice size is smaller than
+    the pytom set (lattice sizes grow in steps of ``((n + 1) / n)^3``; e.g. at 20 and
+    90 degrees), the pytom set itself is returned. Indices are not interchangeable with
     pytom-match-pick's; the set is deterministic and sorted by ``(phi, theta, psi)``.
 
     Parameters
     ----------
     angle_step_deg
         Angular step in degrees; the pytom set of this step sets the target radius.
+    target_radius_deg
+        Covering radius to reach, in degrees (instead of ``angle_step_deg``).
     n_samples
         Test rotations of the covering-radius estimates.
 
@@ -350,10 +360,37 @@ def optimal_angle_set(angle_step_deg: float, *, n_samples: int = 200_000) -> Ang
     Raises
     ------
     ConfigError
-        If the step is invalid.
+        If neither or both of the step and the radius are given, or one is invalid.
     """
+    if (angle_step_deg is None) == (target_radius_deg is None):
+        raise ConfigError("give exactly one of angle_step_deg and target_radius_deg")
+    if not 1000 <= int(n_samples) <= 100_000_000:
+        raise ConfigError(f"n_samples {n_samples} is invalid; give 1000 to 10^8")
+    if target_radius_deg is not None:
+        radius = float(target_radius_deg)
+        if not (math.isfinite(radius) and 0.5 <= radius <= 180.0):
+            raise ConfigError(
+                f"target covering radius {radius} deg is outside [0.5, 180]; give "
+                "degrees"
+            )
+        found = _rust.cube_bcc_for_radius(
+            np.deg2rad(radius), n_samples=int(n_samples), max_len=2**40
+        )
+        if found is None:
+            raise ConfigError(f"no lattice reaches {radius} deg; give a larger radius")
+        lattice, radius_rad = found
+        logger.info(
+            "optimal set for radius %.3g deg: %d rotations (radius %.2f deg)",
+            radius,
+            len(lattice),
+            np.rad2deg(radius_rad),
+        )
+        return lattice
+    assert angle_step_deg is not None
     step = _check_step(angle_step_deg)
-    angles, radius_rad, target_rad = _rust.optimal_angle_set(step, n_samples=n_samples)
+    angles, radius_rad, target_rad = _rust.optimal_angle_set(
+        step, n_samples=int(n_samples)
+    )
     logger.info(
         "optimal set for %.4g deg: %d rotations, covering radius %.2f deg "
         "(pytom set %.2f deg)",

@@ -130,6 +130,37 @@ pub struct OptimalSet {
     pub kind: OptimalKind,
 }
 
+/// The smallest [`cube_bcc_set`] whose estimated covering radius is at most `target_rad`
+/// (`n_samples`, [`DEFAULT_SEED`]), stopping early with `None` once the set would hold
+/// `max_len` rotations or more. Returns the sorted ZXZ angles, the estimated radius and
+/// the lattice size `n`.
+#[must_use]
+pub fn cube_bcc_for_radius(
+    target_rad: f64,
+    n_samples: usize,
+    max_len: usize,
+) -> Option<(Vec<Zxz>, f64, u32)> {
+    if !(target_rad.is_finite() && target_rad > 0.0) {
+        return None;
+    }
+    // start at the calibrated size and grow until the estimate fits
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let mut n = (94.0 / target_rad.to_degrees()).ceil().clamp(1.0, 2000.0) as u32;
+    loop {
+        let q = cube_bcc_set(n);
+        if q.len() >= max_len || n > 2000 {
+            return None;
+        }
+        let r = covering_radius(&q, n_samples, DEFAULT_SEED).radius_rad;
+        if r <= target_rad {
+            let mut angles: Vec<Zxz> = q.iter().map(|x| quaternion_to_zxz(*x)).collect();
+            sort_zxz(&mut angles);
+            return Some((angles, r, n));
+        }
+        n += 1;
+    }
+}
+
 /// The covering-efficient set for an angular step: the smallest [`cube_bcc_set`] whose
 /// estimated covering radius does not exceed that of the pytom-match-pick set for the
 /// same step, or the pytom set itself when no lattice size is smaller (the lattice
@@ -149,26 +180,14 @@ pub fn optimal_angle_set(step_deg: f64, n_samples: usize) -> Result<OptimalSet> 
         pytom_radius_rad: target,
         kind: OptimalKind::Pytom,
     };
-    // start at the calibrated size and grow until the estimate fits
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let mut n = (94.0 / target.to_degrees()).ceil().clamp(1.0, 2000.0) as u32;
-    loop {
-        let q = cube_bcc_set(n);
-        if q.len() >= pytom.len() {
-            return Ok(fallback(pytom));
-        }
-        let r = covering_radius(&q, n_samples, DEFAULT_SEED).radius_rad;
-        if r <= target {
-            let mut angles: Vec<Zxz> = q.iter().map(|x| quaternion_to_zxz(*x)).collect();
-            sort_zxz(&mut angles);
-            return Ok(OptimalSet {
-                angles,
-                radius_rad: r,
-                pytom_radius_rad: target,
-                pytom_len: pytom.len(),
-                kind: OptimalKind::CubeBcc(n),
-            });
-        }
-        n += 1;
-    }
+    Ok(match cube_bcc_for_radius(target, n_samples, pytom.len()) {
+        Some((angles, radius_rad, n)) => OptimalSet {
+            angles,
+            radius_rad,
+            pytom_radius_rad: target,
+            pytom_len: pytom.len(),
+            kind: OptimalKind::CubeBcc(n),
+        },
+        None => fallback(pytom),
+    })
 }
