@@ -7,6 +7,8 @@ what is missing instead of failing on import.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_backends_opencl import (
@@ -92,3 +94,28 @@ def test_cuda_big_volume_batches_and_matches_cpu_peak() -> None:
     got = backend.finalize()
     np.testing.assert_allclose(got.scores, ref.scores, atol=1e-4, rtol=0)
     assert np.argmax(got.scores) == np.argmax(ref.scores)
+
+
+def test_find_nvcc_prefers_path_then_cuda_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path
+    home_bin = root / "cuda" / "bin"
+    home_bin.mkdir(parents=True)
+    fake = home_bin / "nvcc"
+    fake.write_text("#!/bin/sh\necho fake\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(root / "empty"))
+    monkeypatch.setenv("CUDA_HOME", str(root / "cuda"))
+    monkeypatch.setattr("sys.path", [])  # hide the venv's nvidia wheel
+    assert cuda.find_nvcc() == str(fake)
+    path_bin = root / "onpath"
+    path_bin.mkdir()
+    on_path = path_bin / "nvcc"
+    on_path.write_text("#!/bin/sh\necho path\n")
+    on_path.chmod(0o755)
+    monkeypatch.setenv("PATH", str(path_bin))
+    assert cuda.find_nvcc() == str(on_path)
+    monkeypatch.setenv("PATH", str(root / "empty"))
+    monkeypatch.delenv("CUDA_HOME")
+    assert cuda.find_nvcc() is None

@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import scipy
 from tmfast import __version__
+from tmfast.backends.cuda import find_nvcc as cuda_find_nvcc
 from tmfast.cli import app
 from typer.testing import CliRunner
 
@@ -52,6 +53,7 @@ def test_text_output_lists_versions_backends_and_devices() -> None:
 def test_json_agrees_with_the_backend_modules() -> None:
     data = json.loads(_run("--json"))
     assert data["tmfast"] == __version__
+    assert data["nvcc"] == cuda_find_nvcc()
     assert data["packages"]["numpy"] == np.__version__
     from tmfast.backends import cuda, opencl
 

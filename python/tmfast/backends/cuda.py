@@ -16,6 +16,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
+import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +29,7 @@ import numpy.typing as npt
 from tmfast.backends import _gpu
 from tmfast.errors import BackendUnavailableError, ConfigError
 
-__all__ = ["CudaBackend", "CudaDevice", "is_available", "list_devices"]
+__all__ = ["CudaBackend", "CudaDevice", "find_nvcc", "is_available", "list_devices"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,31 @@ class CudaDevice:
     name: str
     compute_capability: tuple[int, int]
     total_mem_bytes: int
+
+
+def find_nvcc() -> str | None:
+    """Return the nvcc that compiles the kernels: PATH, then ``$CUDA_HOME/bin``, then
+    the PyPI wheel's ``site-packages/nvidia/cu13/bin/nvcc`` (CUDA 13 needs driver
+    R580+).
+
+    Returns
+    -------
+    str or None
+        Path of an executable nvcc, or None when there is none.
+    """
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    candidates = []
+    for var in ("CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"):
+        if os.environ.get(var):
+            candidates.append(os.path.join(os.environ[var], "bin", "nvcc"))
+    for entry in sys.path:
+        candidates.append(os.path.join(entry, "nvidia", "cu13", "bin", "nvcc"))
+    for cand in candidates:
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return None
 
 
 def _driver() -> Any:
@@ -142,11 +170,19 @@ def _context_and_module(device_id: int, drv: Any) -> tuple[Any, Any]:
             return cached
         from pycuda.compiler import SourceModule
 
+        nvcc = find_nvcc()
+        if nvcc is None:
+            raise BackendUnavailableError(
+                "cuda backend: nvcc not found (PATH, $CUDA_HOME/bin or the "
+                "cuda-toolkit[nvcc] wheel); install the CUDA toolkit or "
+                "pip install 'cuda-toolkit[nvcc,cudart]==13.*'"
+            )
         ctx = drv.Device(device_id).retain_primary_context()
         ctx.push()
         try:
             module = SourceModule(
                 _gpu.kernel_source(),
+                nvcc=nvcc,
                 options=[f"-DTMFAST_REDUCE_WG={_gpu.REDUCE_WG}"],
                 no_extern_c=True,
             )

@@ -38,10 +38,11 @@ def collect_info() -> dict[str, Any]:
     dict
         ``tmfast``, ``python``, ``packages`` (name -> version or None), ``backends``
         (name -> ``{"available": bool, "detail": str}``), ``opencl_devices``,
-        ``cuda_devices`` (lists of dicts) and ``auto`` (the backend ``--backend auto``
-        would choose).
+        ``cuda_devices`` (lists of dicts), ``nvcc`` (path or None) and ``auto`` (the
+        backend ``--backend auto`` would choose).
     """
     from tmfast import __version__
+    from tmfast.backends.cuda import find_nvcc
     from tmfast.backends.registry import available_backends
 
     status = available_backends()
@@ -92,6 +93,7 @@ def collect_info() -> dict[str, Any]:
         "tmfast": __version__,
         "python": f"{platform.python_version()} ({sys.executable})",
         "packages": {p: _pkg_version(p) for p in _PACKAGES},
+        "nvcc": find_nvcc(),
         "backends": backends,
         "opencl_devices": opencl_devices,
         "cuda_devices": cuda_devices,
@@ -103,6 +105,7 @@ def _render(info: dict[str, Any]) -> str:
     lines = [f"tmfast {info['tmfast']}", f"python {info['python']}"]
     pkgs = ", ".join(f"{k} {v or 'not installed'}" for k, v in info["packages"].items())
     lines.append(f"packages: {pkgs}")
+    lines.append(f"nvcc (CUDA kernels): {info['nvcc'] or 'not found'}")
     lines.append("backends:")
     for name, b in info["backends"].items():
         state = "available" if b["available"] else "unavailable"
