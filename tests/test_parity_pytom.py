@@ -690,18 +690,60 @@ def test_rotation_equals_voltools_about_the_same_centre() -> None:
         assert np.abs(ours - theirs).max() < 1e-4 * np.abs(theirs).max()
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("connectivity", [1, 2, 3])
+def test_tophat_mask_agrees_with_pytom(
+    pytom_extract: types.ModuleType, connectivity: int, seed: int
+) -> None:
+    """Both top-hat constraints keep every planted sharp peak; tmfast's threshold
+    lies within 25 % of pytom's (it fits a differently binned histogram, measured
+    0.80-1.01 x pytom's, so it keeps more background voxels: docs/pytom-parity.md)."""
+    from scipy import ndimage
+    from tmfast.extraction.tophat import tophat_mask
+
+    rng = np.random.default_rng(seed)
+    scores = gaussian_filter(rng.standard_normal((60, 64, 56)), 0.8)
+    scores = (0.05 * scores / scores.std()).astype(np.float32)
+    peaks = rng.integers(5, 50, (30, 3))
+    for q in peaks:
+        scores[tuple(q)] += 0.4
+    theirs = pytom_extract.predict_tophat_mask(
+        scores.transpose(2, 1, 0).copy(),
+        create_plot=False,
+        tophat_connectivity=connectivity,
+    ).transpose(2, 1, 0)
+    ours = tophat_mask(scores, connectivity=connectivity)
+    assert all(theirs[tuple(q)] for q in peaks)
+    assert all(ours.mask[tuple(q)] for q in peaks)
+    tophat = ndimage.white_tophat(
+        scores, structure=ndimage.generate_binary_structure(3, connectivity)
+    )
+    lo, hi = tophat[~theirs].max(), tophat[theirs].min()  # pytom's cut in [lo, hi)
+    assert 0.75 * lo <= ours.cutoff <= 1.25 * hi
+
+
 # ------------------------------------------------------------------- the FLCF
-def test_cpu_backend_flcf_equals_pytom_masked_moments() -> None:
+@pytest.mark.parametrize("spherical", [True, False])
+def test_cpu_backend_flcf_equals_pytom_masked_moments(spherical: bool) -> None:
     """Brute-force FLCF from pytom's own ``correlation`` functions at sampled voxels
     (template normalised under the mask, window mean and std under the mask, circular
-    windows centred at N//2) equals the CpuBackend's score and angle maps."""
+    windows centred at N//2) equals the CpuBackend's score and angle maps. With a
+    non-spherical mask (pytom's ellipsoid) the mask turns with the template and the
+    local std is taken under the turned mask, as ``--non-spherical-mask``."""
+    from pytom_tm.mask import ellipsoidal_mask
+
     corr = _import_behind_cupy_stub("pytom_tm.correlation")
     n, shape = 12, (26, 30, 28)
     c = n // 2
     rng = np.random.default_rng(8)
     vol = gaussian_filter(rng.standard_normal(shape), 1.0).astype(np.float32)
     tmpl = gaussian_filter(rng.standard_normal((n,) * 3), 1.0).astype(np.float32)
-    mask = spherical_mask(n, 5, 0.5).astype(np.float32)
+    if spherical:
+        mask = spherical_mask(n, 5, 0.5).astype(np.float32)
+    else:  # pytom arrays are (x, y, z); ours (z, y, x)
+        mask = np.ascontiguousarray(
+            ellipsoidal_mask(n, 5, 3, 2, 0.5).astype(np.float32).transpose(2, 1, 0)
+        )
     zxz = np.array([[0, 0, 0], [0.4, 1.1, 2.0], [2.5, 0.3, 4.0], [5.0, 2.0, 1.0]])
     mats = zxz_to_matrices(zxz)
     backend = CpuBackend(workers=1)
@@ -711,26 +753,35 @@ def test_cpu_backend_flcf_equals_pytom_masked_moments() -> None:
             template=tmpl,
             mask=mask,
             template_weight=np.ones((n, n, n // 2 + 1), np.float32),
+            mask_is_spherical=spherical,
         )
     )
     backend.score_rotations(0, mats)
     maps = backend.finalize()
 
     # oracle: tmfast's rotation (checked against voltools separately), then pytom's
-    # normalisation under the mask
-    coeffs = bspline_coefficients(tmpl)
-    rotated = [
-        corr.normalise(rotate_volume(coeffs, m).astype(np.float64), mask) * mask
+    # normalisation and moments under the (turned) mask
+    coeffs_t = bspline_coefficients(tmpl)
+    coeffs_m = bspline_coefficients(mask)
+    masks = [
+        mask.astype(np.float64)
+        if spherical
+        else rotate_volume(coeffs_m, m).astype(np.float64)
         for m in mats
     ]
-    n_m = float(mask.sum())
+    rotated = [
+        corr.normalise(rotate_volume(coeffs_t, m).astype(np.float64), mr) * mr
+        for m, mr in zip(mats, masks, strict=True)
+    ]
     points = rng.integers(0, shape, (40, 3))
     for p in points:
         sl = tuple((np.arange(n) - c + p[a]) % shape[a] for a in range(3))
         win = vol[np.ix_(*sl)].astype(np.float64)
-        mu = corr.mean_under_mask(win, mask)
-        sd = corr.std_under_mask(win, mask, mu)
-        s = [float((t * win).sum() / (n_m * sd)) for t in rotated]
+        s = []
+        for t, mr in zip(rotated, masks, strict=True):
+            mu = corr.mean_under_mask(win, mr)
+            sd = corr.std_under_mask(win, mr, mu)
+            s.append(float((t * win).sum() / (mr.sum() * sd)))
         assert maps.scores[tuple(p)] == pytest.approx(max(s), abs=2e-5)
         assert maps.angles[tuple(p)] == int(np.argmax(s))
 
@@ -816,14 +867,18 @@ def test_pytom_unit_case_pytom_rotation_centre_region() -> None:
 
 @pytest.mark.slow
 def test_pytom_unit_case_full_volume() -> None:
-    """The whole 100^3 volume, all 480 rotations (about 30 s on 2 cores): global
-    maximum at ``loc`` with rotation 100 and LCC > 0.99, no score above 1 anywhere
-    (an FLCF is a Pearson correlation: |score| <= 1), search space 480e6."""
-    case = _pytom_unit_case(center=(6.0, 6.0, 6.0))
+    """pytom's case exactly as pytom plants it, whole 100^3 volume, all 480
+    rotations (about 31 s on 2 cores): the global maximum is within one voxel of
+    ``loc`` (half-voxel centre convention) at rotation 100 with LCC > 0.95, no score
+    exceeds 1 anywhere (an FLCF is a Pearson correlation; the CPU backend as of
+    commit adc6d89 gave 11,732 voxels above 1, up to 10.8, in the empty regions),
+    and the search covers 480e6 voxel-rotations."""
+    case = _pytom_unit_case(center=None)
     maps, _ = _search(case, region=None)
     ind = np.unravel_index(np.argmax(maps.scores), maps.scores.shape)
-    assert tuple(int(i) for i in ind) == case["loc_zyx"]
+    pos = np.array([int(i) for i in ind])
+    assert np.abs(pos - np.array(case["loc_zyx"])).max() <= 1
     assert maps.angles[ind] == 100
-    assert maps.scores[ind] > 0.99
+    assert maps.scores[ind] > 0.95
     assert np.abs(maps.scores).max() <= 1.0 + 1e-3
     assert maps.searched.sum() * len(case["angles"]) == 480 * 10**6
