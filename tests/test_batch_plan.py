@@ -286,3 +286,39 @@ def test_slurm_options_recorded(project: dict[str, Path], tmp_path: Path) -> Non
         dry_run=True,
     )
     assert SlurmOptions.from_dict(plan.manifest.slurm) == opts
+
+
+AT3 = Path(__file__).resolve().parents[2] / "shared" / "data" / "formats" / "aretomo3"
+
+
+@pytest.mark.skipif(not AT3.is_dir(), reason=f"shared AreTomo3 fixtures not at {AT3}")
+def test_plan_aretomo3_lists_count_mismatch(project: dict[str, Path],
+                                            tmp_path: Path) -> None:
+    import shutil
+
+    import mrcfile
+    from tmfast.batch.aretomo3 import read_aretomo3
+
+    at = tmp_path / "at3"
+    at.mkdir()
+    for p in ("A", "B"):
+        shutil.copy(AT3 / "Position_16_3.aln", at / f"{p}.aln")
+        shutil.copy(AT3 / "test_8col_CTF.txt", at / f"{p}_CTF.txt")
+        shutil.copy(AT3 / "test_TLT.txt", at / f"{p}_TLT.txt")
+        mrcfile.write(at / f"{p}_Vol.mrc", np.zeros((16, 24, 24), np.float32),
+                      voxel_size=10.0)
+    ctf = at / "B_CTF.txt"
+    ctf.write_text("".join(ctf.read_text().splitlines(keepends=True)[:-1]))  # 30 rows
+    optics = {"voltage_kv": 300.0, "spherical_aberration_mm": 2.7,
+              "amplitude_contrast": 0.07}
+    from tmfast.batch.plan import plan_aretomo3
+
+    with pytest.raises(ConfigError) as err:
+        plan_aretomo3(at, tmp_path / "b", match=_match(project), dry_run=True, **optics)
+    (line,) = str(err.value).splitlines()[1:]
+    assert line.strip().startswith("B:") and "30 CTF rows match neither" in line
+    plan = plan_aretomo3(at, tmp_path / "b", match=_match(project), dry_run=True,
+                         skip_bad=True, **optics)
+    (entry,) = plan.manifest.entries
+    assert entry.key == "A" and entry.voxel_size_a == 10.0
+    assert entry.metadata == read_aretomo3(at / "A", **optics)

@@ -31,7 +31,7 @@ from tmfast.batch.plan import (
     resume,
     submit,
 )
-from tmfast.batch.slurm import SlurmOptions, scancel
+from tmfast.batch.slurm import SlurmError, SlurmOptions, scancel, submit_script
 
 pytestmark = pytest.mark.slurm
 
@@ -99,6 +99,18 @@ def test_array_over_three_tomograms(slurm_cluster: Cluster, tmp_path: Path) -> N
             assert m.data.shape == (TOMO_SHAPE,) * 3
         log = Path(manifest.output_dir) / "logs" / f"tmfast-test_{job_id}_{e.index}.out"
         assert f"{e.key} done" in log.read_text()
+
+    # sbatch's own rejection of an unknown partition comes back as one clear line
+    script = (Path(manifest.output_dir) / "submit_array.sh").read_text()
+    bad = tmp_path / "bad_partition.sh"
+    bad.write_text(
+        script.replace(
+            "#SBATCH --ntasks=1", "#SBATCH --ntasks=1\n#SBATCH --partition=nosuch"
+        )
+    )
+    with pytest.raises(SlurmError, match=r"(?i)invalid partition.*sinfo") as err:
+        submit_script(bad)
+    assert "\n" not in str(err.value)
 
     merged, counts = finish(manifest_path)
     table = starfile.read(merged)
