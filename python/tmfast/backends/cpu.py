@@ -28,6 +28,7 @@ rounding):
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 
@@ -45,6 +46,8 @@ __all__ = ["CpuBackend"]
 logger = logging.getLogger(__name__)
 
 _VAR_FLOOR = 1e-18
+#: Voxels per cache block of the running-map update.
+_CHUNK = 1 << 16
 
 
 def _roll3(a: np.ndarray, shift: int) -> np.ndarray:
@@ -71,6 +74,7 @@ class CpuBackend:
         self.max_batch_bytes = int(max_batch_bytes)
         self._inputs: CorrelationInputs | None = None
         self._maps: RunningMaps | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ setup
     def prepare(
@@ -253,19 +257,18 @@ class CpuBackend:
         w = self.workers
         with_noise = self._coeffs_noise is not None
         rot = np.empty((b * (2 if with_noise else 1), n, n, n), dtype=np.float32)
-        for i, m in enumerate(mats):
-            rotate_volume(self._coeffs_t, m, out=rot[i])
-            if self._coeffs_noise is not None:
-                rotate_volume(self._coeffs_noise, m, out=rot[b + i])
+        jobs = [(self._coeffs_t, m, rot[i]) for i, m in enumerate(mats)]
+        if self._coeffs_noise is not None:
+            jobs += [(self._coeffs_noise, m, rot[b + i]) for i, m in enumerate(mats)]
         if self._spherical:
             masks: np.ndarray = self._mask
         else:
             assert self._coeffs_m is not None
             masks = np.empty((b, n, n, n), dtype=np.float32)
-            for i, m in enumerate(mats):
-                rotate_volume(self._coeffs_m, m, out=masks[i])
-            if with_noise:
-                masks = np.concatenate([masks, masks])
+            jobs += [(self._coeffs_m, m, masks[i]) for i, m in enumerate(mats)]
+        self._rotate_all(jobs)
+        if not self._spherical and with_noise:
+            masks = np.concatenate([masks, masks])
         tnorm = self._normalise(self._weighted(rot), masks)
         ft = self._padded_rfft(tnorm)
         np.conjugate(ft, out=ft)
@@ -274,10 +277,7 @@ class CpuBackend:
             ft, s=self._shape, axes=(1, 2, 3), workers=w, overwrite_x=True
         )
         del ft
-        if self._spherical:
-            assert self._inv_norm is not None
-            corr *= self._inv_norm
-        else:
+        if not self._spherical:
             assert self._fv2 is not None
             fm = self._padded_rfft(masks[:b])
             np.conjugate(fm, out=fm)
@@ -302,18 +302,73 @@ class CpuBackend:
                 corr[b:] /= e2
             else:
                 corr /= e2
-        better = np.empty(self._shape, dtype=bool)
-        for i in range(b):
-            s = corr[i]
-            np.greater(s, maps.scores, out=better)
-            np.copyto(maps.scores, s, where=better)
-            np.copyto(maps.angles, np.int32(first_index + i), where=better)
-            maps.score_sum += s
-            maps.score_sq_sum += np.square(s)
-            if with_noise:
-                assert maps.noise_scores is not None
-                np.maximum(maps.noise_scores, corr[b + i], out=maps.noise_scores)
+            del e2
+        self._update(maps, corr, first_index, b, with_noise)
         maps.n_rotations_done += b
+
+    def _rotate_all(
+        self, jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    ) -> None:
+        """Rotate boxes concurrently (scipy.ndimage releases the GIL)."""
+        if len(jobs) == 1 or self.workers == 1:
+            for coeffs, m, out in jobs:
+                rotate_volume(coeffs, m, out=out)
+            return
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.workers)
+        list(self._pool.map(lambda j: rotate_volume(j[0], j[1], out=j[2]), jobs))
+
+    def _update(
+        self,
+        maps: RunningMaps,
+        corr: np.ndarray,
+        first_index: int,
+        b: int,
+        with_noise: bool,
+    ) -> None:
+        """Fold ``corr[:b]`` (and noise ``corr[b:]``) into the running maps.
+
+        Cache-blocked: each chunk of voxels is updated by all rotations of the batch
+        while it is in cache. Per voxel the arithmetic is exactly the unblocked one.
+        """
+        nvox = int(np.prod(self._shape))
+        flat = corr.reshape(corr.shape[0], nvox)
+        best = maps.scores.reshape(nvox)
+        ang = maps.angles.reshape(nvox)
+        s1 = maps.score_sum.reshape(nvox)
+        s2 = maps.score_sq_sum.reshape(nvox)
+        inv = None if self._inv_norm is None else self._inv_norm.reshape(nvox)
+        noise = None
+        if with_noise:
+            assert maps.noise_scores is not None
+            noise = maps.noise_scores.reshape(nvox)
+        step = _CHUNK
+        gt_buf = np.empty(step, dtype=bool)
+        idx_buf = np.empty(step, dtype=np.int32)
+        f64_buf = np.empty(step, dtype=np.float64)
+        for j in range(0, nvox, step):
+            e = min(j + step, nvox)
+            gt, di, x = gt_buf[: e - j], idx_buf[: e - j], f64_buf[: e - j]
+            best_c, ang_c, s1_c, s2_c = best[j:e], ang[j:e], s1[j:e], s2[j:e]
+            for i in range(b):
+                s = flat[i, j:e]
+                if inv is not None:
+                    s *= inv[j:e]
+                # strict '>' keeps the earlier (smaller) index on ties; branch-free
+                np.greater(s, best_c, out=gt)
+                np.subtract(np.int32(first_index + i), ang_c, out=di)
+                np.multiply(di, gt, out=di)
+                ang_c += di
+                np.maximum(best_c, s, out=best_c)
+                np.copyto(x, s)  # float64 sums (a mixed-type += is slow)
+                s1_c += x
+                x *= x
+                s2_c += x
+                if noise is not None:
+                    sn = flat[b + i, j:e]
+                    if inv is not None:
+                        sn *= inv[j:e]
+                    np.maximum(noise[j:e], sn, out=noise[j:e])
 
     # --------------------------------------------------------------- output
     def snapshot(self) -> RunningMaps:
@@ -337,7 +392,10 @@ class CpuBackend:
         return out
 
     def close(self) -> None:
-        """Drop all buffers; the backend may be prepared again."""
+        """Drop all buffers and threads; the backend may be prepared again."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self._maps = None
         self._inputs = None
         for attr in (
