@@ -309,3 +309,15 @@ def test_int8_mask_file_including_unsigned_read_as_signed(tmp_path, inside) -> N
     job = make_job(tmp_path, tomogram_mask="mask.mrc")  # relative to the job file
     t = extract_candidates(job, n_particles=10)
     np.testing.assert_allclose(t.scores, [0.5, 0.4], rtol=1e-6)
+
+
+def test_job_with_relative_rotation_file(tmp_path: Path, monkeypatch) -> None:
+    from _synthetic import write_angle_file
+
+    angles = angle_set(STEP_DEG)
+    write_angle_file(tmp_path / "rot.txt", angles)
+    job = MatchJob.read(make_job(tmp_path)).with_updates(angular_search="rot.txt")
+    job.write(tmp_path / "tomo_job.json", overwrite=True)
+    monkeypatch.chdir(tmp_path.parent)  # the file is not in the CWD
+    t = extract_candidates(tmp_path / "tomo_job.json", n_particles=10)
+    np.testing.assert_allclose(t.angles_zxz_rad, angles[[5, 17, 40]])

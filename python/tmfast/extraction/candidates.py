@@ -385,6 +385,11 @@ def extract_candidates(
     else:
         mjob, jpath = load_job(job)
         jdir = jpath.parent
+    if isinstance(mjob.angular_search, str) and jdir is not None:
+        # a relative rotation-file path recorded in the job is relative to the job
+        rel = Path(mjob.angular_search)
+        if not rel.is_absolute() and not rel.exists() and (jdir / rel).is_file():
+            mjob = mjob.with_updates(angular_search=str(jdir / rel))
     scores_path, angles_path = locate_maps(mjob, jdir)
     scores_raw, score_voxel = _read_map(scores_path, "score map")
     angle_map, _ = _read_map(angles_path, "angle map")
