@@ -7,6 +7,7 @@ angular step, so a task takes seconds.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -26,12 +27,13 @@ from tmfast.batch.manifest import Manifest
 from tmfast.batch.plan import (
     batch_status,
     build_match_config,
-    finish,
     plan_relion5,
     resume,
     submit,
 )
 from tmfast.batch.slurm import SlurmError, SlurmOptions, scancel, submit_script
+from tmfast.cli import app
+from typer.testing import CliRunner
 
 pytestmark = pytest.mark.slurm
 
@@ -75,7 +77,13 @@ def test_array_over_three_tomograms(slurm_cluster: Cluster, tmp_path: Path) -> N
     import starfile
 
     manifest_path = _plan(tmp_path, NAMES, angular_search=30.0, checkpoint_every=100)
-    job_id = submit(manifest_path)
+    # through the command line, as a user would
+    runner = CliRunner()
+    res = runner.invoke(app, ["batch", "submit", str(manifest_path)])
+    assert res.exit_code == 0, res.output
+    found = re.search(r"submitted job (\d+)", res.output)
+    assert found, res.output
+    job_id = int(found.group(1))
     early = {s.state for s in batch_status(manifest_path)}
     assert early <= {"pending", "running", "done"}, early
     slurm_cluster.wait_for_jobs([job_id], timeout_s=90)
@@ -83,6 +91,10 @@ def test_array_over_three_tomograms(slurm_cluster: Cluster, tmp_path: Path) -> N
         assert slurm_cluster.task_state(job_id, i) == "COMPLETED"
     states = batch_status(manifest_path)
     assert [s.state for s in states] == ["done"] * 3, states
+    res = runner.invoke(app, ["batch", "status", str(manifest_path)])
+    assert "3 done, 0 running, 0 pending, 0 failed" in res.output
+    res = runner.invoke(app, ["batch", "resume", str(manifest_path)])
+    assert "nothing to resume" in res.output
 
     manifest = Manifest.read(manifest_path)
     for e in manifest.entries:
@@ -112,10 +124,15 @@ def test_array_over_three_tomograms(slurm_cluster: Cluster, tmp_path: Path) -> N
         submit_script(bad)
     assert "\n" not in str(err.value)
 
-    merged, counts = finish(manifest_path)
+    res = runner.invoke(app, ["batch", "finish", str(manifest_path)])
+    assert res.exit_code == 0, res.output
+    merged = Path(manifest.output_dir) / "particles.star"
+    found = re.search(r"(\d+) particles from 3 tomograms", res.output)
+    assert found, res.output
+    n_total = int(found.group(1))
     table = starfile.read(merged)
     assert sorted(set(table["rlnTomoName"])) == list(NAMES)
-    assert sum(counts.values()) == len(table)
+    assert n_total == len(table)
     for name in NAMES:
         rows = table[table["rlnTomoName"] == name]
         xyz = np.stack(
