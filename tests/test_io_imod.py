@@ -238,3 +238,18 @@ def test_bad_input(tmp_path: Path, kwargs: dict[str, object], match: str) -> Non
     with pytest.raises(ConfigError, match=match):
         write_imod_points(tmp_path / "x.mod", **args)  # type: ignore[arg-type]
     assert not (tmp_path / "x.mod").exists()
+
+
+def test_no_points_gives_an_empty_object(tmp_path: Path) -> None:
+    path = write_imod_points(
+        tmp_path / "e.mod",
+        np.zeros((0, 3)),
+        radius_px=4.2,
+        object_names=["tomo_1"],
+        dims_xyz=(10, 20, 30),
+    )
+    m = _imodmodel_read(path)
+    assert m["n_rows"] == 0
+    (obj,) = m["objects"]
+    assert obj["name"] == "tomo_1" and obj["pdrawsize"] == 4
+    assert [len(c["points"]) for c in obj["contours"]] == [0]
