@@ -292,8 +292,9 @@ AT3 = Path(__file__).resolve().parents[2] / "shared" / "data" / "formats" / "are
 
 
 @pytest.mark.skipif(not AT3.is_dir(), reason=f"shared AreTomo3 fixtures not at {AT3}")
-def test_plan_aretomo3_lists_count_mismatch(project: dict[str, Path],
-                                            tmp_path: Path) -> None:
+def test_plan_aretomo3_lists_count_mismatch(
+    project: dict[str, Path], tmp_path: Path
+) -> None:
     import shutil
 
     import mrcfile
@@ -305,20 +306,72 @@ def test_plan_aretomo3_lists_count_mismatch(project: dict[str, Path],
         shutil.copy(AT3 / "Position_16_3.aln", at / f"{p}.aln")
         shutil.copy(AT3 / "test_8col_CTF.txt", at / f"{p}_CTF.txt")
         shutil.copy(AT3 / "test_TLT.txt", at / f"{p}_TLT.txt")
-        mrcfile.write(at / f"{p}_Vol.mrc", np.zeros((16, 24, 24), np.float32),
-                      voxel_size=10.0)
+        mrcfile.write(
+            at / f"{p}_Vol.mrc", np.zeros((16, 24, 24), np.float32), voxel_size=10.0
+        )
     ctf = at / "B_CTF.txt"
     ctf.write_text("".join(ctf.read_text().splitlines(keepends=True)[:-1]))  # 30 rows
-    optics = {"voltage_kv": 300.0, "spherical_aberration_mm": 2.7,
-              "amplitude_contrast": 0.07}
+    optics = {
+        "voltage_kv": 300.0,
+        "spherical_aberration_mm": 2.7,
+        "amplitude_contrast": 0.07,
+    }
     from tmfast.batch.plan import plan_aretomo3
 
     with pytest.raises(ConfigError) as err:
         plan_aretomo3(at, tmp_path / "b", match=_match(project), dry_run=True, **optics)
     (line,) = str(err.value).splitlines()[1:]
     assert line.strip().startswith("B:") and "30 CTF rows match neither" in line
-    plan = plan_aretomo3(at, tmp_path / "b", match=_match(project), dry_run=True,
-                         skip_bad=True, **optics)
+    plan = plan_aretomo3(
+        at, tmp_path / "b", match=_match(project), dry_run=True, skip_bad=True, **optics
+    )
     (entry,) = plan.manifest.entries
     assert entry.key == "A" and entry.voxel_size_a == 10.0
     assert entry.metadata == read_aretomo3(at / "A", **optics)
+
+
+def test_status_and_resume_with_fake_slurm(
+    project: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """status joins task files and squeue; resume resubmits only what is left."""
+    import os
+    import shlex
+
+    from tmfast.batch.plan import resume, submit
+
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    log = tmp_path / "sbatch_args.txt"
+    for name, body in (
+        (
+            "sbatch",
+            f'echo "$@" >> {shlex.quote(str(log))}\n'
+            'if grep -q array "$0.count" 2>/dev/null; then echo 4243; '
+            'else echo array > "$0.count"; echo 4242; fi\n',
+        ),
+        ("squeue", "echo '4242 2 RUNNING'\n"),
+    ):
+        (bins / name).write_text("#!/bin/bash\n" + body)
+        (bins / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bins) + os.pathsep + os.environ["PATH"])
+    plan = plan_relion5(
+        project["tomograms_star"],
+        tmp_path / "b",
+        match=_match(project),
+        slurm=SlurmOptions(array_throttle=2),
+    )
+    mpath = plan.manifest_path
+    run_task(mpath, 0, progress_interval_s=0)
+    assert submit(mpath) == 4242
+    states = batch_status(mpath)
+    assert [s.state for s in states] == ["done", "failed", "running"]
+    assert states[1].detail == "never started"
+    assert resume(mpath) == (4243, [1])
+    calls = log.read_text().splitlines()
+    assert calls[0].split() == ["--parsable", str(plan.script_path)]
+    assert calls[1].split() == ["--parsable", "--array=1%2", str(plan.script_path)]
+    subs = json.loads((tmp_path / "b" / "submissions.json").read_text())
+    assert [(s["job_id"], s["indices"]) for s in subs] == [
+        (4242, [0, 1, 2]),
+        (4243, [1]),
+    ]
