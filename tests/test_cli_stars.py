@@ -12,7 +12,6 @@ import pytest
 import starfile
 from test_cli_extract import run  # type: ignore[import-not-found]
 from test_extraction_candidates import TOMO_ZYX, make_job  # type: ignore[import-not-found]
-from tmfast.cli import main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "formats"
 PARTICLES = SHARED / "relion5_particles"
@@ -245,10 +244,6 @@ def test_roc_cli_on_synthetic_job(tmp_path: Path, capsys) -> None:
     assert 0.045 < thr < 0.075, line
     assert (tmp_path / "tomo_roc.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "tomo_roc.svg").stat().st_size > 1000
-
-
-def test_main_is_importable() -> None:
-    assert callable(main)
 
 
 def test_to_imod_pytom_columns_and_sphere_size(tmp_path: Path, capsys) -> None:
