@@ -108,7 +108,22 @@ def test_nside_rule() -> None:
         assert 12 * nside**2 >= target > 12 * (nside - 1) ** 2
 
 
-@pytest.mark.parametrize("step", [0, -3, float("nan"), float("inf"), 400, 0.01])
+def test_nside_and_count_match_pytom_formula_for_random_steps() -> None:
+    rng = np.random.default_rng(1)
+    for step in [*rng.uniform(0.5, 90, 3000), *np.round(rng.uniform(1, 40, 500), 2)]:
+        step = float(step)
+        npix_target = 4 * np.pi / (step * np.pi / 180) ** 2
+        nside = 0
+        while 12 * nside**2 < npix_target:
+            nside += 1
+        assert _rust.nside_for_step(step) == nside, step
+    for step in rng.uniform(4, 90, 200):
+        n_psi = int(np.ceil(360 / float(step)))
+        nside = _rust.nside_for_step(float(step))
+        assert len(ga.pytom_angle_set(float(step))) == 12 * nside**2 * n_psi
+
+
+@pytest.mark.parametrize("step", [0, -3, float("nan"), float("inf"), 400, 0.01, 0.1])
 def test_invalid_step_raises_config_error(step: float) -> None:
     with pytest.raises(ConfigError, match="step"):
         ga.pytom_angle_set(step)

@@ -100,11 +100,15 @@ def pytom_angle_set(angle_step_deg: float, *, symmetry: int = 1) -> AngleArray:
     Raises
     ------
     ConfigError
-        If the step or the symmetry order is invalid.
+        If the step or the symmetry order is invalid, or the set would hold more than
+        500 million rotations (steps below about 0.35 degrees).
     """
     step = _check_step(angle_step_deg)
     n = _check_cyclic(symmetry)
-    angles: AngleArray = _rust.pytom_angle_set(step, symmetry_n=n)
+    try:
+        angles: AngleArray = _rust.pytom_angle_set(step, symmetry_n=n)
+    except ValueError as exc:  # too many rotations for the step
+        raise ConfigError(str(exc)) from None
     logger.debug("pytom set: step %.4g deg, C%d: %d rotations", step, n, len(angles))
     return angles
 

@@ -17,6 +17,9 @@ use super::healpix::{npix, ring_pix2ang};
 use super::{sort_zxz, Zxz};
 use crate::{Error, Result};
 
+/// The most rotations a set may hold (12 GB of ZXZ triples; a 0.35 degree step).
+pub const MAX_ROTATIONS: u64 = 500_000_000;
+
 /// The largest angular step accepted (degrees); one rotation about z per 360 degrees.
 pub const MAX_STEP_DEG: f64 = 360.0;
 
@@ -102,7 +105,16 @@ pub fn pytom_angle_set(step_deg: f64, symmetry_n: u32) -> Result<Vec<Zxz>> {
         ));
     }
     let nside = nside_for_step(step_deg)?;
-    let psi = psi_values(psi_steps(step_deg)?);
+    let n_psi = psi_steps(step_deg)?;
+    let total = npix(nside).saturating_mul(n_psi as u64);
+    if total > MAX_ROTATIONS {
+        return Err(Error::invalid(format!(
+            "angular step {step_deg} deg gives {total} rotations (over {MAX_ROTATIONS}, \
+             {} GB); use a larger step",
+            total * 24 / 1_000_000_000
+        )));
+    }
+    let psi = psi_values(n_psi);
     let max_phi = 2.0 * PI / f64::from(symmetry_n);
     let mut pairs: Vec<[f64; 2]> = healpix_phi_theta(nside)
         .into_iter()
@@ -179,7 +191,7 @@ mod tests {
 
     #[test]
     fn invalid_steps_are_rejected() {
-        for s in [0.0, -1.0, f64::NAN, f64::INFINITY, 361.0, 0.01] {
+        for s in [0.0, -1.0, f64::NAN, f64::INFINITY, 361.0, 0.01, 0.1] {
             assert!(pytom_angle_set(s, 1).is_err(), "{s}");
         }
         assert!(pytom_angle_set(10.0, 0).is_err());
