@@ -146,8 +146,12 @@ def write_imod_points(
             )
         ids_arr = raw_ids.astype(np.int64)
     radii = np.asarray(radius_px, dtype=np.float64)
+    empty_radius = 3.0  # sphere size of an object without points
     if radii.ndim == 0:
-        radii = np.full(n, float(radii))
+        empty_radius = float(radii)
+        if not np.isfinite(empty_radius) or empty_radius <= 0:
+            raise ConfigError("radius_px must be finite and > 0 (pixels)")
+        radii = np.full(n, empty_radius)
     if radii.shape != (n,):
         raise ConfigError(
             f"radius_px has shape {radii.shape}; pass one radius or ({n},) radii"
@@ -199,7 +203,7 @@ def write_imod_points(
             raise ConfigError(
                 f"colour {rgb!r} of object {name!r} is invalid; pass (r, g, b) in 0..1"
             )
-        pdraw = round(float(np.median(obj_r))) if obj_r.size else 3
+        pdraw = round(float(np.median(obj_r) if obj_r.size else empty_radius))
         exact = obj_r.size == 0 or bool(np.all(obj_r == pdraw))
         objects.append(
             (
