@@ -11,12 +11,22 @@ rotation (steady state: the loop only), peak traced memory (tracemalloc, numpy
 buffers) as a multiple of the tomogram's float32 size. The tile the backend searches
 is the tomogram zero-extended by the template box and padded to an FFT-fast size
 (see tmfast.matching.tiling).
+
+pyTME comparison (full mode, when ``TMFAST_PYTME_PYTHON`` names a Python with PyPI
+``pytme`` installed): ``benchmarks/pytme_reference.py`` runs pyTME's
+``FLCSphericalMask`` exhaustive matching on the same sizes in a subprocess, twice
+(``N_ROT // 4`` and ``N_ROT`` rotations); the slope is its ms per rotation, compared
+with the spherical-mask figure above on the same machine.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,6 +117,33 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest) -> None:
             f"\n{name:28s} tomogram {shape} box {box} tile {vol.shape}: "
             f"{1e3 * per:8.1f} ms/rotation, prepare {prep:5.2f} s, "
             f"peak {peak / 2**20:7.1f} MiB = {peak / tomo_bytes:4.1f}x tomogram"
+        )
+    pytme = os.environ.get("TMFAST_PYTME_PYTHON")
+    if full and pytme:
+        script = Path(__file__).with_name("pytme_reference.py")
+        runs = []
+        for n in (n_rot // 4, n_rot):
+            out = subprocess.run(
+                [pytme, str(script), *map(str, shape), str(box), str(n)],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=3600,
+            )
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        per_pytme = (runs[1]["seconds"] - runs[0]["seconds"]) / (
+            runs[1]["n_rotations"] - runs[0]["n_rotations"]
+        )
+        ours = benchmark.extra_info["spherical"]["ms_per_rotation"] / 1e3  # type: ignore[attr-defined]
+        benchmark.extra_info["pytme"] = {  # type: ignore[attr-defined]
+            "ms_per_rotation": 1e3 * per_pytme,
+            "peak_rss_mib": runs[1]["peak_rss_mib"],
+            "speedup_tmfast_vs_pytme": per_pytme / ours,
+        }
+        print(
+            f"\npyTME FLCSphericalMask: {1e3 * per_pytme:8.1f} ms/rotation, peak RSS "
+            f"{runs[1]['peak_rss_mib']:.0f} MiB; tmfast spherical is "
+            f"{per_pytme / ours:.2f}x faster"
         )
     if not full:
         # a spherical mask at quarter turns: both mask modes give the same maps

@@ -113,7 +113,7 @@ class CpuBackend:
         if float(mask.sum()) <= 0.0:
             raise ConfigError("backend inputs: the mask is empty (sum <= 0)")
         self.close()
-        self._inputs = inputs
+        self._inputs = None  # not kept: the engine owns the tile
         self._shape = vol.shape
         self._n = n
         self._c = n // 2
@@ -386,10 +386,26 @@ class CpuBackend:
         )
 
     def finalize(self) -> RunningMaps:
-        """Return the final maps and release the job."""
-        out = self.snapshot()
+        """Return the final maps and release the job.
+
+        Buffers are released one by one while the maps are rolled to output
+        coordinates, so the peak memory stays that of the loop.
+        """
+        if self._maps is None:
+            raise RuntimeError("CpuBackend.finalize called before prepare")
+        m, c = self._maps, self._c
+        self._maps = None
+        for attr in ("_fv", "_fv2", "_inv_norm"):
+            setattr(self, attr, None)
+        rolled: dict[str, np.ndarray | None] = {}
+        for name in ("scores", "angles", "score_sum", "score_sq_sum", "noise_scores"):
+            a = getattr(m, name)
+            setattr(m, name, None)
+            rolled[name] = None if a is None else _roll3(a, c)
+            del a
+        n_done = m.n_rotations_done
         self.close()
-        return out
+        return RunningMaps(n_rotations_done=n_done, **rolled)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Drop all buffers and threads; the backend may be prepared again."""

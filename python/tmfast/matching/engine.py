@@ -424,6 +424,7 @@ def search_volume(
             first = 0
             for i, be in enumerate(backends):
                 be.prepare(inputs, resume_from=resume if i == 0 else None)
+            del inputs  # backends hold what they need; free the host tile early
             if resume is not None:
                 first = resume.n_rotations_done
                 resume = None
