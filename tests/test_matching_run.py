@@ -373,3 +373,30 @@ def test_unwritable_destination(files: dict[str, Path], tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="cannot be created"):
         run_match(_config(files, blocker / "out"))
+
+
+def test_crowther_step_whitening_and_tomogram_mask(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    from tmfast.geometry.angles import angle_set, angle_step_from_diameter
+
+    tmask = np.zeros((18, 20, 22), np.float32)
+    tmask[4:14, 5:15, 3:20] = 1.0
+    mask_file = write_mrc(tmp_path / "in" / "tmask.mrc", tmask, 5.0)
+    cfg = _config(
+        files,
+        tmp_path / "o",
+        angular_search=None,
+        particle_diameter_a=15.0,
+        spectral_whitening=True,
+        tomogram_mask=mask_file,
+        volume_split_xyz=(1, 1, 3),
+    )
+    job = run_match(cfg)
+    step = angle_step_from_diameter(15.0, 5.0, low_pass_a=12.0)
+    assert job.angular_search == pytest.approx(step)
+    assert job.n_rotations == len(angle_set(step))
+    assert job.whitening_profile is not None and len(job.whitening_profile) > 2
+    assert job.tomogram_mask == str(mask_file.resolve())
+    assert job.stats is not None
+    assert job.stats.search_space == int(tmask.sum()) * job.n_rotations
