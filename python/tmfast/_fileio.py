@@ -53,6 +53,11 @@ def atomic_path(
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates 0600; give the result the mode a plain open() would (shared
+    # cluster folders need group/other read access).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, final)

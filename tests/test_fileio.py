@@ -1,0 +1,46 @@
+"""Atomic output files: no partial file on failure, no silent overwrite, normal mode."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tmfast._fileio import atomic_path
+from tmfast.errors import OutputExistsError
+
+
+def test_success_renames_and_gets_umask_mode(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    old = os.umask(0o022)
+    try:
+        with atomic_path(target) as tmp:
+            assert tmp != target and tmp.parent == target.parent
+            tmp.write_text("data")
+            assert not target.exists()
+    finally:
+        os.umask(old)
+    assert target.read_text() == "data"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_failure_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_overwrite_unless_asked(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(OutputExistsError, match="--overwrite"), atomic_path(target):
+        pass
+    assert target.read_text() == "old"
+    with atomic_path(target, overwrite=True) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
