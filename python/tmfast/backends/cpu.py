@@ -277,6 +277,7 @@ class CpuBackend:
             ft, s=self._shape, axes=(1, 2, 3), workers=w, overwrite_x=True
         )
         del ft
+        local = None
         if not self._spherical:
             assert self._fv2 is not None
             fm = self._padded_rfft(masks[:b])
@@ -288,22 +289,8 @@ class CpuBackend:
             )
             del fm
             n_m = masks[:b].astype(np.float64).sum(axis=(1, 2, 3)).astype(np.float32)
-            n_m = n_m[:, None, None, None]
-            mean /= n_m
-            e2 /= n_m
-            e2 -= mean * mean  # variance
-            del mean
-            ok = e2 > _VAR_FLOOR
-            np.sqrt(e2, out=e2, where=ok)
-            e2[~ok] = 1.0
-            e2 *= n_m
-            if with_noise:
-                corr[:b] /= e2
-                corr[b:] /= e2
-            else:
-                corr /= e2
-            del e2
-        self._update(maps, corr, first_index, b, with_noise)
+            local = (mean, e2, n_m)
+        self._update(maps, corr, first_index, b, with_noise, local)
         maps.n_rotations_done += b
 
     def _rotate_all(
@@ -325,11 +312,15 @@ class CpuBackend:
         first_index: int,
         b: int,
         with_noise: bool,
+        local: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """Fold ``corr[:b]`` (and noise ``corr[b:]``) into the running maps.
 
+        ``corr`` is the raw correlation; it is divided by ``N_M * sigma_local`` here:
+        the precomputed ``1 / (N_M sigma)`` (spherical mask) or, with ``local =
+        (sum_M V, sum_M V^2, N_M)`` per rotation (rotated mask), the local moments.
         Cache-blocked: each chunk of voxels is updated by all rotations of the batch
-        while it is in cache. Per voxel the arithmetic is exactly the unblocked one.
+        while it is in cache.
         """
         nvox = int(np.prod(self._shape))
         flat = corr.reshape(corr.shape[0], nvox)
@@ -342,7 +333,14 @@ class CpuBackend:
         if with_noise:
             assert maps.noise_scores is not None
             noise = maps.noise_scores.reshape(nvox)
+        if local is not None:
+            mean_f = local[0].reshape(b, nvox)
+            e2_f = local[1].reshape(b, nvox)
+            n_m = local[2]
         step = _CHUNK
+        sd_buf = np.empty(step, dtype=np.float32)
+        tmp_buf = np.empty(step, dtype=np.float32)
+        ok_buf = np.empty(step, dtype=bool)
         gt_buf = np.empty(step, dtype=bool)
         idx_buf = np.empty(step, dtype=np.int32)
         f64_buf = np.empty(step, dtype=np.float64)
@@ -354,6 +352,21 @@ class CpuBackend:
                 s = flat[i, j:e]
                 if inv is not None:
                     s *= inv[j:e]
+                else:
+                    # sigma = sqrt(E[V^2] - E[V]^2) under the rotated mask; <=1e-18 -> 1
+                    sd, tmp, ok = sd_buf[: e - j], tmp_buf[: e - j], ok_buf[: e - j]
+                    nm = n_m[i]
+                    np.divide(mean_f[i, j:e], nm, out=tmp)
+                    np.multiply(tmp, tmp, out=tmp)
+                    np.divide(e2_f[i, j:e], nm, out=sd)
+                    np.subtract(sd, tmp, out=sd)
+                    np.greater(sd, _VAR_FLOOR, out=ok)
+                    np.sqrt(sd, out=sd, where=ok)
+                    np.copyto(sd, np.float32(1.0), where=~ok)
+                    sd *= nm
+                    s /= sd
+                    if with_noise:
+                        flat[b + i, j:e] /= sd
                 # strict '>' keeps the earlier (smaller) index on ties; branch-free
                 np.greater(s, best_c, out=gt)
                 np.subtract(np.int32(first_index + i), ang_c, out=di)
