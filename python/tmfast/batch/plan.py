@@ -427,6 +427,13 @@ def plan_batch(
     )
     script_path = out / SCRIPT_NAME
     if not dry_run:
+        old_outputs = [e.key for e in planned if _task_state(e)]
+        if old_outputs:
+            logger.warning(
+                "%s already holds results of %d tomograms (%s...); they count as done "
+                "if complete: use a new batch folder to rerun with other options",
+                out, len(old_outputs), old_outputs[0],
+            )
         manifest.write(manifest_path, overwrite=overwrite)
         with atomic_path(script_path, overwrite=overwrite) as tmp:
             tmp.write_text(script)
