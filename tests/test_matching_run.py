@@ -400,3 +400,32 @@ def test_crowther_step_whitening_and_tomogram_mask(
     assert job.tomogram_mask == str(mask_file.resolve())
     assert job.stats is not None
     assert job.stats.search_space == int(tmask.sum()) * job.n_rotations
+
+
+def test_unseeded_random_phase_run_resumes_with_its_seed(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    dest = tmp_path / "run"
+    cfg = _config(
+        files,
+        dest,
+        random_phase_correction=True,
+        checkpoint_every=2,
+        checkpoint_interval_s=0,
+    )
+    assert cfg.rng_seed is None
+    with pytest.raises(RuntimeError, match="injected"):
+        run_match(cfg, backend=_Failing(fail_after=2), batch_rotations=2)
+    job = run_match(cfg, backend=CpuBackend(workers=1), batch_rotations=2)
+    assert job.resumed_rotations == 4 and job.rng_seed is not None
+    ref = run_match(
+        cfg.with_updates(rng_seed=job.rng_seed, destination=tmp_path / "r"),
+        backend=CpuBackend(workers=1),
+        batch_rotations=2,
+    )
+    for key in ("scores", "angles"):
+        np.testing.assert_array_equal(
+            mrcfile.read(output_paths(dest, "tomo")[key]),
+            mrcfile.read(output_paths(tmp_path / "r", "tomo")[key]),
+        )
+    assert ref.stats == job.stats

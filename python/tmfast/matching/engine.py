@@ -288,6 +288,24 @@ class _Checkpoint:
             self.path.unlink(missing_ok=True)
 
 
+def _checkpoint_seed(path: Path | None, base_key: str) -> int | None:
+    """Seed stored in a checkpoint of this configuration, or None."""
+    if path is None or not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            key = str(z["key"])
+    except (OSError, ValueError, KeyError):
+        return None
+    head, _, seed = key.rpartition(":")
+    if head != base_key or seed in ("", "None"):
+        return None
+    try:
+        return int(seed)
+    except ValueError:
+        return None
+
+
 def search_volume(
     tomogram: Volume,
     template: Volume,
@@ -830,19 +848,23 @@ def match_template(
         ctf_model=config.tomogram_ctf_model,
         whitening_profile=profile,
     )
-    seed = config.rng_seed
-    noise = None
-    if config.random_phase_correction:
-        if seed is None:
-            seed = int.from_bytes(os.urandom(4), "little")
-            logger.info("random-phase correction: rng seed %d", seed)
-        noise = phase_randomised_template(inputs.template, inputs.mask, seed=seed)
-    key = config.result_sha256() + ":" + angle_set_sha256(angles) + f":{seed}"
+    base_key = config.result_sha256() + ":" + angle_set_sha256(angles)
     ckpt_path = (
         None
         if checkpoint_dir is None
         else output_paths(Path(checkpoint_dir), config.tomo_id)["checkpoint"]
     )
+    seed = config.rng_seed
+    noise = None
+    if config.random_phase_correction:
+        if seed is None:
+            # resuming an unseeded run must reuse the seed it started with
+            seed = _checkpoint_seed(ckpt_path, base_key)
+        if seed is None:
+            seed = int.from_bytes(os.urandom(4), "little")
+        logger.info("random-phase correction: rng seed %d", seed)
+        noise = phase_randomised_template(inputs.template, inputs.mask, seed=seed)
+    key = f"{base_key}:{seed}"
     t0 = time.monotonic()
     maps = search_volume(
         inputs.tomogram,
