@@ -346,8 +346,9 @@ def optimal_angle_set(
     but lattice sizes grow in steps of ``((n + 1) / n)^3``, so the saving depends on
     the step: 31-41% at 3, 5, 6, 7, 10, 15 and 50 degrees, 25-30% at 11, 13 and 18,
     7-22% at 8, 12, 16, 20 and 30; where no lattice size is smaller than the pytom set
-    (25, 38.53 and 90 degrees) the pytom set itself is returned. Indices are not interchangeable with
-    pytom-match-pick's; the set is deterministic and sorted by ``(phi, theta, psi)``.
+    (25, 38.53 and 90 degrees) the pytom set itself is returned. Indices are not
+    interchangeable with pytom-match-pick's; the set is deterministic and sorted by
+    ``(phi, theta, psi)``.
 
     Parameters
     ----------
