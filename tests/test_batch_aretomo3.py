@@ -248,3 +248,66 @@ def test_no_warning_on_a_consistent_series(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_aretomo3(prefix, strict=False, **OPTICS)
+
+
+def _mini_series(
+    folder: Path,
+    raw: list[float],
+    dark: list[tuple[int, float]],
+    kept_tilts: list[float],
+) -> Path:
+    folder.mkdir()
+    lines = [
+        "# AreTomo Alignment / Priims bprmMn",
+        f"# RawSize = 64 64 {len(raw)}",
+        "# NumPatches = 0",
+    ]
+    lines += [f"# DarkFrame =  {i:4d} {i + 1:4d} {t:8.2f}" for i, t in dark]
+    lines += [
+        "# AlphaOffset =     0.00",
+        "# BetaOffset =     0.00",
+        "# SEC     ROT         GMAG       TX          TY      SMEAN     SFIT"
+        "    SCALE     BASE     TILT",
+    ]
+    lines += [
+        f"{k + 1:5d}  {85.0:9.4f}  {1.0:9.5f}  {0.0:9.3f}  {0.0:9.3f}  "
+        f"{1:7.2f}  {1:7.2f}  {1:7.2f}  {0:7.2f}  {t:8.2f}"
+        for k, t in enumerate(kept_tilts)
+    ]
+    (folder / "M.aln").write_text("\n".join(lines) + "\n")
+    (folder / "M_TLT.txt").write_text(
+        "".join(f"{t:8.2f}  {i + 1:4d}  {2.0:8.2f}\n" for i, t in enumerate(raw))
+    )
+    (folder / "M_CTF.txt").write_text(
+        "# Columns\n"
+        + "".join(
+            f"{i + 1:4d}   {1e4 + 1e3 * i:8.2f}  {1e4 + 1e3 * i:8.2f}     0.00"
+            "     0.0000    0.1000    8.0000   -1\n"
+            for i in range(len(raw))
+        )
+    )
+    return folder / "M"
+
+
+def test_pairing_with_duplicate_tilts_trusts_dark_frames(tmp_path: Path) -> None:
+    # two images at 0 degrees, the first of them dark: a tilt walk would take it
+    prefix = _mini_series(
+        tmp_path / "dup", [-6, -3, 0, 0, 3, 6], [(2, 0.0)], [-6, -3, 0, 3, 6]
+    )
+    md = read_aretomo3(prefix, **OPTICS)
+    np.testing.assert_allclose(md.defocus_um, [1.0, 1.1, 1.3, 1.4, 1.5])
+
+
+@pytest.mark.parametrize("dark_index", [6, 0])  # out of range; in range but wrong
+def test_legacy_dark_indices_fall_back_to_tilt_pairing(
+    tmp_path: Path, dark_index: int
+) -> None:
+    prefix = _mini_series(
+        tmp_path / "legacy",
+        [-6, -3, 0, 3, 6, 9],
+        [(dark_index, 9.0)],
+        [-6, -3, 0, 3, 6],
+    )
+    md = read_aretomo3(prefix, **OPTICS)
+    np.testing.assert_allclose(md.defocus_um, [1.0, 1.1, 1.2, 1.3, 1.4])
+    np.testing.assert_allclose(md.dose_e_per_a2, [0, 2, 4, 6, 8])

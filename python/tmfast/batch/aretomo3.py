@@ -227,29 +227,44 @@ def _problem(msg: str, strict: bool) -> None:
 def _kept_raw_indices(
     aln: AlnFile, raw_tilts: Sequence[float] | None, where: Path
 ) -> list[int] | None:
-    """Indices into the raw tilt-sorted stack of the kept (aligned) images."""
-    if raw_tilts is not None and len(raw_tilts) == aln.n_raw:
-        # Pair each aligned tilt with the next raw tilt that equals it (monotone walk).
-        kept: list[int] = []
-        j = 0
-        for t in aln.tilt_angles_deg:
-            target = t - aln.alpha_offset_deg
-            while j < len(raw_tilts) and abs(raw_tilts[j] - target) > _TILT_TOL_DEG:
-                j += 1
-            if j == len(raw_tilts):
-                break
-            kept.append(j)
-            j += 1
-        if len(kept) == aln.n_kept:
-            return kept
-        logger.debug(
-            "%s: raw tilts do not pair with aligned tilts; using DarkFrame", where
-        )
+    """Indices into the raw tilt-sorted stack of the kept (aligned) images.
+
+    The ``DarkFrame`` indices are the record; when the raw tilts are known they must
+    agree with it (raw tilt + alpha offset = aligned tilt). Legacy files whose dark
+    indices disagree are paired by tilt angle instead (a monotone walk over both
+    tilt-sorted lists).
+    """
     dark = {d[0] for d in aln.dark_frames}
-    kept = [i for i in range(aln.n_raw) if i not in dark]
-    if len(kept) == aln.n_kept and all(0 <= d < aln.n_raw for d in dark):
-        return kept
-    return None
+    by_dark: list[int] | None = [i for i in range(aln.n_raw) if i not in dark]
+    if by_dark is not None and (
+        len(by_dark) != aln.n_kept or not all(0 <= d < aln.n_raw for d in dark)
+    ):
+        by_dark = None
+    if raw_tilts is None or len(raw_tilts) != aln.n_raw:
+        return by_dark
+
+    def agrees(kept: Sequence[int]) -> bool:
+        return all(
+            abs(raw_tilts[k] + aln.alpha_offset_deg - t) <= _TILT_TOL_DEG
+            for k, t in zip(kept, aln.tilt_angles_deg, strict=True)
+        )
+
+    if by_dark is not None and agrees(by_dark):
+        return by_dark
+    walk: list[int] = []
+    j = 0
+    for t in aln.tilt_angles_deg:
+        target = t - aln.alpha_offset_deg
+        while j < len(raw_tilts) and abs(raw_tilts[j] - target) > _TILT_TOL_DEG:
+            j += 1
+        if j == len(raw_tilts):
+            return None
+        walk.append(j)
+        j += 1
+    logger.warning(
+        "%s: DarkFrame indices do not match the raw tilts; paired by tilt angle", where
+    )
+    return walk
 
 
 def _session(folder: Path) -> dict[str, Any]:
