@@ -16,10 +16,11 @@ For a prefix ``P`` AreTomo3 writes (formats from the AreTomo3 sources):
   list ``P_order_list.csv`` (OutImod 1, dark images included) or
   ``P_st_order_list.csv`` (OutImod 2/3, dark images removed).
 
-The reader pairs raw rows with kept rows by tilt angle where ``_TLT.txt`` gives the
-raw tilts (robust against legacy files whose dark indices are off by one) and by the
-dark-frame indices otherwise; it warns (or raises, ``strict=True``) when the counts
-cannot be matched, and then leaves that quantity out rather than misalign it.
+The reader pairs raw rows with kept rows by the ``DarkFrame`` indices, checked
+against the raw tilts of ``_TLT.txt`` (raw tilt + alpha offset = aligned tilt);
+legacy files whose dark indices disagree are paired by tilt angle. It warns (or
+raises, ``strict=True``) when the counts cannot be matched, and then leaves that
+quantity out rather than misalign it.
 """
 
 from __future__ import annotations
