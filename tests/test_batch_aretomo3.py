@@ -311,3 +311,16 @@ def test_legacy_dark_indices_fall_back_to_tilt_pairing(
     md = read_aretomo3(prefix, **OPTICS)
     np.testing.assert_allclose(md.defocus_um, [1.0, 1.1, 1.2, 1.3, 1.4])
     np.testing.assert_allclose(md.dose_e_per_a2, [0, 2, 4, 6, 8])
+
+
+def test_volume_without_aln_is_a_problem(tmp_path: Path) -> None:
+    _dark_series(tmp_path)
+    vol = np.zeros((20, 32, 32), np.float32)
+    for name in ("D_Vol.mrc", "X_Vol.mrc", "X_EVN_Vol.mrc"):
+        mrcfile.write(tmp_path / name, vol, voxel_size=12.0)
+    got = {e.tomo_name: e for e in read_aretomo3_project(tmp_path)}
+    assert set(got) == {"D", "X"} and got["D"].ok
+    assert "tomogram without X.aln" in got["X"].problems[0]
+    assert [e.tomo_name for e in read_aretomo3_project(tmp_path, include=["D"])] == [
+        "D"
+    ]

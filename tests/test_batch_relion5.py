@@ -228,3 +228,12 @@ def test_ambiguous_reconstructions_are_a_problem(tmp_path: Path) -> None:
     (entry,) = read_relion5_project(star)
     assert entry.tomogram is None
     assert "several reconstructions match" in entry.problems[0]
+
+
+def test_reconstruction_without_metadata_is_a_problem(tmp_path: Path) -> None:
+    star = _write_project(
+        tmp_path, ["TS_01"], ["rec_TS_01.mrc", "rec_TS_09.mrc", "rec_TS_09_half1.mrc"]
+    )
+    entries = read_relion5_project(star)
+    assert [(e.tomo_name, e.ok) for e in entries] == [("TS_01", True), ("TS_09", False)]
+    assert "without a row in tomograms.star" in entries[1].problems[0]

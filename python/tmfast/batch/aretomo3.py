@@ -614,4 +614,21 @@ def read_aretomo3_project(
                     problems=tuple(problems),
                 )
             )
+    # Volumes without an .aln: tomograms without metadata.
+    for vol in sorted(folder.glob("*_Vol.mrc")):
+        prefix = vol.name[: -len("_Vol.mrc")]
+        if prefix.endswith(("_EVN", "_ODD", "_2ND")) or prefix in prefixes:
+            continue
+        if include and not any(fnmatch.fnmatchcase(prefix, g) for g in include):
+            continue
+        entries.append(
+            TomogramEntry(
+                tomo_name=prefix,
+                tomogram=vol,
+                problems=(
+                    f"{vol}: tomogram without {prefix}.aln (no metadata); remove it "
+                    "or restrict the batch with --include",
+                ),
+            )
+        )
     return entries

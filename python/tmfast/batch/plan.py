@@ -432,7 +432,9 @@ def plan_batch(
             logger.warning(
                 "%s already holds results of %d tomograms (%s...); they count as done "
                 "if complete: use a new batch folder to rerun with other options",
-                out, len(old_outputs), old_outputs[0],
+                out,
+                len(old_outputs),
+                old_outputs[0],
             )
         manifest.write(manifest_path, overwrite=overwrite)
         with atomic_path(script_path, overwrite=overwrite) as tmp:

@@ -450,6 +450,8 @@ def read_relion5_project(
                         f"({', '.join(f.name for f in found)}); give --tomogram-dir "
                         "with one file per tomogram"
                     )
+                    for f in found:  # reported here, not again as unclaimed
+                        claimed.setdefault(f.resolve(), name)
             if tomo is None and not any("several" in p for p in hp):
                 if half is not None:
                     continue  # half sets are optional
@@ -489,4 +491,22 @@ def read_relion5_project(
                     problems=tuple(hp),
                 )
             )
+    # Reconstructions no tomograms.star row claims: tomograms without metadata.
+    for f in files:
+        name, half = normalise_tomogram_stem(f.name)
+        if f.resolve() in claimed or (half is not None and not include_halves):
+            continue
+        if half is not None and any(e.tomo_name == name for e in entries):
+            continue  # a half set of a listed tomogram that has no half columns
+        entries.append(
+            TomogramEntry(
+                tomo_name=name,
+                tomogram=f,
+                half=half,
+                problems=(
+                    f"{f}: reconstruction without a row in {star.name} (no "
+                    "metadata); remove it from the folder or give --tomo",
+                ),
+            )
+        )
     return entries

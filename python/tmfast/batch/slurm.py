@@ -345,8 +345,15 @@ def queue_states(jobs: Mapping[int, Sequence[int]]) -> dict[int, str]:
     """
     if not jobs:
         return {}
-    argv = ["squeue", "-h", "-r", "-j", ",".join(str(j) for j in sorted(jobs)),
-            "-o", "%A %a %T"]
+    argv = [
+        "squeue",
+        "-h",
+        "-r",
+        "-j",
+        ",".join(str(j) for j in sorted(jobs)),
+        "-o",
+        "%A %a %T",
+    ]
     proc = _run(argv, "read the queue")
     if proc.returncode != 0:
         if "Invalid job id" in proc.stderr:
