@@ -167,6 +167,9 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def _match_options(match: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in match.items() if v is not None}
+    # The project gives per-tilt CTF and dose: use them unless told otherwise
+    # (pytom-match-pick does the same with RELION5 metadata).
+    out.setdefault("per_tilt_weighting", True)
     for key in ("template", "mask"):
         if key not in out:
             raise ConfigError(f"--{key} is required")
@@ -281,7 +284,7 @@ def plan_batch(
         Batch folder.
     match
         Matching options (``MatchConfig`` field names; ``template`` and ``mask``
-        required).
+        required; ``per_tilt_weighting`` defaults to true).
     read_metadata
         Reads one entry's :class:`TiltSeriesMetadata`.
     extract
