@@ -363,6 +363,8 @@ def test_status_and_resume_with_fake_slurm(
     mpath = plan.manifest_path
     run_task(mpath, 0, progress_interval_s=0)
     assert submit(mpath) == 4242
+    with pytest.raises(ConfigError, match="already submitted as job 4242"):
+        submit(mpath)
     states = batch_status(mpath)
     assert [s.state for s in states] == ["done", "failed", "running"]
     assert states[1].detail == "never started"

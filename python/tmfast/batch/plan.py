@@ -612,6 +612,8 @@ def submit(manifest_path: str | Path, *, indices: Sequence[int] | None = None) -
     ------
     FormatError
         If the manifest or script is missing.
+    ConfigError
+        If the whole batch was submitted before (use :func:`resume`).
     SlurmError
         If sbatch is missing or rejects the job.
     """
@@ -620,6 +622,13 @@ def submit(manifest_path: str | Path, *, indices: Sequence[int] | None = None) -
     script = out / SCRIPT_NAME
     if not script.is_file():
         raise FormatError(f"{script}: array script missing; rerun 'tmfast batch plan'")
+    previous = _submissions(out)
+    if indices is None and previous:
+        raise ConfigError(
+            f"{manifest_path}: already submitted as job {previous[-1]['job_id']}; use "
+            "'tmfast batch status' to follow it and 'tmfast batch resume' to "
+            "resubmit what is not done"
+        )
     all_idx = list(range(len(manifest.entries)))
     idx = all_idx if indices is None else sorted(set(indices))
     for i in idx:
