@@ -237,3 +237,22 @@ def test_reconstruction_without_metadata_is_a_problem(tmp_path: Path) -> None:
     entries = read_relion5_project(star)
     assert [(e.tomo_name, e.ok) for e in entries] == [("TS_01", True), ("TS_09", False)]
     assert "without a row in tomograms.star" in entries[1].problems[0]
+
+
+@needs_fixtures
+def test_fomo_aretomo_alignment_table_without_tilt_series_files() -> None:
+    star = FIX / "fomo_aretomo_align" / "tomograms.star"
+    glob = starfile.read(star)
+    entries = read_relion5_project(star)
+    assert [e.tomo_name for e in entries] == list(glob["rlnTomoName"])
+    for e, (_, row) in zip(entries, glob.iterrows(), strict=True):
+        assert e.voxel_size_a == pytest.approx(
+            row["rlnTomoTiltSeriesPixelSize"] * row["rlnTomoTomogramBinning"]
+        )
+        assert e.size_xyz == (
+            row["rlnTomoSizeX"],
+            row["rlnTomoSizeY"],
+            row["rlnTomoSizeZ"],
+        )
+        assert e.metadata_source is None
+        assert any("tilt-series STAR" in p for p in e.problems)
