@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -258,6 +259,13 @@ def test_all_names_resolve_and_are_documented() -> None:
     for sub in (tmfast.io, tmfast.geometry):  # the subpackages' re-exports
         for name in sub.__all__:
             assert inspect.getdoc(getattr(sub, name)), f"{sub.__name__}.{name}"
+
+
+def test_every_public_name_is_in_docs_api_md() -> None:
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    names = [*tmfast.__all__, *tmfast.io.__all__, *tmfast.geometry.__all__]
+    missing = [n for n in names if not re.search(rf"\b{re.escape(n)}\b", text)]
+    assert missing == [], f"docs/api.md does not document {missing}"
 
 
 def test_import_is_light() -> None:
