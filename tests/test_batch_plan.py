@@ -127,6 +127,8 @@ def test_run_tasks_status_and_finish(project: dict[str, Path], tmp_path: Path) -
     )
     mpath = plan.manifest_path
     assert [s.state for s in batch_status(mpath)] == ["not-submitted"] * 3
+    with pytest.raises(ConfigError, match="no tomogram is matched yet"):
+        finish(mpath, allow_incomplete=True)
     run_task(mpath, 0, progress_interval_s=0)
     states = batch_status(mpath, query_queue=False)
     assert [s.state for s in states] == ["done", "not-submitted", "not-submitted"]

@@ -958,6 +958,10 @@ def finish(
             f"{', ...' if len(missing) > 5 else ''}); run 'tmfast batch resume' or "
             "pass --allow-incomplete"
         )
+    if not matched:
+        raise ConfigError(
+            f"{manifest_path}: no tomogram is matched yet; see 'tmfast batch status'"
+        )
     merged: dict[str, list[Any]] = {}
     counts: dict[str, int] = {}
     for e in matched:
