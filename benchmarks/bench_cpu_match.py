@@ -8,9 +8,9 @@ Full mode (``--benchmark-enable``): the issue's case, a 256x256x128 tomogram and
 48^3 template, spherical and non-spherical mask, with and without random-phase
 correction; ``N_ROT`` rotations each. Reported per variant: prepare time, ms per
 rotation (steady state: the loop only), peak traced memory (tracemalloc, numpy
-buffers) as a multiple of the tomogram's float32 size. The tile the backend searches
-is the tomogram zero-extended by the template box and padded to an FFT-fast size
-(see tmfast.matching.tiling).
+buffers) as a multiple of the tomogram's float32 size. Unsplit, the tile the backend
+searches is the tomogram zero-padded to an FFT-fast size (circular correlation, as
+pytom-match-pick; see tmfast.matching.tiling).
 
 pyTME comparison (full mode, when ``TMFAST_PYTME_PYTHON`` names a Python with PyPI
 ``pytme`` installed): ``benchmarks/pytme_reference.py`` runs pyTME's
@@ -36,7 +36,7 @@ from tmfast.geometry.angles import angle_set
 from tmfast.geometry.rotations import zxz_to_matrices
 from tmfast.matching.demo import demo_mask, demo_template
 from tmfast.matching.random_phase import phase_randomised_template
-from tmfast.matching.tiling import cut_tile, plan_tiles
+from tmfast.matching.tiling import cut_tile, fast_period, plan_tiles
 
 VARIANTS = [
     ("spherical", True, False),
@@ -51,7 +51,7 @@ def _case(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     tomo = rng.standard_normal(shape, dtype=np.float32)
-    tile = plan_tiles((0, 0, 0), shape, (1, 1, 1), box)[0]
+    tile = plan_tiles((0, 0, 0), shape, (1, 1, 1), box, fast_period(shape))[0]
     weight = np.ones((box, box, box // 2 + 1), np.float32)
     return cut_tile(tomo, tile), demo_template(box), demo_mask(box), weight
 

@@ -10,7 +10,7 @@ from tmfast.backends.cpu import CpuBackend
 from tmfast.geometry.rotations import zxz_to_matrices
 from tmfast.matching.engine import merge_running_maps, search_volume
 from tmfast.matching.stats import noise_corrected_scores, search_statistics
-from tmfast.matching.tiling import cut_tile, plan_tiles
+from tmfast.matching.tiling import cut_tile, fast_period, plan_tiles
 
 N_BOX = 7
 ANGLES = np.array(
@@ -45,14 +45,17 @@ def _search(p: dict[str, np.ndarray], **kw: object):  # type: ignore[no-untyped-
     return search_volume(p["tomo"], p["tmpl"], p["mask"], p["weight"], ANGLES, **kw)  # type: ignore[arg-type]
 
 
-def _zero_extended_brute(p: dict[str, np.ndarray]) -> RunningMaps:
-    """Whole tomogram zero-padded by a full box on every side: no wrap at all."""
-    pad = N_BOX
-    big = np.pad(p["tomo"], pad)
+def _periodic_reference(p: dict[str, np.ndarray]) -> RunningMaps:
+    """The definition: circular correlation over the tomogram zero-padded to the
+    FFT-fast period, computed by the backend on that padded array directly."""
+    shape = p["tomo"].shape
+    period = fast_period(shape)
+    padded = np.zeros(period, np.float32)
+    padded[: shape[0], : shape[1], : shape[2]] = p["tomo"]
     be = CpuBackend(workers=1)
     be.prepare(
         CorrelationInputs(
-            tomogram=big,
+            tomogram=padded,
             template=p["tmpl"],
             mask=p["mask"],
             template_weight=p["weight"],
@@ -60,7 +63,7 @@ def _zero_extended_brute(p: dict[str, np.ndarray]) -> RunningMaps:
     )
     be.score_rotations(0, zxz_to_matrices(ANGLES))
     m = be.finalize()
-    sl = (slice(pad, -pad),) * 3
+    sl = tuple(slice(0, n) for n in shape)
     return RunningMaps(
         scores=m.scores[sl],
         angles=m.angles[sl],
@@ -72,30 +75,37 @@ def _zero_extended_brute(p: dict[str, np.ndarray]) -> RunningMaps:
 
 
 def test_tiles_cover_the_region_once() -> None:
-    tiles = plan_tiles((2, 3, 4), (15, 16, 17), (3, 2, 2), 8)
-    cover = np.zeros((15, 16, 17), int)
+    period = (16, 18, 18)
+    tiles = plan_tiles((2, 3, 0), (14, 15, 17), (3, 2, 2), 8, period)
+    cover = np.zeros((14, 15, 17), int)
     for t in tiles:
-        cover[t.unique_in_region((2, 3, 4))] += 1
-        assert all(
-            s >= (b - a) + 7
-            for s, a, b in zip(
-                t.shape_zyx, t.unique_start_zyx, t.unique_stop_zyx, strict=True
-            )
-        )
+        cover[t.unique_in_region((2, 3, 0))] += 1
+        for s, a, b, n, per in zip(
+            t.shape_zyx,
+            t.unique_start_zyx,
+            t.unique_stop_zyx,
+            t.data_len_zyx,
+            period,
+            strict=True,
+        ):
+            # either the whole period, or unique + box - 1 without wrap
+            assert (n == s == per) or (n == (b - a) + 7 and s >= n)
     assert (cover == 1).all()
     assert len(tiles) == 12
     vol = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7) + 1
-    t = plan_tiles((0, 0, 0), (5, 6, 7), (1, 1, 1), 4)[0]
+    # a 1-voxel-wide tile near x = 0 wraps to the far end of the padded period 8
+    t = plan_tiles((0, 0, 0), (5, 6, 7), (7, 1, 1), 4, (5, 6, 8))[0]
+    assert t.data_start_zyx == (0, 0, -2) and t.data_len_zyx == (5, 6, 4)
     cut = cut_tile(vol, t)
-    # element (0,0,0) of the tile is tomogram index -2 (zeros outside the tomogram)
-    assert t.data_start_zyx == (-2, -2, -2)
-    np.testing.assert_array_equal(cut[2:7, 2:8, 2:9], vol)
-    assert cut[:2].sum() == 0 and cut[7:].sum() == 0
+    np.testing.assert_array_equal(cut[:, :, 0], vol[:, :, 6])  # x = -2 -> 6
+    np.testing.assert_array_equal(cut[:, :, 1], 0)  # x = -1 -> 7, the zero padding
+    np.testing.assert_array_equal(cut[:, :, 2], vol[:, :, 0])
+    np.testing.assert_array_equal(cut[:, :, 3], vol[:, :, 1])
 
 
-def test_unsplit_equals_zero_extended_oracle(problem: dict[str, np.ndarray]) -> None:
+def test_unsplit_equals_periodic_definition(problem: dict[str, np.ndarray]) -> None:
     maps = _search(problem)
-    ref = _zero_extended_brute(problem)
+    ref = _periodic_reference(problem)
     np.testing.assert_allclose(maps.scores, ref.scores, atol=1e-5)
     np.testing.assert_array_equal(maps.angles, ref.angles)
     np.testing.assert_allclose(maps.score_sq_sum, ref.score_sq_sum, atol=1e-4)

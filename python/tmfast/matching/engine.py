@@ -12,7 +12,9 @@ Steps:
    fast length, :func:`tmfast.filters.tomogram_filter`), then standardise it; build
    the template weight once (:func:`tmfast.filters.template_weight`), with a whitening
    profile estimated from the tomogram when asked;
-3. split the search region into tiles (:mod:`tmfast.matching.tiling`), skip tiles
+3. split the search region into tiles (:mod:`tmfast.matching.tiling`; the
+   correlation is circular over the tomogram zero-padded to a fast size, exactly as
+   pytom-match-pick, and every split reproduces the unsplit scores), skip tiles
    whose unique region lies entirely outside the tomogram mask, and search each tile
    with one backend per device (rotations dealt round-robin by batch, maps merged in
    memory, ties to the smaller rotation index);
@@ -42,7 +44,7 @@ from tmfast.matching.config import MatchConfig
 from tmfast.matching.job import MatchJob, SearchStats
 from tmfast.matching.random_phase import phase_randomised_template
 from tmfast.matching.stats import RoiSums, noise_corrected_scores
-from tmfast.matching.tiling import Tile, cut_tile, plan_tiles
+from tmfast.matching.tiling import Tile, cut_tile, fast_period, plan_tiles
 from tmfast.metadata import TiltSeriesMetadata
 from tmfast.types import AngleArray, Volume
 
@@ -372,7 +374,9 @@ def search_volume(
         )
     assert search_shape_zyx is not None
     n_box = int(template.shape[0])
-    tiles = plan_tiles(search_origin_zyx, search_shape_zyx, split_xyz, n_box)
+    tiles = plan_tiles(
+        search_origin_zyx, search_shape_zyx, split_xyz, n_box, fast_period(shape_full)
+    )
     active: list[Tile] = []
     for tile in tiles:
         if tomogram_mask is not None:

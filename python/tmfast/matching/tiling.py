@@ -1,12 +1,20 @@
 """Sub-volumes (``-s X Y Z``) of the search region, with half-template overhang.
 
-Each tile has a *unique* region (its share of the search region, which it alone
-writes) and a *data* region that extends it by the template box: ``N // 2`` voxels
-before and ``N - N // 2 - 1`` after on each axis. The data region is cut from the
-filtered tomogram with **zeros outside the tomogram** and zero-padded to an FFT-fast
-length, so the circular correlation never wraps into a unique voxel's template
-footprint. A voxel's score therefore depends only on the tomogram around it: split
-runs, search regions and unsplit runs give the same scores (up to FFT rounding).
+The correlation is defined, as in pytom-match-pick, as **circular over the tomogram
+zero-padded to an FFT-fast size** ``P`` per axis (``period_zyx``, from
+:func:`fast_period`): the score of a voxel uses the template footprint around it, with
+indices taken modulo ``P`` (data beyond the tomogram are the zero padding). Every tile
+reproduces exactly that, so split runs, search regions and unsplit runs give the same
+scores (up to FFT rounding):
+
+- along an axis where the tile's unique region plus the template box
+  (``unique + N - 1``) reaches the period, the tile is the whole padded axis;
+- otherwise the tile holds the data from ``N // 2`` voxels before to ``N - N // 2 - 1``
+  after its unique region (indices modulo ``P``, zeros in the padding), zero-padded to
+  a fast length: the circular wrap of the tile never reaches a unique voxel's
+  template footprint.
+
+Tiles of an unsplit search of the whole tomogram are thus just the padded tomogram.
 """
 
 from __future__ import annotations
@@ -21,7 +29,12 @@ import scipy.fft as sfft
 from tmfast.errors import ConfigError
 from tmfast.types import Volume
 
-__all__ = ["Tile", "cut_tile", "plan_tiles"]
+__all__ = ["Tile", "cut_tile", "fast_period", "plan_tiles"]
+
+
+def fast_period(shape_zyx: tuple[int, ...]) -> tuple[int, int, int]:
+    """Return the FFT-fast padded shape that defines the circular correlation."""
+    return tuple(sfft.next_fast_len(int(s), real=True) for s in shape_zyx)  # type: ignore[return-value]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,17 +48,24 @@ class Tile:
     unique_start_zyx, unique_stop_zyx
         Unique region in full-tomogram voxel indices (stop exclusive).
     data_start_zyx
-        Full-tomogram index of the tile array's element ``(0, 0, 0)`` (may be
-        negative: zeros outside the tomogram).
+        Full-tomogram index (modulo the period) of the tile array's element
+        ``(0, 0, 0)``; may be negative.
+    data_len_zyx
+        Number of leading tile elements per axis filled from the periodic padded
+        tomogram; the rest of the tile is zero.
     shape_zyx
         FFT-fast shape of the tile array.
+    period_zyx
+        Period (padded tomogram shape) of the circular correlation.
     """
 
     index: int
     unique_start_zyx: tuple[int, int, int]
     unique_stop_zyx: tuple[int, int, int]
     data_start_zyx: tuple[int, int, int]
+    data_len_zyx: tuple[int, int, int]
     shape_zyx: tuple[int, int, int]
+    period_zyx: tuple[int, int, int]
 
     @property
     def unique_in_tile(self) -> tuple[slice, slice, slice]:
@@ -85,8 +105,24 @@ def plan_tiles(
     search_shape_zyx: tuple[int, int, int],
     split_xyz: tuple[int, int, int],
     box_size: int,
+    period_zyx: tuple[int, int, int],
 ) -> list[Tile]:
     """Split the search region into tiles (pieces as equal as possible).
+
+    Parameters
+    ----------
+    search_origin_zyx, search_shape_zyx
+        Search region in full-tomogram voxels.
+    split_xyz
+        Pieces along x, y, z.
+    box_size
+        Template box edge ``N``.
+    period_zyx
+        Padded tomogram shape (:func:`fast_period` of the tomogram shape).
+
+    Returns
+    -------
+    list of Tile
 
     Raises
     ------
@@ -94,7 +130,6 @@ def plan_tiles(
         If an axis has more pieces than voxels.
     """
     before = box_size // 2
-    after = box_size - before - 1
     per_axis = [
         _split_1d(length, parts, axis)
         for length, parts, axis in zip(
@@ -102,32 +137,48 @@ def plan_tiles(
         )
     ]
     tiles = []
-    for i, (rz, ry, rx) in enumerate(itertools.product(*per_axis)):
-        start = tuple(
-            o + r[0] for o, r in zip(search_origin_zyx, (rz, ry, rx), strict=True)
+    for i, ranges in enumerate(itertools.product(*per_axis)):
+        start, stop, dstart, dlen, shape = [], [], [], [], []
+        for o, (a, b), period in zip(
+            search_origin_zyx, ranges, period_zyx, strict=True
+        ):
+            start.append(o + a)
+            stop.append(o + b)
+            need = (b - a) + box_size - 1
+            if need >= period:
+                dstart.append(0)
+                dlen.append(period)
+                shape.append(period)
+            else:
+                dstart.append(o + a - before)
+                dlen.append(need)
+                shape.append(sfft.next_fast_len(need, real=True))
+        tiles.append(
+            Tile(
+                i,
+                tuple(start),
+                tuple(stop),
+                tuple(dstart),
+                tuple(dlen),  # type: ignore[arg-type]
+                tuple(shape),
+                tuple(period_zyx),
+            )  # type: ignore[arg-type]
         )
-        stop = tuple(
-            o + r[1] for o, r in zip(search_origin_zyx, (rz, ry, rx), strict=True)
-        )
-        data_start = tuple(s - before for s in start)
-        shape = tuple(
-            sfft.next_fast_len(b - a + before + after, real=True)
-            for a, b in zip(start, stop, strict=True)
-        )
-        tiles.append(Tile(i, start, stop, data_start, shape))  # type: ignore[arg-type]
     return tiles
 
 
 def cut_tile(tomogram: npt.ArrayLike, tile: Tile) -> Volume:
-    """Return the tile array: tomogram data where inside, zeros elsewhere."""
+    """Return the tile array cut from the periodic, zero-padded tomogram."""
     vol = np.asarray(tomogram)
     out = np.zeros(tile.shape_zyx, dtype=np.float32)
-    src, dst = [], []
-    for d0, n, size in zip(tile.data_start_zyx, tile.shape_zyx, vol.shape, strict=True):
-        a, b = max(d0, 0), min(d0 + n, size)
-        if b <= a:
-            return out
-        src.append(slice(a, b))
-        dst.append(slice(a - d0, b - d0))
-    out[tuple(dst)] = vol[tuple(src)]
+    dst, src = [], []
+    for d0, n, period, size in zip(
+        tile.data_start_zyx, tile.data_len_zyx, tile.period_zyx, vol.shape, strict=True
+    ):
+        g = (d0 + np.arange(n)) % period
+        ok = g < size  # beyond the tomogram: the zero padding
+        dst.append(np.nonzero(ok)[0])
+        src.append(g[ok])
+    if all(len(d) for d in dst):
+        out[np.ix_(*dst)] = vol[np.ix_(*src)]
     return out
