@@ -90,6 +90,11 @@ class Tile:
         )
 
 
+def _triple(values: list[int] | tuple[int, ...]) -> tuple[int, int, int]:
+    a, b, c = (int(v) for v in values)
+    return a, b, c
+
+
 def _split_1d(length: int, parts: int, axis: str) -> list[tuple[int, int]]:
     if parts > length:
         raise ConfigError(
@@ -153,16 +158,11 @@ def plan_tiles(
                 dstart.append(o + a - before)
                 dlen.append(need)
                 shape.append(sfft.next_fast_len(need, real=True))
+        t3 = _triple
         tiles.append(
             Tile(
-                i,
-                tuple(start),
-                tuple(stop),
-                tuple(dstart),
-                tuple(dlen),  # type: ignore[arg-type]
-                tuple(shape),
-                tuple(period_zyx),
-            )  # type: ignore[arg-type]
+                i, t3(start), t3(stop), t3(dstart), t3(dlen), t3(shape), t3(period_zyx)
+            )
         )
     return tiles
 
