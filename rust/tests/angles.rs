@@ -198,7 +198,7 @@ mod symmetry_and_covering {
             let got = kept.len() as f64;
             // boundary completion adds a few rotations where classes are few
             assert!(
-                (got - expect).abs() <= 0.12 * expect,
+                (got - expect).abs() <= 0.15 * expect,
                 "{sym:?} {got} {expect}"
             );
             let images: Vec<_> = kept

@@ -108,9 +108,13 @@ def angles(
     rotations = ga.angle_set(search, symmetry=symmetry, optimal=optimal)
     typer.echo(f"rotations: {len(rotations)}")
     if len(rotations):
-        radius = ga.covering_radius_deg(rotations, n_samples=n_samples)
+        radius = ga.covering_radius_deg(
+            rotations, symmetry=symmetry, n_samples=n_samples
+        )
+        with_sym = "" if symmetry.upper() in ("C1", "1") else f", with {symmetry}"
         typer.echo(
-            f"covering radius: {radius:.3f} deg (estimated, {n_samples} samples)"
+            f"covering radius: {radius:.3f} deg (estimated, {n_samples} samples"
+            f"{with_sym})"
         )
     typer.echo(f"sha256: {ga.angle_set_sha256(rotations)}")
     if output is not None:

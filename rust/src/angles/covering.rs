@@ -205,14 +205,23 @@ pub struct CoveringEstimate {
 /// test rotations (seeded by `seed`) and hill-climbing refinement of the worst ones.
 /// Returns a zero radius for an empty set or zero samples.
 #[must_use]
-#[allow(clippy::cast_precision_loss)]
 pub fn covering_radius(set: &[Quat], n_samples: usize, seed: u64) -> CoveringEstimate {
     let index = QuatIndex::new(set);
+    let (radius_rad, worst) = worst_points(&index, n_samples, seed)
+        .first()
+        .copied()
+        .unwrap_or((0.0, [1.0, 0.0, 0.0, 0.0]));
+    CoveringEstimate { radius_rad, worst }
+}
+
+/// The 64 worst of `n_samples` uniform test rotations (`seed`), each refined by hill
+/// climbing to a local maximum of the distance to `index`, sorted by decreasing
+/// distance (see the module docs). Empty for an empty index or zero samples.
+#[must_use]
+#[allow(clippy::cast_possible_truncation)]
+pub fn worst_points(index: &QuatIndex, n_samples: usize, seed: u64) -> Vec<(f64, Quat)> {
     if index.is_empty() || n_samples == 0 {
-        return CoveringEstimate {
-            radius_rad: 0.0,
-            worst: [1.0, 0.0, 0.0, 0.0],
-        };
+        return Vec::new();
     }
     let dist = |q: &Quat| index.nearest(q).map_or(0.0, |(_, d)| d);
     // Draw samples in fixed chunks with per-chunk seeds, so the result does not depend on
@@ -238,7 +247,7 @@ pub fn covering_radius(set: &[Quat], n_samples: usize, seed: u64) -> CoveringEst
     scored.truncate(64);
     // Hill climbing from the worst samples, starting at a step of about the radius.
     let start_step = scored[0].0.max(1e-3);
-    let refined: Vec<(f64, Quat)> = scored
+    let mut refined: Vec<(f64, Quat)> = scored
         .par_iter()
         .enumerate()
         .map(|(k, &(d0, q0))| {
@@ -264,12 +273,35 @@ pub fn covering_radius(set: &[Quat], n_samples: usize, seed: u64) -> CoveringEst
             (d, q)
         })
         .collect();
-    let (radius_rad, worst) = refined
-        .into_iter()
-        .chain(std::iter::once(scored[0]))
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .unwrap_or((0.0, [1.0, 0.0, 0.0, 0.0]));
-    CoveringEstimate { radius_rad, worst }
+    refined.sort_by(|a, b| b.0.total_cmp(&a.0));
+    refined
+}
+
+/// The uniform test rotations (`n_samples`, `seed`) farther than `radius_rad` from every
+/// rotation of `index`, with their distances. Deterministic for a seed.
+#[must_use]
+#[allow(clippy::cast_possible_truncation)]
+pub fn uncovered_samples(
+    index: &QuatIndex,
+    n_samples: usize,
+    seed: u64,
+    radius_rad: f64,
+) -> Vec<(f64, Quat)> {
+    const CHUNK: usize = 4096;
+    (0..n_samples.div_ceil(CHUNK))
+        .into_par_iter()
+        .flat_map_iter(|c| {
+            let mut rng = SplitMix64::new(seed ^ (c as u64).wrapping_mul(0xA076_1D64_78BD_642F));
+            let len = CHUNK.min(n_samples - c * CHUNK);
+            (0..len)
+                .filter_map(|_| {
+                    let q = random_quaternion(&mut rng);
+                    let d = index.nearest(&q).map_or(f64::INFINITY, |(_, d)| d);
+                    (d > radius_rad).then_some((d, q))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Canonical sign of a quaternion: first non-zero component positive.
