@@ -273,13 +273,20 @@ def test_icosahedral_group_is_a_group_with_twofolds_on_axes() -> None:
     for axis in np.eye(3):
         two_fold = 2 * np.outer(axis, axis) - np.eye(3)
         assert np.abs(m - two_fold).max(axis=(1, 2)).min() < 1e-9
-    # 12 five-fold axes: 24 rotations by +-72 and +-144 degrees... 4 per axis * 12 / 2
+    # 6 five-fold axes, each with rotations by +-72 and +-144 degrees
     angles = np.degrees(
         np.arccos(np.clip((np.trace(m, axis1=1, axis2=2) - 1) / 2, -1, 1))
     )
     assert (
         np.sum(np.isclose(angles, 72)) == 12 and np.sum(np.isclose(angles, 144)) == 12
     )
+    g = (1 + np.sqrt(5)) / 2
+    axis = np.array([0.0, 1.0, 1 / g]) / np.linalg.norm([0.0, 1.0, 1 / g])
+    k = np.array(
+        [[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]]
+    )
+    five = np.eye(3) + np.sin(np.radians(72)) * k + (1 - np.cos(np.radians(72))) * k @ k
+    assert np.abs(m - five).max(axis=(1, 2)).min() < 1e-9
 
 
 def _covered_by_group_images(

@@ -211,8 +211,10 @@ def symmetry_group(symmetry: int | str) -> AngleArray:
     """Return the rotations of a point group as ZXZ angles in radians.
 
     Orientations: ``Cn`` about z; ``Dn`` adds two-fold axes in the xy plane, the first
-    along x; ``T`` and ``O`` have their two-/four-fold axes along x, y, z; ``I`` has
-    two-fold axes along x, y, z (RELION's ``I2``-style orientation).
+    along x; ``T`` and ``O`` have their two-/four-fold axes along x, y, z (these four
+    equal scipy's ``Rotation.create_group``); ``I`` has two-fold axes along x, y, z
+    and five-fold axes along ``(0, 1, 1/g)``, ``(1, 1/g, 0)``, ``(1/g, 0, 1)`` and
+    their sign variants (``g`` the golden ratio; not scipy's orientation).
 
     Parameters
     ----------

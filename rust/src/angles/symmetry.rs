@@ -4,13 +4,15 @@
 //! and `M g` produce the same rotated template, so one rotation per class
 //! `{M g : g in G}` suffices (right cosets; `g` acts first, in the template's frame).
 //!
-//! Group orientations (the RELION/Crowther conventions):
+//! Group orientations (`Cn`, `Dn`, `T`, `O` equal scipy's `Rotation.create_group`):
 //! * `Cn`: rotations by `2 pi k / n` about z;
 //! * `Dn`: `Cn` plus `n` two-fold axes in the xy plane, the first along x;
 //! * `T`: two-folds along x, y, z and three-folds along the cube diagonals (12);
 //! * `O`: four-folds along x, y, z (24);
-//! * `I`: two-folds along x, y, z, five-folds in the planes spanned by them (60;
-//!   the binary icosahedral group with the golden ratio in the y/z components).
+//! * `I`: two-folds along x, y, z; five-folds along `(0, 1, 1/phi)`, `(1, 1/phi, 0)`,
+//!   `(1/phi, 0, 1)` and their sign variants (`phi` the golden ratio; 60 rotations, the
+//!   quaternions `(+-1, 0, 0, 0)`, `(+-1, +-1, +-1, +-1) / 2` and the even permutations
+//!   of `(0, +-1, +-phi, +-1/phi) / 2`). This is not scipy's orientation of `I`.
 //!
 //! Reduction rules:
 //! * `Cn`: keep `phi < 2 pi / n` (pytom-match-pick's rule; right multiplication by a
