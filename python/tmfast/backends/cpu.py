@@ -175,6 +175,9 @@ class CpuBackend:
         if not self._spherical:
             per += 2 * self._fv.nbytes + 8 * int(np.prod(self._shape))
         self._sub_batch = int(max(1, min(32, self.max_batch_bytes // per)))
+        # at least 2 when the budget allows half again: batching amortises overheads
+        if self._sub_batch == 1 and 2 * per <= 1.5 * self.max_batch_bytes:
+            self._sub_batch = 2
         logger.debug(
             "cpu backend: volume %s, box %d, spherical=%s, noise=%s, sub-batch %d",
             self._shape,
@@ -296,14 +299,28 @@ class CpuBackend:
     def _rotate_all(
         self, jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     ) -> None:
-        """Rotate boxes concurrently (scipy.ndimage releases the GIL)."""
-        if len(jobs) == 1 or self.workers == 1:
-            for coeffs, m, out in jobs:
-                rotate_volume(coeffs, m, out=out)
+        """Rotate boxes on all cores: jobs split into z-slabs run in a thread pool
+        (scipy.ndimage releases the GIL)."""
+        per = max(1, -(-self.workers // max(len(jobs), 1)))
+        tasks = []
+        for coeffs, m, out in jobs:
+            n_z = out.shape[0]
+            bounds = np.linspace(0, n_z, min(per, n_z) + 1).astype(int)
+            tasks += [
+                (coeffs, m, out, (int(a), int(b)))
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            ]
+        if len(tasks) == 1 or self.workers == 1:
+            for coeffs, m, out, zr in tasks:
+                rotate_volume(coeffs, m, out=out, z_range=zr)
             return
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(self.workers)
-        list(self._pool.map(lambda j: rotate_volume(j[0], j[1], out=j[2]), jobs))
+        list(
+            self._pool.map(
+                lambda t: rotate_volume(t[0], t[1], out=t[2], z_range=t[3]), tasks
+            )
+        )
 
     def _update(
         self,

@@ -93,6 +93,7 @@ def sample_positions_zyx(
     matrix: npt.ArrayLike,
     *,
     center_zyx: tuple[float, float, float] | None = None,
+    z_range: tuple[int, int] | None = None,
 ) -> npt.NDArray[np.float64]:
     """Return the ``(3, z, y, x)`` sampling positions (zyx index units) of a rotation.
 
@@ -104,6 +105,8 @@ def sample_positions_zyx(
         ``(3, 3)`` active rotation acting on ``(x, y, z)`` vectors.
     center_zyx
         Rotation centre in ``(z, y, x)`` voxels; default ``N // 2`` per axis.
+    z_range
+        Only output slices ``z0 .. z1 - 1`` (default all).
 
     Returns
     -------
@@ -119,6 +122,8 @@ def sample_positions_zyx(
     assert center_zyx is not None
     cz, cy, cx = (float(v) for v in center_zyx)
     z, y, x = (np.arange(s, dtype=np.float64) for s in shape_zyx)
+    if z_range is not None:
+        z = z[z_range[0] : z_range[1]]
     dx = x[None, None, :] - cx
     dy = y[None, :, None] - cy
     dz = z[:, None, None] - cz
@@ -135,6 +140,7 @@ def rotate_volume(
     *,
     center_zyx: tuple[float, float, float] | None = None,
     out: Volume | None = None,
+    z_range: tuple[int, int] | None = None,
 ) -> Volume:
     """Rotate a volume given its B-spline coefficients: ``out(r) = f(M.T (r - c) + c)``.
 
@@ -148,6 +154,9 @@ def rotate_volume(
         Rotation centre in ``(z, y, x)`` voxels; default ``N // 2`` on each axis.
     out
         Optional float32 array of the same shape to write into.
+    z_range
+        Compute only output slices ``z0 .. z1 - 1`` (written into ``out``); lets
+        callers split one rotation over threads.
 
     Returns
     -------
@@ -167,11 +176,19 @@ def rotate_volume(
     elif out.shape != c.shape or out.dtype != np.float32:
         raise ValueError("out must be a float32 array of the coefficients' shape")
     pos = sample_positions_zyx(
-        c.shape,
+        c.shape,  # type: ignore[arg-type]
         matrix,
-        center_zyx=center_zyx,  # type: ignore[arg-type]
+        center_zyx=center_zyx,
+        z_range=z_range,
     )
+    target = out if z_range is None else out[z_range[0] : z_range[1]]
     ndimage.map_coordinates(
-        c, pos, output=out, order=3, mode="grid-constant", cval=0.0, prefilter=False
+        c,
+        pos,
+        output=target,
+        order=3,
+        mode="grid-constant",
+        cval=0.0,
+        prefilter=False,
     )
     return out
