@@ -29,6 +29,7 @@ rounding):
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
 import os
 
@@ -308,7 +309,7 @@ class CpuBackend:
             bounds = np.linspace(0, n_z, min(per, n_z) + 1).astype(int)
             tasks += [
                 (coeffs, m, out, (int(a), int(b)))
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+                for a, b in itertools.pairwise(bounds)
             ]
         if len(tasks) == 1 or self.workers == 1:
             for coeffs, m, out, zr in tasks:
