@@ -219,9 +219,12 @@ def test_resume_after_exception_is_identical(
         run_match(cfg, backend=_Failing(fail_after=fail_after), batch_rotations=2)
     ckpt = output_paths(dest, "tomo")["checkpoint"]
     assert ckpt.exists() and not output_paths(dest, "tomo")["scores"].exists()
+    # finished tiles are kept in their own files, written once
+    tile_files = sorted(p.name for p in dest.glob("tomo_checkpoint_tile*.npz"))
+    assert tile_files == [f"tomo_checkpoint_tile{k}.npz" for k in range(resumed // 8)]
     job = run_match(cfg, backend=CpuBackend(workers=1), batch_rotations=2)
     assert job.resumed_rotations == resumed
-    assert not ckpt.exists()
+    assert not ckpt.exists() and not list(dest.glob("*checkpoint*"))
     for key in ("scores", "angles"):
         a = mrcfile.read(output_paths(dest, "tomo")[key])
         b = mrcfile.read(output_paths(tmp_path / "ref", "tomo")[key])

@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 #: Rotations per backend call (one "batch"); backends sub-batch internally.
 DEFAULT_BATCH_ROTATIONS = 32
-_CHECKPOINT_FORMAT = 1
+_CHECKPOINT_FORMAT = 2
 
 
 # --------------------------------------------------------------------------- results
@@ -200,7 +200,14 @@ def _empty_search_maps(
 
 
 class _Checkpoint:
-    """Atomic ``.npz`` checkpoints of an in-progress search."""
+    """Atomic ``.npz`` checkpoints of an in-progress search.
+
+    ``{tomo_id}_checkpoint.npz`` holds the configuration key, the position of the
+    current tile, the statistics sums of the finished tiles and the running maps of
+    the current tile; each finished tile's unique maps are written once to
+    ``{tomo_id}_checkpoint_tile{k}.npz``. A checkpoint write therefore costs one
+    tile's maps, not the whole tomogram's.
+    """
 
     def __init__(
         self, path: Path | None, key: str, every: int, interval_s: float
@@ -216,6 +223,10 @@ class _Checkpoint:
     def enabled(self) -> bool:
         return self.path is not None and (self.every > 0 or self.interval_s > 0)
 
+    def tile_path(self, pos: int) -> Path:
+        assert self.path is not None
+        return self.path.with_name(f"{self.path.stem}_tile{pos}.npz")
+
     def due(self, n_new: int) -> bool:
         self.since += n_new
         if not self.enabled:
@@ -226,46 +237,53 @@ class _Checkpoint:
         )
         return by_count or by_time
 
-    def load(
-        self, shape: tuple[int, ...], with_noise: bool, keep_sums: bool
-    ) -> dict[str, object] | None:
-        if self.path is None or not self.path.exists():
-            return None
+    def _read(self, path: Path) -> dict[str, np.ndarray] | None:
         try:
-            with np.load(self.path, allow_pickle=False) as z:
+            with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
         except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable checkpoint %s (%s)", self.path, exc)
+            logger.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
             return None
         if (
             str(data.get("key")) != self.key
             or int(data.get("format", -1)) != _CHECKPOINT_FORMAT
         ):
             logger.warning(
-                "ignoring checkpoint %s: it belongs to a different configuration",
-                self.path,
+                "ignoring checkpoint %s: it belongs to a different configuration", path
             )
-            return None
-        if (
-            tuple(data["scores"].shape) != shape
-            or ("noise_scores" in data) != with_noise
-            or ("score_sum" in data) != keep_sums
-        ):
-            logger.warning("ignoring checkpoint %s: shapes differ", self.path)
             return None
         return data
 
+    def load(self) -> dict[str, np.ndarray] | None:
+        if self.path is None or not self.path.exists():
+            return None
+        return self._read(self.path)
+
+    def load_tile(self, pos: int) -> dict[str, np.ndarray] | None:
+        p = self.tile_path(pos)
+        return self._read(p) if p.exists() else None
+
+    def _write(self, path: Path, payload: dict[str, np.ndarray]) -> None:
+        payload["key"] = np.array(self.key)
+        payload["format"] = np.array(_CHECKPOINT_FORMAT)
+        with atomic_path(path, overwrite=True) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **payload)  # type: ignore[arg-type]
+
+    def save_tile(self, pos: int, maps: dict[str, np.ndarray]) -> None:
+        self._write(self.tile_path(pos), dict(maps))
+
     def save(
         self,
-        assembled: dict[str, np.ndarray],
         tile_pos: int,
+        roi_sums: np.ndarray,
         tile_maps: RunningMaps | None,
     ) -> None:
         assert self.path is not None
-        payload: dict[str, np.ndarray] = dict(assembled)
-        payload["key"] = np.array(self.key)
-        payload["format"] = np.array(_CHECKPOINT_FORMAT)
-        payload["tile_pos"] = np.array(tile_pos)
+        payload: dict[str, np.ndarray] = {
+            "tile_pos": np.array(tile_pos),
+            "roi_sums": np.asarray(roi_sums),
+        }
         if tile_maps is not None:
             payload["tile_n_done"] = np.array(tile_maps.n_rotations_done)
             payload["tile_scores"] = tile_maps.scores
@@ -274,9 +292,7 @@ class _Checkpoint:
             payload["tile_score_sq_sum"] = tile_maps.score_sq_sum
             if tile_maps.noise_scores is not None:
                 payload["tile_noise_scores"] = tile_maps.noise_scores
-        with atomic_path(self.path, overwrite=True) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **payload)  # type: ignore[arg-type]
+        self._write(self.path, payload)
         self.since = 0
         self.last_time = time.monotonic()
         logger.debug(
@@ -285,9 +301,13 @@ class _Checkpoint:
             None if tile_maps is None else tile_maps.n_rotations_done,
         )
 
-    def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+
+def remove_checkpoints(destination: Path, tomo_id: str) -> None:
+    """Delete a run's checkpoint files (after its outputs are written)."""
+    main = output_paths(destination, tomo_id)["checkpoint"]
+    main.unlink(missing_ok=True)
+    for p in destination.glob(f"{main.stem}_tile*.npz"):
+        p.unlink(missing_ok=True)
 
 
 def _checkpoint_seed(path: Path | None, base_key: str) -> int | None:
@@ -399,31 +419,18 @@ def search_volume(
     assembled = _empty_search_maps(search_shape_zyx, with_noise, keep_sums)
     start_pos, resume = 0, None
     resumed = 0
-    loaded = (
-        ckpt.load(search_shape_zyx, with_noise, keep_sums) if ckpt.enabled else None
-    )
+    loaded = ckpt.load() if ckpt.enabled else None
     if loaded is not None:
-        for k in assembled:
-            assembled[k] = np.array(loaded[k])
-        start_pos = int(loaded["tile_pos"])  # type: ignore[call-overload]
-        if "tile_n_done" in loaded:
-            resume = RunningMaps(
-                scores=np.array(loaded["tile_scores"]),
-                angles=np.array(loaded["tile_angles"]),
-                score_sum=np.array(loaded["tile_score_sum"]),
-                score_sq_sum=np.array(loaded["tile_score_sq_sum"]),
-                noise_scores=(
-                    np.array(loaded["tile_noise_scores"]) if with_noise else None
-                ),
-                n_rotations_done=int(loaded["tile_n_done"]),  # type: ignore[call-overload]
+        restored = _restore(ckpt, loaded, active, assembled, search_origin_zyx)
+        if restored is not None:
+            start_pos, resume = restored
+            resumed = start_pos * n_rot + (resume.n_rotations_done if resume else 0)
+            logger.info(
+                "resuming from checkpoint %s: %d of %d rotation-tiles done",
+                checkpoint_path,
+                resumed,
+                total,
             )
-        resumed = start_pos * n_rot + (resume.n_rotations_done if resume else 0)
-        logger.info(
-            "resuming from checkpoint %s: %d of %d rotation-tiles done",
-            checkpoint_path,
-            resumed,
-            total,
-        )
     done = resumed
     if progress is not None:
         progress(done, total)
@@ -480,7 +487,9 @@ def search_volume(
                 if progress is not None:
                     progress(done, total)
                 if first < n_rot and ckpt.due(n_new):
-                    ckpt.save(assembled, pos, _merged_snapshot(backends, first))
+                    ckpt.save(
+                        pos, assembled["roi_sums"], _merged_snapshot(backends, first)
+                    )
             maps = _merged_final(backends)
             unique = tile.unique_in_tile
             dest = tile.unique_in_region(search_origin_zyx)
@@ -507,9 +516,15 @@ def search_volume(
             sums = RoiSums.from_array(assembled["roi_sums"])
             sums.add(maps.score_sum[unique], maps.score_sq_sum[unique], roi, noise_u)
             assembled["roi_sums"] = sums.to_array()
+            if ckpt.enabled:
+                done_maps = {
+                    k: v[dest]
+                    for k, v in assembled.items()
+                    if k not in ("roi_sums", "searched")
+                }
+                ckpt.save_tile(pos, done_maps)
+                ckpt.save(pos + 1, assembled["roi_sums"], None)
             del maps
-            if pos + 1 < len(active) and ckpt.due(0):
-                ckpt.save(assembled, pos + 1, None)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
@@ -525,6 +540,50 @@ def search_volume(
         roi_sums=RoiSums.from_array(assembled["roi_sums"]),
         resumed_rotations=resumed,
     )
+
+
+def _restore(
+    ckpt: _Checkpoint,
+    loaded: dict[str, np.ndarray],
+    active: Sequence[Tile],
+    assembled: dict[str, np.ndarray],
+    origin_zyx: tuple[int, int, int],
+) -> tuple[int, RunningMaps | None] | None:
+    """Fill ``assembled`` from a checkpoint; return (tile position, tile maps)."""
+    pos = int(loaded["tile_pos"])
+    if pos > len(active):
+        return None
+    names = [k for k in assembled if k not in ("roi_sums", "searched")]
+    pieces = []
+    for k in range(pos):
+        data = ckpt.load_tile(k)
+        dest = active[k].unique_in_region(origin_zyx)
+        shape = assembled["scores"][dest].shape
+        if data is None or any(n not in data or data[n].shape != shape for n in names):
+            logger.warning("ignoring checkpoint: tile %d is missing or differs", k)
+            return None
+        pieces.append((dest, data))
+    with_noise = "noise_scores" in assembled
+    if "tile_n_done" in loaded and ("tile_noise_scores" in loaded) != with_noise:
+        return None
+    for dest, data in pieces:
+        for n in names:
+            assembled[n][dest] = data[n]
+        assembled["searched"][dest] = True
+    assembled["roi_sums"] = np.array(loaded["roi_sums"])
+    resume = None
+    if "tile_n_done" in loaded:
+        resume = RunningMaps(
+            scores=np.array(loaded["tile_scores"]),
+            angles=np.array(loaded["tile_angles"]),
+            score_sum=np.array(loaded["tile_score_sum"]),
+            score_sq_sum=np.array(loaded["tile_score_sq_sum"]),
+            noise_scores=(
+                np.array(loaded["tile_noise_scores"]) if with_noise else None
+            ),
+            n_rotations_done=int(loaded["tile_n_done"]),
+        )
+    return pos, resume
 
 
 def _merged_snapshot(backends: Sequence[MatchBackend], n_done: int) -> RunningMaps:
@@ -1020,6 +1079,6 @@ def run_match(
         angles_file=str(paths["angles"].resolve()),
     )
     job.write(paths["job"], overwrite=overwrite)
-    output_paths(dest, config.tomo_id)["checkpoint"].unlink(missing_ok=True)
+    remove_checkpoints(dest, config.tomo_id)
     logger.info("wrote %s, %s, %s", paths["scores"], paths["angles"], paths["job"])
     return job
