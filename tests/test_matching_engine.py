@@ -276,3 +276,33 @@ def test_tile_reduced_statistics_equal_brute_force(
     assert st.mean == pytest.approx(float(c.mean()), abs=1e-6)
     plain = maps.roi_sums.statistics(len(ANGLES), corrected=False)
     assert plain.variance == pytest.approx(float((s[:, roi] ** 2).mean()), rel=1e-6)
+
+
+@pytest.mark.parametrize("spherical", [True, False])
+def test_flat_filtered_region_keeps_flcf_bounded(spherical: bool) -> None:
+    """A constant region, low-pass and wedge filtered, has a local variance at the
+    float32 rounding level; it must not produce |FLCF| > 1 (it gave 6.4 with an
+    absolute 1e-18 variance floor only)."""
+    from tmfast.filters import template_weight, tomogram_filter
+    from tmfast.matching.demo import demo_mask, demo_template
+    from tmfast.matching.engine import filter_tomogram
+
+    rng = np.random.default_rng(0)
+    vol = rng.standard_normal((48, 64, 64)).astype(np.float32)
+    vol[:, :, 32:] = 7.0
+    filtered = filter_tomogram(
+        vol,
+        lambda s: tomogram_filter(s, 10.0, low_pass_a=30.0, tilt_range_deg=(-60, 60)),
+    )
+    weight = template_weight(16, 10.0, low_pass_a=30.0, tilt_range_deg=(-60, 60))
+    angles = np.random.default_rng(1).uniform(0, 3, (6, 3))
+    maps = search_volume(
+        filtered,
+        demo_template(16),
+        demo_mask(16),
+        weight,
+        angles,
+        backends=[CpuBackend()],
+        mask_is_spherical=spherical,
+    )
+    assert np.abs(maps.scores).max() <= 1.0 + 1e-3

@@ -17,10 +17,13 @@ rounding):
 - **Normalisation.** ``1 / (N_M * sigma_local)`` is multiplied into each rotation's map
   before the running maximum (one cheap pass on the CPU), so the running maps are
   always normalised and :meth:`snapshot` / ``resume_from`` round-trip bit for bit.
-  ``sigma_local`` for a spherical mask is computed once; where the local variance is
-  ``<= 1e-18`` it is set to 1 (as pytom-match-pick). The volume is standardised
-  first (FLCF is invariant to an offset and a scale of the whole circular array),
-  so float32 FFTs keep the local moments accurate.
+  ``sigma_local`` for a spherical mask is computed once. The volume is standardised
+  first (FLCF is invariant to an offset and a scale of the whole circular array), so
+  float32 FFTs keep the local moments accurate; where the local variance is
+  ``<= 1e-4 * (local mean square + 1)`` sigma is set to 1. pytom-match-pick uses an
+  absolute 1e-18, but below that relative floor ``E[V^2] - E[V]^2`` is FFT rounding
+  noise, which gave |FLCF| up to 6 in flat, filtered regions (a region 100x flatter
+  than the volume's average variance is treated as empty).
 - **Batching.** Rotations are processed in sub-batches sized to a memory budget
   (``max_batch_bytes``, default 128 MiB), each batch's FFTs run with
   ``workers = os.cpu_count()`` threads.
@@ -46,7 +49,10 @@ __all__ = ["CpuBackend"]
 
 logger = logging.getLogger(__name__)
 
-_VAR_FLOOR = 1e-18
+#: Local variances below this fraction of (local mean square + 1), the volume being
+#: standardised to unit mean square, are float32 FFT rounding noise of
+#: E[V^2] - E[V]^2: sigma is taken as 1 there, as pytom does for var <= 1e-18.
+_VAR_REL_FLOOR = 1e-4
 #: Voxels per cache block of the running-map update.
 _CHUNK = 1 << 16
 
@@ -137,7 +143,7 @@ class CpuBackend:
             vol /= np.float32(sd)
         self._fv = sfft.rfftn(vol, workers=w)
         if self._spherical:
-            # sigma_local once; var <= 1e-18 -> sigma 1 (pytom-match-pick)
+            # sigma_local once; var below the floor -> sigma 1 (see module docstring)
             fm = self._padded_rfft(mask[None])[0]
             np.conjugate(fm, out=fm)
             n_m = float(mask.sum(dtype=np.float64))
@@ -150,11 +156,14 @@ class CpuBackend:
             var = sfft.irfftn(fv2, s=self._shape, workers=w, overwrite_x=True)
             del fv2
             mean /= np.float32(n_m)
-            var /= np.float32(n_m)
+            var /= np.float32(n_m)  # E[V^2] for now
+            # the volume is standardised: its mean square over the array is 1
+            floor = (var + np.float32(1.0)) * np.float32(_VAR_REL_FLOOR)
             mean *= mean
             var -= mean
             del mean
-            ok = var > _VAR_FLOOR
+            ok = var > floor
+            del floor
             np.sqrt(var, out=var, where=ok)
             var[~ok] = 1.0
             var *= np.float32(n_m)
@@ -357,6 +366,7 @@ class CpuBackend:
             n_m = local[2]
         step = _CHUNK
         sd_buf = np.empty(step, dtype=np.float32)
+        fl_buf = np.empty(step, dtype=np.float32)
         tmp_buf = np.empty(step, dtype=np.float32)
         ok_buf = np.empty(step, dtype=bool)
         gt_buf = np.empty(step, dtype=bool)
@@ -371,14 +381,17 @@ class CpuBackend:
                 if inv is not None:
                     s *= inv[j:e]
                 else:
-                    # sigma = sqrt(E[V^2] - E[V]^2) under the rotated mask; <=1e-18 -> 1
+                    # sigma = sqrt(E[V^2] - E[V]^2) under the rotated mask; floor -> 1
                     sd, tmp, ok = sd_buf[: e - j], tmp_buf[: e - j], ok_buf[: e - j]
                     nm = n_m[i]
+                    fl = fl_buf[: e - j]
                     np.divide(mean_f[i, j:e], nm, out=tmp)
                     np.multiply(tmp, tmp, out=tmp)
                     np.divide(e2_f[i, j:e], nm, out=sd)
+                    np.add(sd, np.float32(1.0), out=fl)
+                    np.multiply(fl, np.float32(_VAR_REL_FLOOR), out=fl)
                     np.subtract(sd, tmp, out=sd)
-                    np.greater(sd, _VAR_FLOOR, out=ok)
+                    np.greater(sd, fl, out=ok)
                     np.sqrt(sd, out=sd, where=ok)
                     np.copyto(sd, np.float32(1.0), where=~ok)
                     sd *= nm
