@@ -306,3 +306,23 @@ def test_flat_filtered_region_keeps_flcf_bounded(spherical: bool) -> None:
         mask_is_spherical=spherical,
     )
     assert np.abs(maps.scores).max() <= 1.0 + 1e-3
+
+
+def test_tiles_are_split_until_the_backend_says_they_fit(
+    problem: dict[str, np.ndarray],
+) -> None:
+    seen: list[tuple[int, int, int]] = []
+
+    class Small(CpuBackend):
+        def fits(self, shape_zyx, box_n, *, mask_is_spherical, with_noise):  # type: ignore[no-untyped-def]
+            return int(np.prod(shape_zyx)) <= 20 * 20 * 20
+
+        def prepare(self, inputs, *, resume_from=None):  # type: ignore[no-untyped-def]
+            seen.append(inputs.tomogram.shape)
+            super().prepare(inputs, resume_from=resume_from)
+
+    whole = _search(problem)
+    maps = _search(problem, backends=[Small(workers=1)])
+    assert len(seen) > 1 and all(np.prod(s) <= 8000 for s in seen)
+    np.testing.assert_allclose(maps.scores, whole.scores, atol=1e-5)
+    np.testing.assert_array_equal(maps.angles, whole.angles)

@@ -394,8 +394,15 @@ def search_volume(
         )
     assert search_shape_zyx is not None
     n_box = int(template.shape[0])
-    tiles = plan_tiles(
-        search_origin_zyx, search_shape_zyx, split_xyz, n_box, fast_period(shape_full)
+    tiles = _plan_fitting_tiles(
+        backends,
+        search_origin_zyx,
+        search_shape_zyx,
+        split_xyz,
+        n_box,
+        fast_period(shape_full),
+        mask_is_spherical=mask_is_spherical,
+        with_noise=noise_template is not None,
     )
     active: list[Tile] = []
     for tile in tiles:
@@ -540,6 +547,66 @@ def search_volume(
         roi_sums=RoiSums.from_array(assembled["roi_sums"]),
         resumed_rotations=resumed,
     )
+
+
+def _plan_fitting_tiles(
+    backends: Sequence[MatchBackend],
+    origin_zyx: tuple[int, int, int],
+    shape_zyx: tuple[int, int, int],
+    split_xyz: tuple[int, int, int],
+    n_box: int,
+    period_zyx: tuple[int, int, int],
+    *,
+    mask_is_spherical: bool,
+    with_noise: bool,
+) -> list[Tile]:
+    """Plan tiles, splitting further while a backend reports a tile will not fit.
+
+    Backends may offer ``fits(shape_zyx, box_n, *, mask_is_spherical, with_noise)``
+    (the GPU backends do); more splits never change the scores (see tiling).
+
+    Raises
+    ------
+    GpuOutOfMemoryError
+        If even single-voxel-thin tiles do not fit.
+    """
+    from tmfast.errors import GpuOutOfMemoryError
+
+    split = list(split_xyz)
+    checks = [f for f in (getattr(be, "fits", None) for be in backends) if callable(f)]
+    while True:
+        tiles = plan_tiles(origin_zyx, shape_zyx, tuple(split), n_box, period_zyx)  # type: ignore[arg-type]
+        if not checks:
+            return tiles
+        shapes = {t.shape_zyx for t in tiles}
+        too_big = [
+            sh
+            for sh in shapes
+            if not all(
+                f(sh, n_box, mask_is_spherical=mask_is_spherical, with_noise=with_noise)
+                for f in checks
+            )
+        ]
+        if not too_big:
+            if tuple(split) != tuple(split_xyz):
+                logger.info(
+                    "volume split %s (x, y, z) chosen so that each tile fits",
+                    tuple(split),
+                )
+            return tiles
+        # split the axis (x, y, z order of `split`) with the longest unique extent
+        extent = [
+            shape_zyx[2] / split[0],
+            shape_zyx[1] / split[1],
+            shape_zyx[0] / split[2],
+        ]
+        axis = int(np.argmax(extent))
+        if extent[axis] <= 1:
+            raise GpuOutOfMemoryError(
+                f"even a {tuple(split)} volume split does not fit the device; use a "
+                "smaller template box or another device (--gpu-ids)"
+            )
+        split[axis] = min(split[axis] * 2, int(np.ceil(extent[axis] * split[axis])))
 
 
 def _restore(
