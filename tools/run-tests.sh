@@ -35,17 +35,36 @@ if ! compgen -G ".venv/lib/python*/site-packages/nvidia/cu13/bin/nvcc" >/dev/nul
   .venv/bin/pip install -q "cuda-toolkit[nvcc,cudart]==13.*"
 fi
 
+# --- Static checks ----------------------------------------------------------------
+echo "== cargo fmt / clippy"
+cargo fmt --all -- --check
+cargo clippy --quiet --all-targets --features python -- -D warnings
+echo "== ruff / mypy"
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
+.venv/bin/mypy python/tmfast
+
 # --- Rust core ----------------------------------------------------------------------
 echo "== cargo test"
 cargo test --quiet
 
-# --- Python tests -------------------------------------------------------------------
+# --- Python tests (and the benchmark suite in quick mode: one round, small sizes) ----
 echo "== pytest"
+if [ "$#" = 0 ]; then set -- tests benchmarks; fi
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then
-  echo "pytest collected no tests"; exit 0
+  echo "pytest collected no tests"; rc=0
 fi
+[ "$rc" = 0 ] || exit "$rc"
+
+# --- Parity with pytom-match-pick 0.14 as an oracle (docs/pytom-parity.md) ----------
+echo "== pytest: pytom-match-pick parity"
+bash tools/setup-pytom-oracle.sh
+set +e
+.venv-pytom/bin/python -m pytest -q -p no:cacheprovider tests/test_parity_pytom.py
+rc=$?
+set -e
 exit "$rc"
