@@ -571,13 +571,6 @@ def test_phase_randomised_template_properties_soft_mask(
         assert np.sign(vol.sum()) == np.sign((noise_template_input * mask).sum())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tmfast.matching.random_phase applies the mask support (mask > 0) in the "
-    "Gerchberg-Saxton loop; pytom 0.14 multiplies by the soft mask itself, which "
-    "keeps the amplitude spectrum closer (relative error 0.08 vs 0.24 here). "
-    "See docs/pytom-parity.md, 'noise template'.",
-)
 def test_phase_randomised_template_equals_pytom_soft_mask(
     noise_template_input: npt.NDArray[np.float64],
 ) -> None:

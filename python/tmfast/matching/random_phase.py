@@ -28,8 +28,10 @@ def phase_randomised_template(
 
     Steps: amplitude ``A = |rfftn(T M)|``; starting phases from ``rfftn`` of seeded
     Gaussian white noise; ``iterations`` Gerchberg-Saxton rounds alternating
-    "multiply by the mask support (mask > 0)" in real space with "restore the
-    amplitude ``A``" in Fourier space; finally multiplied by the mask and its sign
+    "multiply by the (soft) mask ``M``" in real space with "restore the amplitude
+    ``A``" in Fourier space, as pytom-match-pick 0.14 does (multiplying by the
+    support ``M > 0`` instead leaves a soft-mask result's amplitude spectrum about
+    three times further from ``A``); finally multiplied by the mask and its sign
     chosen so that ``sign(sum) == sign(sum(T M))``.
 
     Parameters
@@ -65,9 +67,8 @@ def phase_randomised_template(
     phase = sfft.rfftn(rng.standard_normal(t.shape))
     phase /= np.maximum(np.abs(phase), 1e-300)
     x = sfft.irfftn(amp * phase, s=t.shape)
-    support = m > 0
     for _ in range(iterations):
-        x *= support
+        x *= m
         f = sfft.rfftn(x)
         f *= amp / np.maximum(np.abs(f), 1e-300)
         x = sfft.irfftn(f, s=t.shape)
