@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +60,58 @@ def test_defaults_and_coercion() -> None:
         ({"gpu_ids": (0, 0)}, "--gpu-ids"),
         ({"rng_seed": -1}, "--rng-seed"),
         ({"z_axis_rotational_symmetry": 0}, "symmetry"),
-        ({"template": None}, "--template"),
     ],
 )
 def test_invalid_options(change: dict[str, object], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace("-", r"\-")):
         MatchConfig(**{**BASE, **change})  # type: ignore[arg-type]
+
+
+def test_files_optional_until_required_and_tomo_id() -> None:
+    c = MatchConfig(**{**BASE, "template": None})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"\-\-template is required"):
+        c.require_files()
+    c.require_files(except_=frozenset({"template"}))
+    assert c.tomo_id == "TS_01"
+    # a derived tomo_id follows a new tomogram; an explicit one stays
+    assert c.with_updates(tomogram="b/TS_02.rec").tomo_id == "TS_02"
+    named = c.with_updates(tomo_id="cell7")
+    assert named.with_updates(tomogram="x.mrc").tomo_id == "cell7"
+    assert MatchConfig(**{**BASE, "tomogram": None}).tomo_id == "tomogram"  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="tomo_id"):
+        c.with_updates(tomo_id="a/b")
+
+
+def test_metadata_field_round_trips_through_dict_and_toml(tmp_path: Path) -> None:
+    from tmfast.metadata import TiltSeriesMetadata
+
+    md = TiltSeriesMetadata(
+        tilt_angles_deg=(-30.0, 0.0, 30.0),
+        defocus_um=(3.1, 3.0, 2.9),
+        dose_e_per_a2=(0.0, 3.0, 6.0),
+        voltage_kv=300.0,
+        spherical_aberration_mm=2.7,
+        amplitude_contrast=0.07,
+        defocus_handedness=-1,
+    )
+    c = MatchConfig(**BASE, metadata=md)  # type: ignore[arg-type]
+    d = c.to_dict()
+    assert d["metadata"]["defocus_handedness"] == -1
+    back = MatchConfig.from_mapping(json.loads(json.dumps(d)))
+    assert back == c and back.metadata == md
+    # TOML: a [match.metadata] table (TOML has no null: None keys left out)
+    meta_lines = "".join(
+        f"{k} = {json.dumps(v)}\n" for k, v in md.to_dict().items() if v is not None
+    )
+    p = tmp_path / "m.toml"
+    p.write_text(
+        '[match]\ntemplate = "t.mrc"\ntomogram = "TS_01.mrc"\nmask = "m.mrc"\n'
+        "angular-search = 10\n[match.metadata]\n" + meta_lines
+    )
+    assert MatchConfig.from_toml(p).metadata == md
+    with pytest.raises(ConfigError, match="metadata"):
+        MatchConfig(**BASE, metadata={"tilt_angles_deg": [0.0], "bogus": 1})  # type: ignore[arg-type]
+    assert c.result_sha256() != MatchConfig(**BASE).result_sha256()  # type: ignore[arg-type]
 
 
 def test_toml_flag_names_and_overrides(tmp_path: Path) -> None:

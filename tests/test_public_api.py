@@ -71,9 +71,9 @@ class Case:
     config: tmfast.MatchConfig
     result: tmfast.MatchResult
     table: tmfast.CandidateTable
-    inputs: Path
     workdir: Path
-    input_files: list[str]
+    tomogram: np.ndarray
+    mask: np.ndarray
 
 
 def _listing(folder: Path) -> list[str]:
@@ -82,11 +82,8 @@ def _listing(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Case]:
-    """Plant one particle, match in memory and extract from an empty working folder."""
-    base = tmp_path_factory.mktemp("public_api")
-    inputs, workdir = base / "inputs", base / "work"
-    inputs.mkdir()
-    workdir.mkdir()
+    """Plant one particle, match arrays in memory and extract, in an empty folder."""
+    workdir = tmp_path_factory.mktemp("public_api")
     angles = tmfast.angle_set(STEP_DEG)
     rng = np.random.default_rng(11)
     tomo = rng.normal(0.0, 0.3, SHAPE_ZYX).astype(np.float32)
@@ -95,16 +92,9 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Case]:
     tomo[z - c : z - c + BOX, y - c : y - c + BOX, x - c : x - c + BOX] += (
         _rotate_scipy(_template(), angles[PLANTED_INDEX])
     )
-    # today match_template reads MRC files (see docs/api.md): the inputs are the
-    # only files the test writes, in their own folder
-    tmfast.write_volume(inputs / "tomo.mrc", tomo, VOXEL_A)
-    tmfast.write_volume(inputs / "template.mrc", _template(), VOXEL_A)
-    tmfast.write_volume(inputs / "mask.mrc", tmfast.sphere_mask(BOX, 7.0), VOXEL_A)
-    input_files = _listing(inputs)
-    config = tmfast.MatchConfig(  # default destination "." and checkpoint settings
-        tomogram=inputs / "tomo.mrc",
-        template=inputs / "template.mrc",
-        mask=inputs / "mask.mrc",
+    mask = tmfast.sphere_mask(BOX, 7.0)
+    config = tmfast.MatchConfig(  # no files; default destination and checkpoints
+        tomo_id="tomo",
         angular_search=STEP_DEG,
         particle_diameter_a=BOX * VOXEL_A,
         tilt_angles=(-60.0, 60.0),
@@ -114,11 +104,13 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Case]:
     old = Path.cwd()
     os.chdir(workdir)
     try:
-        result = tmfast.match_template(config)
+        result = tmfast.match_template(
+            config, tomogram=tomo, template=_template(), mask=mask, voxel_size_a=VOXEL_A
+        )
         table = tmfast.candidates_from_maps(
             result.job, result.scores, result.angles, n_particles=5
         )
-        yield Case(config, result, table, inputs, workdir, input_files)
+        yield Case(config, result, table, workdir, tomo, mask)
     finally:
         os.chdir(old)
 
@@ -136,11 +128,39 @@ def test_match_template_returns_maps_in_memory(case: Case) -> None:
     assert r.stats.search_space == int(np.prod(SHAPE_ZYX)) * 72
     assert 0 < r.stats.std < float(r.scores[PLANTED_ZYX]) / 5
     assert isinstance(r.job, tmfast.MatchJob) and r.job.scores_file in ("", None)
+    assert r.job.tomo_id == "tomo" and r.job.voxel_size_a == VOXEL_A
+    assert (r.job.tomogram, r.job.template, r.job.mask) == ("<array>",) * 3
 
 
 def test_nothing_written_unless_asked(case: Case) -> None:
     assert _listing(case.workdir) == []
-    assert _listing(case.inputs) == case.input_files
+
+
+def test_extract_candidates_takes_the_result_in_memory(case: Case) -> None:
+    """extract_candidates(result) uses the result's maps and angle set, and the
+    tomogram mask given to match_template; it reads and writes nothing."""
+    t = tmfast.extract_candidates(case.result, n_particles=5)
+    np.testing.assert_array_equal(t.positions_zyx, case.table.positions_zyx)
+    np.testing.assert_array_equal(t.angles_zxz_rad, case.table.angles_zxz_rad)
+    # a tomogram mask excluding the planted particle's half of the volume
+    tmask = np.ones(SHAPE_ZYX, np.float32)
+    tmask[:, :, : PLANTED_ZYX[2] + 3] = 0.0
+    masked = tmfast.match_template(
+        case.config,
+        tomogram=case.tomogram,
+        template=_template(),
+        mask=case.mask,
+        tomogram_mask=tmask,
+        voxel_size_a=VOXEL_A,
+    )
+    assert masked.job.tomogram_mask == "<array>"
+    picked = tmfast.extract_candidates(masked, n_particles=5, cutoff=-1)
+    assert len(picked) >= 1 and np.all(picked.positions_zyx[:, 2] > PLANTED_ZYX[2] + 2)
+    free = tmfast.extract_candidates(
+        masked, n_particles=5, cutoff=-1, ignore_tomogram_mask=True
+    )
+    np.testing.assert_array_equal(free.positions_zyx[0], PLANTED_ZYX)
+    assert _listing(case.workdir) == []
 
 
 def test_candidates_table_finds_the_planted_particle(case: Case) -> None:
@@ -193,9 +213,22 @@ def test_star_written_only_when_asked_and_reads_back(case: Case) -> None:
 
 
 def test_in_memory_and_on_disk_paths_agree(case: Case, tmp_path: Path) -> None:
-    """run_match + extract_candidates (files) give the in-memory maps and table."""
+    """The same inputs as MRC files: run_match + extract_candidates (files) give the
+    in-memory maps and table."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    tmfast.write_volume(inputs / "tomo.mrc", case.tomogram, VOXEL_A)
+    tmfast.write_volume(inputs / "template.mrc", _template(), VOXEL_A)
+    tmfast.write_volume(inputs / "mask.mrc", case.mask, VOXEL_A)
     dest = tmp_path / "out"
-    job = tmfast.run_match(case.config.with_updates(destination=dest))
+    job = tmfast.run_match(
+        case.config.with_updates(
+            destination=dest,
+            tomogram=inputs / "tomo.mrc",
+            template=inputs / "template.mrc",
+            mask=inputs / "mask.mrc",
+        )
+    )
     assert sorted(p.name for p in dest.iterdir()) == [
         "tomo_angles.mrc",
         "tomo_job.json",
@@ -217,9 +250,23 @@ def test_errors_are_tmfast_errors_and_write_nothing(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(tmfast.ConfigError, match="low-pass"):
         case.config.with_updates(low_pass_a=-5.0)
-    missing = case.config.with_updates(tomogram=tmp_path / "absent.mrc")
+    missing = case.config.with_updates(
+        tomogram=tmp_path / "absent.mrc", template="t.mrc", mask="m.mrc"
+    )
     with pytest.raises(tmfast.FormatError, match=r"absent\.mrc"):
         tmfast.match_template(missing)
+    bad = case.tomogram.copy()
+    bad[3, 4, 5] = np.nan
+    with pytest.raises(tmfast.FormatError, match=r"tomogram array.*NaN"):
+        tmfast.match_template(
+            case.config,
+            tomogram=bad,
+            template=_template(),
+            mask=case.mask,
+            voxel_size_a=VOXEL_A,
+        )
+    with pytest.raises(tmfast.ConfigError, match="--template is required"):
+        tmfast.match_template(case.config, tomogram=case.tomogram, mask=case.mask)
     with pytest.raises(tmfast.FormatError, match="search region"):
         tmfast.candidates_from_maps(
             case.result.job,

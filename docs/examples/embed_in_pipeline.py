@@ -4,10 +4,11 @@ Everything here goes through ``import tmfast`` (see docs/api.md). The script
 
 1. synthesises a small tomogram with two copies of an asymmetric template planted at
    known positions and rotations taken from the angle set (in a pipeline, the
-   tomogram, template and mask are your MRC files);
-2. matches on the CPU with :func:`tmfast.match_template`, which returns the score
-   and angle maps as arrays and writes nothing;
-3. picks particles from those arrays with :func:`tmfast.candidates_from_maps`, which
+   tomogram, template and mask are arrays you already hold, or MRC files named in
+   the config);
+2. matches the arrays on the CPU with :func:`tmfast.match_template`, which returns
+   the score and angle maps as arrays and writes nothing;
+3. picks particles from that result with :func:`tmfast.extract_candidates`, which
    returns a :class:`tmfast.CandidateTable` (positions, scores, ZXZ and RELION
    angles as numpy arrays);
 4. writes a RELION5 particle STAR file only when ``--star PATH`` is given.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +56,19 @@ def asymmetric_template(box: int) -> npt.NDArray[np.float32]:
     return out.astype(np.float32)
 
 
-def synthesise(
-    folder: Path, seed: int
-) -> tuple[tmfast.MatchConfig, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Write a tomogram with two planted particles; return the config and truth."""
+@dataclass(frozen=True)
+class Synthetic:
+    """A synthetic tomogram, its template and mask, and the planted truth."""
+
+    tomogram: npt.NDArray[np.float32]
+    template: npt.NDArray[np.float32]
+    mask: npt.NDArray[np.float32]
+    truth_pos_zyx: npt.NDArray[np.int64]
+    truth_idx: npt.NDArray[np.int64]
+
+
+def synthesise(seed: int) -> Synthetic:
+    """Make a tomogram with two planted particles (arrays only, no files)."""
     from tmfast.geometry import bspline_coefficients, rotate_volume
 
     rng = np.random.default_rng(seed)
@@ -75,38 +85,33 @@ def synthesise(
         tomo[pz - c : pz - c + BOX, py - c : py - c + BOX, px - c : px - c + BOX] += (
             rotate_volume(coeffs, m)
         )
-    paths = {n: folder / f"{n}.mrc" for n in ("tomogram", "template", "mask")}
-    tmfast.write_volume(paths["tomogram"], tomo, VOXEL_SIZE_A)
-    tmfast.write_volume(paths["template"], template, VOXEL_SIZE_A)
-    tmfast.write_volume(
-        paths["mask"], tmfast.sphere_mask(BOX, 7.0, sigma_px=1.0), VOXEL_SIZE_A
-    )
+    mask = tmfast.sphere_mask(BOX, 7.0, sigma_px=1.0)
+    return Synthetic(tomo, template, mask, truth_pos, truth_idx)
+
+
+def find_particles(data: Synthetic, n_max: int) -> tmfast.CandidateTable:
+    """Match the arrays in memory and pick particles from the result."""
     config = tmfast.MatchConfig(
-        tomogram=paths["tomogram"],
-        template=paths["template"],
-        mask=paths["mask"],
+        tomo_id="synthetic",  # names the picks (rlnTomoName)
         angular_search=ANGULAR_STEP_DEG,
         particle_diameter_a=BOX * VOXEL_SIZE_A,
         tilt_angles=(-60.0, 60.0),  # binary missing wedge, degrees
         backend="cpu",
-        checkpoint_every=0,  # no checkpoint files
-        checkpoint_interval_s=0,
     )
-    return config, truth_pos, truth_idx
-
-
-def find_particles(config: tmfast.MatchConfig, n_max: int) -> tmfast.CandidateTable:
-    """Match in memory and pick particles from the in-memory maps."""
-    result = tmfast.match_template(config)  # writes nothing
+    result = tmfast.match_template(  # writes nothing
+        config,
+        tomogram=data.tomogram,
+        template=data.template,
+        mask=data.mask,
+        voxel_size_a=VOXEL_SIZE_A,
+    )
     logging.info(
         "score map %s, %d rotations, background sigma %.4f",
         result.scores.shape,
         len(result.angle_set),
         result.stats.std,
     )
-    return tmfast.candidates_from_maps(
-        result.job, result.scores, result.angles, n_particles=n_max
-    )
+    return tmfast.extract_candidates(result, n_particles=n_max)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
-    with tempfile.TemporaryDirectory(prefix="tmfast-example-") as tmp:
-        config, truth_pos, truth_idx = synthesise(Path(tmp), args.seed)
-        table = find_particles(config, n_max=10)
+    data = synthesise(args.seed)
+    table = find_particles(data, n_max=10)
+    truth_pos, truth_idx = data.truth_pos_zyx, data.truth_idx
 
     print(f"{len(table)} picks above the cutoff {table.cutoff:.4f}")
     print(" x   y   z   score   RELION rot tilt psi (deg)")

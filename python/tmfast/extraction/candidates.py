@@ -39,10 +39,11 @@ from tmfast.extraction.star_columns import (
     strip_prefix,
     voxels_to_centred_angstrom,
 )
-from tmfast.matching.job import MatchJob
+from tmfast.matching.job import ARRAY_SOURCE, MatchJob
 
 if TYPE_CHECKING:
     from tmfast.extraction.tophat import TophatResult
+    from tmfast.matching.engine import MatchResult
 
 __all__ = [
     "CandidateTable",
@@ -324,7 +325,7 @@ def _load_mask(
 
 
 def extract_candidates(
-    job: MatchJob | str | os.PathLike[str],
+    job: MatchJob | MatchResult | str | os.PathLike[str],
     *,
     n_particles: int,
     particle_diameter_a: float | None = None,
@@ -342,8 +343,9 @@ def extract_candidates(
     Parameters
     ----------
     job
-        A :class:`MatchJob`, or the path of a tmfast or pytom-match-pick
-        ``{tomo_id}_job.json``.
+        A :class:`~tmfast.matching.engine.MatchResult` (its in-memory maps, angle
+        set and tomogram mask are used; nothing is read), a :class:`MatchJob`, or
+        the path of a tmfast or pytom-match-pick ``{tomo_id}_job.json``.
     n_particles
         Maximum number of picks.
     particle_diameter_a
@@ -380,6 +382,28 @@ def extract_candidates(
         If the job, its maps or the mask are missing, unreadable or of the wrong
         shape, or the angle map refers to rotations outside the angle set.
     """
+    from tmfast.matching.engine import MatchResult as _MatchResult
+
+    if isinstance(job, _MatchResult):
+        res_mask: str | os.PathLike[str] | npt.ArrayLike | None = None
+        if not ignore_tomogram_mask:
+            res_mask = (
+                tomogram_mask if tomogram_mask is not None else job.tomogram_mask
+            )
+        return candidates_from_maps(
+            job.job,
+            job.scores,
+            job.angles,
+            n_particles=n_particles,
+            particle_diameter_a=particle_diameter_a,
+            cutoff=cutoff,
+            n_false_positives=n_false_positives,
+            tomogram_mask=res_mask,
+            tophat_filter=tophat_filter,
+            tophat_connectivity=tophat_connectivity,
+            tophat_bins=tophat_bins,
+            angle_set=job.angle_set,
+        )
     if isinstance(job, MatchJob):
         mjob, jdir = job, Path(job_dir) if job_dir is not None else None
     else:
@@ -406,7 +430,13 @@ def extract_candidates(
     mask_src: str | os.PathLike[str] | npt.ArrayLike | None = None
     if not ignore_tomogram_mask:
         mask_src = tomogram_mask
-        if mask_src is None and mjob.tomogram_mask is not None:
+        if mask_src is None and mjob.tomogram_mask == ARRAY_SOURCE:
+            logger.warning(
+                "%s: the job's tomogram mask was an array and cannot be re-read; "
+                "extracting without it (pass tomogram_mask= to use one)",
+                mjob.tomo_id,
+            )
+        elif mask_src is None and mjob.tomogram_mask is not None:
             rec = Path(mjob.tomogram_mask)
             # a relative path recorded in the job is relative to the job file
             if not rec.is_absolute() and not rec.exists() and jdir is not None:
@@ -442,12 +472,16 @@ def candidates_from_maps(
     tophat_connectivity: int = 1,
     tophat_bins: int = 50,
     map_names: tuple[str, str] = ("score map", "angle map"),
+    angle_set: npt.ArrayLike | None = None,
 ) -> CandidateTable:
     """Pick particles from in-memory score and angle maps of ``job``.
 
     The arrays are ``(z, y, x)`` maps of the job's search region (score float32,
     angle indices float32 or integer). Other parameters and errors as for
     :func:`extract_candidates`; ``tomogram_mask`` ``None`` means no mask.
+    ``angle_set`` is the ``(N, 3)`` ZXZ-radian rotation list the angle map indexes
+    (e.g. ``result.angle_set``); default: regenerated from the job and checked
+    against its hash.
 
     Returns
     -------
@@ -537,7 +571,19 @@ def candidates_from_maps(
         border_vox=border_vox,
     )
     idx = np.asarray(peaks.angle_indices, dtype=np.int64)
-    angle_list = job_angle_set(mjob) if len(idx) else np.zeros((0, 3))
+    if angle_set is not None:
+        angle_list = np.asarray(angle_set, dtype=np.float64)
+        if angle_list.ndim != 2 or angle_list.shape[1] != 3:
+            raise FormatError(
+                f"angle_set: shape {angle_list.shape} is not (N, 3) ZXZ radians"
+            )
+        if mjob.n_rotations and len(angle_list) != mjob.n_rotations:
+            raise FormatError(
+                f"angle_set: {len(angle_list)} rotations but the job searched "
+                f"{mjob.n_rotations}; pass the job's own angle set"
+            )
+    else:
+        angle_list = job_angle_set(mjob) if len(idx) else np.zeros((0, 3))
     if len(idx) and (idx.min() < 0 or idx.max() >= len(angle_list)):
         raise FormatError(
             f"{angles_path}: angle indices {int(idx.min())}..{int(idx.max())} at the "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tmfast.errors import ConfigError, FormatError
+from tmfast.metadata import TiltSeriesMetadata
 
 __all__ = ["BACKEND_CHOICES", "MatchConfig"]
 
@@ -43,6 +44,7 @@ _ALIASES = {
 _NOT_RESULT_FIELDS = frozenset(
     {
         "destination",
+        "tomo_id",
         "gpu_ids",
         "backend",
         "checkpoint_every",
@@ -54,6 +56,14 @@ _NOT_RESULT_FIELDS = frozenset(
 
 def _opt_path(value: Any) -> Path | None:
     return None if value is None or value == "" else Path(value)
+
+
+def _file_stem(path: Path) -> str:
+    name = path.name
+    for ext in (".mrc", ".rec", ".map", ".st"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
 
 
 def _opt_pos(name: str, value: Any, flag: str) -> float | None:
@@ -92,7 +102,16 @@ class MatchConfig:
     Attributes
     ----------
     template, tomogram, mask
-        MRC files; template and mask share a cubic box.
+        MRC files; template and mask share a cubic box. Each may be None when the
+        array is given to :func:`~tmfast.matching.engine.match_template` instead.
+    tomo_id
+        Name of the tomogram, used to name the outputs; default: the tomogram's file
+        stem (``"tomogram"`` without a file).
+    metadata
+        Tilt-series metadata (tilt angles, defocus with its handedness, dose, CTF
+        parameters), e.g. from an importer; when given it replaces
+        ``tilt_angles``/``defocus``/``dose_accumulation`` (the CTF constants fall
+        back to ``voltage_kv``... when the metadata lack them).
     destination
         Output directory for ``{tomo_id}_scores.mrc``, ``_angles.mrc``, ``_job.json``.
     non_spherical_mask
@@ -141,9 +160,11 @@ class MatchConfig:
         seconds (0 disables checkpoints).
     """
 
-    template: Path
-    tomogram: Path
-    mask: Path
+    template: Path | None = None
+    tomogram: Path | None = None
+    mask: Path | None = None
+    tomo_id: str = ""
+    metadata: TiltSeriesMetadata | None = None
     destination: Path = Path(".")
     non_spherical_mask: bool = False
     particle_diameter_a: float | None = None
@@ -179,10 +200,22 @@ class MatchConfig:
     def __post_init__(self) -> None:
         s = object.__setattr__
         for name in ("template", "tomogram", "mask"):
-            v = getattr(self, name)
-            if v is None or v == "":
-                raise ConfigError(f"--{name} is required")
-            s(self, name, Path(v))
+            s(self, name, _opt_path(getattr(self, name)))
+        tid = "" if self.tomo_id is None else str(self.tomo_id)
+        s(self, "_tomo_id_derived", not tid)
+        if not tid:
+            tid = "tomogram" if self.tomogram is None else _file_stem(self.tomogram)
+        elif "/" in tid or tid in (".", ".."):
+            raise ConfigError(f"tomo_id {tid!r}: must be a plain name (no '/')")
+        s(self, "tomo_id", tid)
+        md = self.metadata
+        if isinstance(md, dict):
+            md = TiltSeriesMetadata.from_dict(md)
+        if md is not None and not isinstance(md, TiltSeriesMetadata):
+            raise ConfigError(
+                f"metadata {md!r}: give a TiltSeriesMetadata or its to_dict() mapping"
+            )
+        s(self, "metadata", md)
         s(self, "destination", Path(self.destination))
         for name in ("tomogram_mask", "dose_accumulation", "relion5_tomograms_star"):
             s(self, name, _opt_path(getattr(self, name)))
@@ -337,17 +370,28 @@ class MatchConfig:
         ):
             s(self, name, bool(getattr(self, name)))
 
-    @property
-    def tomo_id(self) -> str:
-        """The tomogram's file stem, used to name the outputs."""
-        name = self.tomogram.name
-        for ext in (".mrc", ".rec", ".map", ".st"):
-            if name.lower().endswith(ext):
-                return name[: -len(ext)]
-        return self.tomogram.stem
+    def require_files(self, *, except_: frozenset[str] = frozenset()) -> None:
+        """Raise ConfigError if ``template``, ``tomogram`` or ``mask`` is missing.
+
+        Parameters
+        ----------
+        except_
+            Names given as arrays instead of files.
+        """
+        for name in ("tomogram", "template", "mask"):
+            if name not in except_ and getattr(self, name) is None:
+                raise ConfigError(
+                    f"--{name} is required (an MRC file, or pass {name}= as an array "
+                    "to match_template)"
+                )
 
     def with_updates(self, **changes: Any) -> MatchConfig:
-        """Return a validated copy with ``changes`` applied."""
+        """Return a validated copy with ``changes`` applied.
+
+        A ``tomo_id`` derived from the tomogram's file name follows a new tomogram.
+        """
+        if "tomo_id" not in changes and getattr(self, "_tomo_id_derived", False):
+            changes["tomo_id"] = ""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -355,7 +399,11 @@ class MatchConfig:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, Path):
+            if f.name == "tomo_id" and getattr(self, "_tomo_id_derived", False):
+                v = ""
+            elif isinstance(v, TiltSeriesMetadata):
+                v = v.to_dict()
+            elif isinstance(v, Path):
                 v = str(v)
             elif isinstance(v, tuple):
                 v = list(v)

@@ -31,6 +31,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +42,7 @@ from tmfast._progress import ProgressCallback
 from tmfast.backends.base import CorrelationInputs, MatchBackend, RunningMaps
 from tmfast.errors import ConfigError, FormatError
 from tmfast.matching.config import MatchConfig
-from tmfast.matching.job import MatchJob, SearchStats
+from tmfast.matching.job import ARRAY_SOURCE, MatchJob, SearchStats
 from tmfast.matching.random_phase import phase_randomised_template
 from tmfast.matching.stats import RoiSums, noise_corrected_scores
 from tmfast.matching.tiling import Tile, cut_tile, fast_period, plan_tiles
@@ -108,6 +109,9 @@ class MatchResult:
         float32 noise-template maxima, or None.
     maps
         The raw assembled maps including per-voxel score sums.
+    tomogram_mask
+        The full-size float32 tomogram mask used (file or array), or None;
+        :func:`~tmfast.extraction.candidates.extract_candidates` applies it.
     """
 
     scores: npt.NDArray[np.float32]
@@ -117,6 +121,7 @@ class MatchResult:
     job: MatchJob
     noise_scores: npt.NDArray[np.float32] | None
     maps: SearchMaps
+    tomogram_mask: npt.NDArray[np.float32] | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -684,10 +689,12 @@ class _Inputs:
     search_shape_zyx: tuple[int, int, int]
 
 
-def _check_finite(arr: np.ndarray, path: Path, what: str) -> None:
+def _check_finite(arr: np.ndarray, path: Path | str, what: str) -> None:
     if not np.isfinite(arr).all():
         raise FormatError(
             f"{path}: the {what} contains NaN or inf values; fix the file"
+            if isinstance(path, Path)
+            else f"{path}: the {what} contains NaN or inf values; fix the array"
         )
 
 
@@ -695,10 +702,16 @@ def _metadata(
     config: MatchConfig,
 ) -> tuple[tuple[float, float] | None, TiltSeriesMetadata | None, float | None]:
     """Return (binary wedge range, metadata, voxel size from RELION5 or None)."""
+    if config.metadata is not None:
+        return _config_metadata(config)
     if config.relion5_tomograms_star is not None:
         from tmfast.batch.relion5 import normalise_tomogram_stem, read_relion5_metadata
 
-        name = normalise_tomogram_stem(config.tomogram.name)[0]
+        name = (
+            config.tomo_id
+            if config.tomogram is None
+            else normalise_tomogram_stem(config.tomogram.name)[0]
+        )
         meta = read_relion5_metadata(config.relion5_tomograms_star, name)
         given = [
             flag
@@ -768,58 +781,160 @@ def _metadata(
     return tilt_range, meta, None
 
 
-def _load_inputs(config: MatchConfig) -> _Inputs:
-    from tmfast.io.mrc import read_volume
+def _config_metadata(
+    config: MatchConfig,
+) -> tuple[tuple[float, float] | None, TiltSeriesMetadata | None, float | None]:
+    """Metadata given as an object: CTF constants missing there come from config."""
+    meta = config.metadata
+    assert meta is not None
+    given = [
+        flag
+        for flag, v in (
+            ("--tilt-angles", config.tilt_angles),
+            ("--defocus", config.defocus),
+            ("--dose-accumulation", config.dose_accumulation),
+            ("--relion5-tomograms-star", config.relion5_tomograms_star),
+        )
+        if v is not None
+    ]
+    if given:
+        logger.warning("metadata given: ignoring %s", ", ".join(given))
+    fill: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("voltage_kv", config.voltage_kv),
+            ("spherical_aberration_mm", config.spherical_aberration_mm),
+            ("amplitude_contrast", config.amplitude_contrast),
+        )
+        if getattr(meta, name) is None and value is not None
+    }
+    if not meta.phase_shift_deg and config.phase_shift_deg:
+        fill["phase_shift_deg"] = config.phase_shift_deg
+    if fill:
+        meta = dataclasses.replace(meta, **fill)
+    tilts = meta.tilt_angles_deg
+    vs = None
+    if meta.tilt_series_pixel_size_a and meta.binning:
+        vs = float(meta.tilt_series_pixel_size_a) * float(meta.binning)
+    return (float(min(tilts)), float(max(tilts))), meta, vs
 
-    tomo, tomo_vs = read_volume(config.tomogram, require_voxel_size=False)
-    tmpl, tmpl_vs = read_volume(config.template, require_voxel_size=False)
-    mask, _ = read_volume(config.mask, require_voxel_size=False)
-    _check_finite(tomo, config.tomogram, "tomogram")
-    _check_finite(tmpl, config.template, "template")
-    _check_finite(mask, config.mask, "mask")
+
+def _as_volume(arr: npt.ArrayLike, name: str) -> Volume:
+    a = np.asarray(arr)
+    if a.ndim != 3 or min(a.shape) < 1:
+        raise FormatError(
+            f"{name} array: shape {a.shape} is not a 3-D (z, y, x) volume; pass a "
+            "3-D array"
+        )
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise FormatError(f"{name} array: dtype {a.dtype} is not numeric")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def check_inputs(
+    config: MatchConfig,
+    *,
+    tomogram: Volume,
+    template: Volume,
+    mask: Volume,
+    tomogram_mask: npt.ArrayLike | None,
+    tomogram_voxel_size_a: float,
+    template_voxel_size_a: float,
+    sources: dict[str, Path | str],
+) -> _Inputs:
+    """Check inputs read from files or given as arrays (one check for both).
+
+    Parameters
+    ----------
+    config
+        The run's options (search region, metadata, voxel-size override).
+    tomogram, template, mask, tomogram_mask
+        ``(z, y, x)`` volumes (``tomogram_mask`` may be None).
+    tomogram_voxel_size_a, template_voxel_size_a
+        Voxel sizes in Å from the headers or the caller (0 when unknown).
+    sources
+        Name used in messages for each input: its path, or ``"<name> array"``.
+
+    Returns
+    -------
+    _Inputs
+        The checked inputs with the search region and metadata resolved.
+
+    Raises
+    ------
+    ConfigError, FormatError
+        For NaN/inf values, a non-cubic template, a mask of another box, an empty
+        mask, a template larger than the tomogram, unknown or disagreeing voxel
+        sizes, a tomogram mask of another shape or with nothing to search, and a
+        search region outside the tomogram.
+    """
+    tomo, tmpl = tomogram, template
+    src_tomo, src_tmpl, src_mask = (
+        sources["tomogram"],
+        sources["template"],
+        sources["mask"],
+    )
+    for arr, src, what in ((tomo, src_tomo, "tomogram"), (tmpl, src_tmpl, "template")):
+        if arr.ndim != 3:
+            raise FormatError(f"{src}: the {what} is not a 3-D volume")
+    _check_finite(tomo, src_tomo, "tomogram")
+    _check_finite(tmpl, src_tmpl, "template")
+    _check_finite(mask, src_mask, "mask")
     if len(set(tmpl.shape)) != 1:
         raise ConfigError(
-            f"{config.template}: template box {tmpl.shape[::-1]} (x, y, z) is not "
+            f"{src_tmpl}: template box {tmpl.shape[::-1]} (x, y, z) is not "
             "cubic; pad it to a cube (tmfast create-template)"
         )
     if mask.shape != tmpl.shape:
         raise ConfigError(
-            f"{config.mask}: mask box {mask.shape[0]} differs from the template box "
-            f"{tmpl.shape[0]}; create the mask with the template's box size"
+            f"{src_mask}: mask box {mask.shape[::-1]} (x, y, z) differs from the "
+            f"template box {tmpl.shape[0]}; create the mask with the template's "
+            "box size"
         )
     if float(mask.sum()) <= 0 or float(mask.max()) <= 0:
-        raise ConfigError(f"{config.mask}: the mask is empty (all zero)")
+        raise ConfigError(
+            f"{src_mask}: the mask is empty (all zero or negative); give a mask "
+            "that is > 0 over the particle"
+        )
     if any(tmpl.shape[0] > s for s in tomo.shape):
         raise ConfigError(
-            f"{config.template}: template box {tmpl.shape[0]} is larger than the "
-            f"tomogram {tomo.shape[::-1]} (x, y, z)"
+            f"{src_tmpl}: template box {tmpl.shape[0]} is larger than the "
+            f"tomogram {tomo.shape[::-1]} (x, y, z); bin the template or use a "
+            "smaller box"
         )
     tilt_range, meta, meta_vs = _metadata(config)
     override = meta_vs if meta_vs is not None else config.voxel_size_a
     if override is not None:
         voxel = float(override)
     else:
-        for path, value in ((config.tomogram, tomo_vs), (config.template, tmpl_vs)):
-            if value <= 0:
+        for src, value in (
+            (src_tomo, tomogram_voxel_size_a),
+            (src_tmpl, template_voxel_size_a),
+        ):
+            if not value > 0:
                 raise FormatError(
-                    f"{path}: voxel size in the header is zero or invalid; set it or "
+                    f"{src}: voxel size in the header is zero or invalid; set it or "
                     "pass --voxel-size-angstrom"
+                    if isinstance(src, Path)
+                    else f"{src}: voxel size unknown; pass voxel_size_a="
                 )
-        if round(tomo_vs, 3) != round(tmpl_vs, 3):
+        if round(tomogram_voxel_size_a, 3) != round(template_voxel_size_a, 3):
             raise ConfigError(
-                f"voxel sizes disagree: tomogram {tomo_vs:.3f} Å, template "
-                f"{tmpl_vs:.3f} Å; rescale the template or pass --voxel-size-angstrom"
+                f"voxel sizes disagree: tomogram {tomogram_voxel_size_a:.3f} Å, "
+                f"template {template_voxel_size_a:.3f} Å; rescale the template or "
+                "pass --voxel-size-angstrom"
             )
-        voxel = tomo_vs
+        voxel = tomogram_voxel_size_a
     tmask = None
-    if config.tomogram_mask is not None:
-        tmask, _ = read_volume(config.tomogram_mask, require_voxel_size=False)
+    if tomogram_mask is not None:
+        src = sources["tomogram_mask"]
+        tmask = np.asarray(tomogram_mask, dtype=np.float32)
         if tmask.shape != tomo.shape:
             raise ConfigError(
-                f"{config.tomogram_mask}: tomogram mask shape {tmask.shape[::-1]} "
+                f"{src}: tomogram mask shape {tmask.shape[::-1]} "
                 f"differs from the tomogram {tomo.shape[::-1]} (x, y, z)"
             )
-        tmask = np.asarray(tmask, dtype=np.float32)
+        _check_finite(tmask, src, "tomogram mask")
     origin, shape = [], []
     for axis, (rng, size) in zip(
         "zyx",
@@ -845,8 +960,8 @@ def _load_inputs(config: MatchConfig) -> _Inputs:
         region = tuple(slice(o, o + s) for o, s in zip(origin, shape, strict=True))
         if not (tmask[region] > 0).any():
             raise ConfigError(
-                f"{config.tomogram_mask}: no voxel of the search region is inside the "
-                "tomogram mask (> 0); nothing to search"
+                f"{sources['tomogram_mask']}: no voxel of the search region is inside "
+                "the tomogram mask (> 0); nothing to search"
             )
     return _Inputs(
         tomogram=tomo,
@@ -858,6 +973,65 @@ def _load_inputs(config: MatchConfig) -> _Inputs:
         metadata=meta,
         search_origin_zyx=tuple(origin),  # type: ignore[arg-type]
         search_shape_zyx=tuple(shape),  # type: ignore[arg-type]
+    )
+
+
+def _load_inputs(
+    config: MatchConfig,
+    *,
+    tomogram: npt.ArrayLike | None = None,
+    template: npt.ArrayLike | None = None,
+    mask: npt.ArrayLike | None = None,
+    tomogram_mask: npt.ArrayLike | None = None,
+    voxel_size_a: float | None = None,
+) -> _Inputs:
+    """Read the files named in ``config`` that no array replaces; check everything."""
+    from tmfast.io.mrc import read_volume
+
+    given = {
+        k
+        for k, v in (
+            ("tomogram", tomogram),
+            ("template", template),
+            ("mask", mask),
+            ("tomogram_mask", tomogram_mask),
+        )
+        if v is not None
+    }
+    config.require_files(except_=frozenset(given))
+    if voxel_size_a is not None and not (
+        np.isfinite(voxel_size_a) and voxel_size_a > 0
+    ):
+        raise ConfigError(f"voxel_size_a {voxel_size_a!r}: must be a positive number")
+    array_vs = float(voxel_size_a) if voxel_size_a is not None else 0.0
+    sources: dict[str, Path | str] = {}
+    vols: dict[str, Volume] = {}
+    sizes: dict[str, float] = {}
+    for name, arr in (("tomogram", tomogram), ("template", template), ("mask", mask)):
+        if arr is not None:
+            vols[name] = _as_volume(arr, name)
+            sizes[name] = array_vs
+            sources[name] = f"{name} array"
+        else:
+            path = getattr(config, name)
+            vols[name], sizes[name] = read_volume(path, require_voxel_size=False)
+            sources[name] = path
+    tmask: npt.ArrayLike | None = None
+    if tomogram_mask is not None:
+        tmask = _as_volume(tomogram_mask, "tomogram_mask")
+        sources["tomogram_mask"] = "tomogram_mask array"
+    elif config.tomogram_mask is not None:
+        tmask, _ = read_volume(config.tomogram_mask, require_voxel_size=False)
+        sources["tomogram_mask"] = config.tomogram_mask
+    return check_inputs(
+        config,
+        tomogram=vols["tomogram"],
+        template=vols["template"],
+        mask=vols["mask"],
+        tomogram_mask=tmask,
+        tomogram_voxel_size_a=sizes["tomogram"],
+        template_voxel_size_a=sizes["template"],
+        sources=sources,
     )
 
 
@@ -886,9 +1060,22 @@ def _angles(config: MatchConfig, voxel_size_a: float) -> tuple[AngleArray, float
 
 
 # ------------------------------------------------------------------------ main entry
+def _job_source(path: Path | None, is_array: bool) -> str:
+    """What the job records for an input: its absolute path, or ``"<array>"``."""
+    if is_array:
+        return ARRAY_SOURCE
+    return "" if path is None else str(path.resolve())
+
+
 def match_template(
     config: MatchConfig,
     *,
+    tomogram: npt.ArrayLike | None = None,
+    template: npt.ArrayLike | None = None,
+    mask: npt.ArrayLike | None = None,
+    tomogram_mask: npt.ArrayLike | None = None,
+    voxel_size_a: float | None = None,
+    metadata: TiltSeriesMetadata | None = None,
     backend: MatchBackend | Sequence[MatchBackend] | None = None,
     progress: ProgressCallback | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -900,6 +1087,16 @@ def match_template(
     ----------
     config
         The run's options.
+    tomogram, template, mask, tomogram_mask
+        ``(z, y, x)`` arrays used instead of the files named in ``config`` (which
+        may then be None); checked exactly as files are. The job records
+        ``"<array>"`` for them.
+    voxel_size_a
+        Voxel size of the arrays in Å (``config.voxel_size_a`` overrides every
+        input, as ``--voxel-size-angstrom``).
+    metadata
+        Tilt-series metadata; replaces ``config.metadata`` (and the tilt, defocus
+        and dose files).
     backend
         A backend (or one per device) to use instead of ``config.backend`` /
         ``config.gpu_ids``.
@@ -926,7 +1123,26 @@ def match_template(
     from tmfast.filters import template_weight, tomogram_filter
     from tmfast.geometry.angles import angle_set_sha256
 
-    inputs = _load_inputs(config)
+    if metadata is not None:
+        config = config.with_updates(metadata=metadata)
+    arrays = {
+        k: v
+        for k, v in (
+            ("tomogram", tomogram),
+            ("template", template),
+            ("mask", mask),
+            ("tomogram_mask", tomogram_mask),
+        )
+        if v is not None
+    }
+    inputs = _load_inputs(
+        config,
+        tomogram=tomogram,
+        template=template,
+        mask=mask,
+        tomogram_mask=tomogram_mask,
+        voxel_size_a=voxel_size_a,
+    )
     if inputs.tilt_range_deg is None and inputs.metadata is None:
         logger.warning("no --tilt-angles: the template gets no missing-wedge weighting")
     angles, search = _angles(config, inputs.voxel_size_a)
@@ -978,12 +1194,23 @@ def match_template(
         ctf_model=config.tomogram_ctf_model,
         whitening_profile=profile,
     )
-    base_key = config.result_sha256() + ":" + angle_set_sha256(angles)
     ckpt_path = (
         None
         if checkpoint_dir is None
         else output_paths(Path(checkpoint_dir), config.tomo_id)["checkpoint"]
     )
+    base_key = config.result_sha256() + ":" + angle_set_sha256(angles)
+    if arrays and ckpt_path is not None:
+        # array inputs have no file stamp: the checkpoint key hashes their content
+        import hashlib
+
+        h = hashlib.sha256(base_key.encode())
+        for name in sorted(arrays):
+            a = np.ascontiguousarray(arrays[name], dtype=np.float32)
+            h.update(name.encode() + str(a.shape).encode())
+            h.update(a.tobytes())
+        h.update(repr(voxel_size_a).encode())
+        base_key = h.hexdigest()
     seed = config.rng_seed
     noise = None
     if config.random_phase_correction:
@@ -1038,9 +1265,9 @@ def match_template(
     )
     job = MatchJob(
         tomo_id=config.tomo_id,
-        tomogram=str(config.tomogram.resolve()),
-        template=str(config.template.resolve()),
-        mask=str(config.mask.resolve()),
+        tomogram=_job_source(config.tomogram, "tomogram" in arrays),
+        template=_job_source(config.template, "template" in arrays),
+        mask=_job_source(config.mask, "mask" in arrays),
         output_dir=str(config.destination.resolve()),
         tomo_shape_zyx=tuple(int(s) for s in inputs.tomogram.shape),  # type: ignore[arg-type]
         search_origin_zyx=inputs.search_origin_zyx,
@@ -1060,7 +1287,9 @@ def match_template(
         random_phase_correction=config.random_phase_correction,
         rng_seed=seed,
         tomogram_mask=(
-            None
+            ARRAY_SOURCE
+            if "tomogram_mask" in arrays
+            else None
             if config.tomogram_mask is None
             else str(config.tomogram_mask.resolve())
         ),
@@ -1085,6 +1314,7 @@ def match_template(
         job=job,
         noise_scores=maps.noise_scores,
         maps=maps,
+        tomogram_mask=inputs.tomogram_mask,
     )
 
 

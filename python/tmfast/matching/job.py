@@ -21,7 +21,10 @@ from tmfast._fileio import atomic_path
 from tmfast.errors import FormatError
 from tmfast.metadata import TiltSeriesMetadata
 
-__all__ = ["JOB_FORMAT_VERSION", "MatchJob", "SearchStats"]
+__all__ = ["ARRAY_SOURCE", "JOB_FORMAT_VERSION", "MatchJob", "SearchStats"]
+
+#: What a job records instead of a file path for an input given as an array.
+ARRAY_SOURCE = "<array>"
 
 JOB_FORMAT_VERSION = 1
 
