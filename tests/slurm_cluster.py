@@ -182,12 +182,12 @@ def _tilt_series_rows(rng: np.random.Generator) -> tuple[list[str], list[list[st
     """Columns and rows of a per-tilt-series STAR: the real fixture's, shuffled."""
     real = REAL_JOB / "tilt_series" / "tomo200528_107.star"
     if real.is_file():
-        from tmfast.batch._star import read_star
+        from tmfast.io.star import read_star
 
-        block = next(b for b in read_star(real) if b.columns)
-        rows = [list(r) for r in block.rows]
+        block = next(iter(read_star(real, as_text=True).values()))
+        rows = [list(r) for r in zip(*block.values(), strict=True)]
         rng.shuffle(rows)  # row order must not matter
-        return list(block.columns), rows
+        return list(block), rows
     cols = [
         "rlnTomoNominalStageTiltAngle",
         "rlnMicrographPreExposure",

@@ -93,3 +93,18 @@ def test_tomograms_star_without_pixel_size(tmp_path: Path) -> None:
     p.write_text("data_global\n\nloop_\n_rlnTomoName #1\nTS_01\n")
     with pytest.raises(FormatError, match="rlnTomoTiltSeriesPixelSize"):
         read_relion5_tomograms(p)
+
+
+def test_tomograms_star_rows_checked(tmp_path: Path) -> None:
+    p = tmp_path / "t.star"
+    p.write_text(
+        "# version 30001\n\ndata_global\n\nloop_\n_rlnTomoName #1\n"
+        "_rlnTomoTiltSeriesPixelSize #2\n007 1.35\n"
+    )
+    with pytest.raises(FormatError, match="pre-RELION5"):
+        read_relion5_tomograms(p)
+    p.write_text(p.read_text().replace("30001", "50001"))
+    assert read_relion5_tomograms(p)["007"].tilt_series_pixel_size_a == 1.35
+    p.write_text(p.read_text().replace("1.35", "nan"))
+    with pytest.raises(FormatError, match="rlnTomoTiltSeriesPixelSize value 'nan'"):
+        read_relion5_tomograms(p)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tmfast.errors import ConfigError, FormatError, OutputExistsError
-from tmfast.io.star import read_star, star_to_string, write_star
+from tmfast.io.star import read_star, star_to_string, star_version, write_star
 
 starfile = pytest.importorskip("starfile")
 
@@ -258,3 +258,21 @@ def test_dataframe_block(tmp_path: Path) -> None:
     df = pd.DataFrame({"rlnA": [1.5, 2.5], "rlnB": ["u", "v"]})
     text = star_to_string({"d": df})
     assert "_rlnA #1" in text and "1.5 u" in text
+
+
+def test_as_text_keeps_values_as_written(tmp_path: Path) -> None:
+    p = tmp_path / "t.star"
+    p.write_text(
+        "# version 50001\n\ndata_global\nloop_\n_rlnTomoName #1\n_rlnTomoHand #2\n"
+        "007 -1.000\n'T S' 1\n\ndata_k\n_rlnV 0012\n"
+    )
+    text = read_star(p, as_text=True)
+    assert text["global"]["rlnTomoName"].tolist() == ["007", "T S"]
+    assert text["global"]["rlnTomoHand"].tolist() == ["-1.000", "1"]
+    assert text["k"]["rlnV"].tolist() == ["0012"]
+    typed = read_star(p)  # the same file typed: the leading zeros are gone
+    assert typed["k"]["rlnV"].tolist() == [12]
+    assert star_version(p) == 50001
+    p.write_text("data_x\n# version 50001\n_a 1\n")
+    assert star_version(p) is None  # only a comment before the first block counts
+    assert star_version(tmp_path / "missing.star") is None

@@ -84,7 +84,7 @@ _StarBlock = tuple[
 def star_to_string(blocks: list[_StarBlock]) -> str: ...
 def write_star(path: str, blocks: list[_StarBlock]) -> None: ...
 def read_star(
-    path: str,
+    path: str, *, as_text: bool = False
 ) -> list[
     tuple[
         str,

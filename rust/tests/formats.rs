@@ -2,7 +2,7 @@
 //! reading tricky STAR syntax, the IMOD byte layout, and atomic path writes.
 
 use _rust::formats::imod::{encode, ImodModel, ImodObject, MODEL_FLAGS};
-use _rust::formats::star::{read_star, write_star, Block, Column, ColumnData, Value};
+use _rust::formats::star::{read_star, read_star_as, write_star, Block, Column, ColumnData, Value};
 use _rust::formats::write_atomic;
 
 #[test]
@@ -225,4 +225,23 @@ fn atomic_write_refuses_overwrite_and_leaves_no_partial_file() {
     .unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"two");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn star_reader_as_text_keeps_values_as_written() {
+    let text = "data_global\nloop_\n_rlnTomoName\n_rlnTomoHand\n007 -1.000\n'8 9' 1\n\
+                data_k\n_rlnV 0012\n";
+    let r = read_star_as(text, "mem", true).unwrap();
+    assert_eq!(
+        r[0].columns[0].1,
+        ColumnData::Str(vec!["007".into(), "8 9".into()])
+    );
+    assert_eq!(
+        r[0].columns[1].1,
+        ColumnData::Str(vec!["-1.000".into(), "1".into()])
+    );
+    assert_eq!(r[1].columns[0].1, ColumnData::Str(vec!["0012".into()]));
+    // the typed reader of the same text gives numbers
+    let t = read_star(text, "mem").unwrap();
+    assert_eq!(t[1].columns[0].1, ColumnData::I64(vec![12]));
 }

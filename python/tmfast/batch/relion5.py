@@ -15,14 +15,18 @@ checked from the magnitude.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from tmfast.batch._star import StarBlock, read_star, star_version
 from tmfast.batch.manifest import TomogramEntry
 from tmfast.errors import FormatError
+from tmfast.extraction.star_columns import (
+    Relion5TomogramRow,
+    read_relion5_tomogram_rows,
+    star_number,
+)
+from tmfast.io.star import read_star
 from tmfast.metadata import TiltSeriesMetadata
 
 __all__ = [
@@ -77,38 +81,6 @@ def normalise_tomogram_stem(filename: str) -> tuple[str, str | None]:
     return stem, half
 
 
-def _float(value: str, what: str, path: Path) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise FormatError(f"{path}: {what} value {value!r} is not a number") from None
-    if not math.isfinite(v):
-        raise FormatError(f"{path}: {what} value {value!r} is not finite")
-    return v
-
-
-def _global_block(path: Path) -> StarBlock:
-    version = star_version(path)
-    blocks = read_star(path)
-    glob = next((b for b in blocks if b.name == "global"), None)
-    if glob is None:
-        raise FormatError(
-            f"{path}: no data_global block; give the tomograms.star of a RELION5 "
-            "Tomograms (ReconstructTomograms) job"
-        )
-    if "rlnTomoName" not in glob.columns:
-        raise FormatError(
-            f"{path}: data_global has no rlnTomoName column; not a "
-            "RELION5 tomograms.star"
-        )
-    if version is not None and version < 50000:
-        raise FormatError(
-            f"{path}: STAR version {version} is a pre-RELION5 tomography layout; "
-            "run a RELION 5 ReconstructTomograms job and give its tomograms.star"
-        )
-    return glob
-
-
 def _roots(star: Path, project_dir: Path | None) -> list[Path]:
     roots: list[Path] = []
     if project_dir is not None:
@@ -129,11 +101,13 @@ def _resolve(relpath: str, roots: Sequence[Path]) -> Path | None:
     return None
 
 
-def _row(glob: StarBlock, tomo_name: str, path: Path) -> dict[str, str]:
-    for rec in glob.records():
-        if rec["rlnTomoName"] == tomo_name:
-            return rec
-    names = ", ".join(glob.column("rlnTomoName")[:8])
+def _row(
+    rows: Sequence[Relion5TomogramRow], tomo_name: str, path: Path
+) -> Relion5TomogramRow:
+    for row in rows:
+        if row.tomo_name == tomo_name:
+            return row
+    names = ", ".join(r.tomo_name for r in rows[:8])
     raise FormatError(f"{path}: no tomogram named {tomo_name!r}; names there: {names}")
 
 
@@ -207,8 +181,8 @@ def read_relion5_metadata(
     """
     star = Path(tomograms_star)
     pdir = None if project_dir is None else Path(project_dir)
-    glob = _global_block(star)
-    rec = _row(glob, tomo_name, star)
+    row = _row(read_relion5_tomogram_rows(star), tomo_name, star)
+    rec = row.values
     ts_path = _tilt_series_star(rec, star, pdir)
     if ts_path is None:
         if "rlnTomoTiltSeriesStarFile" in rec:
@@ -218,16 +192,20 @@ def read_relion5_metadata(
                 "give --project-dir or copy the tilt_series folder"
             )
         ts_path = star  # RELION 4 legacy layout: per-series blocks in the same file
-    blocks = read_star(ts_path)
-    block = next((b for b in blocks if b.name == tomo_name), None)
+    blocks = read_star(ts_path, as_text=True)
+    block_name = tomo_name
+    block = blocks.get(tomo_name)
     if block is None:
-        loops = [b for b in blocks if b.columns and b.name != "global"]
-        if len(loops) == 1:
-            block = loops[0]
+        others = [k for k in blocks if k != "global"]
+        tilted = [k for k in others if "rlnTomoNominalStageTiltAngle" in blocks[k]]
+        candidates = tilted or others
+        if len(candidates) == 1:
+            block_name = candidates[0]
+            block = blocks[block_name]
             logger.warning(
                 "%s: block data_%s does not match rlnTomoName %s; using it anyway",
                 ts_path,
-                block.name,
+                block_name,
                 tomo_name,
             )
         else:
@@ -235,34 +213,35 @@ def read_relion5_metadata(
                 f"{ts_path}: no block data_{tomo_name}; RELION5 names the block after "
                 "rlnTomoName"
             )
-    if "rlnTomoNominalStageTiltAngle" not in block.columns:
+    if "rlnTomoNominalStageTiltAngle" not in block:
         raise FormatError(
-            f"{ts_path}: block data_{block.name} has no rlnTomoNominalStageTiltAngle "
+            f"{ts_path}: block data_{block_name} has no rlnTomoNominalStageTiltAngle "
             "column; give a RELION5 tilt-series STAR file"
         )
-    n = len(block.rows)
+    n = len(block["rlnTomoNominalStageTiltAngle"])
     if n == 0:
-        raise FormatError(f"{ts_path}: block data_{block.name} lists no tilt images")
+        raise FormatError(f"{ts_path}: block data_{block_name} lists no tilt images")
     tilts = [
-        _float(v, "rlnTomoNominalStageTiltAngle", ts_path)
-        for v in block.column("rlnTomoNominalStageTiltAngle")
+        star_number(v, "rlnTomoNominalStageTiltAngle", ts_path)
+        for v in block["rlnTomoNominalStageTiltAngle"]
     ]
     dose: list[float] | None = None
-    if "rlnMicrographPreExposure" in block.columns:
+    if "rlnMicrographPreExposure" in block:
         dose = [
-            _float(v, "rlnMicrographPreExposure", ts_path)
-            for v in block.column("rlnMicrographPreExposure")
+            star_number(v, "rlnMicrographPreExposure", ts_path)
+            for v in block["rlnMicrographPreExposure"]
         ]
     else:
         logger.warning("%s: no rlnMicrographPreExposure; no dose weighting", ts_path)
     defocus: tuple[float, ...] | None = None
-    if "rlnDefocusU" in block.columns and "rlnDefocusV" in block.columns:
+    if "rlnDefocusU" in block and "rlnDefocusV" in block:
         mean = [
             0.5
-            * (_float(u, "rlnDefocusU", ts_path) + _float(v, "rlnDefocusV", ts_path))
-            for u, v in zip(
-                block.column("rlnDefocusU"), block.column("rlnDefocusV"), strict=True
+            * (
+                star_number(u, "rlnDefocusU", ts_path)
+                + star_number(v, "rlnDefocusV", ts_path)
             )
+            for u, v in zip(block["rlnDefocusU"], block["rlnDefocusV"], strict=True)
         ]
         defocus = _defocus_um(mean, ts_path)
     else:
@@ -273,14 +252,10 @@ def read_relion5_metadata(
     def pick(vals: Sequence[float] | None) -> tuple[float, ...] | None:
         return None if vals is None else tuple(vals[i] for i in order)
 
-    def opt(label: str) -> float | None:
-        v = rec.get(label)
-        return None if v is None else _float(v, label, star)
-
-    hand = opt("rlnTomoHand")
-    voltage = opt("rlnVoltage")
-    cs = opt("rlnSphericalAberration")
-    ac = opt("rlnAmplitudeContrast")
+    hand = row.number("rlnTomoHand")
+    voltage = row.number("rlnVoltage")
+    cs = row.number("rlnSphericalAberration")
+    ac = row.number("rlnAmplitudeContrast")
     if defocus is not None and None in (voltage, cs, ac):
         raise FormatError(
             f"{star}: {tomo_name} has defocus values but lacks rlnVoltage, "
@@ -294,8 +269,8 @@ def read_relion5_metadata(
         spherical_aberration_mm=cs,
         amplitude_contrast=ac,
         defocus_handedness=0 if hand is None else round(hand),
-        tilt_series_pixel_size_a=opt("rlnTomoTiltSeriesPixelSize"),
-        binning=opt("rlnTomoTomogramBinning"),
+        tilt_series_pixel_size_a=row.tilt_series_pixel_size_a,
+        binning=row.binning,
         tomo_name=tomo_name,
     )
 
@@ -377,7 +352,7 @@ def read_relion5_project(
     """
     star = Path(tomograms_star)
     pdir = None if project_dir is None else Path(project_dir)
-    glob = _global_block(star)
+    rows = read_relion5_tomogram_rows(star)
     roots = _roots(star, pdir)
     folders = (
         [Path(tomogram_dir)]
@@ -387,35 +362,23 @@ def read_relion5_project(
     files = _candidate_files(folders)
     entries: list[TomogramEntry] = []
     claimed: dict[Path, str] = {}
-    for rec in glob.records():
-        name = rec["rlnTomoName"]
+    for row in rows:
+        name, rec = row.tomo_name, row.values
         problems: list[str] = []
         ts_path = _tilt_series_star(rec, star, pdir)
         if ts_path is None and "rlnTomoTiltSeriesStarFile" in rec:
             problems.append(
                 f"{name}: tilt-series STAR {rec['rlnTomoTiltSeriesStarFile']} not found"
             )
-        ts_px = (
-            None
-            if "rlnTomoTiltSeriesPixelSize" not in rec
-            else _float(
-                rec["rlnTomoTiltSeriesPixelSize"], "rlnTomoTiltSeriesPixelSize", star
-            )
-        )
-        binning = (
-            None
-            if "rlnTomoTomogramBinning" not in rec
-            else _float(rec["rlnTomoTomogramBinning"], "rlnTomoTomogramBinning", star)
-        )
+        ts_px, binning = row.tilt_series_pixel_size_a, row.binning
         vox = voxel_size_a
         if vox is None and ts_px is not None and binning is not None:
             vox = ts_px * binning
-        size = None
-        if all(k in rec for k in ("rlnTomoSizeX", "rlnTomoSizeY", "rlnTomoSizeZ")):
-            size = tuple(
-                round(_float(rec[k], k, star))
-                for k in ("rlnTomoSizeX", "rlnTomoSizeY", "rlnTomoSizeZ")
-            )
+        size = (
+            None
+            if row.size_xyz_unbinned is None
+            else tuple(round(v) for v in row.size_xyz_unbinned)
+        )
         keys = [name]
         if ts_path is not None or "rlnTomoTiltSeriesStarFile" in rec:
             keys.append(Path(rec.get("rlnTomoTiltSeriesStarFile", "")).stem)

@@ -25,9 +25,10 @@ RELION5 expects.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -38,9 +39,12 @@ __all__ = [
     "PYTOM_COLUMNS",
     "RELION5_COLUMNS",
     "Relion5TomogramGeometry",
+    "Relion5TomogramRow",
     "centred_angstrom_to_voxels",
+    "read_relion5_tomogram_rows",
     "read_relion5_tomograms",
     "relion5_tomogram_geometry",
+    "star_number",
     "strip_prefix",
     "voxels_to_centred_angstrom",
 ]
@@ -166,6 +170,132 @@ def centred_angstrom_to_voxels(
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Relion5TomogramRow:
+    """One row of a RELION5 ``tomograms.star`` tomogram table (``data_global``).
+
+    Attributes
+    ----------
+    tomo_name
+        ``rlnTomoName``, as written.
+    tilt_series_pixel_size_a
+        ``rlnTomoTiltSeriesPixelSize`` in Å, or ``None`` when the column is absent.
+    binning
+        ``rlnTomoTomogramBinning``, or ``None`` when absent.
+    size_xyz_unbinned
+        ``rlnTomoSize{X,Y,Z}`` (bin-1 size in pixels), or ``None`` when absent.
+    values
+        The whole row, label -> value as written (paths, optics, handedness).
+    source
+        The tomograms.star the row comes from (for error messages).
+    """
+
+    tomo_name: str
+    tilt_series_pixel_size_a: float | None
+    binning: float | None
+    size_xyz_unbinned: tuple[float, float, float] | None
+    values: dict[str, str]
+    source: Path
+
+    def number(self, label: str) -> float | None:
+        """Return column ``label`` as a finite float, or ``None`` when absent.
+
+        Raises
+        ------
+        FormatError
+            If the value is not a finite number.
+        """
+        value = self.values.get(label)
+        return None if value is None else star_number(value, label, self.source)
+
+
+def star_number(value: str, label: str, path: str | os.PathLike[str]) -> float:
+    """Parse a STAR value of column ``label`` as a finite float.
+
+    Raises
+    ------
+    FormatError
+        Naming ``path`` and ``label`` if ``value`` is not a finite number.
+    """
+    try:
+        v = float(value)
+    except ValueError:
+        raise FormatError(f"{path}: {label} value {value!r} is not a number") from None
+    if not math.isfinite(v):
+        raise FormatError(f"{path}: {label} value {value!r} is not finite")
+    return v
+
+
+def read_relion5_tomogram_rows(
+    path: str | os.PathLike[str],
+) -> list[Relion5TomogramRow]:
+    """Read the tomogram table of a RELION5 ``tomograms.star``, one row per tomogram.
+
+    The table is ``data_global`` (RELION5's name), else the first block with an
+    ``rlnTomoName`` column. Values are read as written, so names such as ``007``
+    keep their digits; numbers are checked when parsed.
+
+    Parameters
+    ----------
+    path
+        ``tomograms.star`` of a RELION5 Tomograms (ReconstructTomograms) job.
+
+    Returns
+    -------
+    list of Relion5TomogramRow
+        In file order.
+
+    Raises
+    ------
+    FormatError
+        If the file is missing or malformed, has no ``rlnTomoName`` table, is a
+        pre-RELION5 layout (``# version`` below 50000), or holds a non-number where
+        a number belongs.
+    """
+    from tmfast.io.star import read_star, star_version
+
+    p = Path(path)
+    blocks = read_star(p, as_text=True)
+    table = blocks.get("global")
+    if table is None or "rlnTomoName" not in table:
+        table = next((b for b in blocks.values() if "rlnTomoName" in b), None)
+    if table is None:
+        raise FormatError(
+            f"{p}: no data_global table with an rlnTomoName column; give the "
+            "tomograms.star of a RELION5 Tomograms (ReconstructTomograms) job"
+        )
+    version = star_version(p)
+    if version is not None and version < 50000:
+        raise FormatError(
+            f"{p}: STAR version {version} is a pre-RELION5 tomography layout; "
+            "run a RELION 5 ReconstructTomograms job and give its tomograms.star"
+        )
+    sizes = [f"rlnTomoSize{a}" for a in "XYZ"]
+    rows: list[Relion5TomogramRow] = []
+    for i in range(len(table["rlnTomoName"])):
+        values = {label: str(column[i]) for label, column in table.items()}
+        num = {
+            k: star_number(values[k], k, p)
+            for k in ("rlnTomoTiltSeriesPixelSize", "rlnTomoTomogramBinning", *sizes)
+            if k in values
+        }
+        rows.append(
+            Relion5TomogramRow(
+                tomo_name=values["rlnTomoName"],
+                tilt_series_pixel_size_a=num.get("rlnTomoTiltSeriesPixelSize"),
+                binning=num.get("rlnTomoTomogramBinning"),
+                size_xyz_unbinned=(
+                    (num[sizes[0]], num[sizes[1]], num[sizes[2]])
+                    if all(k in num for k in sizes)
+                    else None
+                ),
+                values=values,
+                source=p,
+            )
+        )
+    return rows
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Relion5TomogramGeometry:
     """Geometry of one tomogram from a RELION5 ``tomograms.star`` row.
 
@@ -187,17 +317,6 @@ class Relion5TomogramGeometry:
     size_xyz_unbinned: tuple[float, float, float] | None
 
 
-def _find_block(
-    blocks: dict[str, dict[str, Any]], column: str
-) -> dict[str, Any] | None:
-    if "global" in blocks and column in blocks["global"]:
-        return blocks["global"]
-    for b in blocks.values():
-        if column in b:
-            return b
-    return None
-
-
 def read_relion5_tomograms(
     path: str | os.PathLike[str],
 ) -> dict[str, Relion5TomogramGeometry]:
@@ -206,34 +325,24 @@ def read_relion5_tomograms(
     Raises
     ------
     FormatError
-        If the file has no ``rlnTomoName`` / ``rlnTomoTiltSeriesPixelSize`` table.
+        If the file has no ``rlnTomoName`` / ``rlnTomoTiltSeriesPixelSize`` table
+        (see :func:`read_relion5_tomogram_rows` for the other checks).
     """
-    from tmfast.io.star import read_star
-
-    blocks = read_star(path)
-    g = _find_block(blocks, "rlnTomoName")
-    if g is None or "rlnTomoTiltSeriesPixelSize" not in g:
+    rows = read_relion5_tomogram_rows(path)
+    if any(r.tilt_series_pixel_size_a is None for r in rows):
         raise FormatError(
             f"{path}: no table with rlnTomoName and rlnTomoTiltSeriesPixelSize; give "
             "a RELION5 tomograms.star (Tomograms/jobNNN/tomograms.star)"
         )
-    names = [str(v) for v in g["rlnTomoName"]]
-    n = len(names)
-    ps = np.asarray(g["rlnTomoTiltSeriesPixelSize"], dtype=np.float64)
-    bins = np.asarray(g.get("rlnTomoTomogramBinning", np.ones(n)), dtype=np.float64)
-    has_size = all(f"rlnTomoSize{a}" in g for a in "XYZ")
-    out = {}
-    for i, name in enumerate(names):
-        size = (
-            tuple(float(g[f"rlnTomoSize{a}"][i]) for a in "XYZ") if has_size else None
+    return {
+        r.tomo_name: Relion5TomogramGeometry(
+            tomo_name=r.tomo_name,
+            tilt_series_pixel_size_a=float(r.tilt_series_pixel_size_a),  # type: ignore[arg-type]
+            binning=1.0 if r.binning is None else r.binning,
+            size_xyz_unbinned=r.size_xyz_unbinned,
         )
-        out[name] = Relion5TomogramGeometry(
-            tomo_name=name,
-            tilt_series_pixel_size_a=float(ps[i]),
-            binning=float(bins[i]),
-            size_xyz_unbinned=size,  # type: ignore[arg-type]
-        )
-    return out
+        for r in rows
+    }
 
 
 def relion5_tomogram_geometry(

@@ -36,7 +36,7 @@ from tmfast.errors import ConfigError, FormatError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["StarBlocks", "read_star", "star_to_string", "write_star"]
+__all__ = ["StarBlocks", "read_star", "star_to_string", "star_version", "write_star"]
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def write_star(
 
 
 def read_star(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str], *, as_text: bool = False
 ) -> dict[str, dict[str, np.ndarray[Any, Any]]]:
     """Read a STAR file into ``{block name: {label: column}}``.
 
@@ -238,6 +238,10 @@ def read_star(
     ----------
     path : str or os.PathLike
         The STAR file.
+    as_text : bool
+        Give every column as a str array of the values as written (unquoted), so
+        that identifiers such as ``rlnTomoName 007`` keep their digits; callers
+        convert the numbers they use.
 
     Returns
     -------
@@ -253,7 +257,7 @@ def read_star(
     if not p.is_file():
         raise FormatError(f"{p}: STAR file not found; check the path")
     try:
-        raw = _rust.read_star(str(p))
+        raw = _rust.read_star(str(p), as_text=as_text)
     except (OSError, ValueError) as exc:
         raise FormatError(f"{exc}; check that this is a STAR file") from exc
     out: dict[str, dict[str, np.ndarray[Any, Any]]] = {}
@@ -270,3 +274,25 @@ def read_star(
                 block[label] = values
         out[name] = block
     return out
+
+
+def star_version(path: str | os.PathLike[str]) -> int | None:
+    """Return ``N`` of the ``# version N`` comment before the first block, or ``None``.
+
+    RELION writes the comment (``# version 50001`` for RELION 5); a missing,
+    unreadable or malformed comment gives ``None``.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                s = line.strip()
+                if s.startswith("# version"):
+                    try:
+                        return int(s.split()[2])
+                    except (IndexError, ValueError):
+                        return None
+                if s.startswith("data_"):
+                    return None
+    except OSError:
+        return None
+    return None

@@ -479,9 +479,13 @@ fn tokenize<'a>(line: &'a str, out: &mut Vec<(Cow<'a, str>, bool)>) {
     }
 }
 
-/// Type column `c` of a row-major table with `n_cols` columns.
-fn typed(values: &[Cow<'_, str>], c: usize, n_cols: usize) -> ColumnData {
+/// Type column `c` of a row-major table with `n_cols` columns (as text when
+/// `as_text`).
+fn typed(values: &[Cow<'_, str>], c: usize, n_cols: usize, as_text: bool) -> ColumnData {
     let col = || values.iter().skip(c).step_by(n_cols);
+    if as_text {
+        return ColumnData::Str(col().map(|s| s.to_string()).collect());
+    }
     let n = values.len() / n_cols;
     if n > 0 {
         if let Ok(v) = col()
@@ -515,7 +519,7 @@ struct Building<'a> {
     first_line: usize,
 }
 
-fn finish(b: Building<'_>, path: &str, out: &mut Vec<ReadBlock>) -> Result<()> {
+fn finish(b: Building<'_>, path: &str, as_text: bool, out: &mut Vec<ReadBlock>) -> Result<()> {
     let n_cols = b.labels.len();
     if b.is_loop {
         if n_cols == 0 {
@@ -538,7 +542,7 @@ fn finish(b: Building<'_>, path: &str, out: &mut Vec<ReadBlock>) -> Result<()> {
         }
         let typed_cols: Vec<ColumnData> = (0..n_cols)
             .into_par_iter()
-            .map(|c| typed(&b.values, c, n_cols))
+            .map(|c| typed(&b.values, c, n_cols, as_text))
             .collect();
         let columns = b.labels.into_iter().zip(typed_cols).collect();
         out.push(ReadBlock {
@@ -551,7 +555,7 @@ fn finish(b: Building<'_>, path: &str, out: &mut Vec<ReadBlock>) -> Result<()> {
             .labels
             .into_iter()
             .zip(b.values)
-            .map(|(l, v)| (l, typed(std::slice::from_ref(&v), 0, 1)))
+            .map(|(l, v)| (l, typed(std::slice::from_ref(&v), 0, 1, as_text)))
             .collect();
         out.push(ReadBlock {
             name: b.name,
@@ -568,6 +572,15 @@ fn finish(b: Building<'_>, path: &str, out: &mut Vec<ReadBlock>) -> Result<()> {
 /// [`Error::Parse`] for content outside a data block, a loop without labels, rows that
 /// do not fill the columns, a key without a value, or an unterminated `;` text field.
 pub fn read_star(text: &str, path: &str) -> Result<Vec<ReadBlock>> {
+    read_star_as(text, path, false)
+}
+
+/// As [`read_star`]; with `as_text` every column is [`ColumnData::Str`] holding the
+/// values as written (unquoted), so identifiers such as `007` keep their digits.
+///
+/// # Errors
+/// As [`read_star`].
+pub fn read_star_as(text: &str, path: &str, as_text: bool) -> Result<Vec<ReadBlock>> {
     let mut out = Vec::new();
     let mut state = State::Outside;
     let mut cur: Option<Building> = None;
@@ -614,7 +627,7 @@ pub fn read_star(text: &str, path: &str) -> Result<Vec<ReadBlock>> {
                     return Err(err(lineno, format!("key _{k} has no value")));
                 }
                 if let Some(b) = cur.take() {
-                    finish(b, path, &mut out)?;
+                    finish(b, path, as_text, &mut out)?;
                 }
                 cur = Some(Building {
                     name: tok[5..].to_string(),
@@ -643,7 +656,7 @@ pub fn read_star(text: &str, path: &str) -> Result<Vec<ReadBlock>> {
                     // A second table in the same block: start a new block of the same name.
                     let name = b.name.clone();
                     if let Some(done) = cur.take() {
-                        finish(done, path, &mut out)?;
+                        finish(done, path, as_text, &mut out)?;
                     }
                     cur = Some(Building {
                         name,
@@ -684,7 +697,7 @@ pub fn read_star(text: &str, path: &str) -> Result<Vec<ReadBlock>> {
                         // A key-value line after a table: continue as pairs of a new block.
                         let name = b.name.clone();
                         if let Some(done) = cur.take() {
-                            finish(done, path, &mut out)?;
+                            finish(done, path, as_text, &mut out)?;
                         }
                         cur = Some(Building {
                             name,
@@ -707,7 +720,7 @@ pub fn read_star(text: &str, path: &str) -> Result<Vec<ReadBlock>> {
         return Err(err(text.lines().count(), format!("key _{k} has no value")));
     }
     if let Some(b) = cur.take() {
-        finish(b, path, &mut out)?;
+        finish(b, path, as_text, &mut out)?;
     }
     Ok(out)
 }
@@ -717,13 +730,21 @@ pub fn read_star(text: &str, path: &str) -> Result<Vec<ReadBlock>> {
 /// # Errors
 /// [`Error::Io`] if it cannot be read, else as [`read_star`].
 pub fn read_star_file(path: &std::path::Path) -> Result<Vec<ReadBlock>> {
+    read_star_file_as(path, false)
+}
+
+/// As [`read_star_file`], with [`read_star_as`]'s `as_text`.
+///
+/// # Errors
+/// As [`read_star_file`].
+pub fn read_star_file_as(path: &std::path::Path, as_text: bool) -> Result<Vec<ReadBlock>> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: shown.clone(),
         source,
     })?;
     let text = String::from_utf8_lossy(&bytes);
-    read_star(&text, &shown)
+    read_star_as(&text, &shown, as_text)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
 use crate::formats::imod::{write_imod, ImodModel, ImodObject};
-use crate::formats::star::{read_star_file, write_star, Block, Column, ColumnData, Value};
+use crate::formats::star::{read_star_file_as, write_star, Block, Column, ColumnData, Value};
 use crate::formats::write_plain;
 use crate::Error;
 
@@ -144,10 +144,12 @@ fn write_star_py(path: PathBuf, blocks: Vec<PyBlock<'_>>) -> PyResult<()> {
     Ok(())
 }
 
-/// Read a STAR file: `[(name, is_loop, [(label, int64 array | float64 array | list[str])])]`.
+/// Read a STAR file: `[(name, is_loop, [(label, int64 array | float64 array | list[str])])]`;
+/// with `as_text` every column holds the values as written (UTF-32 code points).
 #[pyfunction(name = "read_star")]
-fn read_star_py(py: Python<'_>, path: PathBuf) -> PyResult<Vec<ReadBlockPy>> {
-    let blocks = py.detach(|| read_star_file(&path))?;
+#[pyo3(signature = (path, *, as_text = false))]
+fn read_star_py(py: Python<'_>, path: PathBuf, as_text: bool) -> PyResult<Vec<ReadBlockPy>> {
+    let blocks = py.detach(|| read_star_file_as(&path, as_text))?;
     let mut out = Vec::with_capacity(blocks.len());
     for b in blocks {
         let mut cols = Vec::with_capacity(b.columns.len());
