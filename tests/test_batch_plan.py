@@ -32,7 +32,7 @@ from tmfast.batch.plan import (
 from tmfast.batch.relion5 import read_relion5_metadata
 from tmfast.batch.slurm import SlurmOptions
 from tmfast.cli import app
-from tmfast.errors import ConfigError, OutputExistsError
+from tmfast.errors import ConfigError, FormatError, OutputExistsError
 from tmfast.metadata import TiltSeriesMetadata
 from typer.testing import CliRunner
 
@@ -379,3 +379,16 @@ def test_status_and_resume_with_fake_slurm(
         (4242, [0, 1, 2]),
         (4243, [1]),
     ]
+
+
+def test_manifest_read_errors_name_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "none.json"
+    with pytest.raises(FormatError, match=r"none\.json: manifest not found; run"):
+        Manifest.read(missing)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(FormatError, match=r"bad\.json: not a readable JSON manifest"):
+        Manifest.read(bad)
+    bad.write_text(json.dumps({"source": "x"}))
+    with pytest.raises(FormatError, match="no 'entries'"):
+        Manifest.read(bad)

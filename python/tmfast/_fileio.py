@@ -7,14 +7,48 @@ results are never silently overwritten.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from tmfast.errors import OutputExistsError
+from tmfast.errors import FormatError, OutputExistsError
 
-__all__ = ["atomic_path", "check_writable"]
+__all__ = ["atomic_path", "check_writable", "read_json"]
+
+
+def read_json(path: str | os.PathLike[str], *, what: str, fix: str) -> Any:
+    """Read a JSON file, turning a missing or unreadable file into one-line errors.
+
+    Parameters
+    ----------
+    path
+        The JSON file.
+    what
+        What the file is, for messages (``"manifest"``, ``"job file"``).
+    fix
+        What to do when the file is missing (``"check the path"``).
+
+    Returns
+    -------
+    Any
+        The parsed JSON value; callers check its shape.
+
+    Raises
+    ------
+    FormatError
+        ``"<path>: <what> not found; <fix>"`` or
+        ``"<path>: not a readable JSON <what> (<reason>)"``.
+    """
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FormatError(f"{p}: {what} not found; {fix}") from None
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"{p}: not a readable JSON {what} ({exc})") from None
 
 
 def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tmfast._fileio import atomic_path
+from tmfast._fileio import atomic_path, read_json
 from tmfast.errors import FormatError
 from tmfast.metadata import TiltSeriesMetadata
 
@@ -235,15 +235,9 @@ class Manifest:
             If the file is missing, not JSON, or not a tmfast manifest.
         """
         p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise FormatError(
-                f"{p}: manifest not found; run 'tmfast batch plan' first or check "
-                "the path"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise FormatError(f"{p}: not a readable JSON manifest ({exc})") from None
+        data = read_json(
+            p, what="manifest", fix="run 'tmfast batch plan' first or check the path"
+        )
         if not isinstance(data, dict) or "entries" not in data:
             raise FormatError(f"{p}: not a tmfast batch manifest (no 'entries')")
         version = int(data.get("manifest_format_version", MANIFEST_FORMAT_VERSION))

@@ -11,12 +11,12 @@ regenerated from ``rotation_file`` (a step in degrees, or a ZXZ-radian text file
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
+from tmfast._fileio import read_json
 from tmfast.errors import FormatError
 from tmfast.matching.job import MatchJob, SearchStats
 from tmfast.metadata import TiltSeriesMetadata
@@ -171,12 +171,7 @@ def load_job(path: str | os.PathLike[str]) -> tuple[MatchJob, Path]:
         If the file is missing, not JSON, or not a job of either tool.
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise FormatError(f"{p}: job file not found; check the -j path") from None
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"{p}: not a readable JSON job file ({exc})") from None
+    data = read_json(p, what="job file", fix="check the -j path")
     if not isinstance(data, dict):
         raise FormatError(f"{p}: not a tmfast or pytom-match-pick job file")
     if is_pytom_job(data):
