@@ -154,13 +154,6 @@ def write_metadata_files(
     return out
 
 
-def _write_if_changed(path: Path, text: str) -> None:
-    if path.is_file() and path.read_text() == text:
-        return
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(text)
-
-
 # --------------------------------------------------------------------------------
 # planning
 
@@ -184,16 +177,23 @@ def build_match_config(
 
     The shared matching options of the manifest are combined with the entry's
     tomogram, voxel size, output folder and metadata. The metadata go to the engine
-    as the tilt/defocus/dose text files of the entry's output folder (written when
-    ``write_files``, unchanged files are not touched so the checkpoint stays valid).
+    as the :class:`~tmfast.metadata.TiltSeriesMetadata` object itself
+    (``MatchConfig.metadata``), so everything the importer read (defocus
+    handedness included) reaches matching; CTF constants set in the manifest's
+    matching options replace the imported ones. ``write_files`` is kept for
+    callers and ignored: no metadata file is written (``--write-metadata`` writes
+    them for the user, see :func:`write_metadata_files`).
 
     Raises
     ------
     ConfigError
         If the options are invalid for this entry.
     """
+    import dataclasses
+
     from tmfast.matching.config import MatchConfig
 
+    del write_files
     opts = dict(manifest.match)
     opts.update(tomogram=entry.tomogram, destination=entry.output_dir)
     if entry.voxel_size_a is not None:
@@ -202,27 +202,21 @@ def build_match_config(
         opts["tomogram_mask"] = entry.tomogram_mask
     md = entry.metadata
     if md is not None:
-        out = Path(entry.output_dir)
-        stem = entry.key
-        tlt = out / f"{stem}.tlt"
-        if write_files:
-            _write_if_changed(tlt, "".join(f"{v!r}\n" for v in md.tilt_angles_deg))
-        opts["tilt_angles"] = tlt
-        if md.dose_e_per_a2 is not None:
-            dose = out / f"{stem}_dose.txt"
-            if write_files:
-                _write_if_changed(dose, "".join(f"{v!r}\n" for v in md.dose_e_per_a2))
-            opts["dose_accumulation"] = dose
-        if md.defocus_um is not None:
-            df = out / f"{stem}_defocus.txt"
-            if write_files:
-                _write_if_changed(df, "".join(f"{v!r}\n" for v in md.defocus_um))
-            opts["defocus"] = df
-            opts.setdefault("voltage_kv", md.voltage_kv)
-            opts.setdefault("spherical_aberration_mm", md.spherical_aberration_mm)
-            opts.setdefault("amplitude_contrast", md.amplitude_contrast)
-            if md.phase_shift_deg:
-                opts.setdefault("phase_shift_deg", md.phase_shift_deg)
+        given = {
+            k: opts[k]
+            for k in (
+                "voltage_kv",
+                "spherical_aberration_mm",
+                "amplitude_contrast",
+                "phase_shift_deg",
+            )
+            if opts.get(k) is not None
+        }
+        if not given.get("phase_shift_deg"):
+            given.pop("phase_shift_deg", None)  # 0 is the default, not a choice
+        if given:
+            md = dataclasses.replace(md, **given)
+        opts["metadata"] = md
     return MatchConfig.from_mapping(
         opts, source=f"manifest entry {entry.index} ({entry.key})"
     )

@@ -813,8 +813,8 @@ def _config_metadata(
     if fill:
         meta = dataclasses.replace(meta, **fill)
     tilts = meta.tilt_angles_deg
-    vs = None
-    if meta.tilt_series_pixel_size_a and meta.binning:
+    vs = None  # --voxel-size-angstrom wins, then the metadata's, then the headers
+    if config.voxel_size_a is None and meta.tilt_series_pixel_size_a and meta.binning:
         vs = float(meta.tilt_series_pixel_size_a) * float(meta.binning)
     return (float(min(tilts)), float(max(tilts))), meta, vs
 
