@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 _IO = "Input / Output"
+
+#: The particle STAR files of merge-stars and to-imod: ``-i A.star B.star ...``
+#: (Click takes ``-i A`` plus the positional ``B ...``; :func:`_inputs` joins them).
+_InputStarFiles = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "-i",
+        "--input-star-files",
+        help="Particle STAR files, RELION5 or pytom (-i A.star B.star ...).",
+        rich_help_panel=_IO,
+    ),
+]
+_MoreStarFiles = Annotated[
+    list[Path] | None,
+    typer.Argument(help="More STAR files.", show_default=False),
+]
 
 
 def _inputs(option: list[Path] | None, extra: list[Path] | None) -> list[Path]:
@@ -19,16 +36,8 @@ def _inputs(option: list[Path] | None, extra: list[Path] | None) -> list[Path]:
 
 
 def merge_stars(
-    input_star_files: list[Path] | None = typer.Option(
-        None,
-        "-i",
-        "--input-star-files",
-        help="Particle STAR files (-i A.star B.star ...).",
-        rich_help_panel=_IO,
-    ),
-    more: list[Path] | None = typer.Argument(
-        None, help="More STAR files.", show_default=False
-    ),
+    input_star_files: _InputStarFiles = None,
+    more: _MoreStarFiles = None,
     output_file: Path = typer.Option(
         Path("particles.star"),
         "-o",
@@ -66,16 +75,8 @@ def merge_stars(
 
 
 def to_imod(
-    input_star_files: list[Path] | None = typer.Option(
-        None,
-        "-i",
-        "--input-star-files",
-        help="RELION5 or pytom particle STAR files.",
-        rich_help_panel=_IO,
-    ),
-    more: list[Path] | None = typer.Argument(
-        None, help="More STAR files.", show_default=False
-    ),
+    input_star_files: _InputStarFiles = None,
+    more: _MoreStarFiles = None,
     output_dir: Path = typer.Option(
         Path("."),
         "-o",

@@ -25,6 +25,7 @@ from tmfast.extraction.star_columns import (
 from tmfast.extraction.star_columns import (
     strip_prefix as _strip,
 )
+from tmfast.io.star import read_star
 
 __all__ = [
     "merge_particle_stars",
@@ -42,14 +43,6 @@ _CENTRED = (
 )
 _VOXELS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
 _NAME_COLUMNS = ("rlnTomoName", "rlnMicrographName")
-
-
-def _read(path: Path) -> dict[str, dict[str, Any]]:
-    from tmfast.io.star import read_star
-
-    if not Path(path).is_file():
-        raise FormatError(f"{path}: STAR file not found")
-    return read_star(path)
 
 
 def _n_rows(block: dict[str, Any]) -> int:
@@ -122,7 +115,7 @@ def merge_particle_stars(
     first_path = Path(files[0])
     for f in files:
         p = Path(f)
-        blocks = _read(p)
+        blocks = read_star(p)
         _, block = particle_block(blocks, p)
         if columns is None:
             columns, first_path = list(block), p
@@ -215,7 +208,7 @@ def relion5_import_index(
     paths: list[str] = []
     for f in files:
         p = Path(f).resolve()
-        _, block = particle_block(_read(p), p)
+        _, block = particle_block(read_star(p), p)
         for name in dict.fromkeys(_tomo_names(block, p, strip_prefix)):
             names.append(name)
             paths.append(str(p))
@@ -294,7 +287,7 @@ def star_to_imod(
     dims_of: dict[str, tuple[int, int, int]] = {}
     for f in files:
         p = Path(f)
-        blocks = _read(p)
+        blocks = read_star(p)
         tables = [
             (k, b) for k, b in blocks.items() if _CENTRED[0] in b or _VOXELS[0] in b
         ]
