@@ -13,7 +13,7 @@ import logging
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -31,6 +31,9 @@ _IO = "Input / Output"
 _MATCH = "Matching"
 _EXTRACT = "Extraction"
 _SLURM = "SLURM"
+
+#: The manifest.json argument of submit, status, resume, finish and run-task.
+_ManifestArg = Annotated[Path, typer.Argument(help="manifest.json")]
 
 
 class Source(StrEnum):
@@ -395,7 +398,7 @@ def plan_cmd(
 
 
 @batch_app.command("submit")
-def submit_cmd(manifest: Path = typer.Argument(..., help="manifest.json")) -> None:
+def submit_cmd(manifest: _ManifestArg) -> None:
     """Submit the batch's job array with sbatch; print the job id."""
     from tmfast.batch.plan import submit
 
@@ -405,7 +408,7 @@ def submit_cmd(manifest: Path = typer.Argument(..., help="manifest.json")) -> No
 
 @batch_app.command("status")
 def status_cmd(
-    manifest: Path = typer.Argument(..., help="manifest.json"),
+    manifest: _ManifestArg,
     no_queue: bool = typer.Option(False, "--no-queue", help="Do not ask squeue."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -432,7 +435,7 @@ def status_cmd(
 
 
 @batch_app.command("resume")
-def resume_cmd(manifest: Path = typer.Argument(..., help="manifest.json")) -> None:
+def resume_cmd(manifest: _ManifestArg) -> None:
     """Resubmit only the tomograms that are neither done nor queued."""
     from tmfast.batch.plan import resume
 
@@ -449,7 +452,7 @@ def resume_cmd(manifest: Path = typer.Argument(..., help="manifest.json")) -> No
 
 @batch_app.command("finish")
 def finish_cmd(
-    manifest: Path = typer.Argument(..., help="manifest.json"),
+    manifest: _ManifestArg,
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Merged STAR (default particles.star)."
     ),
@@ -480,7 +483,7 @@ def finish_cmd(
 
 @batch_app.command("run-task")
 def run_task_cmd(
-    manifest: Path = typer.Argument(..., help="manifest.json"),
+    manifest: _ManifestArg,
     index: int = typer.Option(
         ..., "--index", help="Array index ($SLURM_ARRAY_TASK_ID)."
     ),
