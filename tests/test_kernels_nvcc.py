@@ -50,7 +50,7 @@ def _nvcc(src: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[s
     env = dict(os.environ)
     env["PATH"] = str(Path(NVCC).parent) + os.pathsep + env.get("PATH", "")
     return subprocess.run(
-        [NVCC, *args, f"-DTMFAST_REDUCE_WG={_gpu.REDUCE_WG}", str(cu)],
+        [NVCC, *args, *_gpu.build_options(), str(cu)],
         capture_output=True,
         text=True,
         env=env,

@@ -49,12 +49,15 @@ from tmfast.types import RotationMatrices
 
 __all__ = [
     "KERNEL_NAMES",
+    "VAR_REL_FLOOR",
     "BufferPlan",
     "DeviceOps",
     "GpuMatchBackend",
+    "build_options",
     "estimate_device_bytes",
     "kernel_source",
     "plan_buffers",
+    "standardise",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,6 +87,10 @@ MOMENT_CHUNKS = 32
 MEMORY_HEADROOM = 0.85
 #: Default upper bound on the number of rotations per FFT call.
 DEFAULT_MAX_BATCH = 8
+#: sigma_local is taken as 1 where the local variance of the standardised tomogram
+#: is <= VAR_REL_FLOOR * (local mean square + 1): the cpu backend's rule (below it
+#: E[V^2] - E[V]^2 is float32 FFT rounding noise). Compiled into the kernels.
+VAR_REL_FLOOR = 1e-4
 
 _F32 = 4
 _C64 = 8
@@ -102,6 +109,46 @@ def kernel_source() -> str:
     header = (pkg / "tmfast_portability.h").read_text(encoding="utf-8")
     body = (pkg / "tmfast_kernels.cl").read_text(encoding="utf-8")
     return header + "\n" + body
+
+
+def build_options() -> list[str]:
+    """Return the preprocessor definitions both APIs compile the kernels with.
+
+    Returns
+    -------
+    list of str
+        ``-D`` options for pyopencl's ``Program.build`` and pycuda's / nvcc's
+        ``SourceModule``.
+    """
+    return [
+        f"-DTMFAST_REDUCE_WG={REDUCE_WG}",
+        f"-DTMFAST_VAR_REL_FLOOR={VAR_REL_FLOOR!r}f",
+    ]
+
+
+def standardise(volume: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Return ``(volume - mean) / std`` in float32, as the cpu backend does.
+
+    FLCF is invariant to an offset and a scale of the whole (circular) array, so this
+    changes no score; it makes float32 local moments well conditioned, and the
+    variance floor (:data:`VAR_REL_FLOOR`) is relative to this unit mean square.
+
+    Parameters
+    ----------
+    volume
+        ``(z, y, x)`` tomogram (sub)volume.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 C-contiguous array; a constant volume only loses its mean.
+    """
+    vol = _as_f32_c(volume)
+    vol = vol - np.float32(vol.mean(dtype=np.float64))
+    sd = float(vol.std(dtype=np.float64))
+    if sd > 0:
+        vol /= np.float32(sd)
+    return vol
 
 
 def i32(value: int) -> np.int32:
@@ -773,11 +820,10 @@ class GpuMatchBackend:
         single_plan = job["single_plan"]
         job["pruned"] = plan.pruned_forward
 
-        # Scores and local sigma do not change when a constant is subtracted from the
-        # tomogram (the normalised template sums to zero), but float32 spectra of an
-        # offset volume lose precision (E[V^2] - E[V]^2 cancels): centre it first.
-        tomo = _as_f32_c(inputs.tomogram)
-        tomo = tomo - np.float32(np.mean(tomo, dtype=np.float64))
+        # Scores do not change under V -> (V - k) / s, but float32 spectra of an
+        # offset volume lose precision (E[V^2] - E[V]^2 cancels), and the variance
+        # floor is relative to unit mean square: standardise like the cpu backend.
+        tomo = standardise(inputs.tomogram)
         mask = _as_f32_c(inputs.mask)
         job["tcoef"] = ops.to_device(
             _as_f32_c(bspline_coefficients(_as_f32_c(inputs.template)))

@@ -183,7 +183,7 @@ def _context_and_module(device_id: int, drv: Any) -> tuple[Any, Any]:
             module = SourceModule(
                 _gpu.kernel_source(),
                 nvcc=nvcc,
-                options=[f"-DTMFAST_REDUCE_WG={_gpu.REDUCE_WG}"],
+                options=_gpu.build_options(),
                 no_extern_c=True,
             )
         except Exception as exc:

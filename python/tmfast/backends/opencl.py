@@ -157,7 +157,7 @@ def _context_and_program(device_index: int, device: Any) -> tuple[Any, Any]:
         if cached is not None:
             return cached
         ctx = cl.Context([device])
-        options = [f"-DTMFAST_REDUCE_WG={_gpu.REDUCE_WG}"]
+        options = _gpu.build_options()
         with warnings.catch_warnings():
             # PoCL and vendor compilers may print harmless notes (CompilerWarning).
             warnings.simplefilter("ignore")

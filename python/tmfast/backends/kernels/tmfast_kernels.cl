@@ -284,8 +284,13 @@ KERNEL void conj_mul_mask(GLOBAL float2 *spec_m, GLOBAL float2 *spec_m2,
 DEVICE_FN float local_sigma(const float corr_m, const float corr_m2, const float n_m)
 {
     const float mu = corr_m / n_m;
-    const float var = corr_m2 / n_m - mu * mu;
-    return var > 1e-18f ? SQRTF(var) : 1.0f; /* pytom: variance <= 1e-18 -> 1 */
+    const float e2 = corr_m2 / n_m;
+    const float var = e2 - mu * mu;
+    /* The cpu backend's floor: the host standardised the tomogram (unit mean square),
+     * and below TMFAST_VAR_REL_FLOOR (E[V^2] + 1) the difference E[V^2] - E[V]^2 is
+     * float32 FFT rounding noise, so sigma is 1 there (pytom's absolute 1e-18 gave
+     * |FLCF| up to 6 in flat regions). */
+    return var > TMFAST_VAR_REL_FLOOR * (e2 + 1.0f) ? SQRTF(var) : 1.0f;
 }
 
 /* Spherical mask, once per job: den = N_M sigma_local. */

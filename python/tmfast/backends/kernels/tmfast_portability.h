@@ -50,4 +50,10 @@ typedef long long i64;
 #define TMFAST_REDUCE_WG 256
 #endif
 
+/* sigma_local is 1 where the local variance is <= this times (local mean square + 1)
+ * of the standardised tomogram; the host passes _gpu.VAR_REL_FLOOR. */
+#ifndef TMFAST_VAR_REL_FLOOR
+#define TMFAST_VAR_REL_FLOOR 1e-4f
+#endif
+
 #endif /* TMFAST_PORTABILITY_H */
