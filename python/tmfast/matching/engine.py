@@ -25,11 +25,14 @@ Steps:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ import scipy.fft as sfft
 from tmfast._fileio import atomic_path, check_writable
 from tmfast._progress import ProgressCallback
 from tmfast.backends.base import CorrelationInputs, MatchBackend, RunningMaps
-from tmfast.errors import ConfigError, FormatError
+from tmfast.errors import ConfigError, FormatError, TmfastError
 from tmfast.matching.config import MatchConfig
 from tmfast.matching.job import ARRAY_SOURCE, MatchJob, SearchStats
 from tmfast.matching.random_phase import phase_randomised_template
@@ -50,6 +53,8 @@ from tmfast.metadata import TiltSeriesMetadata
 from tmfast.types import AngleArray, Volume
 
 __all__ = [
+    "STOP_SIGNALS",
+    "MatchInterrupted",
     "MatchResult",
     "SearchMaps",
     "filter_tomogram",
@@ -65,6 +70,82 @@ logger = logging.getLogger(__name__)
 #: Rotations per backend call (one "batch"); backends sub-batch internally.
 DEFAULT_BATCH_ROTATIONS = 32
 _CHECKPOINT_FORMAT = 2
+
+
+#: Signals that make :func:`run_match` stop at the next batch boundary (SLURM sends
+#: SIGTERM before killing a task, and ``--signal=B:USR1@120`` sends SIGUSR1).
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class MatchInterrupted(TmfastError):
+    """Matching stopped on a signal after a checkpoint; rerun the same command.
+
+    ``exit_code`` is ``128 + signal number`` (143 for SIGTERM), as a shell reports a
+    process killed by that signal.
+    """
+
+    def __init__(self, signum: int, checkpoint: Path | None, done: int, total: int):
+        name = signal.Signals(signum).name
+        where = (
+            f"checkpoint {checkpoint} holds {done}/{total} rotation-tiles; rerun the "
+            "same command to resume"
+            if checkpoint is not None
+            else f"{done}/{total} rotation-tiles done, no checkpoint written "
+            "(nothing to save yet, or checkpoints disabled)"
+        )
+        super().__init__(f"stopped by {name} after a whole batch: {where}")
+        self.signum = signum
+        self.checkpoint = checkpoint
+        self.exit_code = 128 + int(signum)
+
+
+class _StopFlag:
+    """Signal number received by :func:`_stop_on_signals`' handler, else None."""
+
+    signum: int | None = None
+
+
+_STOP = _StopFlag()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[dict[int, Any]]:
+    """Turn STOP_SIGNALS into a request to stop at the next batch boundary.
+
+    Installed only in the main thread (Python delivers signals there). A second
+    signal while stopping is handed to the previous handler (a hard stop). Yields
+    the previous handlers by signal number.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield {}
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if _STOP.signum is not None:
+            prev = previous.get(signum)
+            if callable(prev):
+                prev(signum, frame)
+            else:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            return
+        _STOP.signum = signum
+        logger.warning(
+            "received %s: finishing the current batch, then writing a checkpoint "
+            "and stopping",
+            signal.Signals(signum).name,
+        )
+
+    _STOP.signum = None
+    for s in STOP_SIGNALS:
+        previous[int(s)] = signal.signal(s, handler)
+    try:
+        yield previous
+    finally:
+        for num, h in previous.items():
+            signal.signal(num, h)
+        _STOP.signum = None
 
 
 # --------------------------------------------------------------------------- results
@@ -453,6 +534,12 @@ def search_volume(
     )
     try:
         for pos in range(start_pos, len(active)):
+            if _STOP.signum is not None:
+                # the previous tile is complete and checkpointed
+                saved = ckpt.enabled and ckpt.path is not None and ckpt.path.exists()
+                raise MatchInterrupted(
+                    _STOP.signum, ckpt.path if saved else None, done, total
+                )
             tile = active[pos]
             inputs = CorrelationInputs(
                 tomogram=cut_tile(tomogram, tile),
@@ -498,9 +585,21 @@ def search_volume(
                 done += n_new
                 if progress is not None:
                     progress(done, total)
-                if first < n_rot and ckpt.due(n_new):
+                stopping = _STOP.signum is not None and first < n_rot
+                if first < n_rot and (ckpt.due(n_new) or (stopping and ckpt.enabled)):
                     ckpt.save(
                         pos, assembled["roi_sums"], _merged_snapshot(backends, first)
+                    )
+                if stopping:
+                    assert _STOP.signum is not None
+                    logger.warning(
+                        "stopping after %d of %d rotation-tiles (%s)",
+                        done,
+                        total,
+                        "checkpoint written" if ckpt.enabled else "no checkpoint",
+                    )
+                    raise MatchInterrupted(
+                        _STOP.signum, ckpt.path if ckpt.enabled else None, done, total
                     )
             maps = _merged_final(backends)
             unique = tile.unique_in_tile
@@ -1329,7 +1428,11 @@ def run_match(
     """Run :func:`match_template` and write the maps and the job file atomically.
 
     Checkpoints go to ``{destination}/{tomo_id}_checkpoint.npz`` and are removed when
-    the outputs are written.
+    the outputs are written. On SIGTERM or SIGUSR1 (:data:`STOP_SIGNALS`, when
+    called from the main thread) the current batch of rotations is finished, a
+    checkpoint written atomically and :class:`MatchInterrupted` raised (after
+    calling a Python handler the caller had installed for that signal); the same
+    call then resumes from exactly there.
 
     Returns
     -------
@@ -1342,6 +1445,8 @@ def run_match(
         If an output exists and ``overwrite`` is false (checked before matching).
     ConfigError
         If the destination cannot be created or written.
+    MatchInterrupted
+        If stopped by SIGTERM/SIGUSR1 (``exit_code`` 128 + signal number).
     """
     from tmfast.io.mrc import write_volume
 
@@ -1358,13 +1463,27 @@ def run_match(
     paths = output_paths(dest, config.tomo_id)
     for name in ("scores", "angles", "job"):
         check_writable(paths[name], overwrite=overwrite)
-    result = match_template(
-        config,
-        backend=backend,
-        progress=progress,
-        checkpoint_dir=dest,
-        batch_rotations=batch_rotations,
-    )
+    with _stop_on_signals() as previous:
+        try:
+            result = match_template(
+                config,
+                backend=backend,
+                progress=progress,
+                checkpoint_dir=dest,
+                batch_rotations=batch_rotations,
+            )
+        except MatchInterrupted as exc:
+            logger.warning("%s", exc)
+            interrupted: MatchInterrupted | None = exc
+        else:
+            interrupted = None
+    if interrupted is not None:
+        # hand the signal on to a handler installed by the caller (the batch task
+        # records the interruption), else report it (the CLI exits 128 + signum)
+        prev = previous.get(interrupted.signum)
+        if callable(prev):
+            prev(interrupted.signum, None)
+        raise interrupted
     vs = result.job.voxel_size_a
     scores = result.scores.astype(np.float16 if config.half_precision else np.float32)
     write_volume(paths["scores"], scores, vs, overwrite=overwrite)
