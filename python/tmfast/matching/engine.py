@@ -1031,7 +1031,8 @@ def check_inputs(
         if tmask.shape != tomo.shape:
             raise ConfigError(
                 f"{src}: tomogram mask shape {tmask.shape[::-1]} "
-                f"differs from the tomogram {tomo.shape[::-1]} (x, y, z)"
+                f"differs from the tomogram {tomo.shape[::-1]} (x, y, z); give the "
+                "mask of this tomogram"
             )
         _check_finite(tmask, src, "tomogram mask")
     origin, shape = [], []
