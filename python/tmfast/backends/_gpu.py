@@ -55,6 +55,7 @@ __all__ = [
     "GpuMatchBackend",
     "build_options",
     "estimate_device_bytes",
+    "fft_plan_options",
     "kernel_source",
     "plan_buffers",
     "standardise",
@@ -149,6 +150,29 @@ def standardise(volume: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     if sd > 0:
         vol /= np.float32(sd)
     return vol
+
+
+def fft_plan_options(axis: int | None) -> tuple[type, dict[str, Any]]:
+    """Return the dtype and keyword arguments of a pyvkfft ``VkFFTApp`` plan.
+
+    Both APIs plan the same three kinds of out-of-place transform.
+
+    Parameters
+    ----------
+    axis
+        None: 3-D R2C over the last three axes; -1: R2C along x; -2 or -3: C2C
+        along that axis.
+
+    Returns
+    -------
+    tuple of (type, dict)
+        ``dtype`` and the remaining keyword arguments (without queue or stream).
+    """
+    if axis is None:
+        return np.float32, {"ndim": 3, "inplace": False, "r2c": True}
+    if axis == -1:
+        return np.float32, {"ndim": 1, "inplace": False, "r2c": True}
+    return np.complex64, {"inplace": False, "axes": (axis,)}
 
 
 def i32(value: int) -> np.int32:

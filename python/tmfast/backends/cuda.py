@@ -293,28 +293,9 @@ class _CudaOps:
         )
 
     def fft_plan(self, shape: tuple[int, ...], *, axis: int | None = None) -> Any:
+        dtype, options = _gpu.fft_plan_options(axis)
         try:
-            if axis is None:
-                return self._vkfft_app(
-                    shape,
-                    np.float32,
-                    ndim=3,
-                    inplace=False,
-                    r2c=True,
-                    stream=self.stream,
-                )
-            if axis == -1:
-                return self._vkfft_app(
-                    shape,
-                    np.float32,
-                    ndim=1,
-                    inplace=False,
-                    r2c=True,
-                    stream=self.stream,
-                )
-            return self._vkfft_app(
-                shape, np.complex64, inplace=False, axes=(axis,), stream=self.stream
-            )
+            return self._vkfft_app(shape, dtype, stream=self.stream, **options)
         except Exception as exc:
             raise BackendUnavailableError(
                 f"{self.device_name}: pyvkfft could not plan an FFT of shape {shape} "

@@ -257,18 +257,9 @@ class _OpenCLOps:
         self._kernels[kernel](self.queue, (n_groups * wg,), (wg,), *self._args(args))
 
     def fft_plan(self, shape: tuple[int, ...], *, axis: int | None = None) -> Any:
+        dtype, options = _gpu.fft_plan_options(axis)
         try:
-            if axis is None:
-                return self._vkfft_app(
-                    shape, np.float32, self.queue, ndim=3, inplace=False, r2c=True
-                )
-            if axis == -1:
-                return self._vkfft_app(
-                    shape, np.float32, self.queue, ndim=1, inplace=False, r2c=True
-                )
-            return self._vkfft_app(
-                shape, np.complex64, self.queue, inplace=False, axes=(axis,)
-            )
+            return self._vkfft_app(shape, dtype, self.queue, **options)
         except Exception as exc:
             raise BackendUnavailableError(
                 f"{self.device_name}: pyvkfft could not plan an FFT of shape {shape} "

@@ -60,6 +60,19 @@ DEVICE_FN float bspline3_sample(GLOBAL const float *coef, const int n,
     return acc;
 }
 
+/* Batch item b, voxel offset v (returned) and (z, y, x) of flat index gid over nb
+ * boxes of n^3 voxels. */
+DEVICE_FN i64 box_voxel(const i64 gid, const int n, int *b, int *z, int *y, int *x)
+{
+    const i64 n3 = (i64)n * n * n;
+    *b = (int)(gid / n3);
+    const i64 v = gid - (i64)(*b) * n3;
+    *x = (int)(v % n);
+    *y = (int)((v / n) % n);
+    *z = (int)(v / ((i64)n * n));
+    return v;
+}
+
 /* out[b] = coefficients rotated by mats[b]; out is (nb, n, n, n). */
 KERNEL void rotate_bspline(GLOBAL float *out, GLOBAL const float *coef,
                            GLOBAL const float *mats, const int n, const int nb)
@@ -67,11 +80,8 @@ KERNEL void rotate_bspline(GLOBAL float *out, GLOBAL const float *coef,
     const i64 gid = GID0;
     const i64 n3 = (i64)n * n * n;
     if (gid >= n3 * nb) return;
-    const int b = (int)(gid / n3);
-    const i64 v = gid - (i64)b * n3;
-    const int x = (int)(v % n);
-    const int y = (int)((v / n) % n);
-    const int z = (int)(v / ((i64)n * n));
+    int b, x, y, z;
+    box_voxel(gid, n, &b, &z, &y, &x);
     GLOBAL const float *m = mats + 9 * b;
     const float c = (float)(n / 2);
     const float rx = (float)x - c, ry = (float)y - c, rz = (float)z - c;
@@ -190,11 +200,8 @@ KERNEL void normalise_paste(GLOBAL float *pad, GLOBAL const float *t, GLOBAL con
     const i64 gid = GID0;
     const i64 n3 = (i64)n * n * n;
     if (gid >= n3 * nb) return;
-    const int b = (int)(gid / n3);
-    const i64 v = gid - (i64)b * n3;
-    const int x = (int)(v % n);
-    const int y = (int)((v / n) % n);
-    const int z = (int)(v / ((i64)n * n));
+    int b, x, y, z;
+    const i64 v = box_voxel(gid, n, &b, &z, &y, &x);
     const float mv = m[(mask_batched ? (i64)b * n3 : (i64)0) + v];
     const float val = (t[gid] - stats[4 * b]) * stats[4 * b + 1] * mv;
     pad[(i64)b * nz * ny * nx + paste_index(z, y, x, n, nz, ny, nx, wrap_zy)] = val;
@@ -208,11 +215,8 @@ KERNEL void paste_box(GLOBAL float *pad, GLOBAL const float *box, const int box_
     const i64 gid = GID0;
     const i64 n3 = (i64)n * n * n;
     if (gid >= n3 * nb) return;
-    const int b = (int)(gid / n3);
-    const i64 v = gid - (i64)b * n3;
-    const int x = (int)(v % n);
-    const int y = (int)((v / n) % n);
-    const int z = (int)(v / ((i64)n * n));
+    int b, x, y, z;
+    const i64 v = box_voxel(gid, n, &b, &z, &y, &x);
     pad[(i64)b * nz * ny * nx + paste_index(z, y, x, n, nz, ny, nx, wrap_zy)] =
         box[(box_batched ? (i64)b * n3 : (i64)0) + v];
 }
