@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +80,54 @@ def _gpu_ids(value: str | None) -> tuple[int, ...] | None:
         ) from None
 
 
-def _progress() -> Any:
+#: Seconds between progress log lines when stderr is not a terminal.
+LOG_INTERVAL_S = 30.0
+
+
+def _log_progress(
+    interval_s: float = LOG_INTERVAL_S,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[int, int], None]:
+    """Progress as log lines, at most one per ``interval_s`` (plus the first and last).
+
+    Each line gives rotations done over total, the percentage, the rotation rate of
+    this run (resumed rotations excluded) and the time left at that rate.
+    """
+    state: dict[str, float | None] = {"start": None, "first": 0.0, "last": None}
+
+    def report(done: int, total: int) -> None:
+        now = clock()
+        if state["start"] is None:
+            state["start"], state["first"] = now, float(done)
+        last = state["last"]
+        if done < total and last is not None and now - last < interval_s:
+            return
+        state["last"] = now
+        start = state["start"]
+        first = state["first"]
+        assert start is not None and first is not None
+        elapsed = now - start
+        rate = (done - first) / elapsed if elapsed > 0 else 0.0
+        left = (total - done) / rate if rate > 0 else float("nan")
+        logger.info(
+            "matching: %d/%d rotations (%.1f%%), %.1f rot/s, %s left",
+            done,
+            total,
+            100.0 * done / total if total else 100.0,
+            rate,
+            "?" if left != left else f"{left:.0f} s",
+        )
+
+    return report
+
+
+def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """Return (callback, closer): a rich bar on a terminal, throttled logs otherwise."""
     import os
 
-    from tmfast._progress import throttled_log_progress
-
     if sys.stderr.isatty() and "SLURM_JOB_ID" not in os.environ:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -104,24 +147,25 @@ def _progress() -> Any:
             TimeElapsedColumn(),
             TextColumn("left"),
             TimeRemainingColumn(),
+            console=Console(file=sys.stderr),
             transient=False,
         )
         task = bar.add_task("match", total=None, rate="")
         bar.start()
-        state = {"start": None, "first": 0}
+        state: dict[str, float | None] = {"start": None, "first": 0.0}
 
         def report(done: int, total: int) -> None:
-            import time
-
             now = time.monotonic()
             if state["start"] is None:
-                state["start"], state["first"] = now, done  # type: ignore[assignment]
-            elapsed = now - state["start"]  # type: ignore[operator]
-            rate = (done - state["first"]) / elapsed if elapsed > 0 else 0.0  # type: ignore[operator]
+                state["start"], state["first"] = now, float(done)
+            start, first = state["start"], state["first"]
+            assert start is not None and first is not None
+            elapsed = now - start
+            rate = (done - first) / elapsed if elapsed > 0 else 0.0
             bar.update(task, completed=done, total=total, rate=f"{rate:.1f} rot/s")
 
         return report, bar.stop
-    return throttled_log_progress(logger, "matching", interval_s=30.0), lambda: None
+    return _log_progress(), lambda: None
 
 
 def match(
