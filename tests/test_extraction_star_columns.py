@@ -108,3 +108,9 @@ def test_tomograms_star_rows_checked(tmp_path: Path) -> None:
     p.write_text(p.read_text().replace("1.35", "nan"))
     with pytest.raises(FormatError, match="rlnTomoTiltSeriesPixelSize value 'nan'"):
         read_relion5_tomograms(p)
+    p.write_text(p.read_text().replace("data_global", "data_tomos"))
+    with pytest.raises(FormatError, match="no data_global block"):
+        read_relion5_tomograms(p)
+    p.write_text("data_global\n\nloop_\n_rlnTomoSizeX #1\n100\n")
+    with pytest.raises(FormatError, match="data_global has no rlnTomoName"):
+        read_relion5_tomograms(p)

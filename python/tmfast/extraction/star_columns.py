@@ -230,9 +230,9 @@ def read_relion5_tomogram_rows(
 ) -> list[Relion5TomogramRow]:
     """Read the tomogram table of a RELION5 ``tomograms.star``, one row per tomogram.
 
-    The table is ``data_global`` (RELION5's name), else the first block with an
-    ``rlnTomoName`` column. Values are read as written, so names such as ``007``
-    keep their digits; numbers are checked when parsed.
+    The table is the ``data_global`` block, as RELION5 writes it. Values are read
+    as written, so names such as ``007`` keep their digits; numbers are checked
+    when parsed.
 
     Parameters
     ----------
@@ -247,21 +247,23 @@ def read_relion5_tomogram_rows(
     Raises
     ------
     FormatError
-        If the file is missing or malformed, has no ``rlnTomoName`` table, is a
-        pre-RELION5 layout (``# version`` below 50000), or holds a non-number where
-        a number belongs.
+        If the file is missing or malformed, has no ``data_global`` block with an
+        ``rlnTomoName`` column, is a pre-RELION5 layout (``# version`` below
+        50000), or holds a non-number where a number belongs.
     """
     from tmfast.io.star import read_star, star_version
 
     p = Path(path)
     blocks = read_star(p, as_text=True)
     table = blocks.get("global")
-    if table is None or "rlnTomoName" not in table:
-        table = next((b for b in blocks.values() if "rlnTomoName" in b), None)
     if table is None:
         raise FormatError(
-            f"{p}: no data_global table with an rlnTomoName column; give the "
-            "tomograms.star of a RELION5 Tomograms (ReconstructTomograms) job"
+            f"{p}: no data_global block; give the tomograms.star of a RELION5 "
+            "Tomograms (ReconstructTomograms) job"
+        )
+    if "rlnTomoName" not in table:
+        raise FormatError(
+            f"{p}: data_global has no rlnTomoName column; not a RELION5 tomograms.star"
         )
     version = star_version(p)
     if version is not None and version < 50000:
