@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tmfast.backends.base import CorrelationInputs, RunningMaps
-from tmfast.errors import ConfigError, GpuOutOfMemoryError
+from tmfast.errors import BackendUnavailableError, ConfigError, GpuOutOfMemoryError
 from tmfast.types import RotationMatrices
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "VAR_REL_FLOOR",
     "BufferPlan",
     "DeviceOps",
+    "DeviceOpsBase",
     "GpuMatchBackend",
     "build_options",
     "estimate_device_bytes",
@@ -408,6 +409,59 @@ def plan_buffers(
 # ----------------------------------------------------------------------------------
 # Device abstraction
 # ----------------------------------------------------------------------------------
+
+
+class DeviceOpsBase:
+    """Host logic both :class:`DeviceOps` implementations share.
+
+    Subclasses set ``device_name`` and implement ``_plan(shape, dtype, options)``
+    (build a pyvkfft ``VkFFTApp`` on their queue or stream) and ``_wait()`` (block
+    until the queue or stream is idle).
+    """
+
+    device_name: str
+
+    def __init__(self) -> None:
+        # host arrays of asynchronous uploads, kept alive until synchronize()
+        self._pending_host: list[npt.NDArray[Any]] = []
+
+    def _plan(
+        self, shape: tuple[int, ...], dtype: type, options: dict[str, Any]
+    ) -> Any:
+        raise NotImplementedError
+
+    def _wait(self) -> None:
+        raise NotImplementedError
+
+    def _keep(self, host: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Return ``host`` as a contiguous array kept alive until the next sync."""
+        data = np.ascontiguousarray(host)
+        self._pending_host.append(data)
+        return data
+
+    def first(self, dev: Any) -> Any:
+        """Return the first item of a batched device array (a view)."""
+        return dev[0]
+
+    def fft_plan(self, shape: tuple[int, ...], *, axis: int | None = None) -> Any:
+        """Plan an out-of-place transform (see :func:`fft_plan_options`)."""
+        dtype, options = fft_plan_options(axis)
+        try:
+            return self._plan(shape, dtype, options)
+        except Exception as exc:
+            raise BackendUnavailableError(
+                f"{self.device_name}: pyvkfft could not plan an FFT of shape {shape} "
+                f"(axis {axis}) ({exc})"
+            ) from exc
+
+    def synchronize(self) -> None:
+        """Wait for all enqueued work and drop the kept host arrays."""
+        self._wait()
+        self._pending_host.clear()
+
+    def release(self) -> None:
+        """Finish all work before the buffers are dropped."""
+        self.synchronize()
 
 
 class DeviceOps(Protocol):

@@ -198,12 +198,13 @@ def _context_and_module(device_id: int, drv: Any) -> tuple[Any, Any]:
         return ctx, module
 
 
-class _CudaOps:
+class _CudaOps(_gpu.DeviceOpsBase):
     """:class:`tmfast.backends._gpu.DeviceOps` for one CUDA device."""
 
     name = "cuda"
 
     def __init__(self, device_id: int) -> None:
+        super().__init__()
         ok, reason = is_available()
         if not ok:
             raise BackendUnavailableError(f"cuda backend: {reason}")
@@ -228,7 +229,6 @@ class _CudaOps:
             self.stream = drv.Stream()
             self._kernels = {k: module.get_function(k) for k in _gpu.KERNEL_NAMES}
         self._block = 256
-        self._pending_host: list[npt.NDArray[Any]] = []
 
     @contextlib.contextmanager
     def _pushed(self) -> Iterator[None]:
@@ -263,8 +263,7 @@ class _CudaOps:
         return arr
 
     def write(self, dev: Any, host: npt.NDArray[Any]) -> None:
-        data = np.ascontiguousarray(host)
-        self._pending_host.append(data)  # kept alive until the next synchronize()
+        data = self._keep(host)
         # Pageable source: staged by the driver at once, ordered on the stream.
         self._drv.memcpy_htod_async(dev.gpudata, data, self.stream)
 
@@ -272,9 +271,6 @@ class _CudaOps:
         self.stream.synchronize()
         out: npt.NDArray[Any] = dev.get()
         return out
-
-    def first(self, dev: Any) -> Any:
-        return dev[0]
 
     def launch(self, kernel: str, n_items: int, *args: Any) -> None:
         if n_items <= 0:
@@ -292,28 +288,19 @@ class _CudaOps:
             stream=self.stream,
         )
 
-    def fft_plan(self, shape: tuple[int, ...], *, axis: int | None = None) -> Any:
-        dtype, options = _gpu.fft_plan_options(axis)
-        try:
-            return self._vkfft_app(shape, dtype, stream=self.stream, **options)
-        except Exception as exc:
-            raise BackendUnavailableError(
-                f"{self.device_name}: pyvkfft could not plan an FFT of shape {shape} "
-                f"(axis {axis}) ({exc})"
-            ) from exc
+    def _plan(
+        self, shape: tuple[int, ...], dtype: type, options: dict[str, Any]
+    ) -> Any:
+        return self._vkfft_app(shape, dtype, stream=self.stream, **options)
+
+    def _wait(self) -> None:
+        self.stream.synchronize()
 
     def rfft(self, plan: Any, src: Any, dst: Any) -> None:
         plan.fft(src, dst)
 
     def irfft(self, plan: Any, src: Any, dst: Any) -> None:
         plan.ifft(src, dst)
-
-    def synchronize(self) -> None:
-        self.stream.synchronize()
-        self._pending_host.clear()
-
-    def release(self) -> None:
-        self.synchronize()
 
 
 class CudaBackend(_gpu.GpuMatchBackend):

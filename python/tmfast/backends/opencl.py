@@ -166,12 +166,13 @@ def _context_and_program(device_index: int, device: Any) -> tuple[Any, Any]:
         return ctx, program
 
 
-class _OpenCLOps:
+class _OpenCLOps(_gpu.DeviceOpsBase):
     """:class:`tmfast.backends._gpu.DeviceOps` for one OpenCL device."""
 
     name = "opencl"
 
     def __init__(self, device_index: int) -> None:
+        super().__init__()
         ok, reason = is_available()
         if not ok:
             raise BackendUnavailableError(f"opencl backend: {reason}")
@@ -201,7 +202,6 @@ class _OpenCLOps:
         self.queue = cl.CommandQueue(self.ctx)
         self._kernels = {k: cl.Kernel(program, k) for k in _gpu.KERNEL_NAMES}
         self._wg = 256
-        self._pending_host: list[npt.NDArray[Any]] = []
 
     def activate(self) -> contextlib.AbstractContextManager[None]:
         return _gpu.null_context()
@@ -227,16 +227,12 @@ class _OpenCLOps:
         return arr
 
     def write(self, dev: Any, host: npt.NDArray[Any]) -> None:
-        data = np.ascontiguousarray(host)
-        self._pending_host.append(data)  # kept alive until the next synchronize()
+        data = self._keep(host)
         self._cl.enqueue_copy(self.queue, dev.data, data, is_blocking=False)
 
     def to_host(self, dev: Any) -> npt.NDArray[Any]:
         out: npt.NDArray[Any] = dev.get(queue=self.queue)
         return out
-
-    def first(self, dev: Any) -> Any:
-        return dev[0]
 
     def _args(self, args: tuple[Any, ...]) -> list[Any]:
         return [
@@ -256,28 +252,19 @@ class _OpenCLOps:
         wg = _gpu.REDUCE_WG
         self._kernels[kernel](self.queue, (n_groups * wg,), (wg,), *self._args(args))
 
-    def fft_plan(self, shape: tuple[int, ...], *, axis: int | None = None) -> Any:
-        dtype, options = _gpu.fft_plan_options(axis)
-        try:
-            return self._vkfft_app(shape, dtype, self.queue, **options)
-        except Exception as exc:
-            raise BackendUnavailableError(
-                f"{self.device_name}: pyvkfft could not plan an FFT of shape {shape} "
-                f"(axis {axis}) ({exc})"
-            ) from exc
+    def _plan(
+        self, shape: tuple[int, ...], dtype: type, options: dict[str, Any]
+    ) -> Any:
+        return self._vkfft_app(shape, dtype, self.queue, **options)
+
+    def _wait(self) -> None:
+        self.queue.finish()
 
     def rfft(self, plan: Any, src: Any, dst: Any) -> None:
         plan.fft(src, dst, queue=self.queue)
 
     def irfft(self, plan: Any, src: Any, dst: Any) -> None:
         plan.ifft(src, dst, queue=self.queue)
-
-    def synchronize(self) -> None:
-        self.queue.finish()
-        self._pending_host.clear()
-
-    def release(self) -> None:
-        self.synchronize()
 
 
 class OpenCLBackend(_gpu.GpuMatchBackend):
