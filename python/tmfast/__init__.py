@@ -44,6 +44,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 _LAZY: dict[str, str] = {
     # matching
     "MatchConfig": "tmfast.matching.config",
+    "MatchInterrupted": "tmfast.matching.engine",
     "MatchJob": "tmfast.matching.job",
     "MatchResult": "tmfast.matching.engine",
     "SearchStats": "tmfast.matching.job",
@@ -92,6 +93,7 @@ __all__ = [
     "FormatError",
     "GpuOutOfMemoryError",
     "MatchConfig",
+    "MatchInterrupted",
     "MatchJob",
     "MatchResult",
     "OutputExistsError",
@@ -158,7 +160,12 @@ if TYPE_CHECKING:  # static checkers see the lazy names as ordinary imports
     from tmfast.io.star import read_star, star_to_string, write_star
     from tmfast.io.tilts import read_defocus, read_dose, read_tilt_angles
     from tmfast.matching.config import MatchConfig
-    from tmfast.matching.engine import MatchResult, match_template, run_match
+    from tmfast.matching.engine import (
+        MatchInterrupted,
+        MatchResult,
+        match_template,
+        run_match,
+    )
     from tmfast.matching.job import MatchJob, SearchStats
     from tmfast.metadata import TiltSeriesMetadata
     from tmfast.templates.maps import template_from_map
