@@ -8,6 +8,7 @@ checks that files get (the same error, naming the array).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def _cfg(data: dict[str, object], **kw: object) -> MatchConfig:
 
 
 def test_arrays_give_the_file_maps_bit_for_bit(data: dict[str, object]) -> None:
-    arrays: dict[str, np.ndarray] = data["arrays"]  # type: ignore[assignment]
+    arrays: dict[str, Any] = data["arrays"]  # type: ignore[assignment]
     files: dict[str, Path] = data["files"]  # type: ignore[assignment]
     from_files = match_template(
         _cfg(data, **files, random_phase_correction=True, rng_seed=4)
@@ -171,7 +172,7 @@ def test_array_inputs_get_the_file_checks(
 
 
 def test_array_without_voxel_size_and_missing_inputs(data: dict[str, object]) -> None:
-    arrays: dict[str, np.ndarray] = data["arrays"]  # type: ignore[assignment]
+    arrays: dict[str, Any] = data["arrays"]  # type: ignore[assignment]
     with pytest.raises(FormatError, match=r"tomogram array: voxel size unknown"):
         match_template(_cfg(data), **arrays)
     # --voxel-size-angstrom (config.voxel_size_a) serves for arrays too
@@ -188,7 +189,7 @@ def test_array_without_voxel_size_and_missing_inputs(data: dict[str, object]) ->
 def test_metadata_object_equals_the_tilt_defocus_dose_files(
     data: dict[str, object], tmp_path: Path
 ) -> None:
-    arrays: dict[str, np.ndarray] = data["arrays"]  # type: ignore[assignment]
+    arrays: dict[str, Any] = data["arrays"]  # type: ignore[assignment]
     n = len(TILTS)
     defocus = tuple(3.0 + 0.1 * i for i in range(n))
     dose = tuple(2.5 * i for i in range(n))
@@ -198,7 +199,7 @@ def test_metadata_object_equals_the_tilt_defocus_dose_files(
     df.write_text("".join(f"{v!r}\n" for v in defocus))
     ds = tmp_path / "dose.txt"
     ds.write_text("".join(f"{v!r}\n" for v in dose))
-    ctf = {
+    ctf: dict[str, Any] = {
         "voltage_kv": 300.0,
         "spherical_aberration_mm": 2.7,
         "amplitude_contrast": 0.07,

@@ -387,9 +387,7 @@ def extract_candidates(
     if isinstance(job, _MatchResult):
         res_mask: str | os.PathLike[str] | npt.ArrayLike | None = None
         if not ignore_tomogram_mask:
-            res_mask = (
-                tomogram_mask if tomogram_mask is not None else job.tomogram_mask
-            )
+            res_mask = tomogram_mask if tomogram_mask is not None else job.tomogram_mask
         return candidates_from_maps(
             job.job,
             job.scores,
