@@ -12,6 +12,7 @@ pub mod angles;
 pub mod error;
 pub mod euler;
 pub mod formats;
+pub mod kernels;
 pub mod peaks;
 
 #[cfg(feature = "python")]

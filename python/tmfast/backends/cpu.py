@@ -31,7 +31,7 @@ rounding):
 
 from __future__ import annotations
 
-import concurrent.futures
+import dataclasses
 import itertools
 import logging
 import os
@@ -40,9 +40,10 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft as sfft
 
+from tmfast import _rust
 from tmfast.backends.base import CorrelationInputs, RunningMaps
 from tmfast.errors import ConfigError
-from tmfast.geometry.interpolation import bspline_coefficients, rotate_volume
+from tmfast.geometry.interpolation import bspline_coefficients, rotate_bspline
 from tmfast.types import RotationMatrices
 
 __all__ = ["CpuBackend"]
@@ -53,12 +54,50 @@ logger = logging.getLogger(__name__)
 #: standardised to unit mean square, are float32 FFT rounding noise of
 #: E[V^2] - E[V]^2: sigma is taken as 1 there, as pytom does for var <= 1e-18.
 _VAR_REL_FLOOR = 1e-4
-#: Voxels per cache block of the running-map update.
-_CHUNK = 1 << 16
+#: z-planes per call of the final (real) stage of the in-place inverse FFT.
+_C2R_SLAB = 8
 
 
-def _roll3(a: np.ndarray, shift: int) -> np.ndarray:
-    return np.roll(a, shift=(shift, shift, shift), axis=(0, 1, 2))
+def _roll3(a: np.ndarray, shift: int, dtype: npt.DTypeLike | None = None) -> np.ndarray:
+    """``np.roll`` by ``shift`` on all three axes into a new array of ``dtype``
+    (cast while copying: no intermediate copy)."""
+    out = np.empty(a.shape, dtype=a.dtype if dtype is None else dtype)
+    spans = []
+    for n in a.shape:
+        k = shift % n
+        # (source slice, destination slice) pairs of a roll by k along one axis
+        spans.append([(slice(0, n - k), slice(k, n)), (slice(n - k, n), slice(0, k))])
+    for (sz, dz), (sy, dy), (sx, dx) in itertools.product(*spans):
+        out[dz, dy, dx] = a[sz, sy, sx]
+    return out
+
+
+@dataclasses.dataclass
+class _Maps:
+    """The backend's private running maps, in the shifted frame; the sums are float32
+    or float64 here (always float64 in the :class:`RunningMaps` handed out)."""
+
+    scores: npt.NDArray[np.float32]
+    angles: npt.NDArray[np.int32]
+    score_sum: npt.NDArray[np.floating]
+    score_sq_sum: npt.NDArray[np.floating]
+    noise_scores: npt.NDArray[np.float32] | None
+    n_rotations_done: int
+
+
+def _empty_maps(
+    shape_zyx: tuple[int, ...], *, with_noise: bool, sum_dtype: npt.DTypeLike
+) -> _Maps:
+    return _Maps(
+        scores=np.full(shape_zyx, -np.inf, dtype=np.float32),
+        angles=np.full(shape_zyx, -1, dtype=np.int32),
+        score_sum=np.zeros(shape_zyx, dtype=sum_dtype),
+        score_sq_sum=np.zeros(shape_zyx, dtype=sum_dtype),
+        noise_scores=(
+            np.full(shape_zyx, -np.inf, dtype=np.float32) if with_noise else None
+        ),
+        n_rotations_done=0,
+    )
 
 
 class CpuBackend:
@@ -70,18 +109,30 @@ class CpuBackend:
         Threads for ``scipy.fft``; default ``os.cpu_count()``.
     max_batch_bytes
         Memory budget for one sub-batch of volume-size FFT buffers.
+    float32_sums
+        Keep ``score_sum`` / ``score_sq_sum`` in float32 while searching (8 bytes
+        less per voxel; handed out as float64 as always). Each rotation's score is
+        added with one float32 rounding: the search sigma agrees with float64 sums
+        to a few 1e-6 relative over thousands of rotations
+        (``tests/test_backends_cpu.py``), but sums of a search split over devices
+        then differ from an unsplit one by float32 rounding. Default False: float64
+        sums, bit-identical to ``s += float64(score)`` per rotation.
     """
 
     name = "cpu"
 
     def __init__(
-        self, *, workers: int | None = None, max_batch_bytes: int = 128 * 2**20
+        self,
+        *,
+        workers: int | None = None,
+        max_batch_bytes: int = 128 * 2**20,
+        float32_sums: bool = False,
     ) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.max_batch_bytes = int(max_batch_bytes)
+        self._sum_dtype = np.float32 if float32_sums else np.float64
         self._inputs: CorrelationInputs | None = None
-        self._maps: RunningMaps | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._maps: _Maps | None = None
 
     # ------------------------------------------------------------------ setup
     def prepare(
@@ -175,7 +226,9 @@ class CpuBackend:
             self._fv2 = sfft.rfftn(vol * vol, workers=w)
         with_noise = self._coeffs_noise is not None
         if resume_from is None:
-            self._maps = RunningMaps.empty(self._shape, with_noise=with_noise)
+            self._maps = _empty_maps(
+                self._shape, with_noise=with_noise, sum_dtype=self._sum_dtype
+            )
         else:
             self._maps = self._from_external(resume_from, with_noise=with_noise)
         # bytes per rotation in a sub-batch: complex spectrum + real map (+ noise,
@@ -197,7 +250,7 @@ class CpuBackend:
             self._sub_batch,
         )
 
-    def _from_external(self, maps: RunningMaps, *, with_noise: bool) -> RunningMaps:
+    def _from_external(self, maps: RunningMaps, *, with_noise: bool) -> _Maps:
         if maps.scores.shape != self._shape:
             raise ConfigError(
                 f"resume maps have shape {maps.scores.shape}, volume is {self._shape}"
@@ -207,15 +260,15 @@ class CpuBackend:
                 "resume maps and inputs disagree about the noise template"
             )
         c = -self._c
-        return RunningMaps(
-            scores=_roll3(np.asarray(maps.scores, dtype=np.float32), c),
-            angles=_roll3(np.asarray(maps.angles, dtype=np.int32), c),
-            score_sum=_roll3(np.asarray(maps.score_sum, dtype=np.float64), c),
-            score_sq_sum=_roll3(np.asarray(maps.score_sq_sum, dtype=np.float64), c),
+        return _Maps(
+            scores=_roll3(np.asarray(maps.scores), c, np.float32),
+            angles=_roll3(np.asarray(maps.angles), c, np.int32),
+            score_sum=_roll3(np.asarray(maps.score_sum), c, self._sum_dtype),
+            score_sq_sum=_roll3(np.asarray(maps.score_sq_sum), c, self._sum_dtype),
             noise_scores=(
                 None
                 if maps.noise_scores is None
-                else _roll3(np.asarray(maps.noise_scores, dtype=np.float32), c)
+                else _roll3(np.asarray(maps.noise_scores), c, np.float32)
             ),
             n_rotations_done=int(maps.n_rotations_done),
         )
@@ -267,7 +320,6 @@ class CpuBackend:
         maps = self._maps
         assert maps is not None
         n, b = self._n, len(mats)
-        w = self.workers
         with_noise = self._coeffs_noise is not None
         rot = np.empty((b * (2 if with_noise else 1), n, n, n), dtype=np.float32)
         jobs = [(self._coeffs_t, m, rot[i]) for i, m in enumerate(mats)]
@@ -283,58 +335,63 @@ class CpuBackend:
         if not self._spherical and with_noise:
             masks = np.concatenate([masks, masks])
         tnorm = self._normalise(self._weighted(rot), masks)
+        del rot
         ft = self._padded_rfft(tnorm)
+        del tnorm
         np.conjugate(ft, out=ft)
         ft *= self._fv
-        corr = sfft.irfftn(
-            ft, s=self._shape, axes=(1, 2, 3), workers=w, overwrite_x=True
-        )
-        del ft
+        corr = self._irfft_inplace(ft)
         local = None
         if not self._spherical:
             assert self._fv2 is not None
             fm = self._padded_rfft(masks[:b])
             np.conjugate(fm, out=fm)
-            mean = sfft.irfftn(fm * self._fv, s=self._shape, axes=(1, 2, 3), workers=w)
-            fm *= self._fv2
-            e2 = sfft.irfftn(
-                fm, s=self._shape, axes=(1, 2, 3), workers=w, overwrite_x=True
-            )
-            del fm
+            fm2 = fm * self._fv2
+            fm *= self._fv
+            mean = self._irfft_inplace(fm)
+            e2 = self._irfft_inplace(fm2)
             n_m = masks[:b].astype(np.float64).sum(axis=(1, 2, 3)).astype(np.float32)
             local = (mean, e2, n_m)
         self._update(maps, corr, first_index, b, with_noise, local)
         maps.n_rotations_done += b
 
+    def _irfft_inplace(self, spec: np.ndarray) -> np.ndarray:
+        """Inverse real 3-D FFT of ``spec`` (``(B, Z, Y, X//2+1)`` complex64, owned),
+        written over its own memory.
+
+        Returns the padded real view ``(B, Z, Y, 2 * (X//2+1))`` of ``spec``'s buffer:
+        columns ``0 .. X-1`` hold the result. The complex stages run in place; the
+        last (complex-to-real along x) runs slab by slab, each slab of z-planes
+        written over the bytes it was computed from, so no volume-size real array is
+        allocated.
+        """
+        sz, _, sx = self._shape
+        w = self.workers
+        out = sfft.ifft(spec, axis=-3, workers=w, overwrite_x=True)
+        out = sfft.ifft(out, axis=-2, workers=w, overwrite_x=True)
+        if out is not spec:  # scipy did not work in place (not expected)
+            spec[...] = out
+            del out
+        real = spec.view(np.float32)  # (B, Z, Y, 2 * kx)
+        for bi in range(spec.shape[0]):
+            for z0 in range(0, sz, _C2R_SLAB):
+                z1 = min(z0 + _C2R_SLAB, sz)
+                plane = sfft.irfft(spec[bi, z0:z1], n=sx, axis=-1, workers=w)
+                real[bi, z0:z1, :, :sx] = plane
+        return real
+
     def _rotate_all(
         self, jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     ) -> None:
-        """Rotate boxes on all cores: jobs split into z-slabs run in a thread pool
-        (scipy.ndimage releases the GIL)."""
-        per = max(1, -(-self.workers // max(len(jobs), 1)))
-        tasks = []
+        """Rotate boxes (Rust, :func:`tmfast.geometry.interpolation.rotate_bspline`,
+        parallel over z-planes; the GIL is released: coefficients and outputs are
+        this backend's own arrays)."""
         for coeffs, m, out in jobs:
-            n_z = out.shape[0]
-            bounds = np.linspace(0, n_z, min(per, n_z) + 1).astype(int)
-            tasks += [
-                (coeffs, m, out, (int(a), int(b)))
-                for a, b in itertools.pairwise(bounds)
-            ]
-        if len(tasks) == 1 or self.workers == 1:
-            for coeffs, m, out, zr in tasks:
-                rotate_volume(coeffs, m, out=out, z_range=zr)
-            return
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(self.workers)
-        list(
-            self._pool.map(
-                lambda t: rotate_volume(t[0], t[1], out=t[2], z_range=t[3]), tasks
-            )
-        )
+            rotate_bspline(coeffs, m, out=out)
 
     def _update(
         self,
-        maps: RunningMaps,
+        maps: _Maps,
         corr: np.ndarray,
         first_index: int,
         b: int,
@@ -343,76 +400,37 @@ class CpuBackend:
     ) -> None:
         """Fold ``corr[:b]`` (and noise ``corr[b:]``) into the running maps.
 
-        ``corr`` is the raw correlation; it is divided by ``N_M * sigma_local`` here:
-        the precomputed ``1 / (N_M sigma)`` (spherical mask) or, with ``local =
-        (sum_M V, sum_M V^2, N_M)`` per rotation (rotated mask), the local moments.
-        Cache-blocked: each chunk of voxels is updated by all rotations of the batch
-        while it is in cache.
+        ``corr`` is the raw correlation in the padded layout of
+        :meth:`_irfft_inplace`; it is divided by ``N_M * sigma_local`` here: the
+        precomputed ``1 / (N_M sigma)`` (spherical mask) or, with ``local = (sum_M V,
+        sum_M V^2, N_M)`` per rotation (rotated mask), the local moments. One fused,
+        multi-threaded Rust pass (:func:`tmfast._rust.fold_rotations`) over buffers
+        this backend owns.
         """
-        nvox = int(np.prod(self._shape))
-        flat = corr.reshape(corr.shape[0], nvox)
-        best = maps.scores.reshape(nvox)
-        ang = maps.angles.reshape(nvox)
-        s1 = maps.score_sum.reshape(nvox)
-        s2 = maps.score_sq_sum.reshape(nvox)
-        inv = None if self._inv_norm is None else self._inv_norm.reshape(nvox)
-        noise = None
+        sx = self._shape[2]
+        kw: dict[str, object] = {
+            "first_index": int(first_index),
+            "floor_rel": _VAR_REL_FLOOR,
+            "row_len": sx,
+            "row_stride": corr.shape[-1],
+        }
         if with_noise:
-            assert maps.noise_scores is not None
-            noise = maps.noise_scores.reshape(nvox)
-        if local is not None:
-            mean_f = local[0].reshape(b, nvox)
-            e2_f = local[1].reshape(b, nvox)
-            n_m = local[2]
-        step = _CHUNK
-        sd_buf = np.empty(step, dtype=np.float32)
-        fl_buf = np.empty(step, dtype=np.float32)
-        tmp_buf = np.empty(step, dtype=np.float32)
-        ok_buf = np.empty(step, dtype=bool)
-        gt_buf = np.empty(step, dtype=bool)
-        idx_buf = np.empty(step, dtype=np.int32)
-        f64_buf = np.empty(step, dtype=np.float64)
-        for j in range(0, nvox, step):
-            e = min(j + step, nvox)
-            gt, di, x = gt_buf[: e - j], idx_buf[: e - j], f64_buf[: e - j]
-            best_c, ang_c, s1_c, s2_c = best[j:e], ang[j:e], s1[j:e], s2[j:e]
-            for i in range(b):
-                s = flat[i, j:e]
-                if inv is not None:
-                    s *= inv[j:e]
-                else:
-                    # sigma = sqrt(E[V^2] - E[V]^2) under the rotated mask; floor -> 1
-                    sd, tmp, ok = sd_buf[: e - j], tmp_buf[: e - j], ok_buf[: e - j]
-                    nm = n_m[i]
-                    fl = fl_buf[: e - j]
-                    np.divide(mean_f[i, j:e], nm, out=tmp)
-                    np.multiply(tmp, tmp, out=tmp)
-                    np.divide(e2_f[i, j:e], nm, out=sd)
-                    np.add(sd, np.float32(1.0), out=fl)
-                    np.multiply(fl, np.float32(_VAR_REL_FLOOR), out=fl)
-                    np.subtract(sd, tmp, out=sd)
-                    np.greater(sd, fl, out=ok)
-                    np.sqrt(sd, out=sd, where=ok)
-                    np.copyto(sd, np.float32(1.0), where=~ok)
-                    sd *= nm
-                    s /= sd
-                    if with_noise:
-                        flat[b + i, j:e] /= sd
-                # strict '>' keeps the earlier (smaller) index on ties; branch-free
-                np.greater(s, best_c, out=gt)
-                np.subtract(np.int32(first_index + i), ang_c, out=di)
-                np.multiply(di, gt, out=di)
-                ang_c += di
-                np.maximum(best_c, s, out=best_c)
-                np.copyto(x, s)  # float64 sums (a mixed-type += is slow)
-                s1_c += x
-                x *= x
-                s2_c += x
-                if noise is not None:
-                    sn = flat[b + i, j:e]
-                    if inv is not None:
-                        sn *= inv[j:e]
-                    np.maximum(noise[j:e], sn, out=noise[j:e])
+            kw["noise_scores"] = maps.noise_scores
+            kw["noise_corr"] = corr[b:]
+        if local is None:
+            kw["inverse_norm"] = self._inv_norm
+        else:
+            kw["local_sum"] = local[0]
+            kw["local_sq_sum"] = local[1]
+            kw["mask_sums"] = [float(v) for v in local[2]]
+        fold = (
+            _rust.fold_rotations_f32
+            if maps.score_sum.dtype == np.float32
+            else _rust.fold_rotations
+        )
+        fold(
+            maps.scores, maps.angles, maps.score_sum, maps.score_sq_sum, corr[:b], **kw
+        )
 
     # --------------------------------------------------------------- output
     def snapshot(self) -> RunningMaps:
@@ -423,8 +441,8 @@ class CpuBackend:
         return RunningMaps(
             scores=_roll3(m.scores, c),
             angles=_roll3(m.angles, c),
-            score_sum=_roll3(m.score_sum, c),
-            score_sq_sum=_roll3(m.score_sq_sum, c),
+            score_sum=_roll3(m.score_sum, c, np.float64),
+            score_sq_sum=_roll3(m.score_sq_sum, c, np.float64),
             noise_scores=None if m.noise_scores is None else _roll3(m.noise_scores, c),
             n_rotations_done=m.n_rotations_done,
         )
@@ -445,7 +463,8 @@ class CpuBackend:
         for name in ("scores", "angles", "score_sum", "score_sq_sum", "noise_scores"):
             a = getattr(m, name)
             setattr(m, name, None)
-            rolled[name] = None if a is None else _roll3(a, c)
+            dtype = np.float64 if name.startswith("score_") else None
+            rolled[name] = None if a is None else _roll3(a, c, dtype)
             del a
         n_done = m.n_rotations_done
         self.close()
@@ -453,9 +472,6 @@ class CpuBackend:
 
     def close(self) -> None:
         """Drop all buffers and threads; the backend may be prepared again."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
         self._maps = None
         self._inputs = None
         for attr in (

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 mod angles;
 mod formats;
+mod kernels;
 mod peaks;
 
 impl From<crate::Error> for PyErr {
@@ -25,5 +26,6 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     angles::register(m)?;
     peaks::register(m)?;
     formats::register(m)?;
+    kernels::register(m)?;
     Ok(())
 }

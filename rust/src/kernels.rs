@@ -1,0 +1,406 @@
+//! Per-voxel kernels of the CPU matching backend (`tmfast.backends.cpu`).
+//!
+//! * [`fold_rotations`]: one fused, multi-threaded pass that normalises a batch of
+//!   correlation maps and folds them into the running maps (maximum and its rotation
+//!   index, ties keeping the smaller index; sum and sum of squares of the scores; the
+//!   maximum of the random-phase noise maps).
+//! * [`rotate_bspline`]: cubic B-spline rotation of prefiltered coefficients, the
+//!   sampling rule of `tmfast.geometry.interpolation` (equal to
+//!   `scipy.ndimage.map_coordinates(c, p, order=3, mode="grid-constant", cval=0,
+//!   prefilter=False)` at `p = M.T (r - c) + c`, `c = N // 2` per axis).
+//!
+//! Both run on rayon's pool; they take slices so the Python layer can call them
+//! without the GIL on buffers the backend owns.
+
+use rayon::prelude::*;
+
+use crate::{Error, Result};
+
+/// Voxels per work item of [`fold_rotations`] (about; whole rows are taken).
+const CHUNK: usize = 1 << 14;
+
+/// The element type of the running sums: `f64` (exact merges across devices) or
+/// `f32` (half the memory; each rotation's score added with one `f32` rounding).
+pub trait SumElement: Copy + Send + Sync {
+    /// `self + s` and `self + s * s`, in this type's arithmetic.
+    fn add_score(self, s: f32) -> Self;
+    /// `self + s * s`.
+    fn add_square(self, s: f32) -> Self;
+}
+
+impl SumElement for f32 {
+    #[inline(always)]
+    fn add_score(self, s: f32) -> Self {
+        self + s
+    }
+    #[inline(always)]
+    fn add_square(self, s: f32) -> Self {
+        self + s * s
+    }
+}
+
+impl SumElement for f64 {
+    #[inline(always)]
+    fn add_score(self, s: f32) -> Self {
+        self + f64::from(s)
+    }
+    #[inline(always)]
+    fn add_square(self, s: f32) -> Self {
+        let d = f64::from(s);
+        self + d * d
+    }
+}
+
+/// The running maps of one search, flattened to `nvox` voxels each.
+pub struct RunningMapsMut<'a, S: SumElement> {
+    /// Best normalised score so far.
+    pub scores: &'a mut [f32],
+    /// Rotation index of the best score.
+    pub angles: &'a mut [i32],
+    /// Sum of the normalised scores over the rotations done.
+    pub score_sum: &'a mut [S],
+    /// Sum of the squared normalised scores.
+    pub score_sq_sum: &'a mut [S],
+    /// Best normalised score of the random-phase template, when searched.
+    pub noise_scores: Option<&'a mut [f32]>,
+}
+
+/// How a raw correlation is turned into a score.
+pub enum Normalisation<'a> {
+    /// Multiply by a fixed per-voxel factor `1 / (N_M sigma_local)` (spherical mask).
+    Inverse(&'a [f32]),
+    /// Per rotation `i` (rotated mask): `sum_v[i]` and `sum_v2[i]` are the masked local
+    /// sums of `V` and `V^2` (`b * nvox` each), `n_m[i]` the mask sum. The score is
+    /// `corr / (n_m sigma)` with `sigma = sqrt(E[V^2] - E[V]^2)`, or `sigma = 1` where
+    /// the variance is `<= floor_rel * (E[V^2] + 1)`.
+    Local {
+        /// `sum_M V` per rotation, `b * nvox`.
+        sum_v: &'a [f32],
+        /// `sum_M V^2` per rotation, `b * nvox`.
+        sum_v2: &'a [f32],
+        /// `N_M` per rotation.
+        n_m: &'a [f32],
+        /// Relative variance floor.
+        floor_rel: f32,
+    },
+}
+
+/// `n_m * sigma` exactly as the numpy path computes it (float32 operations).
+#[inline(always)]
+fn local_denominator(sum_v: f32, sum_v2: f32, n_m: f32, floor_rel: f32) -> f32 {
+    let mut mean = sum_v / n_m;
+    mean *= mean;
+    let e2 = sum_v2 / n_m;
+    let floor = (e2 + 1.0) * floor_rel;
+    let var = e2 - mean;
+    let sd = if var > floor { var.sqrt() } else { 1.0 };
+    sd * n_m
+}
+
+/// Fold one rotation into one row of the maps: `s = op(cr, f)` (branch-free so it
+/// vectorises).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn fold_row<S: SumElement>(
+    best: &mut [f32],
+    ang: &mut [i32],
+    s1: &mut [S],
+    s2: &mut [S],
+    idx: i32,
+    cr: &[f32],
+    f: &[f32],
+    op: impl Fn(f32, f32) -> f32,
+) {
+    let n = best.len();
+    let (ang, s1, s2, cr, f) = (&mut ang[..n], &mut s1[..n], &mut s2[..n], &cr[..n], &f[..n]);
+    // blocks of 8: the sums vectorise; best and angle are written only in the
+    // (after a few rotations rare) blocks where some voxel improves
+    let mut k0 = 0;
+    while k0 < n {
+        let k1 = (k0 + 8).min(n);
+        let mut any = false;
+        for k in k0..k1 {
+            let s = op(cr[k], f[k]);
+            any |= s > best[k];
+            s1[k] = s1[k].add_score(s);
+            s2[k] = s2[k].add_square(s);
+        }
+        if any {
+            for k in k0..k1 {
+                let s = op(cr[k], f[k]);
+                if s > best[k] {
+                    best[k] = s;
+                    ang[k] = idx;
+                }
+            }
+        }
+        k0 = k1;
+    }
+}
+
+/// Fold a batch of `b` rotations, indices `first_index ..`, into `maps`.
+///
+/// `corr` holds the raw correlation of each rotation, rotation-major, each as
+/// `nvox / row_len` rows of `row_stride >= row_len` values of which the first `row_len`
+/// are used (the padded layout of an in-place real inverse FFT; `row_stride = row_len`
+/// when packed). `noise_corr` is that of the random-phase template (same layout,
+/// required exactly when `maps.noise_scores` is given); the local sums of
+/// [`Normalisation::Local`] have that layout too. Each rotation is added to the sums
+/// in turn (see [`SumElement`]), so the result does not depend on how rotations are
+/// batched; with `f64` sums it equals numpy's `s1 += float64(s); s2 += float64(s)**2`. A strict `>` keeps the earlier rotation on ties.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the lengths disagree.
+pub fn fold_rotations<S: SumElement>(
+    maps: RunningMapsMut<'_, S>,
+    corr: &[f32],
+    noise_corr: Option<&[f32]>,
+    norm: &Normalisation<'_>,
+    first_index: i32,
+    row_len: usize,
+    row_stride: usize,
+) -> Result<()> {
+    let nvox = maps.scores.len();
+    if nvox == 0 {
+        return Ok(());
+    }
+    if maps.angles.len() != nvox || maps.score_sum.len() != nvox || maps.score_sq_sum.len() != nvox
+    {
+        return Err(Error::invalid("running maps differ in size"));
+    }
+    if row_len == 0 || nvox % row_len != 0 || row_stride < row_len {
+        return Err(Error::invalid(format!(
+            "row length {row_len} must divide the map size {nvox} and not exceed the row stride {row_stride}"
+        )));
+    }
+    // one rotation's correlation: nvox / row_len rows of row_stride values
+    let plane = nvox / row_len * row_stride;
+    if corr.len() % plane != 0 {
+        return Err(Error::invalid(format!(
+            "correlation length {} is not a multiple of {plane} (the map size with row padding)",
+            corr.len()
+        )));
+    }
+    let b = corr.len() / plane;
+    match (&maps.noise_scores, noise_corr) {
+        (Some(n), Some(c)) if n.len() == nvox && c.len() == corr.len() => {}
+        (None, None) => {}
+        _ => {
+            return Err(Error::invalid(
+                "noise scores and noise correlation must both be given, sized like the maps",
+            ))
+        }
+    }
+    match norm {
+        Normalisation::Inverse(inv) if inv.len() != nvox => {
+            return Err(Error::invalid(
+                "inverse normalisation must have one value per voxel",
+            ))
+        }
+        Normalisation::Local {
+            sum_v, sum_v2, n_m, ..
+        } if sum_v.len() != corr.len() || sum_v2.len() != corr.len() || n_m.len() != b => {
+            return Err(Error::invalid(
+                "local sums must match the correlation, one mask sum per rotation",
+            ))
+        }
+        _ => {}
+    }
+    let chunk = (CHUNK / row_len).max(1) * row_len;
+    let n_chunks = nvox.div_ceil(chunk);
+    let noise_chunks: Vec<Option<&mut [f32]>> = match maps.noise_scores {
+        Some(n) => n.chunks_mut(chunk).map(Some).collect(),
+        None => (0..n_chunks).map(|_| None).collect(),
+    };
+    let work: Vec<_> = maps
+        .scores
+        .chunks_mut(chunk)
+        .zip(maps.angles.chunks_mut(chunk))
+        .zip(maps.score_sum.chunks_mut(chunk))
+        .zip(maps.score_sq_sum.chunks_mut(chunk))
+        .zip(noise_chunks)
+        .enumerate()
+        .collect();
+    work.into_par_iter()
+        .for_each(|(c, ((((best, ang), s1), s2), noise))| {
+            let first_row = c * chunk / row_len;
+            let mut noise = noise;
+            for i in 0..b {
+                let idx = first_index + i as i32;
+                for (r, rows) in best
+                    .chunks_mut(row_len)
+                    .zip(ang.chunks_mut(row_len))
+                    .zip(s1.chunks_mut(row_len))
+                    .zip(s2.chunks_mut(row_len))
+                    .enumerate()
+                {
+                    let (((best, ang), s1), s2) = rows;
+                    let src = i * plane + (first_row + r) * row_stride;
+                    let cr = &corr[src..src + row_len];
+                    let nc = noise_corr.map(|n| &n[src..src + row_len]);
+                    let voxel = (first_row + r) * row_len;
+                    let nz = noise
+                        .as_deref_mut()
+                        .map(|n| &mut n[r * row_len..(r + 1) * row_len]);
+                    match norm {
+                        Normalisation::Inverse(inv) => {
+                            let inv = &inv[voxel..voxel + row_len];
+                            fold_row(best, ang, s1, s2, idx, cr, inv, |s, f| s * f);
+                            if let (Some(nz), Some(nc)) = (nz, nc) {
+                                for ((n, c), f) in nz.iter_mut().zip(nc).zip(inv) {
+                                    let s = c * f;
+                                    if s > *n {
+                                        *n = s; // rare after a few rotations
+                                    }
+                                }
+                            }
+                        }
+                        Normalisation::Local {
+                            sum_v,
+                            sum_v2,
+                            n_m,
+                            floor_rel,
+                        } => {
+                            let sv = &sum_v[src..src + row_len];
+                            let sv2 = &sum_v2[src..src + row_len];
+                            let nm = n_m[i];
+                            // the denominators of this row, reused for the noise map
+                            let den: Vec<f32> = sv
+                                .iter()
+                                .zip(sv2)
+                                .map(|(a, b)| local_denominator(*a, *b, nm, *floor_rel))
+                                .collect();
+                            fold_row(best, ang, s1, s2, idx, cr, &den, |s, d| s / d);
+                            if let (Some(nz), Some(nc)) = (nz, nc) {
+                                for ((n, c), d) in nz.iter_mut().zip(nc).zip(&den) {
+                                    let s = c / d;
+                                    if s > *n {
+                                        *n = s;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    Ok(())
+}
+
+/// Cubic B-spline weights of the taps `floor(p) - 1 .. floor(p) + 2` for `t = p - floor(p)`.
+#[inline(always)]
+fn bspline_weights(t: f64) -> [f64; 4] {
+    let t2 = t * t;
+    let t3 = t2 * t;
+    let u = 1.0 - t;
+    [
+        u * u * u / 6.0,
+        (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+        t3 / 6.0,
+    ]
+}
+
+/// Rotate a `(nz, ny, nx)` volume given its B-spline coefficients (C order) into `out`:
+/// `out(r) = sum_k c[k] B(M.T (r - c) + c - k)` with `c = N // 2` per axis, every
+/// coefficient outside the box taken as 0. `matrix` is the active rotation on
+/// `(x, y, z)` vectors, row-major. Arithmetic in `f64`, result rounded to `f32`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `coeffs` or `out` do not hold `nz * ny * nx` values.
+pub fn rotate_bspline(
+    coeffs: &[f32],
+    shape_zyx: [usize; 3],
+    matrix: &[[f64; 3]; 3],
+    out: &mut [f32],
+) -> Result<()> {
+    let [nz, ny, nx] = shape_zyx;
+    let nvox = nz * ny * nx;
+    if coeffs.len() != nvox || out.len() != nvox {
+        return Err(Error::invalid(format!(
+            "coefficients ({}) and output ({}) must both hold {nz}x{ny}x{nx} values",
+            coeffs.len(),
+            out.len()
+        )));
+    }
+    if nvox == 0 {
+        return Ok(());
+    }
+    let (cz, cy, cx) = ((nz / 2) as f64, (ny / 2) as f64, (nx / 2) as f64);
+    let m = matrix;
+    let (nzi, nyi, nxi) = (nz as i64, ny as i64, nx as i64);
+    out.par_chunks_mut(ny * nx)
+        .enumerate()
+        .for_each(|(z, plane)| {
+            let dz = z as f64 - cz;
+            for y in 0..ny {
+                let dy = y as f64 - cy;
+                // p_i = sum_j M[j][i] d_j, i and j over (x, y, z)
+                let bx = m[1][0] * dy + m[2][0] * dz + cx;
+                let by = m[1][1] * dy + m[2][1] * dz + cy;
+                let bz = m[1][2] * dy + m[2][2] * dz + cz;
+                for x in 0..nx {
+                    let dx = x as f64 - cx;
+                    let px = m[0][0] * dx + bx;
+                    let py = m[0][1] * dx + by;
+                    let pz = m[0][2] * dx + bz;
+                    let (fx, fy, fz) = (px.floor(), py.floor(), pz.floor());
+                    let (ix, iy, iz) = (fx as i64 - 1, fy as i64 - 1, fz as i64 - 1);
+                    let value = if ix + 3 < 0
+                        || iy + 3 < 0
+                        || iz + 3 < 0
+                        || ix >= nxi
+                        || iy >= nyi
+                        || iz >= nzi
+                        || !(px.is_finite() && py.is_finite() && pz.is_finite())
+                    {
+                        0.0
+                    } else {
+                        let wx = bspline_weights(px - fx);
+                        let wy = bspline_weights(py - fy);
+                        let wz = bspline_weights(pz - fz);
+                        let inside = ix >= 0
+                            && iy >= 0
+                            && iz >= 0
+                            && ix + 3 < nxi
+                            && iy + 3 < nyi
+                            && iz + 3 < nzi;
+                        let mut acc = 0.0f64;
+                        for (a, wza) in wz.iter().enumerate() {
+                            let kz = iz + a as i64;
+                            if !inside && (kz < 0 || kz >= nzi) {
+                                continue;
+                            }
+                            let mut acc_y = 0.0f64;
+                            for (bb, wyb) in wy.iter().enumerate() {
+                                let ky = iy + bb as i64;
+                                if !inside && (ky < 0 || ky >= nyi) {
+                                    continue;
+                                }
+                                let row = ((kz * nyi + ky) * nxi) as usize;
+                                let mut acc_x = 0.0f64;
+                                if inside {
+                                    let r = &coeffs[row + ix as usize..row + ix as usize + 4];
+                                    for (w, c) in wx.iter().zip(r) {
+                                        acc_x += w * f64::from(*c);
+                                    }
+                                } else {
+                                    for (cc, w) in wx.iter().enumerate() {
+                                        let kx = ix + cc as i64;
+                                        if kx >= 0 && kx < nxi {
+                                            acc_x += w * f64::from(coeffs[row + kx as usize]);
+                                        }
+                                    }
+                                }
+                                acc_y += wyb * acc_x;
+                            }
+                            acc += wza * acc_y;
+                        }
+                        acc
+                    };
+                    plane[y * nx + x] = value as f32;
+                }
+            }
+        });
+    Ok(())
+}

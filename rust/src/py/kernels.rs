@@ -1,0 +1,230 @@
+//! Python bindings for the CPU backend kernels (`tmfast.backends.cpu` calls them).
+//!
+//! The arrays passed here are buffers the backend allocated and never hands out (its
+//! private running maps and FFT outputs), so the work runs without the GIL on slices
+//! taken before `py.detach`; no `Bound` or borrowed array is touched inside it.
+
+use numpy::{
+    Element, PyReadonlyArray2, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::kernels::{self, Normalisation, RunningMapsMut, SumElement};
+
+fn contiguous<'a, T>(
+    a: Result<&'a mut [T], numpy::AsSliceError>,
+    name: &str,
+) -> PyResult<&'a mut [T]> {
+    a.map_err(|_| PyValueError::new_err(format!("{name} must be C-contiguous")))
+}
+
+fn contiguous_ro<'a, T>(a: Result<&'a [T], numpy::AsSliceError>, name: &str) -> PyResult<&'a [T]> {
+    a.map_err(|_| PyValueError::new_err(format!("{name} must be C-contiguous")))
+}
+
+/// Fold a batch of raw correlations into the running maps (see `kernels::fold_rotations`).
+/// Give `inverse_norm` (spherical mask) or all of `local_sum`, `local_sq_sum`,
+/// `mask_sums` (rotated mask).
+#[allow(clippy::too_many_arguments)]
+fn fold_impl<S: SumElement + Element>(
+    py: Python<'_>,
+    mut scores: PyReadwriteArrayDyn<'_, f32>,
+    mut angles: PyReadwriteArrayDyn<'_, i32>,
+    mut score_sum: PyReadwriteArrayDyn<'_, S>,
+    mut score_sq_sum: PyReadwriteArrayDyn<'_, S>,
+    corr: PyReadonlyArrayDyn<'_, f32>,
+    first_index: i32,
+    noise_scores: Option<PyReadwriteArrayDyn<'_, f32>>,
+    noise_corr: Option<PyReadonlyArrayDyn<'_, f32>>,
+    inverse_norm: Option<PyReadonlyArrayDyn<'_, f32>>,
+    local_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
+    local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
+    mask_sums: Option<Vec<f32>>,
+    floor_rel: f32,
+    row_len: usize,
+    row_stride: usize,
+) -> PyResult<()> {
+    let mut noise_scores = noise_scores;
+    // default: packed rows of the maps' last axis
+    let row_len = if row_len == 0 {
+        scores.shape().last().copied().unwrap_or(1)
+    } else {
+        row_len
+    };
+    let row_stride = if row_stride == 0 { row_len } else { row_stride };
+    let maps = RunningMapsMut {
+        scores: contiguous(scores.as_slice_mut(), "scores")?,
+        angles: contiguous(angles.as_slice_mut(), "angles")?,
+        score_sum: contiguous(score_sum.as_slice_mut(), "score_sum")?,
+        score_sq_sum: contiguous(score_sq_sum.as_slice_mut(), "score_sq_sum")?,
+        noise_scores: match noise_scores.as_mut() {
+            Some(a) => Some(contiguous(a.as_slice_mut(), "noise_scores")?),
+            None => None,
+        },
+    };
+    let corr = contiguous_ro(corr.as_slice(), "corr")?;
+    let noise_corr = match noise_corr.as_ref() {
+        Some(a) => Some(contiguous_ro(a.as_slice(), "noise_corr")?),
+        None => None,
+    };
+    let norm = match (&inverse_norm, &local_sum, &local_sq_sum, &mask_sums) {
+        (Some(inv), None, None, None) => {
+            Normalisation::Inverse(contiguous_ro(inv.as_slice(), "inverse_norm")?)
+        }
+        (None, Some(s1), Some(s2), Some(nm)) => Normalisation::Local {
+            sum_v: contiguous_ro(s1.as_slice(), "local_sum")?,
+            sum_v2: contiguous_ro(s2.as_slice(), "local_sq_sum")?,
+            n_m: nm.as_slice(),
+            floor_rel,
+        },
+        _ => {
+            return Err(PyValueError::new_err(
+                "give inverse_norm, or local_sum, local_sq_sum and mask_sums",
+            ))
+        }
+    };
+    py.detach(|| {
+        kernels::fold_rotations(
+            maps,
+            corr,
+            noise_corr,
+            &norm,
+            first_index,
+            row_len,
+            row_stride,
+        )
+    })?;
+    Ok(())
+}
+
+/// `fold_rotations` with f64 score sums (see `fold_impl`).
+#[pyfunction(name = "fold_rotations")]
+#[pyo3(signature = (scores, angles, score_sum, score_sq_sum, corr, *, first_index,
+                    noise_scores=None, noise_corr=None, inverse_norm=None, local_sum=None,
+                    local_sq_sum=None, mask_sums=None, floor_rel=1e-4, row_len=0, row_stride=0))]
+#[allow(clippy::too_many_arguments)]
+fn fold_rotations_py(
+    py: Python<'_>,
+    scores: PyReadwriteArrayDyn<'_, f32>,
+    angles: PyReadwriteArrayDyn<'_, i32>,
+    score_sum: PyReadwriteArrayDyn<'_, f64>,
+    score_sq_sum: PyReadwriteArrayDyn<'_, f64>,
+    corr: PyReadonlyArrayDyn<'_, f32>,
+    first_index: i32,
+    noise_scores: Option<PyReadwriteArrayDyn<'_, f32>>,
+    noise_corr: Option<PyReadonlyArrayDyn<'_, f32>>,
+    inverse_norm: Option<PyReadonlyArrayDyn<'_, f32>>,
+    local_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
+    local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
+    mask_sums: Option<Vec<f32>>,
+    floor_rel: f32,
+    row_len: usize,
+    row_stride: usize,
+) -> PyResult<()> {
+    fold_impl(
+        py,
+        scores,
+        angles,
+        score_sum,
+        score_sq_sum,
+        corr,
+        first_index,
+        noise_scores,
+        noise_corr,
+        inverse_norm,
+        local_sum,
+        local_sq_sum,
+        mask_sums,
+        floor_rel,
+        row_len,
+        row_stride,
+    )
+}
+
+/// `fold_rotations` with f32 score sums (see `fold_impl`).
+#[pyfunction(name = "fold_rotations_f32")]
+#[pyo3(signature = (scores, angles, score_sum, score_sq_sum, corr, *, first_index,
+                    noise_scores=None, noise_corr=None, inverse_norm=None, local_sum=None,
+                    local_sq_sum=None, mask_sums=None, floor_rel=1e-4, row_len=0, row_stride=0))]
+#[allow(clippy::too_many_arguments)]
+fn fold_rotations_f32_py(
+    py: Python<'_>,
+    scores: PyReadwriteArrayDyn<'_, f32>,
+    angles: PyReadwriteArrayDyn<'_, i32>,
+    score_sum: PyReadwriteArrayDyn<'_, f32>,
+    score_sq_sum: PyReadwriteArrayDyn<'_, f32>,
+    corr: PyReadonlyArrayDyn<'_, f32>,
+    first_index: i32,
+    noise_scores: Option<PyReadwriteArrayDyn<'_, f32>>,
+    noise_corr: Option<PyReadonlyArrayDyn<'_, f32>>,
+    inverse_norm: Option<PyReadonlyArrayDyn<'_, f32>>,
+    local_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
+    local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
+    mask_sums: Option<Vec<f32>>,
+    floor_rel: f32,
+    row_len: usize,
+    row_stride: usize,
+) -> PyResult<()> {
+    fold_impl(
+        py,
+        scores,
+        angles,
+        score_sum,
+        score_sq_sum,
+        corr,
+        first_index,
+        noise_scores,
+        noise_corr,
+        inverse_norm,
+        local_sum,
+        local_sq_sum,
+        mask_sums,
+        floor_rel,
+        row_len,
+        row_stride,
+    )
+}
+
+/// Rotate B-spline coefficients `(z, y, x)` about `N // 2` into `out` (same shape).
+#[pyfunction(name = "rotate_bspline")]
+fn rotate_bspline_py(
+    py: Python<'_>,
+    coeffs: PyReadonlyArrayDyn<'_, f32>,
+    matrix: PyReadonlyArray2<'_, f64>,
+    mut out: PyReadwriteArrayDyn<'_, f32>,
+) -> PyResult<()> {
+    let shape = coeffs.shape();
+    if shape.len() != 3 || out.shape() != shape {
+        return Err(PyValueError::new_err(format!(
+            "coefficients {:?} must be 3-D and match out {:?}",
+            shape,
+            out.shape()
+        )));
+    }
+    let shape_zyx = [shape[0], shape[1], shape[2]];
+    let m = matrix.as_array();
+    if m.shape() != [3, 3] {
+        return Err(PyValueError::new_err(format!(
+            "rotation matrix must be 3x3, got {:?}",
+            m.shape()
+        )));
+    }
+    let mut mat = [[0f64; 3]; 3];
+    for (i, row) in mat.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = m[[i, j]];
+        }
+    }
+    let c = contiguous_ro(coeffs.as_slice(), "coeffs")?;
+    let o = contiguous(out.as_slice_mut(), "out")?;
+    py.detach(|| kernels::rotate_bspline(c, shape_zyx, &mat, o))?;
+    Ok(())
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(fold_rotations_py, m)?)?;
+    m.add_function(wrap_pyfunction!(fold_rotations_f32_py, m)?)?;
+    m.add_function(wrap_pyfunction!(rotate_bspline_py, m)?)?;
+    Ok(())
+}
