@@ -214,3 +214,23 @@ def test_cli_sigterm_exits_143_and_rerun_resumes(
     assert job.resumed_rotations == n_done
     for a, b in zip(_maps(dest), _maps(ref), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_signal_in_the_last_batch_completes_the_outputs(
+    files: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing is left to checkpoint: the run finishes and writes all three outputs."""
+    dest = tmp_path / "run"
+    job = run_match(
+        _config(files, dest),
+        backend=_SignalOnBatch(signal.SIGUSR1, 1),
+        batch_rotations=N_ROT,
+    )
+    assert "SIGUSR1 arrived after the search: outputs complete" in caplog.text
+    p = output_paths(dest, "tomo")
+    assert p["job"].exists() and not p["checkpoint"].exists()
+    assert job.resumed_rotations == 0
+    ref = tmp_path / "ref"
+    run_match(_config(files, ref), backend=CpuBackend(workers=1))
+    for a, b in zip(_maps(dest), _maps(ref), strict=True):
+        np.testing.assert_array_equal(a, b)

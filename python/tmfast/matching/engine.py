@@ -1418,6 +1418,37 @@ def match_template(
     )
 
 
+def _write_outputs(
+    config: MatchConfig,
+    result: MatchResult,
+    paths: dict[str, Path],
+    *,
+    overwrite: bool,
+) -> MatchJob:
+    """Write the maps and the job file, then remove the checkpoints."""
+    from tmfast.io.mrc import write_volume
+
+    vs = result.job.voxel_size_a
+    scores = result.scores.astype(np.float16 if config.half_precision else np.float32)
+    write_volume(paths["scores"], scores, vs, overwrite=overwrite)
+    write_volume(
+        paths["angles"], result.angles.astype(np.float32), vs, overwrite=overwrite
+    )
+    job = result.job.with_updates(
+        scores_file=str(paths["scores"].resolve()),
+        angles_file=str(paths["angles"].resolve()),
+    )
+    job.write(paths["job"], overwrite=overwrite)
+    remove_checkpoints(config.destination, config.tomo_id)
+    logger.info("wrote %s, %s, %s", paths["scores"], paths["angles"], paths["job"])
+    if _STOP.signum is not None:
+        logger.warning(
+            "%s arrived after the search: outputs complete",
+            signal.Signals(_STOP.signum).name,
+        )
+    return job
+
+
 def run_match(
     config: MatchConfig,
     *,
@@ -1449,7 +1480,6 @@ def run_match(
     MatchInterrupted
         If stopped by SIGTERM/SIGUSR1 (``exit_code`` 128 + signal number).
     """
-    from tmfast.io.mrc import write_volume
 
     dest = config.destination
     # created only when the first file is written (nothing is left on bad input)
@@ -1464,6 +1494,7 @@ def run_match(
     paths = output_paths(dest, config.tomo_id)
     for name in ("scores", "angles", "job"):
         check_writable(paths[name], overwrite=overwrite)
+    interrupted: MatchInterrupted | None = None
     with _stop_on_signals() as previous:
         try:
             result = match_template(
@@ -1475,9 +1506,11 @@ def run_match(
             )
         except MatchInterrupted as exc:
             logger.warning("%s", exc)
-            interrupted: MatchInterrupted | None = exc
+            interrupted = exc
         else:
-            interrupted = None
+            # a stop signal arriving now waits for the three (atomic) writes: a
+            # rerun then finds complete outputs, never a scores file without a job
+            job = _write_outputs(config, result, paths, overwrite=overwrite)
     if interrupted is not None:
         # hand the signal on to a handler installed by the caller (the batch task
         # records the interruption), else report it (the CLI exits 128 + signum)
@@ -1485,17 +1518,4 @@ def run_match(
         if callable(prev):
             prev(interrupted.signum, None)
         raise interrupted
-    vs = result.job.voxel_size_a
-    scores = result.scores.astype(np.float16 if config.half_precision else np.float32)
-    write_volume(paths["scores"], scores, vs, overwrite=overwrite)
-    write_volume(
-        paths["angles"], result.angles.astype(np.float32), vs, overwrite=overwrite
-    )
-    job = result.job.with_updates(
-        scores_file=str(paths["scores"].resolve()),
-        angles_file=str(paths["angles"].resolve()),
-    )
-    job.write(paths["job"], overwrite=overwrite)
-    remove_checkpoints(dest, config.tomo_id)
-    logger.info("wrote %s, %s, %s", paths["scores"], paths["angles"], paths["job"])
     return job
