@@ -12,6 +12,14 @@ reference scores 2 rotations). ``TMFAST_BENCH_GPU_BACKEND`` forces ``cuda`` or
 ``opencl``. Figures go to ``benchmark.extra_info`` (``--benchmark-enable
 --benchmark-json=FILE``) and, with ``python benchmarks/bench_gpu.py``, to stdout as
 JSON lines.
+
+pytom-match-pick side by side: where ``pytom_tm`` and CuPy import and a CUDA device
+is present (the GPU host kit, tools/gpu-host-run.sh), the same tomogram, template,
+mask, weight and angle list are searched by ``pytom_tm.matching.TemplateMatchingGPU``
+too; its ms per rotation (the difference of a run over all rotations and one over
+the first ``cpu rotations``, so its setup is not counted) and the Pearson
+correlation and peak agreement of the two score maps are added to the figures.
+Three copies of the template are planted so that the peaks are real ones.
 """
 
 from __future__ import annotations
@@ -72,6 +80,9 @@ def _inputs(kind: str, shape: tuple[int, int, int], n: int) -> CorrelationInputs
     tomo = np.empty(shape, np.float32)
     for i in range(shape[0]):  # slab by slab: no float64 volume temporaries
         tomo[i] = rng.standard_normal(shape[1:], dtype=np.float32)
+    for pos in _planted_zyx(shape, n):  # unrotated copies: rotation index 0
+        sl = tuple(slice(p - n // 2, p - n // 2 + n) for p in pos)
+        tomo[sl] += 3.0 * template
     noise = None
     if kind == "random_phase":
         noise = (rng.standard_normal((n,) * 3) * envelope).astype(np.float32)
@@ -85,11 +96,96 @@ def _inputs(kind: str, shape: tuple[int, int, int], n: int) -> CorrelationInputs
     )
 
 
-def _matrices(count: int) -> np.ndarray:
+def _planted_zyx(shape: tuple[int, int, int], n: int) -> list[tuple[int, int, int]]:
+    """Centres of the planted copies: a quarter, a half and three quarters in."""
+    return [tuple(int(s * f) for s in shape) for f in (0.25, 0.5, 0.75)]  # type: ignore[misc]
+
+
+def _angles_zxz(count: int) -> np.ndarray:
+    """ZXZ angles (radians); row 0 is the identity (the planted copies)."""
     rng = np.random.default_rng(1)
     a = rng.uniform(0, 2 * np.pi, (count, 3))
     a[:, 1] = rng.uniform(0, np.pi, count)
-    return zxz_to_matrices(a)
+    a[0] = 0.0
+    return a
+
+
+def _matrices(count: int) -> np.ndarray:
+    return zxz_to_matrices(_angles_zxz(count))
+
+
+def _pytom_weight_xyz(n: int) -> np.ndarray:
+    """The bench weight on pytom's grid: (x, y, z) with the rfft half along z (the
+    weight depends on |k| only, so it is the same function)."""
+    kx = np.fft.fftfreq(n)[:, None, None]
+    ky = np.fft.fftfreq(n)[None, :, None]
+    kz = np.fft.rfftfreq(n)[None, None, :]
+    k = np.sqrt(kx**2 + ky**2 + kz**2)
+    return (np.exp(-(k**2) / 0.1) * (k > 0)).astype(np.float32)
+
+
+def run_pytom(
+    kind: str,
+    inputs: CorrelationInputs,
+    angles: np.ndarray,
+    n_first: int,
+    ours: np.ndarray,
+) -> dict[str, Any]:
+    """Time pytom-match-pick on the same job; compare its score map with ``ours``.
+
+    Returns an empty dict when pytom_tm, CuPy or a CUDA device is missing.
+    """
+    try:
+        import cupy
+        from pytom_tm.matching import TemplateMatchingGPU
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return {}
+    except Exception:  # ImportError, or CuPy without a driver
+        return {}
+    n = inputs.template.shape[0]
+    vol = np.ascontiguousarray(inputs.tomogram.transpose(2, 1, 0))
+    tmpl = np.ascontiguousarray(inputs.template.transpose(2, 1, 0))
+    mask = np.ascontiguousarray(inputs.mask.transpose(2, 1, 0))
+    wedge = _pytom_weight_xyz(n)
+
+    def timed(count: int) -> tuple[float, np.ndarray]:
+        job = TemplateMatchingGPU(
+            "bench",
+            0,
+            vol,
+            tmpl,
+            mask,
+            angle_list=[tuple(float(v) for v in a) for a in angles[:count]],
+            angle_ids=list(range(count)),
+            mask_is_spherical=kind != "non_spherical",
+            wedge=wedge,
+            noise_correction=kind == "random_phase",
+        )
+        t0 = time.perf_counter()
+        scores, _angle_map, _stats = job.run()  # host arrays: synchronised
+        return time.perf_counter() - t0, np.asarray(scores).transpose(2, 1, 0)
+
+    t_first, _ = timed(n_first)
+    t_all, scores = timed(len(angles))
+    ms = (t_all - t_first) * 1e3 / (len(angles) - n_first)
+    a, b = ours.astype(np.float64).ravel(), scores.astype(np.float64).ravel()
+    ok = np.isfinite(a) & np.isfinite(b)
+    pearson = float(np.corrcoef(a[ok], b[ok])[0, 1])
+    shape = ours.shape
+    peaks_same = []
+    for pos in _planted_zyx(shape, n):  # the best voxel near each planted copy
+        near = tuple(slice(p - 2, p + 3) for p in pos)
+        best = [
+            np.unravel_index(int(np.argmax(m[near])), m[near].shape)
+            for m in (ours, scores)
+        ]
+        peaks_same.append(tuple(best[0]) == tuple(best[1]))
+    return {
+        "pytom_ms_per_rotation": round(ms, 3),
+        "pearson_vs_pytom": round(pearson, 5),
+        "planted_peaks_same_as_pytom": f"{sum(peaks_same)}/{len(peaks_same)}",
+    }
 
 
 def _sync(backend: MatchBackend) -> None:
@@ -127,7 +223,11 @@ def run_case(kind: str, gpu_name: str, gpu_cls: Any) -> dict[str, Any]:
     gpu.score_rotations(n_cpu, mats[n_cpu:])
     _sync(gpu)
     gpu_ms = (time.perf_counter() - t0) * 1e3 / n_gpu
+    final = gpu.finalize()
     gpu.close()
+    pytom = run_pytom(kind, inputs, _angles_zxz(n_cpu + n_gpu), n_cpu, final.scores)
+    if pytom:
+        pytom["speedup_vs_pytom"] = round(pytom["pytom_ms_per_rotation"] / gpu_ms, 2)
     return {
         "kind": kind,
         "backend": gpu_name,
@@ -143,6 +243,7 @@ def run_case(kind: str, gpu_name: str, gpu_cls: Any) -> dict[str, Any]:
         "speedup_vs_cpu": round(cpu_ms / gpu_ms, 2),
         "max_abs_score_diff_vs_cpu": max_abs_diff,
         "angle_agreement_vs_cpu": angles_equal,
+        **pytom,
     }
 
 
