@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _synthetic import sphere_mask, write_angle_file, write_mrc
+from tmfast.backends.cpu import CpuBackend
 from tmfast.batch.manifest import Manifest, ManifestEntry
 from tmfast.batch.plan import build_match_config
 from tmfast.errors import ConfigError, FormatError
@@ -284,3 +285,38 @@ def test_batch_config_carries_the_metadata_object(tmp_path: Path) -> None:
     assert cfg.voxel_size_a == 10.0 and cfg.tomo_id == "rec_TS_07"
     assert not out.exists()
     assert MatchConfig.from_mapping(cfg.to_dict()) == cfg
+
+
+class _FailAfter(CpuBackend):
+    def __init__(self, n: int) -> None:
+        super().__init__(workers=1)
+        self.n, self.calls = n, 0
+
+    def score_rotations(self, first_index: int, matrices: np.ndarray) -> None:
+        if self.calls == self.n:
+            raise RuntimeError("injected failure")
+        self.calls += 1
+        super().score_rotations(first_index, matrices)
+
+
+def test_array_checkpoint_resumes_only_for_the_same_arrays(
+    data: dict[str, object], tmp_path: Path
+) -> None:
+    arrays: dict[str, Any] = data["arrays"]  # type: ignore[assignment]
+    cfg = _cfg(data, tomo_id="cell", checkpoint_every=1, checkpoint_interval_s=0)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    kw: dict[str, Any] = {"voxel_size_a": 6.0, "batch_rotations": 2}
+    with pytest.raises(RuntimeError, match="injected"):
+        match_template(cfg, **arrays, backend=_FailAfter(2), checkpoint_dir=ck, **kw)
+    assert (ck / "cell_checkpoint.npz").exists()
+    ref = match_template(cfg, **arrays, **kw)
+    changed = {**arrays, "tomogram": arrays["tomogram"] * np.float32(1.5)}
+    other = match_template(cfg, **changed, checkpoint_dir=ck, **kw)
+    assert other.job.resumed_rotations == 0  # other content: checkpoint ignored
+    with pytest.raises(RuntimeError, match="injected"):
+        match_template(cfg, **arrays, backend=_FailAfter(2), checkpoint_dir=ck, **kw)
+    resumed = match_template(cfg, **arrays, checkpoint_dir=ck, **kw)
+    assert resumed.job.resumed_rotations == 4
+    np.testing.assert_array_equal(resumed.scores, ref.scores)
+    np.testing.assert_array_equal(resumed.angles, ref.angles)
