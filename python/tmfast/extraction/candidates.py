@@ -325,7 +325,7 @@ def _load_mask(
 
 
 def extract_candidates(
-    job: MatchJob | MatchResult | str | os.PathLike[str],
+    job_or_result: MatchJob | MatchResult | str | os.PathLike[str],
     *,
     n_particles: int,
     particle_diameter_a: float | None = None,
@@ -342,7 +342,7 @@ def extract_candidates(
 
     Parameters
     ----------
-    job
+    job_or_result
         A :class:`~tmfast.matching.engine.MatchResult` (its in-memory maps, angle
         set and tomogram mask are used; nothing is read), a :class:`MatchJob`, or
         the path of a tmfast or pytom-match-pick ``{tomo_id}_job.json``.
@@ -384,6 +384,7 @@ def extract_candidates(
     """
     from tmfast.matching.engine import MatchResult as _MatchResult
 
+    job = job_or_result
     if isinstance(job, _MatchResult):
         res_mask: str | os.PathLike[str] | npt.ArrayLike | None = None
         if not ignore_tomogram_mask:
