@@ -177,7 +177,10 @@ fn relion_angles_of_identity_and_known_rotation() {
 
 mod symmetry_and_covering {
     use _rust::angles::covering::{covering_radius, random_quaternion, QuatIndex, SplitMix64};
-    use _rust::angles::optimal::{cube_bcc_set, optimal_angle_set, OptimalKind};
+    use _rust::angles::optimal::{
+        cube_bcc_for_radius, cube_bcc_set, optimal_angle_set, verification_samples, OptimalKind,
+        VERIFY_SEED,
+    };
     use _rust::angles::pytom_angle_set;
     use _rust::angles::symmetry::{reduce, Symmetry};
     use _rust::euler::{quaternion_distance, quaternion_mul, zxz_to_quaternion};
@@ -287,5 +290,26 @@ mod symmetry_and_covering {
             assert!(opt.angles.len() <= opt.pytom_len);
             assert!(opt.radius_rad <= opt.pytom_radius_rad);
         }
+    }
+
+    #[test]
+    fn verification_samples_scale_with_the_set() {
+        assert_eq!(verification_samples(100, 50_000), 50_000);
+        assert_eq!(verification_samples(10_000, 50_000), 200_000);
+        assert_eq!(verification_samples(1_000_000, 50_000), 2_000_000);
+        assert_eq!(verification_samples(1_000_000, 3_000_000), 3_000_000);
+    }
+
+    #[test]
+    fn accepted_lattice_passes_the_verifying_estimate() {
+        let target = 20.0_f64.to_radians();
+        let (angles, radius, n) = cube_bcc_for_radius(target, 20_000, usize::MAX).unwrap();
+        assert!(radius <= target);
+        let q: Vec<_> = angles.iter().map(|a| zxz_to_quaternion(*a)).collect();
+        let check = covering_radius(&q, verification_samples(q.len(), 20_000), VERIFY_SEED);
+        assert!(check.radius_rad <= radius + 1e-12);
+        // the next smaller lattice misses the target (so this is the smallest)
+        let smaller = cube_bcc_set(n - 1);
+        assert!(covering_radius(&smaller, 20_000, 5).radius_rad > target);
     }
 }

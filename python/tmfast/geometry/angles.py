@@ -363,13 +363,14 @@ def optimal_angle_set(
     sphere (see ``rust/src/angles/optimal.rs``), of the smallest lattice size whose
     estimated covering radius (:func:`covering_radius_deg`) is at most the target:
     either ``target_radius_deg``, or the covering radius of :func:`pytom_angle_set`
-    for ``angle_step_deg``. Its covering density is about 1.95 against pytom's 2.5-3.5,
-    but lattice sizes grow in steps of ``((n + 1) / n)^3``, so the saving depends on
-    the step: 31-41% at 3, 5, 6, 7, 10, 15 and 50 degrees, 25-30% at 11, 13 and 18,
-    7-22% at 8, 12, 16, 20 and 30; where no lattice size is smaller than the pytom set
-    (25, 38.53 and 90 degrees) the pytom set itself is returned. Indices are not
-    interchangeable with pytom-match-pick's; the set is deterministic and sorted by
-    ``(phi, theta, psi)``.
+    for ``angle_step_deg``; a size is accepted only when a second estimate with 20
+    test rotations per rotation (up to 2,000,000, another seed) agrees. Its covering
+    density is about 1.93 against pytom's 2.4-3.5, but lattice sizes grow in steps of
+    ``((n + 1) / n)^3``, so the saving depends on the step: 31-41% at 3, 5, 6, 7,
+    7.64, 10, 13, 15 and 50 degrees, 25-28% at 11 and 18, 5-18% at 5.27, 6.69, 8, 12,
+    12.85, 16, 20 and 30; where no lattice size is smaller than the pytom set (25,
+    38.53 and 90 degrees) the pytom set itself is returned. Indices are not interchangeable with
+    pytom-match-pick's; the set is deterministic and sorted by ``(phi, theta, psi)``.
 
     Parameters
     ----------
