@@ -421,9 +421,22 @@ class DeviceOpsBase:
 
     device_name: str
 
-    def __init__(self) -> None:
+    def __init__(self, api: str, availability: tuple[bool, str]) -> None:
+        ok, reason = availability
+        if not ok:
+            raise BackendUnavailableError(f"{api} backend: {reason}")
         # host arrays of asynchronous uploads, kept alive until synchronize()
         self._pending_host: list[npt.NDArray[Any]] = []
+
+    @staticmethod
+    def _check_index(label: str, index: int, count: int, how: str = "") -> None:
+        """Raise ConfigError unless ``0 <= index < count`` (``label``: e.g. "CUDA
+        device id"; ``how``: how the user picks one)."""
+        if not 0 <= index < count:
+            raise ConfigError(
+                f"{label} {index} does not exist: found {count} device(s) "
+                f"(see `tmfast info`); pick 0..{count - 1}{how}"
+            )
 
     def _plan(
         self, shape: tuple[int, ...], dtype: type, options: dict[str, Any]
@@ -696,17 +709,12 @@ class GpuMatchBackend:
                 "random-phase setting as the interrupted run"
             )
         with ops.activate():
-            free_b, max_alloc = ops.memory()
-            plan = plan_buffers(
+            plan = self._plan_job(
                 shape3,
                 n,
                 mask_is_spherical=spherical,
                 with_noise=with_noise,
-                free_bytes=free_b,
-                max_alloc_bytes=max_alloc,
                 max_batch=self._max_batch,
-                device_name=ops.device_name,
-                pruned_forward=self._pruned_forward,
             )
             logger.debug(
                 "%s: batch %d, estimated %.3f GiB",
@@ -755,24 +763,42 @@ class GpuMatchBackend:
         bool
             True if at least one rotation per batch fits in the free memory.
         """
-        ops = self._ops
-        with ops.activate():
-            free_b, max_alloc = ops.memory()
         try:
-            plan_buffers(
+            self._plan_job(
                 shape_zyx,
                 box_n,
                 mask_is_spherical=mask_is_spherical,
                 with_noise=with_noise,
-                free_bytes=free_b,
-                max_alloc_bytes=max_alloc,
                 max_batch=1,
-                device_name=ops.device_name,
-                pruned_forward=self._pruned_forward,
             )
         except GpuOutOfMemoryError:
             return False
         return True
+
+    def _plan_job(
+        self,
+        shape_zyx: tuple[int, int, int],
+        box_n: int,
+        *,
+        mask_is_spherical: bool,
+        with_noise: bool,
+        max_batch: int,
+    ) -> BufferPlan:
+        """:func:`plan_buffers` for this device's free memory now."""
+        ops = self._ops
+        with ops.activate():
+            free_b, max_alloc = ops.memory()
+        return plan_buffers(
+            shape_zyx,
+            box_n,
+            mask_is_spherical=mask_is_spherical,
+            with_noise=with_noise,
+            free_bytes=free_b,
+            max_alloc_bytes=max_alloc,
+            max_batch=max_batch,
+            device_name=ops.device_name,
+            pruned_forward=self._pruned_forward,
+        )
 
     def score_rotations(self, first_index: int, matrices: RotationMatrices) -> None:
         """Score rotations ``first_index .. first_index + len(matrices) - 1``.

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tmfast.backends import _gpu
-from tmfast.errors import BackendUnavailableError, ConfigError
+from tmfast.errors import BackendUnavailableError
 
 __all__ = ["CudaBackend", "CudaDevice", "find_nvcc", "is_available", "list_devices"]
 
@@ -204,20 +204,14 @@ class _CudaOps(_gpu.DeviceOpsBase):
     name = "cuda"
 
     def __init__(self, device_id: int) -> None:
-        super().__init__()
-        ok, reason = is_available()
-        if not ok:
-            raise BackendUnavailableError(f"cuda backend: {reason}")
+        super().__init__("cuda", is_available())
         import pycuda.gpuarray as gpuarray
         from pyvkfft.cuda import VkFFTApp
 
         drv = _driver()
-        count = drv.Device.count()
-        if not 0 <= device_id < count:
-            raise ConfigError(
-                f"CUDA device id {device_id} does not exist: found {count} device(s) "
-                f"(see `tmfast info`); pick 0..{count - 1} with -g/--gpu-ids"
-            )
+        self._check_index(
+            "CUDA device id", device_id, drv.Device.count(), " with -g/--gpu-ids"
+        )
         self._drv = drv
         self._gpuarray = gpuarray
         self._vkfft_app = VkFFTApp

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tmfast.backends import _gpu
-from tmfast.errors import BackendUnavailableError, ConfigError
+from tmfast.errors import BackendUnavailableError
 
 __all__ = [
     "OpenCLBackend",
@@ -172,21 +172,13 @@ class _OpenCLOps(_gpu.DeviceOpsBase):
     name = "opencl"
 
     def __init__(self, device_index: int) -> None:
-        super().__init__()
-        ok, reason = is_available()
-        if not ok:
-            raise BackendUnavailableError(f"opencl backend: {reason}")
+        super().__init__("opencl", is_available())
         import pyopencl as cl
         import pyopencl.array as cla
         from pyvkfft.opencl import VkFFTApp
 
         devices = _devices()
-        if not 0 <= device_index < len(devices):
-            raise ConfigError(
-                f"OpenCL device index {device_index} does not exist: found "
-                f"{len(devices)} device(s) (see `tmfast info`); "
-                f"pick 0..{len(devices) - 1}"
-            )
+        self._check_index("OpenCL device index", device_index, len(devices))
         device = devices[device_index]
         if device.max_work_group_size < _gpu.REDUCE_WG:
             raise BackendUnavailableError(
