@@ -341,12 +341,8 @@ def plan_buffers(
 
     Parameters
     ----------
-    shape_zyx
-        ``(z, y, x)`` shape of the searched (sub)volume in voxels.
-    box_n
-        Template box edge in voxels.
-    mask_is_spherical, with_noise
-        Job options (see :func:`estimate_device_bytes`).
+    shape_zyx, box_n, mask_is_spherical, with_noise, pruned_forward
+        The job, as for :func:`estimate_device_bytes`.
     free_bytes
         Device memory available to this job in bytes.
     max_alloc_bytes
@@ -355,8 +351,6 @@ def plan_buffers(
         Upper bound on rotations per FFT call (at least 1).
     device_name
         Used in the error message.
-    pruned_forward
-        The template's forward FFT skips the zero rows and planes (the default).
 
     Returns
     -------
