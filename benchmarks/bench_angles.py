@@ -57,6 +57,16 @@ def test_optimal_set_7deg(benchmark: pytest.FixtureRequest) -> None:
     )
     n_pytom = len(pytom_angle_set(step))
     assert len(angles) < n_pytom
+    saving = 1.0 - len(angles) / n_pytom
     benchmark.extra_info.update(  # type: ignore[attr-defined]
-        {"step_deg": step, "rotations": len(angles), "pytom_rotations": n_pytom}
+        {
+            "step_deg": step,
+            "rotations": len(angles),
+            "pytom_rotations": n_pytom,
+            "saving": saving,
+        }
     )
+    if full:
+        # 7 degrees: 32,832 rotations against 50,544 (35%) in 0.7 s on 2 cores
+        assert saving >= 0.25
+        assert benchmark.stats.stats.median < 5.0  # type: ignore[attr-defined]
