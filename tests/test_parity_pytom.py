@@ -557,8 +557,7 @@ def test_phase_randomised_template_properties_soft_mask(
     noise_template_input: npt.NDArray[np.float64], seed: int
 ) -> None:
     """Soft mask: both keep the template's amplitude spectrum, stay in the mask and
-    take the sign of sum(T M). (tmfast's amplitude error is larger: see the xfail
-    below.)"""
+    take the sign of sum(T M)."""
     mask = spherical_mask(24, 9, 1.0)
     target = np.abs(np.fft.rfftn(noise_template_input * mask))
     for vol in (

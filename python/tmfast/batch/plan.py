@@ -801,7 +801,7 @@ def run_task(
         If the entry's inputs or options are invalid, or matching fails.
     """
     from tmfast._progress import throttled_log_progress
-    from tmfast.matching.engine import run_match
+    from tmfast.matching.engine import MatchInterrupted, run_match
 
     manifest = Manifest.read(manifest_path)
     entry = manifest.entry(index)
@@ -823,7 +823,9 @@ def run_task(
         n, _ = _extract_entry(manifest, entry, overwrite=True)
         logger.info("task %d: %s done, %d particles", index, entry.key, n)
         _set_task_state(entry, "done", n_particles=n)
-    except _Terminated as exc:
+    except (_Terminated, MatchInterrupted) as exc:
+        # SIGTERM/SIGINT arrive through our handler; SIGUSR1 (SLURM's early warning,
+        # --signal=B:USR1@T) through the engine, which checkpointed first.
         _set_task_state(entry, "interrupted", signal=str(exc))
         logger.warning("task %d: %s interrupted by %s", index, entry.key, exc)
         raise SystemExit(143) from None
