@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tmfast._fileio import atomic_path
+from tmfast._fileio import atomic_path, read_json
 from tmfast.errors import FormatError
 from tmfast.metadata import TiltSeriesMetadata
 
@@ -174,12 +174,7 @@ class MatchJob:
             If the file is missing, not JSON, or not a tmfast job.
         """
         p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise FormatError(f"{p}: job file not found; check the path") from None
-        except (OSError, ValueError) as exc:
-            raise FormatError(f"{p}: not a readable JSON job file ({exc})") from None
+        data = read_json(p, what="job file", fix="check the path")
         if not isinstance(data, dict):
             raise FormatError(f"{p}: not a tmfast job file")
         return cls.from_dict(data, source=str(p))
