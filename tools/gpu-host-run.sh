@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ON a lent GPU host (no network): install the kit made by tools/gpu-host-kit.sh
-# offline into a venv, build pycuda and pyvkfft from their sdists against the host's
+# offline (pip --target), build pycuda and pyvkfft from their sdists against the host's
 # CUDA, then run the GPU tests and the full GPU benchmark. See docs/gpu-host.md.
 #
 # Run from the checkout root (tests/ and benchmarks/ are read from there):
@@ -11,8 +11,8 @@
 #   KIT     kit folder (default .device/kit)
 #   OUT     results folder (default .device/out; the device tool sets $OUT)
 #   PYTHON  the host's Python 3.12 with CuPy (default python3)
-#   VENV    venv to create (default /tmp/tmfast-gpu-venv); it sees the host's
-#           site-packages, so CuPy, numpy, scipy ... of the host are used as they are
+#   SITE    folder the kit is installed into and put on PYTHONPATH (default
+#           /tmp/tmfast-site); the host's own CuPy, numpy, scipy, pytest ... are used
 #   TMFAST_BENCH_GPU_ROTATIONS  timed rotations per benchmark case (default 64)
 # Results in $OUT: install.log, info.txt, pytest-gpu.log, pytest-gpu.xml,
 # bench_gpu.log, bench_gpu.json.
@@ -22,7 +22,7 @@ repo="$(pwd)"
 kit="${KIT:-${repo}/.device/kit}"
 out="${OUT:-${repo}/.device/out}"
 py="${PYTHON:-python3}"
-venv="${VENV:-/tmp/tmfast-gpu-venv}"
+site="${SITE:-/tmp/tmfast-site}"
 steps="${STEPS:-install test bench}"
 mkdir -p "${out}"
 
@@ -34,17 +34,25 @@ if [[ ! -f "${kit}/requirements-host.txt" ]]; then
     exit 2
 fi
 
+run_logged() {  # run a command, its output into install.log; on failure show the end
+    "$@" >>"${out}/install.log" 2>&1 || {
+        log "error: '$*' failed; the end of ${out}/install.log:"
+        tail -40 "${out}/install.log" >&2
+        exit 1
+    }
+}
+
 if has_step install; then
-    log "venv ${venv} from $("${py}" --version 2>&1) (system site-packages visible)"
-    "${py}" -m venv --system-site-packages "${venv}"
-    pip=("${venv}/bin/python" -m pip install --no-index --find-links "${kit}/wheels"
-         --no-cache-dir --disable-pip-version-check)
-    log "wheels (only what the host lacks)"
-    "${pip[@]}" -r "${kit}/requirements-host.txt" >>"${out}/install.log" 2>&1
-    "${pip[@]}" --no-deps "${kit}"/wheels/pytom_match_pick-*.whl \
-        >>"${out}/install.log" 2>&1
-    "${pip[@]}" --no-deps --force-reinstall "${kit}"/tmfast/tmfast-*.whl \
-        >>"${out}/install.log" 2>&1
+    # The host's python3 is itself a venv (/opt/torch/.venv): a venv made from it
+    # would not see its CuPy, numpy, scipy, pytest. So install into a plain folder
+    # on PYTHONPATH instead, without dependency resolution: the kit holds exactly
+    # what the host lacks (SLIM=1) or everything (SLIM=0; --no-deps then simply
+    # installs the kit's copies, which come first on sys.path).
+    log "installing the kit into ${site} for $("${py}" --version 2>&1)"
+    rm -rf "${site}"
+    pip=("${py}" -m pip install --no-index --no-deps --no-cache-dir
+         --disable-pip-version-check --target "${site}")
+    run_logged "${pip[@]}" "${kit}"/wheels/*.whl "${kit}"/tmfast/tmfast-*.whl
 
     nvcc_path="$(command -v nvcc || true)"
     if [[ -z "${nvcc_path}" && -n "${CUDA_HOME:-}" ]]; then
@@ -58,18 +66,14 @@ if has_step install; then
     export CUDA_HOME="${CUDA_HOME:-${cuda_root}}" CUDA_ROOT="${CUDA_ROOT:-${cuda_root}}"
     export PATH="${cuda_root}/bin:${PATH}"
     log "building pycuda and pyvkfft against CUDA at ${cuda_root} ($(nvcc --version | tail -1))"
-    # pycuda reads siteconf.py / CUDA_ROOT; --no-build-isolation: setuptools, wheel
-    # and numpy come from the venv (wheels/ or the host).
-    (cd "${venv}" && VKFFT_BACKEND=cuda "${pip[@]}" --no-build-isolation \
-        "${kit}"/sdist/pycuda-*.tar.gz "${kit}"/sdist/pyvkfft-*.tar.gz) \
-        >>"${out}/install.log" 2>&1 || {
-        log "error: building pycuda/pyvkfft failed; see ${out}/install.log"
-        tail -40 "${out}/install.log" >&2
-        exit 1
-    }
+    # --no-build-isolation: setuptools, wheel and numpy are the host's; pycuda
+    # reads CUDA_ROOT, pyvkfft VKFFT_BACKEND and CUDA_HOME.
+    (cd /tmp && VKFFT_BACKEND=cuda run_logged "${pip[@]}" --no-build-isolation \
+        "${kit}"/sdist/pycuda-*.tar.gz "${kit}"/sdist/pyvkfft-*.tar.gz)
 fi
 
-vpy="${venv}/bin/python"
+export PYTHONPATH="${site}${PYTHONPATH:+:${PYTHONPATH}}"
+vpy="${py}"
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
     "${vpy}" -m pip list 2>/dev/null | grep -Ei 'tmfast|pycuda|pyvkfft|cupy|numpy|scipy|pytom' || true
