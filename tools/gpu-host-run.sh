@@ -65,6 +65,10 @@ if has_step install; then
     cuda_root="$(dirname "$(dirname "$(readlink -f "${nvcc_path}")")")"
     export CUDA_HOME="${CUDA_HOME:-${cuda_root}}" CUDA_ROOT="${CUDA_ROOT:-${cuda_root}}"
     export PATH="${cuda_root}/bin:${PATH}"
+    # link-time libcuda: the driver's own copy may lack the unversioned libcuda.so
+    # link; the toolkit's stub has the same soname (libcuda.so.1), which the
+    # driver's library then satisfies at run time.
+    export LIBRARY_PATH="${cuda_root}/lib64:${cuda_root}/lib64/stubs${LIBRARY_PATH:+:${LIBRARY_PATH}}"
     log "building pycuda and pyvkfft against CUDA at ${cuda_root} ($(nvcc --version | tail -1))"
     # --no-build-isolation: setuptools, wheel and numpy are the host's; pycuda
     # reads CUDA_ROOT, pyvkfft VKFFT_BACKEND and CUDA_HOME.
