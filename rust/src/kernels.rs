@@ -113,28 +113,42 @@ fn fold_row<S: SumElement>(
 ) {
     let n = best.len();
     let (ang, s1, s2, cr, f) = (&mut ang[..n], &mut s1[..n], &mut s2[..n], &cr[..n], &f[..n]);
-    // blocks of 8: the sums vectorise; best and angle are written only in the
-    // (after a few rotations rare) blocks where some voxel improves
-    let mut k0 = 0;
-    while k0 < n {
-        let k1 = (k0 + 8).min(n);
+    // blocks of 8 (fixed size: unrolled, vectorised); best and angle are written only
+    // in the blocks where some voxel improves (rare after a few rotations)
+    let n8 = n - n % 8;
+    let blocks = best[..n8]
+        .chunks_exact_mut(8)
+        .zip(ang[..n8].chunks_exact_mut(8))
+        .zip(s1[..n8].chunks_exact_mut(8))
+        .zip(s2[..n8].chunks_exact_mut(8))
+        .zip(cr[..n8].chunks_exact(8).zip(f[..n8].chunks_exact(8)));
+    for ((((b8, a8), p8), q8), (c8, f8)) in blocks {
+        let mut sv = [0f32; 8];
         let mut any = false;
-        for k in k0..k1 {
-            let s = op(cr[k], f[k]);
-            any |= s > best[k];
-            s1[k] = s1[k].add_score(s);
-            s2[k] = s2[k].add_square(s);
+        for k in 0..8 {
+            sv[k] = op(c8[k], f8[k]);
+            any |= sv[k] > b8[k];
+        }
+        for k in 0..8 {
+            p8[k] = p8[k].add_score(sv[k]);
+            q8[k] = q8[k].add_square(sv[k]);
         }
         if any {
-            for k in k0..k1 {
-                let s = op(cr[k], f[k]);
-                if s > best[k] {
-                    best[k] = s;
-                    ang[k] = idx;
-                }
+            for k in 0..8 {
+                let gt = sv[k] > b8[k];
+                b8[k] = if gt { sv[k] } else { b8[k] };
+                a8[k] = if gt { idx } else { a8[k] };
             }
         }
-        k0 = k1;
+    }
+    for k in n8..n {
+        let s = op(cr[k], f[k]);
+        if s > best[k] {
+            best[k] = s;
+            ang[k] = idx;
+        }
+        s1[k] = s1[k].add_score(s);
+        s2[k] = s2[k].add_square(s);
     }
 }
 

@@ -131,6 +131,7 @@ class CpuBackend:
         self.workers = workers or os.cpu_count() or 1
         self.max_batch_bytes = int(max_batch_bytes)
         self._sum_dtype = np.float32 if float32_sums else np.float64
+        self._buffers: dict[str, np.ndarray] = {}
         self._inputs: CorrelationInputs | None = None
         self._maps: _Maps | None = None
 
@@ -274,13 +275,39 @@ class CpuBackend:
         )
 
     # --------------------------------------------------------------- helpers
-    def _padded_rfft(self, boxes: np.ndarray) -> np.ndarray:
-        """``rfftn`` over the last three axes of ``boxes`` zero-padded to the volume."""
+    def _buffer(self, role: str, count: int) -> np.ndarray:
+        """A private ``(count, Z, Y, X//2+1)`` complex64 work buffer, kept between
+        batches (no page faults of a fresh volume-size allocation per rotation)."""
+        sz, sy, sx = self._shape
+        buf = self._buffers.get(role)
+        if buf is None or buf.shape[0] < count:
+            self._buffers.pop(role, None)
+            del buf
+            buf = np.empty((count, sz, sy, sx // 2 + 1), dtype=np.complex64)
+            self._buffers[role] = buf
+        return buf[:count]
+
+    def _padded_rfft(
+        self, boxes: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``rfftn`` over the last three axes of ``boxes`` zero-padded to the volume.
+
+        Pruned: x over the box's rows, y over its planes, then z over all columns
+        (into ``out``, a ``(B, Z, Y, X//2+1)`` complex64 buffer, when given).
+        """
         sz, sy, sx = self._shape
         w = self.workers
         a = sfft.rfft(boxes, n=sx, axis=-1, workers=w)
         a = sfft.fft(a, n=sy, axis=-2, workers=w, overwrite_x=True)
-        return sfft.fft(a, n=sz, axis=-3, workers=w, overwrite_x=True)
+        if out is None:
+            return sfft.fft(a, n=sz, axis=-3, workers=w, overwrite_x=True)
+        n = a.shape[-3]
+        out[..., :n, :, :] = a
+        out[..., n:, :, :] = 0
+        res = sfft.fft(out, axis=-3, workers=w, overwrite_x=True)
+        if not np.shares_memory(res, out):  # not expected: scipy works in place
+            out[...] = res
+        return out
 
     def _weighted(self, boxes: np.ndarray) -> np.ndarray:
         n = self._n
@@ -336,7 +363,7 @@ class CpuBackend:
             masks = np.concatenate([masks, masks])
         tnorm = self._normalise(self._weighted(rot), masks)
         del rot
-        ft = self._padded_rfft(tnorm)
+        ft = self._padded_rfft(tnorm, out=self._buffer("t", len(tnorm)))
         del tnorm
         np.conjugate(ft, out=ft)
         ft *= self._fv
@@ -344,9 +371,10 @@ class CpuBackend:
         local = None
         if not self._spherical:
             assert self._fv2 is not None
-            fm = self._padded_rfft(masks[:b])
+            fm = self._padded_rfft(masks[:b], out=self._buffer("m", b))
             np.conjugate(fm, out=fm)
-            fm2 = fm * self._fv2
+            fm2 = self._buffer("m2", b)
+            np.multiply(fm, self._fv2, out=fm2)
             fm *= self._fv
             mean = self._irfft_inplace(fm)
             e2 = self._irfft_inplace(fm2)
@@ -367,11 +395,11 @@ class CpuBackend:
         """
         sz, _, sx = self._shape
         w = self.workers
-        out = sfft.ifft(spec, axis=-3, workers=w, overwrite_x=True)
-        out = sfft.ifft(out, axis=-2, workers=w, overwrite_x=True)
-        if out is not spec:  # scipy did not work in place (not expected)
-            spec[...] = out
-            del out
+        for axis in (-3, -2):
+            res = sfft.ifft(spec, axis=axis, workers=w, overwrite_x=True)
+            if not np.shares_memory(res, spec):  # not expected: scipy works in place
+                spec[...] = res
+            del res
         real = spec.view(np.float32)  # (B, Z, Y, 2 * kx)
         for bi in range(spec.shape[0]):
             for z0 in range(0, sz, _C2R_SLAB):
@@ -459,6 +487,7 @@ class CpuBackend:
         self._maps = None
         for attr in ("_fv", "_fv2", "_inv_norm"):
             setattr(self, attr, None)
+        self._buffers = {}
         rolled: dict[str, np.ndarray | None] = {}
         for name in ("scores", "angles", "score_sum", "score_sq_sum", "noise_scores"):
             a = getattr(m, name)
@@ -474,6 +503,7 @@ class CpuBackend:
         """Drop all buffers and threads; the backend may be prepared again."""
         self._maps = None
         self._inputs = None
+        self._buffers = {}
         for attr in (
             "_fv",
             "_fv2",

@@ -1,0 +1,213 @@
+//! The CPU backend kernels against direct (scalar, obvious) implementations.
+
+use _rust::kernels::{fold_rotations, rotate_bspline, Normalisation, RunningMapsMut};
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn fold_equals_a_scalar_loop_with_row_padding_and_noise() {
+    let (rows, row_len, stride, b) = (37, 11, 12, 5);
+    let nvox = rows * row_len;
+    let corr = values(b * rows * stride, 1);
+    let noise = values(b * rows * stride, 2);
+    let inv: Vec<f32> = values(nvox, 3).iter().map(|v| 1.5 + v).collect();
+    let mut best = vec![f32::NEG_INFINITY; nvox];
+    let mut ang = vec![-1i32; nvox];
+    let mut s1 = vec![0f64; nvox];
+    let mut s2 = vec![0f64; nvox];
+    let mut nz = vec![f32::NEG_INFINITY; nvox];
+    // two calls: batches continue the indices
+    for (start, end) in [(0, 2), (2, 5)] {
+        let plane = rows * stride;
+        fold_rotations(
+            RunningMapsMut {
+                scores: &mut best,
+                angles: &mut ang,
+                score_sum: &mut s1,
+                score_sq_sum: &mut s2,
+                noise_scores: Some(&mut nz),
+            },
+            &corr[start * plane..end * plane],
+            Some(&noise[start * plane..end * plane]),
+            &Normalisation::Inverse(&inv),
+            start as i32,
+            row_len,
+            stride,
+        )
+        .unwrap();
+    }
+    for v in 0..nvox {
+        let (r, x) = (v / row_len, v % row_len);
+        let mut eb = f32::NEG_INFINITY;
+        let mut ea = -1;
+        let (mut e1, mut e2, mut en) = (0f64, 0f64, f32::NEG_INFINITY);
+        for i in 0..b {
+            let s = corr[i * rows * stride + r * stride + x] * inv[v];
+            if s > eb {
+                eb = s;
+                ea = i as i32;
+            }
+            e1 += f64::from(s);
+            e2 += f64::from(s) * f64::from(s);
+            en = en.max(noise[i * rows * stride + r * stride + x] * inv[v]);
+        }
+        assert_eq!(best[v], eb);
+        assert_eq!(ang[v], ea);
+        assert_eq!(s1[v], e1);
+        assert_eq!(s2[v], e2);
+        assert_eq!(nz[v], en);
+    }
+}
+
+#[test]
+fn fold_local_normalisation_and_ties() {
+    let nvox = 40;
+    let b = 3;
+    // identical correlations: ties keep the first rotation
+    let one = values(nvox, 7);
+    let corr: Vec<f32> = (0..b).flat_map(|_| one.clone()).collect();
+    let sum_v: Vec<f32> = values(b * nvox, 8).iter().map(|v| v * 10.0).collect();
+    // E[V^2] large enough for a real variance at most voxels, 0 (floor) at voxel 0
+    let mut sum_v2: Vec<f32> = values(b * nvox, 9).iter().map(|v| 200.0 + 50.0 * v).collect();
+    for i in 0..b {
+        sum_v2[i * nvox] = sum_v[i * nvox] * sum_v[i * nvox] / 100.0;
+    }
+    let n_m = [100.0f32, 100.0, 100.0];
+    let mut best = vec![f32::NEG_INFINITY; nvox];
+    let mut ang = vec![-1i32; nvox];
+    let mut s1 = vec![0f32; nvox];
+    let mut s2 = vec![0f32; nvox];
+    fold_rotations(
+        RunningMapsMut {
+            scores: &mut best,
+            angles: &mut ang,
+            score_sum: &mut s1,
+            score_sq_sum: &mut s2,
+            noise_scores: None,
+        },
+        &corr,
+        None,
+        &Normalisation::Local {
+            sum_v: &sum_v,
+            sum_v2: &sum_v2,
+            n_m: &n_m,
+            floor_rel: 1e-4,
+        },
+        10,
+        nvox,
+        nvox,
+    )
+    .unwrap();
+    for v in 0..nvox {
+        let mut eb = f32::NEG_INFINITY;
+        let mut ea = -1;
+        for i in 0..b {
+            let m = sum_v[i * nvox + v] / 100.0;
+            let e2 = sum_v2[i * nvox + v] / 100.0;
+            let var = e2 - m * m;
+            let sd = if var > (e2 + 1.0) * 1e-4 { var.sqrt() } else { 1.0 };
+            let s = corr[i * nvox + v] / (sd * 100.0);
+            if s > eb {
+                eb = s;
+                ea = 10 + i as i32;
+            }
+        }
+        assert_eq!(best[v], eb, "voxel {v}");
+        assert_eq!(ang[v], ea, "voxel {v}");
+    }
+    // voxel 0: variance 0 -> sigma 1 -> score corr / n_m
+    assert_eq!(best[0], one[0] / 100.0);
+}
+
+#[test]
+fn fold_rejects_inconsistent_sizes() {
+    let mut best = vec![0f32; 10];
+    let mut ang = vec![0i32; 10];
+    let mut s1 = vec![0f32; 10];
+    let mut s2 = vec![0f32; 9];
+    let inv = vec![1f32; 10];
+    let r = fold_rotations(
+        RunningMapsMut {
+            scores: &mut best,
+            angles: &mut ang,
+            score_sum: &mut s1,
+            score_sq_sum: &mut s2,
+            noise_scores: None,
+        },
+        &[0f32; 10],
+        None,
+        &Normalisation::Inverse(&inv),
+        0,
+        10,
+        10,
+    );
+    assert!(r.is_err());
+}
+
+/// Direct evaluation of the sampling rule (tensor-product cubic B-spline, zero
+/// outside), written from the definition `b(t) = (2 - |t|)^3 / 6` etc.
+fn bspline(t: f64) -> f64 {
+    let a = t.abs();
+    if a < 1.0 {
+        2.0 / 3.0 - a * a + a * a * a / 2.0
+    } else if a < 2.0 {
+        (2.0 - a).powi(3) / 6.0
+    } else {
+        0.0
+    }
+}
+
+#[test]
+fn rotation_equals_the_definition() {
+    let (nz, ny, nx) = (6usize, 7usize, 5usize);
+    let c = values(nz * ny * nx, 11);
+    let (a, b) = (0.7f64, 0.4f64);
+    // rotation about x then z (any orthonormal matrix will do)
+    let rx = [[1.0, 0.0, 0.0], [0.0, a.cos(), -a.sin()], [0.0, a.sin(), a.cos()]];
+    let rz = [[b.cos(), -b.sin(), 0.0], [b.sin(), b.cos(), 0.0], [0.0, 0.0, 1.0]];
+    let mut m = [[0f64; 3]; 3];
+    for i in 0..3 {
+        for j in 0..3 {
+            m[i][j] = (0..3).map(|k| rz[i][k] * rx[k][j]).sum();
+        }
+    }
+    let mut out = vec![0f32; c.len()];
+    rotate_bspline(&c, [nz, ny, nx], &m, &mut out).unwrap();
+    let ctr = [(nx / 2) as f64, (ny / 2) as f64, (nz / 2) as f64]; // x, y, z
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                let d = [x as f64 - ctr[0], y as f64 - ctr[1], z as f64 - ctr[2]];
+                // p_i = sum_j M[j][i] d_j + c_i  (M.T d + c)
+                let p: Vec<f64> = (0..3)
+                    .map(|i| (0..3).map(|j| m[j][i] * d[j]).sum::<f64>() + ctr[i])
+                    .collect();
+                let mut want = 0.0;
+                for kz in 0..nz {
+                    for ky in 0..ny {
+                        for kx in 0..nx {
+                            want += f64::from(c[(kz * ny + ky) * nx + kx])
+                                * bspline(p[2] - kz as f64)
+                                * bspline(p[1] - ky as f64)
+                                * bspline(p[0] - kx as f64);
+                        }
+                    }
+                }
+                let got = out[(z * ny + y) * nx + x];
+                assert!(
+                    (f64::from(got) - want).abs() < 1e-6,
+                    "({z}, {y}, {x}): {got} vs {want}"
+                );
+            }
+        }
+    }
+}
