@@ -7,8 +7,10 @@ between spherical and non-spherical masks for a spherical mask at quarter turns)
 Full mode (``--benchmark-enable``): the issue's case, a 256x256x128 tomogram and a
 48^3 template, spherical and non-spherical mask, with and without random-phase
 correction; ``N_ROT`` rotations each. Reported per variant: prepare time, ms per
-rotation (steady state: the loop only), peak traced memory (tracemalloc, numpy
-buffers) as a multiple of the tomogram's float32 size. Unsplit, the tile the backend
+rotation (steady state: the loop only), peak traced memory (tracemalloc from
+before ``prepare`` to after ``finalize``: numpy buffers, not Rust scratch) as a
+multiple of the tomogram's float32 size. A fifth row repeats the spherical case with
+``CpuBackend(float32_sums=True)``. Unsplit, the tile the backend
 searches is the tomogram zero-padded to an FFT-fast size (circular correlation, as
 pytom-match-pick; see tmfast.matching.tiling).
 
@@ -38,11 +40,13 @@ from tmfast.matching.demo import demo_mask, demo_template
 from tmfast.matching.random_phase import phase_randomised_template
 from tmfast.matching.tiling import cut_tile, fast_period, plan_tiles
 
+#: (name, spherical mask, random-phase noise template, float32 running sums)
 VARIANTS = [
-    ("spherical", True, False),
-    ("non-spherical", False, False),
-    ("spherical+random-phase", True, True),
-    ("non-spherical+random-phase", False, True),
+    ("spherical", True, False, False),
+    ("non-spherical", False, False, False),
+    ("spherical+random-phase", True, True, False),
+    ("non-spherical+random-phase", False, True, False),
+    ("spherical, float32 sums", True, False, True),
 ]
 
 
@@ -56,8 +60,8 @@ def _case(
     return cut_tile(tomo, tile), demo_template(box), demo_mask(box), weight
 
 
-def _run(vol, tmpl, mask, weight, spherical, noise, mats):  # type: ignore[no-untyped-def]
-    be = CpuBackend()
+def _run(vol, tmpl, mask, weight, spherical, noise, f32, mats):  # type: ignore[no-untyped-def]
+    be = CpuBackend(float32_sums=f32)
     tracemalloc.start()
     t0 = time.perf_counter()
     be.prepare(
@@ -94,17 +98,17 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest) -> None:
             [[0, 0, 0], [q, 0, 0], [0, q, 0], [q, q, 0], [0, 2 * q, q], [q, q, q]]
         )
     results = {}
-    for name, spherical, noise in VARIANTS:
+    for name, spherical, noise, f32 in VARIANTS:
         if name == "spherical":
             maps, prep, per, peak = benchmark.pedantic(  # type: ignore[attr-defined]
                 _run,
-                args=(vol, tmpl, mask, weight, spherical, noise, mats),
+                args=(vol, tmpl, mask, weight, spherical, noise, f32, mats),
                 rounds=1,
                 iterations=1,
             )
         else:
             maps, prep, per, peak = _run(
-                vol, tmpl, mask, weight, spherical, noise, mats
+                vol, tmpl, mask, weight, spherical, noise, f32, mats
             )
         assert np.isfinite(maps.scores).all()
         results[name] = maps

@@ -418,3 +418,29 @@ pub fn rotate_bspline(
         });
     Ok(())
 }
+
+/// `a <- conj(a) * b` elementwise over interleaved complex values (`re, im` pairs of
+/// `f32`), multi-threaded: the cross-power spectrum of a template (`a`, overwritten)
+/// and a volume (`b`).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the lengths differ or are odd.
+pub fn conj_multiply(a: &mut [f32], b: &[f32]) -> Result<()> {
+    if a.len() != b.len() || a.len() % 2 != 0 {
+        return Err(Error::invalid(format!(
+            "complex arrays must have the same even length of f32 values, got {} and {}",
+            a.len(),
+            b.len()
+        )));
+    }
+    a.par_chunks_mut(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .for_each(|(a, b)| {
+            for (x, y) in a.chunks_exact_mut(2).zip(b.chunks_exact(2)) {
+                let (ar, ai, br, bi) = (x[0], x[1], y[0], y[1]);
+                x[0] = ar * br + ai * bi;
+                x[1] = ar * bi - ai * br;
+            }
+        });
+    Ok(())
+}

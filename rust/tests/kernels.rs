@@ -1,13 +1,19 @@
 //! The CPU backend kernels against direct (scalar, obvious) implementations.
 
-use _rust::kernels::{fold_rotations, rotate_bspline, Normalisation, RunningMapsMut};
+use _rust::kernels::{
+    conj_multiply, fold_rotations, rotate_bspline, Normalisation, RunningMapsMut,
+};
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -77,7 +83,10 @@ fn fold_local_normalisation_and_ties() {
     let corr: Vec<f32> = (0..b).flat_map(|_| one.clone()).collect();
     let sum_v: Vec<f32> = values(b * nvox, 8).iter().map(|v| v * 10.0).collect();
     // E[V^2] large enough for a real variance at most voxels, 0 (floor) at voxel 0
-    let mut sum_v2: Vec<f32> = values(b * nvox, 9).iter().map(|v| 200.0 + 50.0 * v).collect();
+    let mut sum_v2: Vec<f32> = values(b * nvox, 9)
+        .iter()
+        .map(|v| 200.0 + 50.0 * v)
+        .collect();
     for i in 0..b {
         sum_v2[i * nvox] = sum_v[i * nvox] * sum_v[i * nvox] / 100.0;
     }
@@ -114,7 +123,11 @@ fn fold_local_normalisation_and_ties() {
             let m = sum_v[i * nvox + v] / 100.0;
             let e2 = sum_v2[i * nvox + v] / 100.0;
             let var = e2 - m * m;
-            let sd = if var > (e2 + 1.0) * 1e-4 { var.sqrt() } else { 1.0 };
+            let sd = if var > (e2 + 1.0) * 1e-4 {
+                var.sqrt()
+            } else {
+                1.0
+            };
             let s = corr[i * nvox + v] / (sd * 100.0);
             if s > eb {
                 eb = s;
@@ -172,8 +185,16 @@ fn rotation_equals_the_definition() {
     let c = values(nz * ny * nx, 11);
     let (a, b) = (0.7f64, 0.4f64);
     // rotation about x then z (any orthonormal matrix will do)
-    let rx = [[1.0, 0.0, 0.0], [0.0, a.cos(), -a.sin()], [0.0, a.sin(), a.cos()]];
-    let rz = [[b.cos(), -b.sin(), 0.0], [b.sin(), b.cos(), 0.0], [0.0, 0.0, 1.0]];
+    let rx = [
+        [1.0, 0.0, 0.0],
+        [0.0, a.cos(), -a.sin()],
+        [0.0, a.sin(), a.cos()],
+    ];
+    let rz = [
+        [b.cos(), -b.sin(), 0.0],
+        [b.sin(), b.cos(), 0.0],
+        [0.0, 0.0, 1.0],
+    ];
     let mut m = [[0f64; 3]; 3];
     for i in 0..3 {
         for j in 0..3 {
@@ -210,4 +231,20 @@ fn rotation_equals_the_definition() {
             }
         }
     }
+}
+
+#[test]
+fn conj_multiply_is_the_complex_product() {
+    let n = 3 * (1 << 14) + 6; // several work chunks and a ragged end
+    let a0 = values(n, 21);
+    let b = values(n, 22);
+    let mut a = a0.clone();
+    conj_multiply(&mut a, &b).unwrap();
+    for k in (0..n).step_by(2) {
+        // (ar - i ai)(br + i bi)
+        let (ar, ai, br, bi) = (a0[k], a0[k + 1], b[k], b[k + 1]);
+        assert_eq!(a[k], ar * br + ai * bi);
+        assert_eq!(a[k + 1], ar * bi - ai * br);
+    }
+    assert!(conj_multiply(&mut a, &b[..n - 2]).is_err());
 }

@@ -108,7 +108,8 @@ class CpuBackend:
     workers
         Threads for ``scipy.fft``; default ``os.cpu_count()``.
     max_batch_bytes
-        Memory budget for one sub-batch of volume-size FFT buffers.
+        Memory budget for one sub-batch of volume-size FFT buffers (at least one
+        rotation is done at a time; batching only pays for small volumes).
     float32_sums
         Keep ``score_sum`` / ``score_sq_sum`` in float32 while searching (8 bytes
         less per voxel; handed out as float64 as always). Each rotation's score is
@@ -125,7 +126,7 @@ class CpuBackend:
         self,
         *,
         workers: int | None = None,
-        max_batch_bytes: int = 128 * 2**20,
+        max_batch_bytes: int = 32 * 2**20,
         float32_sums: bool = False,
     ) -> None:
         self.workers = workers or os.cpu_count() or 1
@@ -232,16 +233,12 @@ class CpuBackend:
             )
         else:
             self._maps = self._from_external(resume_from, with_noise=with_noise)
-        # bytes per rotation in a sub-batch: complex spectrum + real map (+ noise,
-        # + three mask spectra/maps when not spherical)
-        per = self._fv.nbytes + 4 * int(np.prod(self._shape))
-        per *= 2 if with_noise else 1
+        # bytes per rotation in a sub-batch: one complex spectrum buffer (the inverse
+        # FFT runs in it), twice with noise, two more for a rotated mask
+        per = self._fv.nbytes * (2 if with_noise else 1)
         if not self._spherical:
-            per += 2 * self._fv.nbytes + 8 * int(np.prod(self._shape))
+            per += 2 * self._fv.nbytes
         self._sub_batch = int(max(1, min(32, self.max_batch_bytes // per)))
-        # at least 2 when the budget allows half again: batching amortises overheads
-        if self._sub_batch == 1 and 2 * per <= 1.5 * self.max_batch_bytes:
-            self._sub_batch = 2
         logger.debug(
             "cpu backend: volume %s, box %d, spherical=%s, noise=%s, sub-batch %d",
             self._shape,
@@ -298,15 +295,20 @@ class CpuBackend:
         sz, sy, sx = self._shape
         w = self.workers
         a = sfft.rfft(boxes, n=sx, axis=-1, workers=w)
-        a = sfft.fft(a, n=sy, axis=-2, workers=w, overwrite_x=True)
         if out is None:
+            a = sfft.fft(a, n=sy, axis=-2, workers=w, overwrite_x=True)
             return sfft.fft(a, n=sz, axis=-3, workers=w, overwrite_x=True)
-        n = a.shape[-3]
-        out[..., :n, :, :] = a
-        out[..., n:, :, :] = 0
-        res = sfft.fft(out, axis=-3, workers=w, overwrite_x=True)
-        if not np.shares_memory(res, out):  # not expected: scipy works in place
-            out[...] = res
+        n_z, n_y = a.shape[-3], a.shape[-2]
+        head = out[..., :n_z, :, :]  # contiguous per box: y runs in place there
+        head[..., :n_y, :] = a
+        head[..., n_y:, :] = 0
+        del a
+        out[..., n_z:, :, :] = 0
+        for axis, part in ((-2, head), (-3, out)):
+            res = sfft.fft(part, axis=axis, workers=w, overwrite_x=True)
+            if not np.shares_memory(res, part):  # not expected: scipy works in place
+                part[...] = res
+            del res
         return out
 
     def _weighted(self, boxes: np.ndarray) -> np.ndarray:
@@ -365,17 +367,20 @@ class CpuBackend:
         del rot
         ft = self._padded_rfft(tnorm, out=self._buffer("t", len(tnorm)))
         del tnorm
-        np.conjugate(ft, out=ft)
-        ft *= self._fv
+        fv = self._fv.view(np.float32)
+        for spec in ft:  # conj(F(T')) * F(V), in place, one pass (Rust)
+            _rust.conj_multiply(spec.view(np.float32), fv)
         corr = self._irfft_inplace(ft)
         local = None
         if not self._spherical:
             assert self._fv2 is not None
             fm = self._padded_rfft(masks[:b], out=self._buffer("m", b))
-            np.conjugate(fm, out=fm)
             fm2 = self._buffer("m2", b)
-            np.multiply(fm, self._fv2, out=fm2)
-            fm *= self._fv
+            np.copyto(fm2, fm)
+            fv2 = self._fv2.view(np.float32)
+            for spec, spec2 in zip(fm, fm2, strict=True):
+                _rust.conj_multiply(spec.view(np.float32), fv)
+                _rust.conj_multiply(spec2.view(np.float32), fv2)
             mean = self._irfft_inplace(fm)
             e2 = self._irfft_inplace(fm2)
             n_m = masks[:b].astype(np.float64).sum(axis=(1, 2, 3)).astype(np.float32)

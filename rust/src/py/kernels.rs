@@ -222,9 +222,24 @@ fn rotate_bspline_py(
     Ok(())
 }
 
+/// `a <- conj(a) * b` over complex64 arrays passed as their float32 views
+/// (`a.view(np.float32)`); `a` and `b` must be C-contiguous and the same size.
+#[pyfunction(name = "conj_multiply")]
+fn conj_multiply_py(
+    py: Python<'_>,
+    mut a: PyReadwriteArrayDyn<'_, f32>,
+    b: PyReadonlyArrayDyn<'_, f32>,
+) -> PyResult<()> {
+    let x = contiguous(a.as_slice_mut(), "a")?;
+    let y = contiguous_ro(b.as_slice(), "b")?;
+    py.detach(|| kernels::conj_multiply(x, y))?;
+    Ok(())
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fold_rotations_py, m)?)?;
     m.add_function(wrap_pyfunction!(fold_rotations_f32_py, m)?)?;
     m.add_function(wrap_pyfunction!(rotate_bspline_py, m)?)?;
+    m.add_function(wrap_pyfunction!(conj_multiply_py, m)?)?;
     Ok(())
 }
