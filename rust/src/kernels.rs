@@ -97,8 +97,9 @@ fn local_denominator(sum_v: f32, sum_v2: f32, n_m: f32, floor_rel: f32) -> f32 {
     sd * n_m
 }
 
-/// Fold one rotation into one row of the maps: `s = op(cr, f)` (branch-free so it
-/// vectorises).
+/// Fold one rotation into one row of the maps: `s = op(cr, f)`. Three simple
+/// streaming loops over the row (each vectorises): scores into `tmp`, the sums, and
+/// a branch-free select of the maximum and its index.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn fold_row<S: SumElement>(
@@ -109,46 +110,25 @@ fn fold_row<S: SumElement>(
     idx: i32,
     cr: &[f32],
     f: &[f32],
+    tmp: &mut [f32],
     op: impl Fn(f32, f32) -> f32,
 ) {
     let n = best.len();
-    let (ang, s1, s2, cr, f) = (&mut ang[..n], &mut s1[..n], &mut s2[..n], &cr[..n], &f[..n]);
-    // blocks of 8 (fixed size: unrolled, vectorised); best and angle are written only
-    // in the blocks where some voxel improves (rare after a few rotations)
-    let n8 = n - n % 8;
-    let blocks = best[..n8]
-        .chunks_exact_mut(8)
-        .zip(ang[..n8].chunks_exact_mut(8))
-        .zip(s1[..n8].chunks_exact_mut(8))
-        .zip(s2[..n8].chunks_exact_mut(8))
-        .zip(cr[..n8].chunks_exact(8).zip(f[..n8].chunks_exact(8)));
-    for ((((b8, a8), p8), q8), (c8, f8)) in blocks {
-        let mut sv = [0f32; 8];
-        let mut any = false;
-        for k in 0..8 {
-            sv[k] = op(c8[k], f8[k]);
-            any |= sv[k] > b8[k];
-        }
-        for k in 0..8 {
-            p8[k] = p8[k].add_score(sv[k]);
-            q8[k] = q8[k].add_square(sv[k]);
-        }
-        if any {
-            for k in 0..8 {
-                let gt = sv[k] > b8[k];
-                b8[k] = if gt { sv[k] } else { b8[k] };
-                a8[k] = if gt { idx } else { a8[k] };
-            }
-        }
+    let tmp = &mut tmp[..n];
+    for ((t, c), f) in tmp.iter_mut().zip(&cr[..n]).zip(&f[..n]) {
+        *t = op(*c, *f);
     }
-    for k in n8..n {
-        let s = op(cr[k], f[k]);
-        if s > best[k] {
-            best[k] = s;
-            ang[k] = idx;
-        }
-        s1[k] = s1[k].add_score(s);
-        s2[k] = s2[k].add_square(s);
+    for ((p, q), t) in s1[..n].iter_mut().zip(s2[..n].iter_mut()).zip(tmp.iter()) {
+        *p = p.add_score(*t);
+        *q = q.add_square(*t);
+    }
+    // bit masks, not `if`: a data-dependent branch mispredicts while the maxima
+    // still move (the first tens of rotations)
+    for ((b, a), t) in best.iter_mut().zip(ang[..n].iter_mut()).zip(tmp.iter()) {
+        let m = i32::from(*t > *b).wrapping_neg(); // 0 or -1
+        *a = (*a & !m) | (idx & m);
+        let bits = (b.to_bits() as i32 & !m) | (t.to_bits() as i32 & m);
+        *b = f32::from_bits(bits as u32);
     }
 }
 
@@ -239,6 +219,7 @@ pub fn fold_rotations<S: SumElement>(
         .for_each(|(c, ((((best, ang), s1), s2), noise))| {
             let first_row = c * chunk / row_len;
             let mut noise = noise;
+            let mut tmp = vec![0f32; row_len];
             for i in 0..b {
                 let idx = first_index + i as i32;
                 for (r, rows) in best
@@ -259,7 +240,7 @@ pub fn fold_rotations<S: SumElement>(
                     match norm {
                         Normalisation::Inverse(inv) => {
                             let inv = &inv[voxel..voxel + row_len];
-                            fold_row(best, ang, s1, s2, idx, cr, inv, |s, f| s * f);
+                            fold_row(best, ang, s1, s2, idx, cr, inv, &mut tmp, |s, f| s * f);
                             if let (Some(nz), Some(nc)) = (nz, nc) {
                                 for ((n, c), f) in nz.iter_mut().zip(nc).zip(inv) {
                                     let s = c * f;
@@ -284,7 +265,7 @@ pub fn fold_rotations<S: SumElement>(
                                 .zip(sv2)
                                 .map(|(a, b)| local_denominator(*a, *b, nm, *floor_rel))
                                 .collect();
-                            fold_row(best, ang, s1, s2, idx, cr, &den, |s, d| s / d);
+                            fold_row(best, ang, s1, s2, idx, cr, &den, &mut tmp, |s, d| s / d);
                             if let (Some(nz), Some(nc)) = (nz, nc) {
                                 for ((n, c), d) in nz.iter_mut().zip(nc).zip(&den) {
                                     let s = c / d;

@@ -91,8 +91,9 @@ def _empty_maps(
     return _Maps(
         scores=np.full(shape_zyx, -np.inf, dtype=np.float32),
         angles=np.full(shape_zyx, -1, dtype=np.int32),
-        score_sum=np.zeros(shape_zyx, dtype=sum_dtype),
-        score_sq_sum=np.zeros(shape_zyx, dtype=sum_dtype),
+        # np.full, not np.zeros: written now, not page-faulted in the first rotation
+        score_sum=np.full(shape_zyx, 0.0, dtype=sum_dtype),
+        score_sq_sum=np.full(shape_zyx, 0.0, dtype=sum_dtype),
         noise_scores=(
             np.full(shape_zyx, -np.inf, dtype=np.float32) if with_noise else None
         ),
@@ -239,6 +240,12 @@ class CpuBackend:
         if not self._spherical:
             per += 2 * self._fv.nbytes
         self._sub_batch = int(max(1, min(32, self.max_batch_bytes // per)))
+        # the work buffers of a full sub-batch, allocated (and touched) here
+        n_spec = self._sub_batch * (2 if with_noise else 1)
+        self._buffer("t", n_spec)
+        if not self._spherical:
+            self._buffer("m", self._sub_batch)
+            self._buffer("m2", self._sub_batch)
         logger.debug(
             "cpu backend: volume %s, box %d, spherical=%s, noise=%s, sub-batch %d",
             self._shape,
@@ -281,6 +288,7 @@ class CpuBackend:
             self._buffers.pop(role, None)
             del buf
             buf = np.empty((count, sz, sy, sx // 2 + 1), dtype=np.complex64)
+            buf.fill(0)  # touch the pages now
             self._buffers[role] = buf
         return buf[:count]
 
