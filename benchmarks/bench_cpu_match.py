@@ -18,7 +18,9 @@ pyTME comparison (full mode, when ``TMFAST_PYTME_PYTHON`` names a Python with Py
 ``pytme`` installed): ``benchmarks/pytme_reference.py`` runs pyTME's
 ``FLCSphericalMask`` exhaustive matching on the same sizes in a subprocess, twice
 (``N_ROT // 4`` and ``N_ROT`` rotations); the slope is its ms per rotation, compared
-with the spherical-mask figure above on the same machine.
+with the figures above on the same machine. Full mode runs ``REPEATS`` interleaved
+rounds of all variants and pyTME and reports the minimum of each (the VM is shared
+with other jobs; the minimum is the least disturbed run).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from tmfast.matching.random_phase import phase_randomised_template
 from tmfast.matching.tiling import cut_tile, fast_period, plan_tiles
 
 #: (name, spherical mask, random-phase noise template, float32 running sums)
+#: Interleaved rounds in full mode (figures are the minimum over them).
+REPEATS = 3
+
 VARIANTS = [
     ("spherical", True, False, False),
     ("non-spherical", False, False, False),
@@ -85,6 +90,19 @@ def _run(vol, tmpl, mask, weight, spherical, noise, f32, mats):  # type: ignore[
     return maps, t1 - t0, (t2 - t1) / len(mats), peak
 
 
+def _pytme(pytme: str, shape: tuple[int, int, int], box: int, n: int) -> dict:  # type: ignore[type-arg]
+    script = Path(__file__).with_name("pytme_reference.py")
+    out = subprocess.run(
+        [pytme, str(script), *map(str, shape), str(box), str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=3600,
+    )
+    result: dict = json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[type-arg]
+    return result
+
+
 def test_cpu_match_speed(benchmark: pytest.FixtureRequest) -> None:
     full = not benchmark.disabled  # type: ignore[attr-defined]
     shape, box, n_rot = ((128, 256, 256), 48, 16) if full else ((40, 48, 48), 13, 6)
@@ -97,21 +115,40 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest) -> None:
         mats = zxz_to_matrices(
             [[0, 0, 0], [q, 0, 0], [0, q, 0], [q, q, 0], [0, 2 * q, q], [q, q, q]]
         )
+    pytme = os.environ.get("TMFAST_PYTME_PYTHON") if full else None
+    # full mode: REPEATS interleaved rounds of every variant and of pyTME, each
+    # figure the minimum over the rounds (the machine is shared: the minimum is the
+    # least disturbed run of each, measured in the same stretch of time)
+    repeats = REPEATS if full else 1
     results = {}
-    for name, spherical, noise, f32 in VARIANTS:
-        if name == "spherical":
-            maps, prep, per, peak = benchmark.pedantic(  # type: ignore[attr-defined]
-                _run,
-                args=(vol, tmpl, mask, weight, spherical, noise, f32, mats),
-                rounds=1,
-                iterations=1,
+    best: dict[str, tuple[float, float, int]] = {}
+    pytme_runs: list[dict[int, dict[str, float]]] = []
+    for rep in range(repeats):
+        for name, spherical, noise, f32 in VARIANTS:
+            if name == "spherical" and rep == 0:
+                maps, prep, per, peak = benchmark.pedantic(  # type: ignore[attr-defined]
+                    _run,
+                    args=(vol, tmpl, mask, weight, spherical, noise, f32, mats),
+                    rounds=1,
+                    iterations=1,
+                )
+            else:
+                maps, prep, per, peak = _run(
+                    vol, tmpl, mask, weight, spherical, noise, f32, mats
+                )
+            assert np.isfinite(maps.scores).all()
+            results[name] = maps
+            old = best.get(name)
+            best[name] = (
+                (prep, per, peak)
+                if old is None
+                else (min(old[0], prep), min(old[1], per), max(old[2], peak))
             )
-        else:
-            maps, prep, per, peak = _run(
-                vol, tmpl, mask, weight, spherical, noise, f32, mats
+        if pytme:
+            pytme_runs.append(
+                {n: _pytme(pytme, shape, box, n) for n in (n_rot // 4, n_rot)}
             )
-        assert np.isfinite(maps.scores).all()
-        results[name] = maps
+    for name, (prep, per, peak) in best.items():
         benchmark.extra_info[name] = {  # type: ignore[attr-defined]
             "ms_per_rotation": 1e3 * per,
             "prepare_s": prep,
@@ -121,33 +158,30 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest) -> None:
             f"\n{name:28s} tomogram {shape} box {box} tile {vol.shape}: "
             f"{1e3 * per:8.1f} ms/rotation, prepare {prep:5.2f} s, "
             f"peak {peak / 2**20:7.1f} MiB = {peak / tomo_bytes:4.1f}x tomogram"
+            + (f" (min of {repeats} rounds)" if repeats > 1 else "")
         )
-    pytme = os.environ.get("TMFAST_PYTME_PYTHON")
-    if full and pytme:
-        script = Path(__file__).with_name("pytme_reference.py")
-        runs = []
-        for n in (n_rot // 4, n_rot):
-            out = subprocess.run(
-                [pytme, str(script), *map(str, shape), str(box), str(n)],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=3600,
-            )
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        per_pytme = (runs[1]["seconds"] - runs[0]["seconds"]) / (
-            runs[1]["n_rotations"] - runs[0]["n_rotations"]
-        )
-        ours = benchmark.extra_info["spherical"]["ms_per_rotation"] / 1e3  # type: ignore[attr-defined]
+    if pytme_runs:
+        lo, hi = n_rot // 4, n_rot
+        t_lo = min(r[lo]["seconds"] for r in pytme_runs)
+        t_hi = min(r[hi]["seconds"] for r in pytme_runs)
+        per_pytme = (t_hi - t_lo) / (hi - lo)
+        rss = max(r[hi]["peak_rss_mib"] for r in pytme_runs)
+        ratios = {
+            name: per_pytme / best[name][1]
+            for name in best
+            if name in ("spherical", "spherical, float32 sums")
+            or "random" in name
+            or name == "non-spherical"
+        }
         benchmark.extra_info["pytme"] = {  # type: ignore[attr-defined]
             "ms_per_rotation": 1e3 * per_pytme,
-            "peak_rss_mib": runs[1]["peak_rss_mib"],
-            "speedup_tmfast_vs_pytme": per_pytme / ours,
+            "peak_rss_mib": rss,
+            "speedup_tmfast_vs_pytme": ratios,
         }
         print(
             f"\npyTME FLCSphericalMask: {1e3 * per_pytme:8.1f} ms/rotation, peak RSS "
-            f"{runs[1]['peak_rss_mib']:.0f} MiB; tmfast spherical is "
-            f"{per_pytme / ours:.2f}x faster"
+            f"{rss:.0f} MiB (min of {len(pytme_runs)} rounds); pyTME time / tmfast "
+            "time: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
         )
     if not full:
         # a spherical mask at quarter turns: both mask modes give the same maps

@@ -201,14 +201,17 @@ class CpuBackend:
             fm = self._padded_rfft(mask[None])[0]
             np.conjugate(fm, out=fm)
             n_m = float(mask.sum(dtype=np.float64))
+            # the real-space volume is not kept: V^2 in place, then dropped
+            np.multiply(vol, vol, out=vol)
+            fv2 = sfft.rfftn(vol, workers=w)
+            del vol
+            fv2 *= fm
+            var = sfft.irfftn(fv2, s=self._shape, workers=w, overwrite_x=True)
+            del fv2
             mean = sfft.irfftn(
                 self._fv * fm, s=self._shape, workers=w, overwrite_x=True
             )
-            fv2 = sfft.rfftn(vol * vol, workers=w)
-            fv2 *= fm
             del fm
-            var = sfft.irfftn(fv2, s=self._shape, workers=w, overwrite_x=True)
-            del fv2
             mean /= np.float32(n_m)
             var /= np.float32(n_m)  # E[V^2] for now
             # the volume is standardised: its mean square over the array is 1
@@ -226,7 +229,9 @@ class CpuBackend:
             self._fv2: npt.NDArray[np.complex64] | None = None
         else:
             self._inv_norm = None
-            self._fv2 = sfft.rfftn(vol * vol, workers=w)
+            np.multiply(vol, vol, out=vol)
+            self._fv2 = sfft.rfftn(vol, workers=w)
+            del vol
         with_noise = self._coeffs_noise is not None
         if resume_from is None:
             self._maps = _empty_maps(
