@@ -115,3 +115,49 @@ def write_imod(
 ) -> None: ...
 
 # --- end formats --------------------------------------------------------------------
+
+# --- kernels of the CPU matching backend (rust/src/py/kernels.rs) ----------------------
+def fold_rotations(
+    scores: npt.NDArray[np.float32],
+    angles: npt.NDArray[np.int32],
+    score_sum: npt.NDArray[np.float64],
+    score_sq_sum: npt.NDArray[np.float64],
+    corr: npt.NDArray[np.float32],
+    *,
+    first_index: int,
+    noise_scores: npt.NDArray[np.float32] | None = None,
+    noise_corr: npt.NDArray[np.float32] | None = None,
+    inverse_norm: npt.NDArray[np.float32] | None = None,
+    local_sum: npt.NDArray[np.float32] | None = None,
+    local_sq_sum: npt.NDArray[np.float32] | None = None,
+    mask_sums: list[float] | None = None,
+    floor_rel: float = 1e-4,
+    row_len: int = 0,
+    row_stride: int = 0,
+) -> None: ...
+def fold_rotations_f32(
+    scores: npt.NDArray[np.float32],
+    angles: npt.NDArray[np.int32],
+    score_sum: npt.NDArray[np.float32],
+    score_sq_sum: npt.NDArray[np.float32],
+    corr: npt.NDArray[np.float32],
+    *,
+    first_index: int,
+    noise_scores: npt.NDArray[np.float32] | None = None,
+    noise_corr: npt.NDArray[np.float32] | None = None,
+    inverse_norm: npt.NDArray[np.float32] | None = None,
+    local_sum: npt.NDArray[np.float32] | None = None,
+    local_sq_sum: npt.NDArray[np.float32] | None = None,
+    mask_sums: list[float] | None = None,
+    floor_rel: float = 1e-4,
+    row_len: int = 0,
+    row_stride: int = 0,
+) -> None: ...
+def rotate_bspline(
+    coeffs: npt.NDArray[np.float32],
+    matrix: npt.NDArray[np.float64],
+    out: npt.NDArray[np.float32],
+) -> None: ...
+def conj_multiply(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> None: ...
+
+# --- end kernels --------------------------------------------------------------------
