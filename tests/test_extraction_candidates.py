@@ -321,3 +321,28 @@ def test_job_with_relative_rotation_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path.parent)  # the file is not in the CWD
     t = extract_candidates(tmp_path / "tomo_job.json", n_particles=10)
     np.testing.assert_allclose(t.angles_zxz_rad, angles[[5, 17, 40]])
+
+
+def test_centred_coordinates_infer_missing_binning(tmp_path: Path) -> None:
+    """A tilt-series pixel size without a recorded binning implies binning = voxel/pixel.
+
+    RELION5: centred Å = (x_vox * binning - size_unbinned / 2) * pixel; assuming a
+    binning of 1 would shrink every coordinate by the true binning.
+    """
+    ts_px = VOXEL_A / 4.0
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    md = dict(tilt_angles_deg=(-60.0, 0.0, 60.0), tilt_series_pixel_size_a=ts_px)
+    known = extract_candidates(
+        make_job(tmp_path / "a", metadata=TiltSeriesMetadata(**md, binning=4.0)),
+        n_particles=50,
+    )
+    unknown = extract_candidates(
+        make_job(tmp_path / "b", metadata=TiltSeriesMetadata(**md)), n_particles=50
+    )
+    assert unknown.binning is None and len(known) == len(unknown) == 3
+    got = unknown.centred_coordinates_a()
+    np.testing.assert_allclose(got, known.centred_coordinates_a())
+    nz, ny, nx = TOMO_ZYX
+    x_vox = known.positions_zyx[:, 2]
+    np.testing.assert_allclose(got[:, 0], (x_vox * 4.0 - nx * 4.0 / 2) * ts_px)

@@ -184,7 +184,10 @@ class CandidateTable:
         """
         nz, ny, nx = self.tomo_shape_zyx
         if self.tilt_series_pixel_size_a is not None:
-            px, b = self.tilt_series_pixel_size_a, float(self.binning or 1.0)
+            px = self.tilt_series_pixel_size_a
+            # Without a recorded binning the tomogram voxel is binning x the tilt-series
+            # pixel; assuming 1 would shrink every coordinate by the binning factor.
+            b = float(self.binning or self.voxel_size_a / px)
         else:
             px, b = self.voxel_size_a, 1.0
         return voxels_to_centred_angstrom(

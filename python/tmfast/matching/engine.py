@@ -1261,9 +1261,18 @@ def match_template(
     if config.spectral_whitening:
         from tmfast.filters.whitening import estimate_whitening_profile
 
-        patch = min(max(n_box, 64), *inputs.search_shape_zyx, *inputs.tomogram.shape)
+        patch = int(min(max(n_box, 64), *inputs.search_shape_zyx, *inputs.tomogram.shape))
+        # As pytom 0.14: average the spectrum only over Fourier voxels the tilt
+        # geometry covers, so the missing wedge does not bias the profile.
+        coverage = None
+        if inputs.tilt_range_deg is not None:
+            from tmfast.filters.wedge import binary_wedge
+
+            coverage = binary_wedge((patch, patch, patch), *inputs.tilt_range_deg)
         profile = np.asarray(
-            estimate_whitening_profile(inputs.tomogram, patch_size=int(patch)),
+            estimate_whitening_profile(
+                inputs.tomogram, patch_size=patch, coverage_weight=coverage
+            ),
             dtype=np.float32,
         )
     vs = inputs.voxel_size_a
