@@ -196,3 +196,9 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest) -> None:
         np.testing.assert_array_equal(
             results["spherical"].angles[inside], results["non-spherical"].angles[inside]
         )
+        # float32 running sums: same maxima, sums within float32 rounding
+        f32 = results["spherical, float32 sums"]
+        np.testing.assert_array_equal(f32.scores, results["spherical"].scores)
+        np.testing.assert_allclose(
+            f32.score_sq_sum, results["spherical"].score_sq_sum, rtol=1e-6
+        )
