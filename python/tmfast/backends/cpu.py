@@ -318,8 +318,8 @@ class CpuBackend:
     ) -> np.ndarray:
         """``rfftn`` over the last three axes of ``boxes`` zero-padded to the volume.
 
-        Pruned: x over the box's rows, y over its planes, then z over all columns
-        (into ``out``, a ``(B, Z, Y, X//2+1)`` complex64 buffer, when given).
+        Pruned: x over the box's rows, then (into ``out``, a ``(B, Z, Y, X//2+1)``
+        complex64 buffer, when given) z over the box's columns, y over all planes.
         """
         sz, sy, sx = self._shape
         w = self.workers
@@ -327,17 +327,16 @@ class CpuBackend:
         if out is None:
             a = sfft.fft(a, n=sy, axis=-2, workers=w, overwrite_x=True)
             return sfft.fft(a, n=sz, axis=-3, workers=w, overwrite_x=True)
-        n_z, n_y = a.shape[-3], a.shape[-2]
-        head = out[..., :n_z, :, :]  # contiguous per box: y runs in place there
-        head[..., :n_y, :] = a
-        head[..., n_y:, :] = 0
+        # z over the box's columns (zero-padded to Z), then y over every plane in
+        # the buffer: fewer and better-strided transforms than y first
+        n_y = a.shape[-2]
+        a = sfft.fft(a, n=sz, axis=-3, workers=w, overwrite_x=True)
+        out[..., :n_y, :] = a
         del a
-        out[..., n_z:, :, :] = 0
-        for axis, part in ((-2, head), (-3, out)):
-            res = sfft.fft(part, axis=axis, workers=w, overwrite_x=True)
-            if not np.shares_memory(res, part):  # not expected: scipy works in place
-                part[...] = res
-            del res
+        out[..., n_y:, :] = 0
+        res = sfft.fft(out, axis=-2, workers=w, overwrite_x=True)
+        if not np.shares_memory(res, out):  # not expected: scipy works in place
+            out[...] = res
         return out
 
     def _weighted(self, boxes: np.ndarray) -> np.ndarray:
