@@ -182,19 +182,85 @@ def test_existing_output_refused_nothing_written(tmp_path: Path, capsys) -> None
     assert (tmp_path / "tomo_qc.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_no_particle_above_cutoff_writes_empty_valid_star(tmp_path, capsys) -> None:
+def test_no_particle_above_cutoff_writes_empty_valid_star_exit_0(
+    tmp_path, capsys, caplog
+) -> None:
+    """An honestly empty tomogram is a result (batches go on): exit 0 + warning."""
     job = make_job(tmp_path)
-    code, out = run(["extract", "-j", str(job), "-n", "10", "-c", "0.99"], capsys)
-    assert code == 2
-    err = [ln for ln in out.splitlines() if "error" in ln]
-    assert len(err) == 1 and "no particle above the cutoff 0.99" in err[0]
+    with caplog.at_level("WARNING"):
+        code, out = run(["extract", "-j", str(job), "-n", "10", "-c", "0.99"], capsys)
+    assert code == 0, out
+    warn = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        "no particle above the cutoff 0.99" in w and "lower -c" in w for w in warn
+    )
     text = (tmp_path / "tomo_particles.star").read_text()
     assert "data_particles" in text and "_rlnLCCmax" in text
-    from tmfast.io.star import read_star
+    blocks = starfile.read(tmp_path / "tomo_particles.star", always_dict=True)
+    assert len(blocks["particles"]) == 0
+    assert (tmp_path / "tomo_extraction.png").read_bytes()[:4] == b"\x89PNG"
 
-    blocks = read_star(tmp_path / "tomo_particles.star")
-    assert len(blocks["particles"]["rlnLCCmax"]) == 0
-    assert not (tmp_path / "tomo_extraction.png").exists()
+
+def _no_outputs(d: Path) -> bool:
+    return not any(
+        p.name.startswith("tomo_particles")
+        or p.suffix in (".png", ".svg", ".mod")
+        or p.name.startswith(".tomo")
+        for p in d.iterdir()
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "want"),
+    [
+        (["--plot-bins", "0"], "--plot-bins 0 must be at least 1"),
+        (["--particle-diameter", "-5"], "--particle-diameter -5 must be a positive"),
+        (["--particle-diameter", "0"], "--particle-diameter 0 must be a positive"),
+        (["--particle-diameter", "1e6"], "--particle-diameter 1e+06 Å is larger than"),
+        (["--tophat-connectivity", "0"], "--tophat-connectivity 0 must be 1, 2 or 3"),
+        (["--tophat-bins", "2"], "--tophat-bins 2 must be at least 8"),
+        (["--number-of-false-positives", "0"], "--number-of-false-positives 0 must"),
+        (["--number-of-false-positives", "-1"], "--number-of-false-positives -1 must"),
+        (["-n", "0"], "--number-of-particles 0 must be at least 1"),
+        (["-c", "nan"], "-c/--cut-off nan must be a finite score"),
+    ],
+)
+def test_bad_option_one_line_exit_2_nothing_written(tmp_path, capsys, extra, want):
+    job = make_job(tmp_path)
+    argv = ["extract", "-j", str(job), "-n", "10", "--imod", *extra]
+    code, out = run(argv, capsys)
+    lines = [ln for ln in out.strip().splitlines() if ln]
+    assert code == 2 and len(lines) == 1 and want in lines[0], out
+    assert "Traceback" not in out
+    assert _no_outputs(tmp_path)
+
+
+def test_rerun_refused_before_any_work(tmp_path, capsys, caplog) -> None:
+    """A second run into the same folder stops before extracting anything."""
+    job = make_job(tmp_path)
+    code, out = run(["extract", "-j", str(job), "-n", "10"], capsys)
+    assert code == 0, out
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        code, out = run(["extract", "-j", str(job), "-n", "10"], capsys)
+    assert code == 2 and "output exists" in out and "--overwrite" in out
+    assert not any("picks above cutoff" in r.getMessage() for r in caplog.records)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_failing_plot_leaves_no_partial_output(tmp_path, capsys, monkeypatch) -> None:
+    """Outputs appear only when every file succeeded (no STAR without its plots)."""
+    import tmfast.extraction.plots as plots
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise plots.ConfigError("plot failed on purpose")
+
+    monkeypatch.setattr(plots, "plot_extraction", broken)
+    job = make_job(tmp_path)
+    code, out = run(["extract", "-j", str(job), "-n", "10", "--imod"], capsys)
+    assert code == 2 and "plot failed on purpose" in out
+    assert _no_outputs(tmp_path)
 
 
 @pytest.mark.parametrize("problem", ["missing_scores", "mask_shape", "bad_json"])

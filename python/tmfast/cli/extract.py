@@ -8,11 +8,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from tmfast.errors import ConfigError, FormatError
+
+if TYPE_CHECKING:
+    from tmfast.extraction.candidates import CandidateTable
 
 logger = logging.getLogger(__name__)
 
@@ -129,11 +136,35 @@ def extract(
     """Extract particles from score maps: STAR (RELION5), plots, QC picture, IMOD."""
     from tmfast._fileio import check_writable
     from tmfast.extraction import extract_candidates
+    from tmfast.extraction.pytom_job import load_job
     from tmfast.extraction.star_columns import relion5_tomogram_geometry
 
-    out_dir = output_dir if output_dir is not None else job_file.resolve().parent
+    _check_options(
+        n_particles=n_particles,
+        particle_diameter=particle_diameter,
+        cut_off=cut_off,
+        n_false_positives=n_false_positives,
+        tophat_connectivity=tophat_connectivity,
+        tophat_bins=tophat_bins,
+        plot_bins=plot_bins,
+    )
+    # The job (a small JSON) names the outputs: refuse existing ones before any work.
+    mjob, jpath = load_job(job_file)
+    out_dir = output_dir if output_dir is not None else jpath.resolve().parent
+    stem = out_dir / mjob.tomo_id
+    star = Path(f"{stem}_particles.star")
+    mod = Path(f"{stem}_particles.mod")
+    plots = [Path(f"{stem}_extraction.svg"), Path(f"{stem}_extraction.png")]
+    qc = Path(f"{stem}_qc.png")
+    tophat_plots = [Path(f"{stem}_tophat.svg"), Path(f"{stem}_tophat.png")]
+    outputs = [star] + ([mod] if imod else [])
+    if not no_plots:
+        outputs += [*plots, qc] + (tophat_plots if tophat_filter else [])
+    for p in outputs:
+        check_writable(p, overwrite=overwrite)
+
     table = extract_candidates(
-        job_file,
+        mjob,
         n_particles=n_particles,
         particle_diameter_a=particle_diameter,
         cutoff=cut_off,
@@ -143,6 +174,7 @@ def extract(
         tophat_filter=tophat_filter,
         tophat_connectivity=tophat_connectivity,
         tophat_bins=tophat_bins,
+        job_dir=jpath.parent,
     )
     size_unbinned = None
     if relion5_tomograms_star is not None:
@@ -154,42 +186,112 @@ def extract(
                 tilt_series_pixel_size_a=geo.tilt_series_pixel_size_a,
                 binning=geo.binning,
             )
-    stem = out_dir / table.tomo_id
-    star = Path(f"{stem}_particles.star")
-    mod = Path(f"{stem}_particles.mod")
-    plots = [Path(f"{stem}_extraction.svg"), Path(f"{stem}_extraction.png")]
-    qc = Path(f"{stem}_qc.png")
-    tophat_plots = [Path(f"{stem}_tophat.svg"), Path(f"{stem}_tophat.png")]
-    outputs = [star] + ([mod] if imod else [])
-    if not no_plots:
-        outputs += [*plots, qc] + (tophat_plots if tophat_filter else [])
-    for p in outputs:  # refuse before writing anything
-        check_writable(p, overwrite=overwrite)
+    if len(table) == 0 and not math.isfinite(table.cutoff):
+        raise ConfigError(
+            f"{table.tomo_id}: no voxel left to pick (tomogram mask, border of "
+            f"{table.particle_radius_vox:.0f} voxels, unsearched region); nothing "
+            "written. Check the mask and --particle-diameter"
+        )
+    if len(table) == 0:
+        # An honestly empty tomogram is a result, not an error (batches go on).
+        logger.warning(
+            "%s: no particle above the cutoff %.4g; writing an empty %s (lower -c, "
+            "raise --number-of-false-positives or check the mask if particles "
+            "were expected)",
+            table.tomo_id,
+            table.cutoff,
+            star.name,
+        )
 
+    # Everything is written into a hidden staging folder beside the outputs and
+    # renamed into place only when every file succeeded: no partial result remains.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{table.tomo_id}_extract.", dir=out_dir))
+    try:
+        written = _write_outputs(
+            table,
+            staging,
+            relion5_compat=relion5_compat,
+            size_unbinned=size_unbinned,
+            imod=imod,
+            plots=not no_plots,
+            plot_bins=plot_bins,
+        )
+        finals = [out_dir / p.name for p in written]
+        for p in finals:  # recheck: another run may have written meanwhile
+            check_writable(p, overwrite=overwrite)
+        for src, dst in zip(written, finals, strict=True):
+            os.replace(src, dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    typer.echo(f"{table.tomo_id}: {len(table)} particles -> {star}")
+
+
+def _check_options(
+    *,
+    n_particles: int,
+    particle_diameter: float | None,
+    cut_off: float | None,
+    n_false_positives: float,
+    tophat_connectivity: int,
+    tophat_bins: int,
+    plot_bins: int,
+) -> None:
+    """Refuse invalid options before any file is read or written."""
+    if n_particles < 1:
+        raise ConfigError(f"-n/--number-of-particles {n_particles} must be at least 1")
+    if particle_diameter is not None and not (
+        math.isfinite(particle_diameter) and particle_diameter > 0
+    ):
+        raise ConfigError(
+            f"--particle-diameter {particle_diameter:g} must be a positive "
+            "diameter in Å"
+        )
+    if cut_off is not None and not math.isfinite(cut_off):
+        raise ConfigError(
+            f"-c/--cut-off {cut_off} must be a finite score (negative: no cutoff)"
+        )
+    if not (math.isfinite(n_false_positives) and n_false_positives > 0):
+        raise ConfigError(
+            f"--number-of-false-positives {n_false_positives:g} must be > 0 "
+            "(e.g. 1; < 1 is stricter)"
+        )
+    if tophat_connectivity not in (1, 2, 3):
+        raise ConfigError(
+            f"--tophat-connectivity {tophat_connectivity} must be 1, 2 or 3"
+        )
+    if tophat_bins < 8:
+        raise ConfigError(f"--tophat-bins {tophat_bins} must be at least 8")
+    if plot_bins < 1:
+        raise ConfigError(f"--plot-bins {plot_bins} must be at least 1")
+
+
+def _write_outputs(
+    table: CandidateTable,
+    folder: Path,
+    *,
+    relion5_compat: bool,
+    size_unbinned: tuple[float, float, float] | None,
+    imod: bool,
+    plots: bool,
+    plot_bins: int,
+) -> list[Path]:
+    """Write the STAR file, IMOD model and plots of ``table`` into ``folder``."""
     from tmfast.io.star import write_star
 
+    stem = folder / table.tomo_id
+    star = Path(f"{stem}_particles.star")
     write_star(
         star,
         table.to_star_blocks(
             relion5=relion5_compat, tomo_size_xyz_unbinned=size_unbinned
         ),
-        overwrite=overwrite,
     )
-    if len(table) == 0 and not math.isfinite(table.cutoff):
-        raise ConfigError(
-            f"{table.tomo_id}: no voxel left to pick (tomogram mask, border of "
-            f"{table.particle_radius_vox:.0f} voxels, unsearched region); wrote an "
-            f"empty {star.name}. Check the mask and --particle-diameter"
-        )
-    if len(table) == 0:
-        raise ConfigError(
-            f"{table.tomo_id}: no particle above the cutoff {table.cutoff:.4g}; wrote "
-            f"an empty {star.name}. Lower -c, raise --number-of-false-positives or "
-            "check the mask"
-        )
+    written = [star]
     if imod:
         from tmfast.io.imod import write_imod_points
 
+        mod = Path(f"{stem}_particles.mod")
         nz, ny, nx = table.tomo_shape_zyx
         write_imod_points(
             mod,
@@ -198,25 +300,30 @@ def extract(
             object_names=[table.tomo_id],
             dims_xyz=(nx, ny, nz),
             pixel_size_a=table.voxel_size_a,
-            overwrite=overwrite,
         )
-    if not no_plots:
+        written.append(mod)
+    if plots:
         from tmfast.extraction.plots import plot_extraction, plot_tophat
         from tmfast.extraction.qc import plot_qc
 
-        plot_extraction(table, plots, n_bins=plot_bins, overwrite=overwrite)
+        written += plot_extraction(
+            table,
+            [Path(f"{stem}_extraction.svg"), Path(f"{stem}_extraction.png")],
+            n_bins=plot_bins,
+        )
         if table.tophat is not None:
-            plot_tophat(
+            written += plot_tophat(
                 table.tophat,
-                tophat_plots,
+                [Path(f"{stem}_tophat.svg"), Path(f"{stem}_tophat.png")],
                 title=f"{table.tomo_id}: top-hat",
-                overwrite=overwrite,
             )
+        qc = Path(f"{stem}_qc.png")
         try:
-            plot_qc(table, qc, overwrite=overwrite)
+            plot_qc(table, qc)
+            written.append(qc)
         except FormatError as exc:
             logger.warning("QC picture skipped: %s", exc)
-    typer.echo(f"{table.tomo_id}: {len(table)} particles -> {star}")
+    return written
 
 
 def register(app: typer.Typer) -> None:

@@ -327,6 +327,40 @@ def _load_mask(
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def _particle_diameter(job: MatchJob, particle_diameter_a: float | None) -> float:
+    """The diameter to use (given or the job's), checked against the tomogram.
+
+    Raises
+    ------
+    ConfigError
+        If the diameter is missing, not finite and positive, or larger than the
+        tomogram's smallest extent (no particle would fit).
+    """
+    if particle_diameter_a is not None:
+        d, src = float(particle_diameter_a), "--particle-diameter"
+    elif job.particle_diameter_a is not None:
+        d, src = (
+            float(job.particle_diameter_a),
+            f"job {job.tomo_id!r}: particle diameter",
+        )
+    else:
+        raise ConfigError(
+            f"job {job.tomo_id!r} records no particle diameter; give "
+            "--particle-diameter in Å (> 0)"
+        )
+    if not (math.isfinite(d) and d > 0):
+        raise ConfigError(f"{src} {d:g} Å must be a positive diameter in Å")
+    extent_a = min(int(v) for v in job.tomo_shape_zyx) * float(job.voxel_size_a)
+    if d > extent_a:
+        nz, ny, nx = (int(v) for v in job.tomo_shape_zyx)
+        raise ConfigError(
+            f"{src} {d:g} Å is larger than the tomogram ({nx} x {ny} x {nz} voxels "
+            f"of {job.voxel_size_a:g} Å, smallest extent {extent_a:g} Å); give the "
+            "particle diameter in Å"
+        )
+    return d
+
+
 def extract_candidates(
     job_or_result: MatchJob | MatchResult | str | os.PathLike[str],
     *,
@@ -411,6 +445,9 @@ def extract_candidates(
     else:
         mjob, jpath = load_job(job)
         jdir = jpath.parent
+    if n_particles < 1:
+        raise ConfigError(f"--number-of-particles {n_particles} must be at least 1")
+    _particle_diameter(mjob, particle_diameter_a)  # refuse before reading the maps
     if isinstance(mjob.angular_search, str) and jdir is not None:
         # a relative rotation-file path recorded in the job is relative to the job
         rel = Path(mjob.angular_search)
@@ -501,16 +538,7 @@ def candidates_from_maps(
     scores_path, angles_path = map_names
     if n_particles < 1:
         raise ConfigError(f"--number-of-particles {n_particles} must be at least 1")
-    diameter = (
-        particle_diameter_a
-        if particle_diameter_a is not None
-        else (mjob.particle_diameter_a)
-    )
-    if diameter is None or not diameter > 0:
-        raise ConfigError(
-            f"job {mjob.tomo_id!r} records no particle diameter; give "
-            "--particle-diameter in Å (> 0)"
-        )
+    diameter = _particle_diameter(mjob, particle_diameter_a)
     radius_vox = diameter / 2.0 / mjob.voxel_size_a
     border_vox = int(radius_vox)
     shape = tuple(int(v) for v in mjob.search_shape_zyx)

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tmfast._fileio import atomic_path
+from tmfast.errors import ConfigError
 
 if TYPE_CHECKING:
     from tmfast.extraction.candidates import CandidateTable
@@ -105,33 +106,38 @@ def plot_extraction(
     list of Path
         The files written.
     """
+    if n_bins < 1:
+        raise ConfigError(f"--plot-bins {n_bins} must be at least 1")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     s = table.scores.astype(np.float64)
+    std = table.search_std
+    has_bg = table.search_space > 0 and math.isfinite(std) and std > 0
+    cut = table.cutoff if math.isfinite(table.cutoff) else None
+    # x range: the picks, the cutoff and 3 sigma of the background tail below it,
+    # so the plot shows where the background sits relative to the cutoff.
+    pts = [float(v) for v in s] + ([cut] if cut is not None else [])
+    lo = min(pts) if pts else 0.0
+    hi = max(pts) if pts else 1.0
+    if has_bg:
+        # score above which one background sample is expected (the tail's end)
+        from scipy.special import erfcinv
+
+        tail = std * math.sqrt(2.0) * float(erfcinv(2.0 / table.search_space))
+        ref = min(cut if cut is not None else lo, tail)
+        lo = min(lo, max(0.0, ref - 3.0 * std))
+        hi = max(hi, lo + 6.0 * std)
+    if hi <= lo:
+        hi = lo + 1.0
+    pad = 0.02 * (hi - lo)
+    edges = np.linspace(lo - pad, hi + pad, n_bins + 1)
+    bw = float(edges[1] - edges[0])
+    top = 1.0
     if len(s):
-        counts, edges, _ = ax.hist(
-            s, bins=n_bins, color="#4c72b0", alpha=0.8, label=f"picks (n={len(s)})"
+        counts, _, _ = ax.hist(
+            s, bins=edges, color="#4c72b0", alpha=0.8, label=f"picks (n={len(s)})"
         )
-        bw = float(edges[1] - edges[0]) or 1.0
-        lo = min(
-            float(edges[0]),
-            table.cutoff if math.isfinite(table.cutoff) else float(edges[0]),
-        )
-        x = np.linspace(lo, float(edges[-1]), 300)
-        if table.search_space > 0 and math.isfinite(table.search_std):
-            y = background_gaussian(
-                x, n_samples=table.search_space, std=table.search_std, bin_width=bw
-            )
-            ax.plot(
-                x,
-                y,
-                color="#dd8452",
-                lw=2,
-                label=f"background N(0, $\\sigma$={table.search_std:.3g})",
-            )
         top = max(float(counts.max()), 1.0)
-        ax.set_ylim(0.5 if top > 0 else 0, top * 3)
-        ax.set_yscale("log")
     else:
         ax.text(
             0.5,
@@ -142,13 +148,32 @@ def plot_extraction(
             transform=ax.transAxes,
             fontsize=14,
         )
-    if math.isfinite(table.cutoff):
+    floor = 0.1
+    if has_bg:
+        x = np.linspace(float(edges[0]), float(edges[-1]), 400)
+        y = background_gaussian(x, n_samples=table.search_space, std=std, bin_width=bw)
+        shown = y >= floor  # the expected count curve where it can be read
+        if shown.any():
+            ax.plot(
+                x[shown],
+                y[shown],
+                color="#dd8452",
+                lw=2,
+                label=f"background N(0, $\\sigma$={std:.3g}), expected per bin",
+            )
+            top = max(top, float(y[shown].max()))
+    ax.set_yscale("log")
+    ax.set_ylim(floor * 0.8, top * 3)
+    ax.set_xlim(float(edges[0]), float(edges[-1]))
+    if cut is not None:
         ax.axvline(
-            table.cutoff,
+            cut,
             color="#c44e52",
             ls="--",
             lw=2,
-            label=f"cutoff {table.cutoff:.3g}",
+            label=f"cutoff {cut:.3g} ({cut / std:.1f} $\\sigma$)"
+            if has_bg
+            else f"cutoff {cut:.3g}",
         )
     ax.set_xlabel("LCCmax (score)")
     ax.set_ylabel("number of picks per bin")
