@@ -344,3 +344,101 @@ def test_to_imod_output_has_the_layout_of_a_real_3dmod_point_model(tmp_path, cap
     )
     real, ours = res.stdout.strip().splitlines()
     assert real == ours == "1 1 1 -9"
+
+
+def test_merge_stars_mrc_input_is_named_binary(tmp_path: Path, capsys) -> None:
+    import mrcfile
+
+    job = make_job(tmp_path)
+    code, text = run(["extract", "-j", str(job), "-n", "10", "--no-plots"], capsys)
+    assert code == 0, text
+    mrc = tmp_path / "tmpl.mrc"
+    with mrcfile.new(mrc) as m:
+        m.set_data(np.ones((24, 24, 24), np.float32))
+    out = tmp_path / "merged.star"
+    argv = ["merge-stars", "-i", str(mrc), str(tmp_path / "tomo_particles.star")]
+    code, text = run([*argv, "-o", str(out)], capsys)
+    lines = text.strip().splitlines()
+    assert code == 2 and len(lines) == 1, text
+    assert lines[0].endswith(f"{mrc}: not a STAR file (binary data; an MRC map?)")
+    assert len(lines[0]) < 100 + len(str(mrc)) and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "want"),
+    [
+        (["--particle-diameter", "-4"], "--particle-diameter -4 must be a positive"),
+        (["--radius-px", "0"], "--radius-px 0 must be a positive sphere radius"),
+        (["--binning", "0"], "--binning 0 must be > 0"),
+        (["--dims", "0", "10", "10"], "--dims 0 10 10: the tomogram size X Y Z"),
+    ],
+)
+def test_to_imod_bad_option_in_cli_terms(tmp_path: Path, capsys, extra, want) -> None:
+    star = tmp_path / "p.star"
+    star.write_text(
+        "data_particles\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n"
+        "_rlnCoordinateZ #3\n_rlnMicrographName #4\n1 2 3 tomo\n"
+    )
+    argv = ["to-imod", "-i", str(star), "-o", str(tmp_path)]
+    if "--dims" not in extra:
+        argv += ["--dims", "10", "10", "10"]
+    code, text = run([*argv, *extra], capsys)
+    lines = text.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and want in lines[0], text
+    assert "radius_px" not in text and "Traceback" not in text
+    assert not list(tmp_path.glob("*.mod"))
+
+
+def _roc_job(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(5)
+    pos: list[tuple[int, ...]] = []
+    planted = []
+    while len(planted) < 40:
+        p = tuple(int(v) for v in rng.integers(4, 28, 3))
+        if all(sum((a - b) ** 2 for a, b in zip(p, q, strict=True)) > 49 for q in pos):
+            pos.append(p)
+            planted.append((p, float(rng.normal(0.08, 0.005)), 3))
+    return make_job(tmp_path, planted=planted)
+
+
+def test_roc_show_plot_without_display_says_so_and_writes(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    job = _roc_job(tmp_path)
+    argv = ["roc", "-j", str(job), "-n", "120", "--particle-diameter", "40"]
+    code, text = run([*argv, "--show-plot"], capsys)
+    assert code == 0, text
+    assert "--show-plot: cannot open a window" in text
+    assert str(tmp_path / "tomo_roc.png") in text
+    assert (tmp_path / "tomo_roc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("extra", "want"),
+    [
+        (["-n", "5"], "-n/--number-of-particles 5: the ROC fit needs at least 20"),
+        (["--bins", "3"], "--bins 3 must be at least 6"),
+        (["--gaussian-peak", "20"], "--gaussian-peak 20 must be in [0, 20)"),
+        (["--particle-diameter", "-1"], "--particle-diameter -1 must be a positive"),
+    ],
+)
+def test_roc_bad_option_refused_before_work(tmp_path, capsys, extra, want) -> None:
+    job = make_job(tmp_path)
+    code, text = run(["roc", "-j", str(job), "-n", "60", *extra], capsys)
+    lines = text.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and want in lines[0], text
+    assert not list(tmp_path.glob("*_roc.*"))
+
+
+def test_roc_rerun_refused_before_work(tmp_path: Path, capsys, caplog) -> None:
+    job = _roc_job(tmp_path)
+    argv = ["roc", "-j", str(job), "-n", "120", "--particle-diameter", "40"]
+    code, text = run(argv, capsys)
+    assert code == 0, text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        code, text = run(argv, capsys)
+    assert code == 2 and "output exists" in text
+    assert not any("picks above cutoff" in r.getMessage() for r in caplog.records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -168,25 +169,49 @@ def roc(
         help="Output folder; default the job's.",
         rich_help_panel=_IO,
     ),
+    show_plot: bool = typer.Option(
+        False,
+        "--show-plot",
+        help="Also open the plot in a window when a display is available.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs."),
 ) -> None:
     """Estimate the number of true particles and the best threshold (bimodal fit)."""
     from tmfast._fileio import check_writable
     from tmfast.errors import ConfigError
+    from tmfast.extraction.pytom_job import load_job
     from tmfast.extraction.roc import estimate_roc, plot_roc, score_map_background
 
     if gaussian_peak is None and force_peak:
         raise ConfigError("--force-peak needs --gaussian-peak")
-    out_dir = output_dir if output_dir is not None else job_file.resolve().parent
+    if n_particles < 20:
+        raise ConfigError(
+            f"-n/--number-of-particles {n_particles}: the ROC fit needs at least 20 "
+            "picks (about 3x the expected number of particles)"
+        )
+    if bins < 6:
+        raise ConfigError(f"--bins {bins} must be at least 6")
+    if gaussian_peak is not None and not 0 <= gaussian_peak < bins:
+        raise ConfigError(f"--gaussian-peak {gaussian_peak} must be in [0, {bins})")
+    if particle_diameter is not None and not (
+        math.isfinite(particle_diameter) and particle_diameter > 0
+    ):
+        raise ConfigError(
+            f"--particle-diameter {particle_diameter:g} must be a positive "
+            "diameter in Å"
+        )
+    # the job names the outputs: refuse existing ones before any work
+    mjob, jpath = load_job(job_file)
+    out_dir = output_dir if output_dir is not None else jpath.resolve().parent
+    paths = [out_dir / f"{mjob.tomo_id}_roc.svg", out_dir / f"{mjob.tomo_id}_roc.png"]
+    for p in paths:
+        check_writable(p, overwrite=overwrite)
     bg, table = score_map_background(
         job_file,
         n_particles=n_particles,
         particle_diameter_a=particle_diameter,
         ignore_tomogram_mask=ignore_tomogram_mask,
     )
-    paths = [out_dir / f"{table.tomo_id}_roc.svg", out_dir / f"{table.tomo_id}_roc.png"]
-    for p in paths:
-        check_writable(p, overwrite=overwrite)
     res = estimate_roc(
         table.scores,
         n_background=bg[0],
@@ -209,6 +234,14 @@ def roc(
         f"(of {len(table)} picks); best threshold {res.best_threshold:.4g} "
         f"(recall {res.recall[i]:.2f}, FDR {res.fdr[i]:.2f}) -> {paths[0]}"
     )
+    if show_plot:
+        from tmfast.extraction.plots import show_image
+
+        if not show_image(paths[1]):
+            typer.echo(
+                f"--show-plot: cannot open a window (no display or no interactive "
+                f"matplotlib backend); the plot is in {paths[1]}"
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -219,3 +219,46 @@ def plot_tophat(
     ax.set_title(title or "top-hat filter")
     ax.legend(fontsize=8)
     return save_figure(fig, paths, overwrite=overwrite)
+
+
+def display_available() -> bool:
+    """Whether a window can be opened (an X11/Wayland display, or macOS/Windows)."""
+    import sys
+
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def show_image(path: str | os.PathLike[str]) -> bool:
+    """Open a saved PNG in a matplotlib window (blocks until it is closed).
+
+    Returns
+    -------
+    bool
+        ``False`` (and nothing shown) when no display or no interactive
+        matplotlib backend is available.
+    """
+    if not display_available():
+        return False
+    import matplotlib.pyplot as plt
+
+    for backend in ("QtAgg", "TkAgg", "GTK4Agg", "GTK3Agg", "MacOSX"):
+        try:
+            plt.switch_backend(backend)
+            break
+        except (ImportError, ValueError, RuntimeError):
+            continue
+    else:
+        return False
+    try:
+        img = plt.imread(Path(path))
+        _fig, ax = plt.subplots()
+        ax.imshow(img)
+        ax.set_axis_off()
+        plt.show()
+    except Exception:  # a failing window must not fail the command
+        return False
+    finally:
+        plt.switch_backend("Agg")
+    return True

@@ -2,17 +2,19 @@
 
 Extract many more picks than expected particles with no cutoff; their score
 histogram is the upper tail of the background plus a bump of true particles.
-Model per histogram bin (bin width ``bw``)::
+Model of the count in the bin ``[a, b)`` (``Phi`` the normal CDF)::
 
-    counts(x) = N_bg / (s sqrt(2 pi)) * bw * exp(-(x - m_bg)^2 / (2 s^2))
-              + A * exp(-(x - m_p)^2 / (2 s_p^2))
+    counts = N_bg * (Phi((b - m_bg) / s) - Phi((a - m_bg) / s))
+           + N_p * (Phi((b - m_p) / s_p) - Phi((a - m_p) / s_p))
 
+Bin integrals, not densities at bin centres: a particle population narrower than
+a bin (all true picks in one or two bins) would otherwise be fitted by a spike
+between centres and its count ``N_p`` badly underestimated.
 The background amplitude is fixed by the number of searched voxels ``N_bg`` and
 its mean by the score map's mean; its sigma ``s`` is fitted within
-``[sigma_map, 1.5 sigma_map]``.
-The particle Gaussian gives the estimated number of true particles
-``A·sigma_p·√(2π)/bw``. For thresholds ``t`` the recall is the particle mass above
-``t`` and the false discovery rate the background share of what lies above ``t``;
+``[sigma_map, 1.5 sigma_map]``. ``N_p`` is the estimated number of true particles.
+For thresholds ``t`` the recall is the particle mass above ``t`` and the false
+discovery rate the background share of what lies above ``t``;
 the best threshold maximises ``recall·(1 - FDR)``.
 """
 
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import curve_fit
-from scipy.special import erfc
+from scipy.special import erf, erfc
 
 from tmfast.errors import ConfigError
 
@@ -159,20 +161,33 @@ def estimate_roc(
     else:
         lo_mu, hi_mu = mu_lo, float(edges[-1])
 
+    lo_e, hi_e = edges[:-1], edges[1:]
+    sqrt2 = math.sqrt(2.0)
+
     def model(
-        x: npt.NDArray[np.float64], sd: float, amp: float, mu: float, sp: float
+        x: npt.NDArray[np.float64], sd: float, n_p: float, mu: float, sp: float
     ) -> npt.NDArray[np.float64]:
-        bg = norm_bg / sd * np.exp(-((x - background_mean) ** 2) / (2 * sd * sd))
-        out: npt.NDArray[np.float64] = bg + amp * np.exp(
-            -((x - mu) ** 2) / (2 * sp * sp)
+        # x are bin indices (float): the model integrates each bin [a, b).
+        k = x.astype(np.int64)
+        a, b = lo_e[k], hi_e[k]
+        # upper-tail erfc differences stay accurate far out in the background tail
+        bg = (
+            0.5
+            * n_background
+            * (
+                erfc((a - background_mean) / (sd * sqrt2))
+                - erfc((b - background_mean) / (sd * sqrt2))
+            )
         )
+        pt = 0.5 * n_p * (erf((b - mu) / (sp * sqrt2)) - erf((a - mu) / (sp * sqrt2)))
+        out: npt.NDArray[np.float64] = bg + pt
         return out
 
     # The lowest bin is cut by the pick count (n picks end mid-bin): leave it out.
-    xf, yf = centres[1:], y[1:]
+    xf, yf = np.arange(1, n_bins, dtype=np.float64), y[1:]
     weights = np.sqrt(np.maximum(yf, 1.0))
-    lower = (sigma0, 0.0, lo_mu, bw / 10)
-    upper = (1.5 * sigma0, 2.0 * float(y.max()) + 1.0, hi_mu, span)
+    lower = (sigma0, 0.0, lo_mu, bw / 50)
+    upper = (1.5 * sigma0, 1.5 * float(len(s)) + 1.0, hi_mu, span)
     starts = [float(centres[peak_i])]
     if gaussian_peak is None and not force_peak:
         starts += [float(v) for v in np.linspace(mu_lo, float(edges[-1]), 5)[1:-1]]
@@ -180,29 +195,33 @@ def estimate_roc(
     for m0 in starts:
         m0 = min(max(m0, lo_mu + 1e-12 * span), hi_mu - 1e-12 * span)
         i0 = int(np.clip(np.searchsorted(centres, m0), 0, n_bins - 1))
-        p0 = (
-            sigma0 * 1.01,
-            min(max(float(y[i0]), 1.0), upper[1] * 0.99),
-            m0,
-            span / 10,
-        )
-        try:
-            p, _ = curve_fit(
-                model, xf, yf, p0=p0, bounds=(lower, upper), sigma=weights, maxfev=20000
-            )
-        except (RuntimeError, ValueError):
-            continue
-        cost = float(np.sum(((model(xf, *p) - yf) / weights) ** 2))
-        if best_fit is None or cost < best_fit[0]:
-            best_fit = (cost, p)
+        # start from the excess over the background around the start bin
+        n0 = float(max(np.sum((y - bg0)[max(i0 - 1, 0) : i0 + 2]), 1.0))
+        for sp0 in (span / 10, bw / 2):
+            p0 = (sigma0 * 1.01, min(n0, upper[1] * 0.99), m0, sp0)
+            try:
+                p, _ = curve_fit(
+                    model,
+                    xf,
+                    yf,
+                    p0=p0,
+                    bounds=(lower, upper),
+                    sigma=weights,
+                    maxfev=20000,
+                )
+            except (RuntimeError, ValueError):
+                continue
+            cost = float(np.sum(((model(xf, *p) - yf) / weights) ** 2))
+            if best_fit is None or cost < best_fit[0]:
+                best_fit = (cost, p)
     if best_fit is None:
         raise ConfigError(
             "ROC estimate: bimodal fit did not converge; try other "
             "--bins or --gaussian-peak"
         )
     p = best_fit[1]
-    sd, amp, mu, sp = (float(v) for v in p)
-    n_true = amp * sp * math.sqrt(2 * math.pi) / bw
+    sd, n_true, mu, sp = (float(v) for v in p)
+    amp = n_true * bw / (sp * math.sqrt(2 * math.pi))
     thr = np.linspace(float(edges[0]), float(edges[-1]), n_thresholds)
     recall = 0.5 * erfc((thr - mu) / (sp * math.sqrt(2)))
     fp = 0.5 * n_background * erfc((thr - background_mean) / (sd * math.sqrt(2)))
@@ -271,14 +290,16 @@ def plot_roc(
     x = np.linspace(
         r.bin_centres[0] - r.bin_width / 2, r.bin_centres[-1] + r.bin_width / 2, 400
     )
-    bg = (
-        r.n_background
-        * r.bin_width
-        / (r.background_std * math.sqrt(2 * math.pi))
-        * np.exp(-((x - r.background_mean) ** 2) / (2 * r.background_std**2))
-    )
-    pt = r.particle_amplitude * np.exp(
-        -((x - r.particle_mean) ** 2) / (2 * r.particle_std**2)
+    # expected counts in a bin of width bw centred at x (what the fit matched)
+    a, b = x - r.bin_width / 2, x + r.bin_width / 2
+    s2 = math.sqrt(2.0)
+    sd, m = r.background_std, r.background_mean
+    bg = 0.5 * r.n_background * (erfc((a - m) / (sd * s2)) - erfc((b - m) / (sd * s2)))
+    sp, mu = r.particle_std, r.particle_mean
+    pt = (
+        0.5
+        * r.n_true_estimate
+        * (erf((b - mu) / (sp * s2)) - erf((a - mu) / (sp * s2)))
     )
     a1.plot(
         x,
@@ -295,7 +316,7 @@ def plot_roc(
         label=f"best threshold {r.best_threshold:.3g}",
     )
     top = float(r.counts.max()) * 1.3 + 1
-    a1.set_ylim(0, max(r.particle_amplitude * 1.5, 1.0) if crop_plot else top)
+    a1.set_ylim(0, max(float(pt.max()) * 1.5, 1.0) if crop_plot else top)
     a1.set_xlabel("LCCmax (score)")
     a1.set_ylabel("picks per bin")
     a1.legend(fontsize=8)
