@@ -276,3 +276,25 @@ def test_as_text_keeps_values_as_written(tmp_path: Path) -> None:
     p.write_text("data_x\n# version 50001\n_a 1\n")
     assert star_version(p) is None  # only a comment before the first block counts
     assert star_version(tmp_path / "missing.star") is None
+
+
+def test_binary_input_is_named_not_quoted(tmp_path: Path) -> None:
+    """An MRC map given as a STAR file: one short line, no header bytes quoted."""
+    mrcfile = pytest.importorskip("mrcfile")
+    p = tmp_path / "tmpl.mrc"
+    with mrcfile.new(p) as m:
+        m.set_data(np.ones((24, 24, 24), np.float32))
+    with pytest.raises(FormatError) as err:
+        read_star(p)
+    assert str(err.value) == f"{p}: not a STAR file (binary data; an MRC map?)"
+
+
+def test_quoted_file_content_is_a_short_printable_excerpt(tmp_path: Path) -> None:
+    p = tmp_path / "bad.star"
+    p.write_text("garbage\x01\x02" + "y" * 400 + "\n")
+    with pytest.raises(FormatError) as err:
+        read_star(p)
+    msg = str(err.value)
+    assert msg.startswith(f"{p}: line 1: ") and "before any data_ block" in msg
+    assert "y" * 61 not in msg and "y" * 40 in msg and "..." in msg
+    assert msg.isprintable() and len(msg) < 200 + len(str(p))

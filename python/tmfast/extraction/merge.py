@@ -9,6 +9,7 @@ single ``particles`` block; older tools use other names).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -277,6 +278,25 @@ def star_to_imod(
     from tmfast._fileio import check_writable
     from tmfast.io.imod import write_imod_points
 
+    # option checks in CLI terms, before any file is read
+    if radius_px is not None and not (math.isfinite(radius_px) and radius_px > 0):
+        raise ConfigError(
+            f"--radius-px {radius_px:g} must be a positive sphere radius in voxels"
+        )
+    if particle_diameter_a is not None and not (
+        math.isfinite(particle_diameter_a) and particle_diameter_a > 0
+    ):
+        raise ConfigError(
+            f"--particle-diameter {particle_diameter_a:g} must be a positive "
+            "diameter in Å"
+        )
+    if not (math.isfinite(binning) and binning > 0):
+        raise ConfigError(f"--binning {binning:g} must be > 0 (e.g. 1 or 4)")
+    if dims_xyz is not None and any(int(v) < 1 for v in dims_xyz):
+        x, y, z = dims_xyz
+        raise ConfigError(
+            f"--dims {x} {y} {z}: the tomogram size X Y Z must be positive voxels"
+        )
     if dims_xyz is None and tomograms_star is None:
         raise ConfigError(
             "to-imod needs the tomogram size: give --dims X Y Z or --tomograms-star"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -259,7 +260,7 @@ def read_star(
     try:
         raw = _rust.read_star(str(p), as_text=as_text)
     except (OSError, ValueError) as exc:
-        raise FormatError(f"{exc}; check that this is a STAR file") from exc
+        raise FormatError(_read_error_message(p, exc)) from exc
     out: dict[str, dict[str, np.ndarray[Any, Any]]] = {}
     for name, _is_loop, cols in raw:
         if name in out:
@@ -274,6 +275,37 @@ def read_star(
                 block[label] = values
         out[name] = block
     return out
+
+
+#: Longest excerpt of file content quoted in an error message.
+_EXCERPT_CHARS = 60
+
+
+def _read_error_message(path: Path, exc: BaseException) -> str:
+    """One short printable line for a failed read of ``path``.
+
+    Binary input (an MRC map given by mistake) is named as such; any quoted file
+    content is cut to a short printable excerpt.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(1024)
+    except OSError:
+        head = b""
+    if b"\0" in head:
+        return f"{path}: not a STAR file (binary data; an MRC map?)"
+    text = "".join(c if c.isprintable() else "?" for c in str(exc))
+
+    def cut(m: re.Match[str]) -> str:
+        body = m.group(2)
+        if len(body) > _EXCERPT_CHARS:
+            body = body[:_EXCERPT_CHARS] + "..."
+        return f"{m.group(1)}{body}{m.group(1)}"
+
+    text = re.sub(r'(["\'`])(.*?)\1', cut, text)
+    if len(text) > 3 * _EXCERPT_CHARS + len(str(path)):
+        text = text[: 3 * _EXCERPT_CHARS + len(str(path))] + "..."
+    return f"{text}; check that this is a STAR file"
 
 
 def star_version(path: str | os.PathLike[str]) -> int | None:
