@@ -330,6 +330,20 @@ def test_plan_aretomo3_lists_count_mismatch(
     (entry,) = plan.manifest.entries
     assert entry.key == "A" and entry.voxel_size_a == 10.0
     assert entry.metadata == read_aretomo3(at / "A", **optics)
+    # The template check applies to AreTomo3 plans too (here a 20 Å override).
+    with pytest.raises(ConfigError) as err:
+        plan_aretomo3(
+            at,
+            tmp_path / "b",
+            match=_match(project),
+            dry_run=True,
+            voxel_size_a=20.0,
+            **optics,
+        )
+    assert (
+        "A: template template.mrc has voxel size 10.000 Å (header) but the "
+        "tomogram's is 20.000 Å" in str(err.value)
+    )
 
 
 def test_status_and_resume_with_fake_slurm(
@@ -392,3 +406,119 @@ def test_manifest_read_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"source": "x"}))
     with pytest.raises(FormatError, match="no 'entries'"):
         Manifest.read(bad)
+
+
+def test_manifest_read_accepts_the_batch_folder(
+    project: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "batch"
+    plan = plan_relion5(project["tomograms_star"], out, match=_match(project))
+    assert Manifest.read(out) == Manifest.read(plan.manifest_path)
+    states = batch_status(out, query_queue=False)
+    assert [s.state for s in states] == ["not-submitted"] * 3
+    res = CliRunner().invoke(app, ["batch", "status", str(out), "--no-queue"])
+    assert res.exit_code == 0, res.output
+    assert "0 done" in res.output and "3 not-submitted" in res.output
+    with pytest.raises(FormatError, match=r"holds no manifest\.json"):
+        Manifest.read(tmp_path)
+
+
+def _copy_project(project: dict[str, Path], dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(project["tomograms_star"].parents[2], dest)
+    return dest / "Tomograms" / "job010" / "tomograms.star"
+
+
+def test_plan_refuses_voxel_size_and_shape_mismatches(
+    project: dict[str, Path], tmp_path: Path
+) -> None:
+    import mrcfile
+
+    star = _copy_project(project, tmp_path / "p")
+    tomos = star.parent / "tomograms"
+    vox = TS_PIXEL_A * BINNING
+    # The review case: template and mask made at 20 Å for a 10 Å project.
+    for name in ("template", "mask"):
+        with mrcfile.mmap(tmp_path / "p" / f"{name}.mrc", "r+") as m:
+            m.voxel_size = 2 * vox
+    # TS_02: a tomogram of another voxel size; TS_03: one of another shape.
+    with mrcfile.mmap(tomos / "rec_TS_02.mrc", "r+") as m:
+        m.voxel_size = 1.5 * vox
+    mrcfile.write(
+        tomos / "rec_TS_03.mrc",
+        np.zeros((TOMO_SHAPE, TOMO_SHAPE, TOMO_SHAPE + 8), np.float32),
+        voxel_size=vox,
+        overwrite=True,
+    )
+    match = _match(
+        project,
+        template=tmp_path / "p" / "template.mrc",
+        mask=tmp_path / "p" / "mask.mrc",
+    )
+    with pytest.raises(ConfigError) as err:
+        plan_relion5(star, tmp_path / "b", match=match, dry_run=True)
+    lines = str(err.value).splitlines()[1:]
+    for ts in ("TS_01", "TS_02", "TS_03"):
+        assert any(
+            ln.strip().startswith(
+                f"{ts}: template template.mrc has voxel size {2 * vox:.3f} Å"
+            )
+            for ln in lines
+        ), lines
+        assert any(ln.strip().startswith(f"{ts}: mask mask.mrc") for ln in lines)
+    assert any(
+        "TS_02: rec_TS_02.mrc header voxel size 15.000 Å differs from the project's "
+        "10.000 Å" in ln
+        for ln in lines
+    )
+    n = TOMO_SHAPE
+    assert any(
+        f"TS_03: rec_TS_03.mrc is {n + 8}x{n}x{n} (x, y, z) but tomograms.star" in ln
+        for ln in lines
+    )
+    assert len(lines) == 3 * 2 + 2
+
+    # Template at the right voxel size: only the bad tomograms are left out.
+    for name in ("template", "mask"):
+        with mrcfile.mmap(tmp_path / "p" / f"{name}.mrc", "r+") as m:
+            m.voxel_size = vox * (1 + 4e-4)  # within the 0.1 % tolerance
+    plan = plan_relion5(star, tmp_path / "b", match=match, dry_run=True, skip_bad=True)
+    assert [e.key for e in plan.manifest.entries] == ["TS_01"]
+    assert len(plan.skipped) == 2
+
+    # A template box larger than the tomogram.
+    big = np.zeros((n + 2,) * 3, np.float32)
+    big[n // 2, n // 2, n // 2] = 1
+    mrcfile.write(tmp_path / "big.mrc", big, voxel_size=vox)
+    mrcfile.write(tmp_path / "bigm.mrc", big, voxel_size=vox)
+    with pytest.raises(ConfigError, match=rf"TS_01: template box {n + 2} is larger"):
+        plan_relion5(
+            star,
+            tmp_path / "b",
+            match=_match(
+                project, template=tmp_path / "big.mrc", mask=tmp_path / "bigm.mrc"
+            ),
+            dry_run=True,
+        )
+
+
+def test_missing_tilt_series_names_the_folders_searched(
+    project: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    star = _copy_project(project, tmp_path / "p")
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(star, lone / "tomograms.star")
+    with pytest.raises(FormatError) as err:
+        read_relion5_metadata(lone / "tomograms.star", "TS_01")
+    msg = str(err.value)
+    assert f"not found under {lone.resolve()} and its parent folders" in msg
+    assert "pass --project-dir <RELION project folder holding Tomograms/>" in msg
+    # ... and the fix it names works.
+    md = read_relion5_metadata(
+        lone / "tomograms.star", "TS_01", project_dir=tmp_path / "p"
+    )
+    assert md == read_relion5_metadata(star, "TS_01")

@@ -229,12 +229,21 @@ class Manifest:
     def read(cls, path: str | os.PathLike[str]) -> Manifest:
         """Read a manifest written by :meth:`write`.
 
+        ``path`` may also be the batch folder holding ``manifest.json``.
+
         Raises
         ------
         FormatError
             If the file is missing, not JSON, or not a tmfast manifest.
         """
         p = Path(path)
+        if p.is_dir():
+            if not (p / "manifest.json").is_file():
+                raise FormatError(
+                    f"{p}: folder holds no manifest.json; give the batch folder "
+                    "written by 'tmfast batch plan' or its manifest.json"
+                )
+            p = p / "manifest.json"
         data = read_json(
             p, what="manifest", fix="run 'tmfast batch plan' first or check the path"
         )

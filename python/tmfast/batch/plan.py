@@ -250,6 +250,94 @@ def _find_mask(mask_dir: Path, entry: TomogramEntry) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
+#: Relative voxel-size tolerance of the plan's checks (the engine compares voxel
+#: sizes rounded to 0.001 Å; 0.1 % is as strict for any voxel above 1 Å).
+VOXEL_SIZE_RTOL = 1e-3
+
+
+def _same_voxel(a: float, b: float) -> bool:
+    return abs(a - b) <= max(VOXEL_SIZE_RTOL * max(a, b), 5e-4)
+
+
+def _header(path: str | Path) -> tuple[tuple[int, int, int], float | None]:
+    from tmfast.io.mrc import read_header
+
+    return read_header(path)
+
+
+def _volume_problems(
+    te: TomogramEntry,
+    template: tuple[Path, tuple[int, int, int], float | None],
+    mask: tuple[Path, tuple[int, int, int], float | None],
+) -> list[str]:
+    """Return what makes one tomogram unusable with this template and mask.
+
+    Checks the tomogram header (readable, voxel size and, for RELION5, shape
+    against ``rlnTomoSize`` / binning, allowing one voxel of rounding), the
+    template and mask header voxel sizes against the entry's voxel size, and the
+    template box against the tomogram. The engine trusts the project's voxel size
+    over the headers, so a template made for another voxel size would otherwise be
+    searched at the wrong scale without any error.
+    """
+    out: list[str] = []
+    vox = te.voxel_size_a
+    tid = te.tomo_id
+    assert te.tomogram is not None
+    try:
+        shape_zyx, tomo_vox = _header(te.tomogram)
+    except FormatError as exc:
+        return [f"{tid}: {exc}"]
+    if vox is not None:
+        for what, (path, _, hv) in (("template", template), ("mask", mask)):
+            if hv is None:
+                logger.warning(
+                    "%s: no voxel size in the header; assuming the tomograms' %.3f Å",
+                    path,
+                    vox,
+                )
+            elif not _same_voxel(hv, vox):
+                out.append(
+                    f"{tid}: {what} {path.name} has voxel size {hv:.3f} Å (header) "
+                    f"but the tomogram's is {vox:.3f} Å; make the {what} at "
+                    f"{vox:.3f} Å (tmfast create-template/create-mask "
+                    f"--output-voxel-size-angstrom {vox:.3f}) or fix its header"
+                )
+        if tomo_vox == 1.0 and not _same_voxel(1.0, vox):
+            # 1 Å is what many writers leave when they set no voxel size.
+            logger.warning(
+                "%s: header voxel size 1 Å (probably unset); using the project's "
+                "%.3f Å",
+                te.tomogram,
+                vox,
+            )
+        elif tomo_vox is not None and not _same_voxel(tomo_vox, vox):
+            out.append(
+                f"{tid}: {te.tomogram.name} header voxel size {tomo_vox:.3f} Å "
+                f"differs from the project's {vox:.3f} Å (pixel size x binning); "
+                "the tomogram does not belong to this project entry (check "
+                "--tomogram-dir) or its header is wrong"
+            )
+    if te.size_xyz is not None and te.binning:
+        nz, ny, nx = shape_zyx
+        expected = [v / te.binning for v in te.size_xyz]
+        if any(abs(n - e) >= 2.0 for n, e in zip((nx, ny, nz), expected, strict=True)):
+            out.append(
+                f"{tid}: {te.tomogram.name} is {nx}x{ny}x{nz} (x, y, z) but "
+                f"tomograms.star says {te.size_xyz[0]}x{te.size_xyz[1]}x"
+                f"{te.size_xyz[2]} at binning {te.binning:g}, i.e. about "
+                + "x".join(f"{e:.0f}" for e in expected)
+                + "; the tomogram does not belong to this project entry (check "
+                "--tomogram-dir)"
+            )
+    box = max(template[1])
+    if any(box > n for n in shape_zyx):
+        out.append(
+            f"{tid}: template box {box} is larger than the tomogram "
+            f"{shape_zyx[::-1]} (x, y, z); bin the template or use a smaller box"
+        )
+    return out
+
+
 def plan_batch(
     entries: Sequence[TomogramEntry],
     *,
@@ -334,6 +422,11 @@ def plan_batch(
     if global_problems:
         raise ConfigError("; ".join(global_problems))
     mopts = _match_options(match)
+    volumes = {}
+    for key in ("template", "mask"):
+        path = Path(mopts[key])
+        shape, hv = _header(path)  # FormatError names the file
+        volumes[key] = (path, shape, hv)
 
     problems: list[str] = []
     planned: list[ManifestEntry] = []
@@ -356,6 +449,8 @@ def plan_batch(
                     f"{te.tomo_id}: no mask in {mask_dir} (expected {te.tomo_name}.mrc)"
                 )
             tmask = None if found is None else str(found.resolve())
+        if not eprob and te.tomogram is not None:
+            eprob.extend(_volume_problems(te, volumes["template"], volumes["mask"]))
         if te.tomo_id in keys_seen:
             eprob.append(f"{te.tomo_id}: listed twice")
         keys_seen.add(te.tomo_id)

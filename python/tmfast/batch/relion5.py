@@ -124,6 +124,24 @@ def _tilt_series_star(
     return fallback if fallback.exists() else None
 
 
+def _missing_tilt_series(
+    rec: dict[str, str], star: Path, project_dir: Path | None, name: str
+) -> str:
+    """Say where a tilt-series STAR was looked for, and how to point to it."""
+    rel = rec["rlnTomoTiltSeriesStarFile"]
+    where = (
+        f"--project-dir {project_dir.resolve()}"
+        if project_dir is not None
+        else f"{star.resolve().parent} and its parent folders"
+    )
+    return (
+        f"{name}: tilt-series STAR {rel} not found under {where} (nor in "
+        f"{star.resolve().parent / 'tilt_series'}); pass --project-dir <RELION "
+        f"project folder holding {Path(rel).parts[0] if Path(rel).parts else rel}/> "
+        "or copy the tilt_series folder beside tomograms.star"
+    )
+
+
 def _defocus_um(values: list[float], path: Path) -> tuple[float, ...]:
     finite = sorted(values)
     median = finite[len(finite) // 2]
@@ -187,9 +205,7 @@ def read_relion5_metadata(
     if ts_path is None:
         if "rlnTomoTiltSeriesStarFile" in rec:
             raise FormatError(
-                f"{star}: tilt-series STAR {rec['rlnTomoTiltSeriesStarFile']!r} of "
-                f"{tomo_name} not found (also not in {star.parent / 'tilt_series'}); "
-                "give --project-dir or copy the tilt_series folder"
+                f"{star}: " + _missing_tilt_series(rec, star, pdir, tomo_name)
             )
         ts_path = star  # RELION 4 legacy layout: per-series blocks in the same file
     blocks = read_star(ts_path, as_text=True)
@@ -367,9 +383,7 @@ def read_relion5_project(
         problems: list[str] = []
         ts_path = _tilt_series_star(rec, star, pdir)
         if ts_path is None and "rlnTomoTiltSeriesStarFile" in rec:
-            problems.append(
-                f"{name}: tilt-series STAR {rec['rlnTomoTiltSeriesStarFile']} not found"
-            )
+            problems.append(_missing_tilt_series(rec, star, pdir, name))
         ts_px, binning = row.tilt_series_pixel_size_a, row.binning
         vox = voxel_size_a
         if vox is None and ts_px is not None and binning is not None:

@@ -33,7 +33,9 @@ _EXTRACT = "Extraction"
 _SLURM = "SLURM"
 
 #: The manifest.json argument of submit, status, resume, finish and run-task.
-_ManifestArg = Annotated[Path, typer.Argument(help="manifest.json")]
+_ManifestArg = Annotated[
+    Path, typer.Argument(help="manifest.json, or the batch folder holding it")
+]
 
 
 class Source(StrEnum):
