@@ -162,6 +162,12 @@ def extract(
         outputs += [*plots, qc] + (tophat_plots if tophat_filter else [])
     for p in outputs:
         check_writable(p, overwrite=overwrite)
+    # a wrong tomograms.star is refused before the maps are read, too
+    geo = None
+    size_unbinned = None
+    if relion5_tomograms_star is not None:
+        geo = relion5_tomogram_geometry(relion5_tomograms_star, mjob.tomo_id)
+        size_unbinned = geo.size_xyz_unbinned
 
     table = extract_candidates(
         mjob,
@@ -176,16 +182,12 @@ def extract(
         tophat_bins=tophat_bins,
         job_dir=jpath.parent,
     )
-    size_unbinned = None
-    if relion5_tomograms_star is not None:
-        geo = relion5_tomogram_geometry(relion5_tomograms_star, table.tomo_id)
-        size_unbinned = geo.size_xyz_unbinned
-        if table.tilt_series_pixel_size_a is None:
-            table = dataclasses.replace(
-                table,
-                tilt_series_pixel_size_a=geo.tilt_series_pixel_size_a,
-                binning=geo.binning,
-            )
+    if geo is not None and table.tilt_series_pixel_size_a is None:
+        table = dataclasses.replace(
+            table,
+            tilt_series_pixel_size_a=geo.tilt_series_pixel_size_a,
+            binning=geo.binning,
+        )
     if len(table) == 0 and not math.isfinite(table.cutoff):
         raise ConfigError(
             f"{table.tomo_id}: no voxel left to pick (tomogram mask, border of "
