@@ -406,3 +406,27 @@ def test_extract_tophat_filter_writes_its_plot(tmp_path: Path, capsys) -> None:
         capsys,
     )
     assert code == 2 and "--tophat-connectivity 4 must be 1, 2 or 3" in out
+
+
+def test_missing_tomograms_star_refused_before_reading_maps(
+    tmp_path, capsys, caplog
+) -> None:
+    job = make_job(tmp_path)
+    missing = tmp_path / "nope" / "tomograms.star"
+    with caplog.at_level("INFO"):
+        code, out = run(
+            [
+                "extract",
+                "-j",
+                str(job),
+                "-n",
+                "10",
+                "--relion5-tomograms-star",
+                str(missing),
+            ],
+            capsys,
+        )
+    lines = [ln for ln in out.strip().splitlines() if ln]
+    assert code == 2 and len(lines) == 1 and str(missing) in lines[0], out
+    assert not any("picks above cutoff" in r.getMessage() for r in caplog.records)
+    assert _no_outputs(tmp_path)
