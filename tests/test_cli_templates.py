@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import mrcfile
@@ -251,3 +252,117 @@ def test_slab_mask_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         ["slab-mask", "-i", str(const), "-o", str(out), "--overwrite"], capsys
     )
     assert code == 2 and "constant" in err
+
+
+PYTOM_5592 = REAL / "pytom" / "emd_5592_21A.mrc"  # 20^3, header 1 Å, true 20.96 Å
+
+
+@pytest.mark.skipif(not PYTOM_5592.is_file(), reason="shared/data/real/pytom absent")
+def test_create_template_refuses_a_tiny_box_from_a_wrong_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "e2.mrc"
+    argv = ["create-template", "-i", str(PYTOM_5592), "-o", str(out)]
+    code, _, err = run([*argv, "--output-voxel-size-angstrom", "20"], capsys)
+    assert code == 2
+    assert (
+        "input voxel 1 Å (header) gives a 1-voxel template at 20 Å: the header "
+        "voxel size looks wrong; pass --input-voxel-size-angstrom" in err
+    )
+    assert not out.exists()
+    # With the true voxel size it works (20 * 20.96 / 41.92 = 10 voxels).
+    code, _, err = run(
+        [
+            *argv,
+            "--input-voxel-size-angstrom",
+            "20.96",
+            "--output-voxel-size-angstrom",
+            "41.92",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    with mrcfile.open(out) as m:
+        assert m.data.shape == (10, 10, 10)
+
+
+def test_create_template_warns_on_large_downsampling_and_cropping_box(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big = tmp_path / "big.mrc"
+    _write_map(big, _blob(80), 1.0)
+    argv = ["create-template", "-i", str(big), "--output-voxel-size-angstrom", "10"]
+    with pytest.warns(RuntimeWarning, match=r"downsampling 10\.0x .* 8-voxel"):
+        code, _, err = run([*argv, "-o", str(tmp_path / "a.mrc")], capsys)
+    assert code == 0, err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # --box-size silences it
+        code, _, err = run([*argv, "-b", "10", "-o", str(tmp_path / "b.mrc")], capsys)
+    assert code == 0, err
+
+    # A box cropping the particle: the warning gives the density fraction outside,
+    # checked here by counting voxels of the input map outside the box.
+    blob = _wide_blob(40)
+    src = tmp_path / "wide.mrc"
+    _write_map(src, blob, 5.0)
+    w = blob - np.median(blob)
+    w = np.where(w > 0.1 * w.max(), w, 0.0)
+    inside = w[20 - 6 : 20 + 7, 20 - 6 : 20 + 7, 20 - 6 : 20 + 7].sum()  # 12-voxel box
+    pct = round(100 * (1 - inside / w.sum()))
+    assert pct > 5
+    with pytest.warns(RuntimeWarning, match=rf"--box-size 12 \(60 Å\) crops .*{pct}%"):
+        code, _, err = run(
+            [
+                "create-template",
+                "-i",
+                str(src),
+                "--output-voxel-size-angstrom",
+                "5",
+                "-b",
+                "12",
+                "-o",
+                str(tmp_path / "c.mrc"),
+            ],
+            capsys,
+        )
+    assert code == 0, err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        code, _, err = run(
+            [
+                "create-template",
+                "-i",
+                str(src),
+                "--output-voxel-size-angstrom",
+                "5",
+                "-b",
+                "36",
+                "-o",
+                str(tmp_path / "d.mrc"),
+            ],
+            capsys,
+        )
+    assert code == 0, err
+
+
+def _wide_blob(n: int) -> np.ndarray:
+    g = np.arange(n) - n // 2
+    z, y, x = np.meshgrid(g, g, g, indexing="ij")
+    return np.exp(-(x**2 + y**2 + z**2) / (2 * 6.0**2))
+
+
+def test_create_mask_radius_beyond_the_box_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "m.mrc"
+    code, _, err = run(["create-mask", "-b", "24", "-r", "30", "-o", str(out)], capsys)
+    assert code == 2 and not out.exists()
+    assert "--radius 30 voxels is larger than half the box (24 voxels / 2 = 12)" in err
+    # A radius touching the faces is fine; only its soft edge is cut (warning).
+    code, _, err = run(
+        ["create-mask", "-b", "24", "-r", "12", "-s", "1", "-o", str(out)], capsys
+    )
+    assert code == 0, err
+    assert "soft edge is cut" in caplog.text + err
+    with mrcfile.open(out) as m:
+        assert m.data[12, 12, 0] == 1.0 and m.data.min() < 1.0

@@ -136,6 +136,7 @@ def create_template(
     else:
         volume, header_a = read_volume(input_map, require_voxel_size=False)
         in_a: float | None = header_a if header_a > 0 else None
+        in_src = "header"
         if input_voxel_size_angstrom is not None:
             if in_a is not None and abs(in_a - input_voxel_size_angstrom) > 1e-3 * in_a:
                 logger.warning(
@@ -146,6 +147,7 @@ def create_template(
                     input_voxel_size_angstrom,
                 )
             in_a = input_voxel_size_angstrom
+            in_src = ""
         if in_a is None:
             raise ConfigError(
                 f"{input_map}: the header voxel size is 0 (unset); pass "
@@ -161,6 +163,7 @@ def create_template(
             mirror=mirror,
             center=center,
             allow_upsampling=allow_upsampling,
+            input_voxel_source=in_src,
         )
         source = f"map {volume.shape} at {in_a:.4g} Å"
     write_volume(output_file, template, out_a, overwrite=overwrite)
@@ -175,6 +178,31 @@ class Units(enum.StrEnum):
 
     px = "px"
     angstrom = "angstrom"
+
+
+def _check_mask_fits(box_size: int, radius_px: float, sigma_px: float) -> None:
+    """Refuse a mask cut by the box; warn when only its soft edge is cut.
+
+    A radius beyond the half box makes the mask the box itself (``-b 24 -r 30``
+    is all ones), which normalises nothing; pytom-match-pick writes such masks
+    silently. A Gaussian edge cut at the box face is common and harmless.
+    """
+    half = box_size / 2.0
+    if radius_px > half:
+        raise ConfigError(
+            f"--radius {radius_px:g} voxels is larger than half the box "
+            f"({box_size} voxels / 2 = {half:g}): the mask would fill the box; use "
+            f"--box-size {math.ceil(2 * (radius_px + 3 * sigma_px)) + 2} or a "
+            "smaller radius (radii are in voxels unless --units angstrom)"
+        )
+    if radius_px + 3.0 * sigma_px > half:
+        logger.warning(
+            "radius %g + 3 x sigma %g voxels exceeds half the box (%g): the soft "
+            "edge is cut at the box faces",
+            radius_px,
+            sigma_px,
+            half,
+        )
 
 
 def create_mask(
@@ -294,6 +322,7 @@ def create_mask(
         rx = radius
         ry = radius if radius_minor1 is None else radius_minor1
         rz = radius if radius_minor2 is None else radius_minor2
+        _check_mask_fits(box_size, max(rx, ry, rz) * scale, sigma * scale)
         mask = ellipsoid_mask(
             box_size, (rz * scale, ry * scale, rx * scale), sigma_px=sigma * scale
         )

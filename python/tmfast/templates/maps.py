@@ -34,7 +34,10 @@ from tmfast.types import Volume
 
 __all__ = [
     "DEFAULT_LOWPASS_EDGE",
+    "MAX_DOWNSAMPLING",
+    "MIN_TEMPLATE_BOX",
     "center_of_mass_zyx",
+    "density_outside_box",
     "fourier_resample",
     "lowpass_weights_rfft",
     "pad_to_cube",
@@ -296,6 +299,65 @@ def fourier_resample(
     return np.ascontiguousarray(t, dtype=np.float32)
 
 
+#: Smallest template box in voxels (smaller is almost always a wrong voxel size).
+MIN_TEMPLATE_BOX = 8
+#: Downsampling factor above which the input voxel size is questioned.
+MAX_DOWNSAMPLING = 8.0
+
+
+def density_outside_box(
+    volume: npt.NDArray[np.floating],
+    box_input_px: float,
+    *,
+    center_zyx_px: tuple[float, float, float] | None = None,
+    peak_fraction: float = 0.1,
+) -> tuple[float, float]:
+    """Fraction of a map's particle density outside a centred cubic box.
+
+    The particle is the set of voxels whose density above the map median
+    exceeds ``peak_fraction`` of the peak; each counts with that excess density.
+
+    Parameters
+    ----------
+    volume
+        ``(z, y, x)`` map.
+    box_input_px
+        Side of the box in input voxels (output box x output/input voxel size).
+    center_zyx_px
+        Box centre in input voxels; default ``shape // 2``.
+    peak_fraction
+        Threshold as a fraction of the peak above the median.
+
+    Returns
+    -------
+    (fraction, extent_px)
+        Fraction of the particle density outside the box (0 to 1), and the side in
+        input voxels of the smallest such box around the centre holding it all.
+    """
+    vol = np.asarray(volume, dtype=np.float64)
+    w = vol - float(np.median(vol))
+    peak = float(w.max())
+    if peak <= 0:
+        return 0.0, 0.0
+    w = np.where(w > peak_fraction * peak, w, 0.0)
+    c = (
+        tuple(float(n // 2) for n in vol.shape)
+        if center_zyx_px is None
+        else center_zyx_px
+    )
+    half = box_input_px / 2.0
+    dist = np.zeros(vol.shape)
+    for axis in range(3):
+        shape = [1, 1, 1]
+        shape[axis] = vol.shape[axis]
+        d = np.abs(np.arange(vol.shape[axis], dtype=np.float64) - c[axis])
+        dist = np.maximum(dist, d.reshape(shape))
+    total = float(w.sum())
+    outside = float(w[dist > half].sum())
+    extent = 2.0 * float(dist[w > 0].max())
+    return outside / total, extent
+
+
 def template_from_map(
     volume: npt.NDArray[np.floating],
     input_voxel_size_a: float | None,
@@ -308,6 +370,7 @@ def template_from_map(
     mirror: bool = False,
     center: bool = False,
     allow_upsampling: bool = False,
+    input_voxel_source: str = "",
 ) -> Volume:
     """Make a matching template from a density map.
 
@@ -338,6 +401,8 @@ def template_from_map(
         Put the centre of mass at the box centre ``N // 2``.
     allow_upsampling
         Permit an output voxel smaller than the input voxel.
+    input_voxel_source
+        Where ``input_voxel_size_a`` came from (e.g. ``"header"``), for messages.
 
     Returns
     -------
@@ -347,7 +412,15 @@ def template_from_map(
     Raises
     ------
     ConfigError
-        Missing or non-positive voxel size, upsampling without permission, bad box.
+        Missing or non-positive voxel size, upsampling without permission, a box
+        below :data:`MIN_TEMPLATE_BOX` voxels (usually a wrong input voxel size).
+
+    Warns
+    -----
+    RuntimeWarning
+        Downsampling by more than :data:`MAX_DOWNSAMPLING` without ``box_size``
+        (the input voxel size may be wrong), and a ``box_size`` that leaves out
+        more than 1 % of the map's density (:func:`density_outside_box`).
     """
     a_in = _check_voxel("input_voxel_size_a", input_voxel_size_a)
     vol = np.asarray(volume, dtype=np.float32)
@@ -363,6 +436,41 @@ def template_from_map(
     com = center_of_mass_zyx(vol) if center else None
     if com is not None:
         logger.info("centre of mass (z, y, x) = %.2f %.2f %.2f voxels", *com)
+    a_out = _check_voxel("output_voxel_size_a", output_voxel_size_a)
+    ratio = a_out / a_in
+    src = f" ({input_voxel_source})" if input_voxel_source else ""
+    if box_size is None:
+        box = max(1, round(vol.shape[0] / ratio))
+        if box < MIN_TEMPLATE_BOX:
+            raise ConfigError(
+                f"input voxel {a_in:g} Å{src} gives a {box}-voxel template at "
+                f"{a_out:g} Å: the{' header' if src else ''} voxel size looks "
+                "wrong; pass --input-voxel-size-angstrom"
+            )
+        if ratio > MAX_DOWNSAMPLING:
+            warnings.warn(
+                f"downsampling {ratio:.1f}x (input voxel {a_in:g} Å{src} to "
+                f"{a_out:g} Å) gives a {box}-voxel template: check the input voxel "
+                "size (--input-voxel-size-angstrom); pass --box-size to silence this",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    else:
+        if box_size < MIN_TEMPLATE_BOX:
+            raise ConfigError(
+                f"--box-size {box_size}: a template needs at least "
+                f"{MIN_TEMPLATE_BOX} voxels; use a larger box"
+            )
+        frac, needed = density_outside_box(vol, box_size * ratio, center_zyx_px=com)
+        if frac > 0.01:
+            warnings.warn(
+                f"--box-size {box_size} ({box_size * a_out:g} Å) crops the particle: "
+                f"{100 * frac:.0f}% of the map's density (voxels above 10% of its "
+                f"peak) lies outside the box; use --box-size "
+                f"{math.ceil(needed / ratio) + 1} or more to keep it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     out = fourier_resample(
         vol,
         a_in,
