@@ -40,8 +40,8 @@ rounding):
   float32 size; twice with a noise template, three times with a rotated mask); the
   real-space tomogram is not kept. Rotations are processed in sub-batches sized to
   ``max_batch_bytes`` (default 32 MiB: one at a time at production sizes). The
-  running sums are float64 by default; ``float32_sums=True`` halves them (spherical
-  case: about 7.3x the tomogram's float32 size in all, against 9.3x).
+  running sums are float32 by default (spherical case: about 7.3x the tomogram's
+  float32 size in all); ``float32_sums=False`` keeps them in float64 (9.3x).
 """
 
 from __future__ import annotations
@@ -133,8 +133,9 @@ class CpuBackend:
         added with one float32 rounding: the search sigma agrees with float64 sums
         to a few 1e-6 relative over thousands of rotations
         (``tests/test_backends_cpu.py``), but sums of a search split over devices
-        then differ from an unsplit one by float32 rounding. Default False: float64
-        sums, bit-identical to ``s += float64(score)`` per rotation.
+        then differ from an unsplit one by float32 rounding. Default True (it keeps
+        peak memory under 8x the tomogram, issue 3); False gives float64 sums,
+        bit-identical to ``s += float64(score)`` per rotation.
     """
 
     name = "cpu"
@@ -144,7 +145,7 @@ class CpuBackend:
         *,
         workers: int | None = None,
         max_batch_bytes: int = 32 * 2**20,
-        float32_sums: bool = False,
+        float32_sums: bool = True,
     ) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.max_batch_bytes = int(max_batch_bytes)
