@@ -522,3 +522,28 @@ def test_missing_tilt_series_names_the_folders_searched(
         lone / "tomograms.star", "TS_01", project_dir=tmp_path / "p"
     )
     assert md == read_relion5_metadata(star, "TS_01")
+
+
+def test_gpu_task_fails_without_a_gpu_backend(
+    project: dict[str, Path], tmp_path: Path
+) -> None:
+    from tmfast.batch.plan import _no_gpu_reason
+    from tmfast.errors import BackendUnavailableError
+
+    if _no_gpu_reason() is None:
+        pytest.skip("a GPU backend works here; the refusal needs a node without one")
+    out = tmp_path / "batch"
+    plan = plan_relion5(
+        project["tomograms_star"],
+        out,
+        match=_match(project, backend="auto"),
+        slurm=SlurmOptions(gres="gpu:1"),
+    )
+    with pytest.raises(BackendUnavailableError) as err:
+        run_task(plan.manifest_path, 0, progress_interval_s=0)
+    msg = str(err.value)
+    assert msg.startswith("TS_01: the batch asked SLURM for GPUs (--gres gpu:1) but ")
+    assert "cuda: " in msg and "opencl: " in msg
+    (st,) = [s for s in batch_status(out, query_queue=False) if s.key == "TS_01"]
+    assert st.state == "failed" and "asked SLURM for GPUs" in st.detail
+    assert not list((out / "tomograms" / "TS_01").glob("*_scores.mrc"))

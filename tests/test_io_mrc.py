@@ -73,3 +73,40 @@ def test_real_template() -> None:
     with mrcfile.open(small, permissive=True) as m:
         np.testing.assert_array_equal(vol, m.data.astype(np.float32))
         assert vs == pytest.approx(float(m.voxel_size.x)) or vs == 0.0
+
+
+CRYOCAT_EM = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "real"
+    / "cryocat"
+    / "peak_analysis"
+    / "mask48_r22.em"
+)
+
+
+@pytest.mark.skipif(not CRYOCAT_EM.is_file(), reason="shared/data/real/cryocat absent")
+def test_em_file_is_named_with_a_conversion_hint() -> None:
+    for read in (read_volume, read_header):
+        with pytest.raises(FormatError) as err:
+            read(CRYOCAT_EM)
+        msg = str(err.value)
+        assert msg.startswith(f"{CRYOCAT_EM}: this is an EM file")
+        assert "48x48x48 float32" in msg and "e2proc3d.py mask48_r22.em" in msg
+
+
+def test_em_detection_needs_header_and_size_to_agree(tmp_path: Path) -> None:
+    data = np.arange(3 * 4 * 5, dtype="<i2").reshape(5, 4, 3)
+    head = np.zeros(512, np.uint8)
+    head[0], head[3] = 6, 2  # PC byte order, int16
+    head[4:16] = np.frombuffer(np.array([3, 4, 5], "<i4").tobytes(), np.uint8)
+    em = tmp_path / "x.em"
+    em.write_bytes(head.tobytes() + data.tobytes())
+    with pytest.raises(FormatError, match=r"EM file .*3x4x5 int16"):
+        read_volume(em)
+    # One byte more: not EM either, so the generic message.
+    em.write_bytes(head.tobytes() + data.tobytes() + b"\0")
+    with pytest.raises(FormatError, match="not a readable MRC file") as err:
+        read_volume(em)
+    assert "EM file" not in str(err.value)

@@ -859,6 +859,70 @@ def resume(manifest_path: str | Path) -> tuple[int, list[int]] | None:
 # the array task
 
 
+def _gpu_request(slurm: dict[str, Any]) -> str | None:
+    """The GPU request of the array script (``--gres gpu:...`` etc.), or None."""
+    gres = slurm.get("gres")
+    if gres and "gpu" in str(gres):
+        return f"--gres {gres}"
+    if slurm.get("gpus_per_task"):
+        return f"--gpus-per-task {slurm['gpus_per_task']}"
+    return None
+
+
+def _no_gpu_reason() -> str | None:
+    """Why no GPU backend can run on this node, or None when one can."""
+    from tmfast.backends import registry
+
+    reasons = registry.available_backends()
+    if reasons["cuda"] is None:
+        return None
+    opencl_reason = reasons["opencl"]
+    if opencl_reason is None:
+        module, _ = registry._probe("opencl")
+        if module is not None and registry._opencl_has_gpu(module):
+            return None
+        opencl_reason = "no GPU device (CPU OpenCL only)"
+    return f"cuda: {reasons['cuda']}; opencl: {opencl_reason}"
+
+
+def _check_gpu_available(
+    manifest: Manifest, entry: ManifestEntry, backend: str
+) -> None:
+    """Fail a task that asked SLURM for GPUs but would silently run on the CPU.
+
+    A node with a broken CUDA would otherwise spend the whole time limit on the
+    CPU with backend ``auto``.
+
+    Raises
+    ------
+    BackendUnavailableError
+        If the plan requested GPUs, the backend is ``auto`` and no GPU backend
+        works here.
+    """
+    request = _gpu_request(manifest.slurm)
+    if request is None:
+        return
+    if backend == "cpu":
+        logger.warning(
+            "%s: the batch requests GPUs (%s) but --backend cpu runs on the CPU",
+            entry.key,
+            request,
+        )
+        return
+    if backend != "auto":
+        return  # cuda/opencl: the backend registry refuses with its reason
+    reason = _no_gpu_reason()
+    if reason is not None:
+        from tmfast.errors import BackendUnavailableError
+
+        raise BackendUnavailableError(
+            f"{entry.key}: the batch asked SLURM for GPUs ({request}) but no GPU "
+            f"backend works on node {os.uname().nodename} ({reason}); fix the "
+            "node's CUDA driver or leave the node out (sbatch --exclude), or plan "
+            "with --backend cpu and without GPUs to run on CPUs"
+        )
+
+
 class _Terminated(BaseException):
     """Raised in the task when SLURM sends SIGTERM/SIGINT (cancel, time limit)."""
 
@@ -893,7 +957,10 @@ def run_task(
     Raises
     ------
     TmfastError
-        If the entry's inputs or options are invalid, or matching fails.
+        If the entry's inputs or options are invalid, or matching fails;
+        :class:`~tmfast.errors.BackendUnavailableError` when the plan requested
+        GPUs (``--gres gpu:...``/``--gpus-per-task``) with backend ``auto`` and no
+        GPU backend works on the node (instead of running on the CPU).
     """
     from tmfast._progress import throttled_log_progress
     from tmfast.matching.engine import MatchInterrupted, run_match
@@ -911,6 +978,7 @@ def run_task(
                 "task %d: %s already matched; extracting only", index, entry.key
             )
         else:
+            _check_gpu_available(manifest, entry, config.backend)
             progress = throttled_log_progress(
                 logger, f"{entry.key} rotations", interval_s=progress_interval_s
             )

@@ -42,6 +42,50 @@ def _voxel_size(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> float:
     return sizes[0]
 
 
+#: EM (TOM toolbox / AV3 / pytom / cryoCAT) data type codes and their byte sizes.
+_EM_TYPES = {
+    1: ("int8", 1),
+    2: ("int16", 2),
+    4: ("int32", 4),
+    5: ("float32", 4),
+    8: ("complex64", 8),
+    9: ("float64", 8),
+}
+
+
+def _em_description(path: Path) -> str | None:
+    """Describe ``path`` if it is an EM file (512-byte header + raw data), else None.
+
+    The EM header's first byte is the machine code, the fourth the data type and
+    bytes 4-15 the dimensions (int32); the file is exactly header plus data.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if len(head) < 16 or head[0] not in (0, 1, 2, 3, 5, 6) or head[3] not in _EM_TYPES:
+        return None
+    order = "big" if head[0] in (3, 5) else "little"
+    dims = [int.from_bytes(head[i : i + 4], order) for i in (4, 8, 12)]
+    name, nbytes = _EM_TYPES[head[3]]
+    if min(dims) < 1 or 512 + dims[0] * dims[1] * dims[2] * nbytes != size:
+        return None
+    return f"{dims[0]}x{dims[1]}x{dims[2]} {name}"
+
+
+def _not_mrc(path: Path, reason: object) -> FormatError:
+    em = _em_description(path)
+    if em is not None:
+        return FormatError(
+            f"{path}: this is an EM file (TOM/pytom/cryoCAT format, {em}), which "
+            "tmfast does not read; convert it to MRC and set its voxel size, e.g. "
+            f"`e2proc3d.py {path.name} {path.stem}.mrc --apix <voxel Å>` (EMAN2)"
+        )
+    return FormatError(f"{path}: not a readable MRC file ({reason})")
+
+
 def _open(path: Path, *, mmap: bool) -> mrcfile.mrcfile.MrcFile:
     if not path.is_file():
         raise FormatError(f"{path}: file not found; check the path")
@@ -63,13 +107,13 @@ def _open(path: Path, *, mmap: bool) -> mrcfile.mrcfile.MrcFile:
     if mrc is None or mrc.data is None or mrc.data.size == 0:
         if mrc is not None:
             mrc.close()
-        raise FormatError(f"{path}: not a readable MRC file ({strict_error})")
+        raise _not_mrc(path, strict_error)
     fatal = [
         w for w in caught if "shorter" in str(w.message) or "larger" in str(w.message)
     ]
     if fatal:
         mrc.close()
-        raise FormatError(f"{path}: not a readable MRC file ({fatal[0].message})")
+        raise _not_mrc(path, fatal[0].message)
     logger.warning(
         "%s: non-standard MRC header (%s); reading it anyway", path, strict_error
     )
