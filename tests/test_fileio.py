@@ -38,7 +38,13 @@ def test_failure_leaves_nothing(tmp_path: Path) -> None:
 def test_refuses_overwrite_unless_asked(tmp_path: Path) -> None:
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(OutputExistsError, match="--overwrite"), atomic_path(target):
+    with (
+        pytest.raises(
+            OutputExistsError,
+            match=r"output exists; pass --overwrite to replace it \(overwrite=True in",
+        ),
+        atomic_path(target),
+    ):
         pass
     assert target.read_text() == "old"
     with atomic_path(target, overwrite=True) as tmp:

@@ -69,7 +69,7 @@ def test_invalid_options(change: dict[str, object], needle: str) -> None:
 
 def test_files_optional_until_required_and_tomo_id() -> None:
     c = MatchConfig(**{**BASE, "template": None})  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"\-\-template is required"):
+    with pytest.raises(ConfigError, match=r"^template is required: give its MRC file"):
         c.require_files()
     c.require_files(except_=frozenset({"template"}))
     assert c.tomo_id == "TS_01"

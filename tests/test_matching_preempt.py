@@ -156,13 +156,8 @@ main(sys.argv[1:])
 """
 
 
-def test_cli_sigterm_exits_143_and_rerun_resumes(
-    files: dict[str, Path], tmp_path: Path
-) -> None:
-    ref = tmp_path / "ref"
-    run_match(_config(files, ref), backend=CpuBackend(workers=1))
-    dest = tmp_path / "run"
-    argv = [
+def _cli_argv(files: dict[str, Path], dest: Path) -> list[str]:
+    return [
         "match",
         "-t", str(files["template"]),
         "-v", str(files["tomogram"]),
@@ -174,6 +169,13 @@ def test_cli_sigterm_exits_143_and_rerun_resumes(
         "--backend", "cpu",
         "-r", "--rng-seed", "5",
     ]  # fmt: skip
+
+
+def _run_cli_signalled(
+    argv: list[str], signals: list[signal.Signals]
+) -> tuple[int, str]:
+    """Run `tmfast match` in a child; after its first progress line and a scored
+    batch, send ``signals`` (0.1 s apart). Return the exit code and all output."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "python"))
     env.pop("SLURM_JOB_ID", None)
     proc = subprocess.Popen(
@@ -182,6 +184,8 @@ def test_cli_sigterm_exits_143_and_rerun_resumes(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # a terminal's Ctrl-C: SIGINT not ignored in the child
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     lines: list[str] = []
@@ -192,7 +196,10 @@ def test_cli_sigterm_exits_143_and_rerun_resumes(
             lines.append(line)
             seen_progress |= "matching: " in line and f"/{N_ROT}" in line
             if seen_progress and "test-child: scored a batch" in line:
-                proc.send_signal(signal.SIGTERM)
+                for i, sig in enumerate(signals):
+                    if i:
+                        time.sleep(0.1)
+                    proc.send_signal(sig)
                 break
             assert time.monotonic() < deadline, "".join(lines)
         out, _ = proc.communicate(timeout=120)
@@ -200,10 +207,23 @@ def test_cli_sigterm_exits_143_and_rerun_resumes(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    text = "".join(lines) + out
-    assert proc.returncode == 143, text
+    return proc.returncode, "".join(lines) + out
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_cli_stop_signal_exits_and_rerun_resumes(
+    files: dict[str, Path], tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """SIGTERM (SLURM) and a first Ctrl-C (SIGINT) both finish the batch, write a
+    checkpoint, print one line and exit 128 + signum; a rerun resumes from it."""
+    ref = tmp_path / "ref"
+    run_match(_config(files, ref), backend=CpuBackend(workers=1))
+    dest = tmp_path / "run"
+    rc, text = _run_cli_signalled(_cli_argv(files, dest), [sig])
+    assert rc == code, text
     stop_lines = [ln for ln in text.splitlines() if "tmfast: error: stopped by" in ln]
-    assert len(stop_lines) == 1 and "SIGTERM" in stop_lines[0], text
+    assert len(stop_lines) == 1 and sig.name in stop_lines[0], text
+    assert "rerun the same command to resume" in stop_lines[0], text
     assert "Traceback" not in text
     ckpt = output_paths(dest, "tomo")["checkpoint"]
     assert ckpt.exists() and not output_paths(dest, "tomo")["scores"].exists(), text
@@ -214,6 +234,25 @@ def test_cli_sigterm_exits_143_and_rerun_resumes(
     assert job.resumed_rotations == n_done
     for a, b in zip(_maps(dest), _maps(ref), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_cli_second_sigint_aborts_at_once(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A second Ctrl-C does not wait for the batch: one line, exit 130, no outputs
+    and no checkpoint from this run."""
+    dest = tmp_path / "run"
+    rc, text = _run_cli_signalled(_cli_argv(files, dest), [signal.SIGINT] * 2)
+    assert rc == 130, text
+    assert "Traceback" not in text
+    err = [ln for ln in text.splitlines() if ln.startswith("tmfast:")]
+    assert len(err) == 1, text
+    assert err[0].startswith("tmfast: error: aborted by Ctrl-C: the current batch"), (
+        text
+    )
+    assert "Ctrl-C again aborts at once" in text
+    p = output_paths(dest, "tomo")
+    assert not p["scores"].exists() and not p["checkpoint"].exists(), text
 
 
 def test_signal_in_the_last_batch_completes_the_outputs(

@@ -62,7 +62,8 @@ def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     p = Path(path)
     if p.exists() and not overwrite:
         raise OutputExistsError(
-            f"{p}: output exists; pass --overwrite (overwrite=True) to replace it"
+            f"{p}: output exists; pass --overwrite to replace it (overwrite=True "
+            "in the Python API)"
         )
     return p
 

@@ -19,7 +19,11 @@ ProgressCallback = Callable[[int, int], None]
 def throttled_log_progress(
     logger: logging.Logger, label: str, *, interval_s: float = 30.0
 ) -> ProgressCallback:
-    """Return a callback that logs ``label: done/total (pct, ETA)`` at most every ``interval_s``."""
+    """Return a callback logging ``label: done/total (pct, ETA)``.
+
+    At most one line per ``interval_s`` (plus the last); the ETA is ``?`` until
+    something is done.
+    """
     start = time.monotonic()
     last = [-float("inf")]
 
@@ -29,11 +33,17 @@ def throttled_log_progress(
             return
         last[0] = now
         elapsed = now - start
-        eta = elapsed / done * (total - done) if done else float("nan")
         pct = 100.0 * done / total if total else 100.0
+        # no rate yet at 0 done: say so rather than "ETA nan s"
+        eta = f"{elapsed / done * (total - done):.0f} s" if done else "?"
         logger.info(
-            "%s: %d/%d (%.1f%%, %.0f s elapsed, ETA %.0f s)",
-            label, done, total, pct, elapsed, eta,
+            "%s: %d/%d (%.1f%%, %.0f s elapsed, ETA %s)",
+            label,
+            done,
+            total,
+            pct,
+            elapsed,
+            eta,
         )
 
     return report

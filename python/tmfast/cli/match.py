@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand
 
-from tmfast.errors import ConfigError
+from tmfast.errors import ConfigError, TmfastError
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +145,9 @@ def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
             TaskProgressColumn(),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
-            TextColumn("left"),
+            TextColumn("elapsed"),
             TimeRemainingColumn(),
+            TextColumn("left"),
             console=Console(file=sys.stderr),
             transient=False,
         )
@@ -166,6 +167,59 @@ def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
 
         return report, bar.stop
     return _log_progress(), lambda: None
+
+
+class MatchAborted(TmfastError):
+    """Ctrl-C stopped matching at once (a second one while stopping; exit 130)."""
+
+    exit_code = 130
+
+
+_LOG_LEVELS = {"info": logging.INFO, "debug": logging.DEBUG}
+
+#: CLI spelling of the files the command needs.
+_REQUIRED = {
+    "template": "-t/--template",
+    "tomogram": "-v/--tomogram",
+    "mask": "-m/--mask",
+}
+
+
+def _check_gpu_request(gpu_ids: tuple[int, ...] | None, backend: str) -> None:
+    """Refuse ``-g`` when no GPU backend can run; warn when ``--backend cpu``.
+
+    Raises
+    ------
+    ConfigError
+        If device indices are given, the backend is ``auto`` and neither cuda nor
+        OpenCL on a GPU device is available (the reasons are in the message).
+    """
+    if gpu_ids is None:
+        return
+    ids = " ".join(str(i) for i in gpu_ids)
+    if backend == "cpu":
+        logger.warning("-g/--gpu-ids %s ignored: --backend cpu uses the CPU cores", ids)
+        return
+    if backend != "auto":
+        return  # cuda/opencl: the registry refuses with its reason if unavailable
+    from tmfast.backends import registry
+
+    reasons = registry.available_backends()
+    if reasons["cuda"] is None:
+        return
+    opencl_reason = reasons["opencl"]
+    if opencl_reason is None:
+        module, _ = registry._probe("opencl")
+        if module is not None and registry._opencl_has_gpu(module):
+            return
+        opencl_reason = "no GPU device (CPU OpenCL only)"
+    cuda_reason = str(reasons["cuda"])
+    install = "" if "tmfast[cuda]" in cuda_reason else "install tmfast[cuda], or "
+    raise ConfigError(
+        f"-g/--gpu-ids {ids}: no GPU backend is available here (cuda: {cuda_reason}; "
+        f"opencl: {opencl_reason}); {install}drop -g / use --backend cpu to run on "
+        "the CPU"
+    )
 
 
 def match(
@@ -255,6 +309,26 @@ def match(
         "-a",
         "--tilt-angles",
         help="MIN MAX tilt in degrees, or a .tlt/.rawtlt file.",
+        rich_help_panel=_FIL,
+    ),
+    tilt_angles_first_column: Path | None = typer.Option(
+        None,
+        "--tilt-angles-first-column",
+        help="Text file whose first column holds the tilt angles in degrees "
+        "(instead of -a).",
+        rich_help_panel=_FIL,
+    ),
+    defocus_handedness: int | None = typer.Option(
+        None,
+        "--defocus-handedness",
+        help="pytom's -1, 0 or 1; recorded in the job only (the per-position "
+        "defocus gradient is not applied yet).",
+        rich_help_panel=_FIL,
+    ),
+    warp_xml_file: Path | None = typer.Option(
+        None,
+        "--warp-xml-file",
+        help="Not supported yet: use --relion5-tomograms-star or explicit files.",
         rich_help_panel=_FIL,
     ),
     per_tilt_weighting: bool = typer.Option(
@@ -381,54 +455,111 @@ def match(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace existing outputs.", rich_help_panel=_IO
     ),
+    log: str | None = typer.Option(
+        None,
+        "--log",
+        help="Log level: info or debug (as pytom; same as tmfast -v).",
+        rich_help_panel=_IO,
+    ),
+    quiet: bool = typer.Option(
+        False, "-q", "--quiet", help="Warnings and errors only.", rich_help_panel=_IO
+    ),
 ) -> None:
     """Match a template over a tomogram: {tomo}_scores.mrc, _angles.mrc, _job.json."""
+    from tmfast.cli import configure_logging
     from tmfast.matching.config import MatchConfig
     from tmfast.matching.engine import run_match
 
-    values: dict[str, Any] = {
-        "template": template,
-        "tomogram": tomogram,
-        "destination": destination,
-        "mask": mask,
-        "non_spherical_mask": non_spherical_mask or None,
-        "tomogram_mask": tomogram_mask,
-        "particle_diameter_a": particle_diameter,
-        "angular_search": angular_search,
-        "z_axis_rotational_symmetry": z_axis_rotational_symmetry,
-        "volume_split_xyz": volume_split,
-        "search_x": search_x,
-        "search_y": search_y,
-        "search_z": search_z,
-        "tilt_angles": _tilts(tilt_angles),
-        "per_tilt_weighting": per_tilt_weighting or None,
-        "voxel_size_a": voxel_size_angstrom,
-        "low_pass_a": low_pass,
-        "high_pass_a": high_pass,
-        "dose_accumulation": dose_accumulation,
-        "defocus": defocus,
-        "amplitude_contrast": amplitude_contrast,
-        "spherical_aberration_mm": spherical_aberration,
-        "voltage_kv": voltage,
-        "phase_shift_deg": phase_shift,
-        "tomogram_ctf_model": tomogram_ctf_model,
-        "spectral_whitening": spectral_whitening or None,
-        "random_phase_correction": random_phase_correction or None,
-        "rng_seed": rng_seed,
-        "relion5_tomograms_star": relion5_tomograms_star,
-        "half_precision": half_precision or None,
-        "gpu_ids": _gpu_ids(gpu_ids),
-        "backend": backend,
-        "checkpoint_every": checkpoint_every,
-    }
-    given = {k: v for k, v in values.items() if v is not None}
-    if config is not None:
-        cfg = MatchConfig.from_toml(config, **given)
-    else:
-        cfg = MatchConfig.from_mapping(given, source="tmfast match")
+    try:
+        if log is not None:
+            level = _LOG_LEVELS.get(log.strip().lower())
+            if level is None:
+                raise ConfigError(f"--log {log!r}: choose info or debug")
+            configure_logging(level)
+        if quiet:
+            configure_logging(logging.WARNING)
+        if warp_xml_file is not None:
+            raise ConfigError(
+                f"--warp-xml-file {warp_xml_file}: Warp XML import is not supported "
+                "yet; use --relion5-tomograms-star or explicit "
+                "-a/--defocus/--dose-accumulation files"
+            )
+        if tilt_angles_first_column is not None:
+            if tilt_angles is not None:
+                raise ConfigError(
+                    "give -a/--tilt-angles or --tilt-angles-first-column, not both"
+                )
+            if not tilt_angles_first_column.is_file():
+                raise ConfigError(
+                    f"--tilt-angles-first-column {tilt_angles_first_column}: no such "
+                    "file; give a text file with the tilt angles in its first column"
+                )
+            tilt_angles = str(tilt_angles_first_column)
+
+        values: dict[str, Any] = {
+            "template": template,
+            "tomogram": tomogram,
+            "destination": destination,
+            "mask": mask,
+            "non_spherical_mask": non_spherical_mask or None,
+            "tomogram_mask": tomogram_mask,
+            "particle_diameter_a": particle_diameter,
+            "angular_search": angular_search,
+            "z_axis_rotational_symmetry": z_axis_rotational_symmetry,
+            "volume_split_xyz": volume_split,
+            "search_x": search_x,
+            "search_y": search_y,
+            "search_z": search_z,
+            "tilt_angles": _tilts(tilt_angles),
+            "per_tilt_weighting": per_tilt_weighting or None,
+            "voxel_size_a": voxel_size_angstrom,
+            "low_pass_a": low_pass,
+            "high_pass_a": high_pass,
+            "dose_accumulation": dose_accumulation,
+            "defocus": defocus,
+            "amplitude_contrast": amplitude_contrast,
+            "spherical_aberration_mm": spherical_aberration,
+            "voltage_kv": voltage,
+            "phase_shift_deg": phase_shift,
+            "tomogram_ctf_model": tomogram_ctf_model,
+            "spectral_whitening": spectral_whitening or None,
+            "random_phase_correction": random_phase_correction or None,
+            "rng_seed": rng_seed,
+            "relion5_tomograms_star": relion5_tomograms_star,
+            "half_precision": half_precision or None,
+            "gpu_ids": _gpu_ids(gpu_ids),
+            "backend": backend,
+            "checkpoint_every": checkpoint_every,
+            "defocus_handedness": defocus_handedness,
+        }
+        given = {k: v for k, v in values.items() if v is not None}
+        if config is not None:
+            cfg = MatchConfig.from_toml(config, **given)
+        else:
+            cfg = MatchConfig.from_mapping(given, source="tmfast match")
+        for name, flags in _REQUIRED.items():
+            if getattr(cfg, name) is None:
+                raise ConfigError(f"{flags} is required")
+        if not overwrite:  # refuse existing outputs before any warning or compute
+            from tmfast._fileio import check_writable
+            from tmfast.matching.engine import output_paths
+
+            paths = output_paths(cfg.destination, cfg.tomo_id)
+            for name in ("scores", "angles", "job"):
+                check_writable(paths[name], overwrite=False)
+        _check_gpu_request(cfg.gpu_ids, cfg.backend)
+    except KeyboardInterrupt:
+        raise MatchAborted(
+            "interrupted (Ctrl-C) before matching started; nothing written"
+        ) from None
     report, stop = _progress()
     try:
         job = run_match(cfg, progress=report, overwrite=overwrite)
+    except KeyboardInterrupt:
+        raise MatchAborted(
+            "aborted by Ctrl-C: the current batch is lost; rerunning the same "
+            "command resumes from the last checkpoint, if one was written"
+        ) from None
     finally:
         stop()
     stats = job.stats

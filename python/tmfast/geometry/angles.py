@@ -485,8 +485,8 @@ def angle_set(
         value = _looks_like_number(angular_search)
         if value is None:
             raise FormatError(
-                f"{angular_search}: angle file not found; give an existing file or a "
-                "step in degrees"
+                f"{angular_search}: not a number of degrees and no such angle file; "
+                "give a step in degrees (e.g. 7) or an existing angle file"
             )
         step = _check_step(value)
     elif isinstance(angular_search, str | os.PathLike):

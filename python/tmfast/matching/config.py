@@ -50,6 +50,8 @@ _NOT_RESULT_FIELDS = frozenset(
         "checkpoint_every",
         "checkpoint_interval_s",
         "half_precision",
+        # recorded only: the per-position defocus gradient is not applied yet
+        "defocus_handedness",
     }
 )
 
@@ -76,6 +78,16 @@ def _opt_pos(name: str, value: Any, flag: str) -> float | None:
     if not (math.isfinite(v) and v > 0):
         raise ConfigError(f"{flag} {value!r}: must be a positive number ({name})")
     return v
+
+
+def _angular_step(step: float, given: Any) -> float:
+    """Validate a numeric ``--angular-search`` (angle_set's limits, [0.05, 360] deg)."""
+    if not (math.isfinite(step) and 0.05 <= step <= 360.0):
+        raise ConfigError(
+            f"--angular-search {given}: angular step {step}° is outside [0.05, 360]; "
+            "give a step in degrees or an angle file"
+        )
+    return step
 
 
 def _range(name: str, value: Any) -> tuple[int, int] | None:
@@ -158,6 +170,9 @@ class MatchConfig:
     checkpoint_every, checkpoint_interval_s
         Write a checkpoint every this many rotations and at least every this many
         seconds (0 disables checkpoints).
+    defocus_handedness
+        pytom's ``--defocus-handedness`` (-1, 0 or 1), recorded in the job. tmfast
+        does not yet apply the per-position defocus gradient it selects.
     """
 
     template: Path | None = None
@@ -196,6 +211,7 @@ class MatchConfig:
     backend: str = "auto"
     checkpoint_every: int = 2000
     checkpoint_interval_s: float = 300.0
+    defocus_handedness: int = 0
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -251,20 +267,18 @@ class MatchConfig:
         if isinstance(a, bool):
             raise ConfigError("--angular-search must be a step in degrees or a file")
         if isinstance(a, int | float):
-            s(self, "angular_search", _opt_pos("degrees", a, "--angular-search"))
+            s(self, "angular_search", _angular_step(float(a), a))
         elif isinstance(a, os.PathLike):
             s(self, "angular_search", str(a))
         elif a is not None and not isinstance(a, str):
             raise ConfigError(f"--angular-search {a!r}: a step in degrees or a file")
         if isinstance(self.angular_search, str):
             try:
-                s(
-                    self,
-                    "angular_search",
-                    _opt_pos("degrees", float(self.angular_search), "--angular-search"),
-                )
+                step = float(self.angular_search)
             except ValueError:
-                pass  # a file name
+                step = None  # a file name, checked when the angles are read
+            if step is not None:
+                s(self, "angular_search", _angular_step(step, self.angular_search))
         if self.angular_search is None and self.particle_diameter_a is None:
             raise ConfigError(
                 "give --angular-search (degrees or an angle file) or "
@@ -360,6 +374,12 @@ class MatchConfig:
                 "--checkpoint-every must be >= 0 (0 disables checkpoints)"
             )
         s(self, "checkpoint_every", int(self.checkpoint_every))
+        hand = self.defocus_handedness
+        if isinstance(hand, bool) or hand not in (-1, 0, 1):
+            raise ConfigError(
+                f"--defocus-handedness {hand!r}: give -1, 0 or 1 (pytom's convention)"
+            )
+        s(self, "defocus_handedness", int(hand))
         s(self, "checkpoint_interval_s", float(self.checkpoint_interval_s))
         for name in (
             "non_spherical_mask",
@@ -381,8 +401,8 @@ class MatchConfig:
         for name in ("tomogram", "template", "mask"):
             if name not in except_ and getattr(self, name) is None:
                 raise ConfigError(
-                    f"--{name} is required (an MRC file, or pass {name}= as an array "
-                    "to match_template)"
+                    f"{name} is required: give its MRC file (--{name} on the command "
+                    f"line), or pass {name}= as an array to match_template"
                 )
 
     def with_updates(self, **changes: Any) -> MatchConfig:

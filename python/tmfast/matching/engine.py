@@ -30,6 +30,7 @@ import dataclasses
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -56,6 +57,7 @@ __all__ = [
     "STOP_SIGNALS",
     "MatchInterrupted",
     "MatchResult",
+    "OutputWriteError",
     "SearchMaps",
     "filter_tomogram",
     "match_template",
@@ -75,6 +77,9 @@ _CHECKPOINT_FORMAT = 2
 #: Signals that make :func:`run_match` stop at the next batch boundary (SLURM sends
 #: SIGTERM before killing a task, and ``--signal=B:USR1@120`` sends SIGUSR1).
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1)
+#: Ctrl-C (SIGINT) stops the same way; a second Ctrl-C aborts at once
+#: (KeyboardInterrupt, or the caller's own SIGINT handler).
+_GRACEFUL_SIGNALS: tuple[signal.Signals, ...] = (*STOP_SIGNALS, signal.SIGINT)
 
 
 class MatchInterrupted(TmfastError):
@@ -125,20 +130,24 @@ def _stop_on_signals() -> Iterator[dict[int, Any]]:
         if _STOP.signum is not None:
             prev = previous.get(signum)
             if callable(prev):
-                prev(signum, frame)
+                prev(signum, frame)  # default_int_handler raises KeyboardInterrupt
             else:
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
             return
         _STOP.signum = signum
+        again = "Ctrl-C again" if signum == signal.SIGINT else "the signal again"
         logger.warning(
             "received %s: finishing the current batch, then writing a checkpoint "
-            "and stopping",
+            "and stopping (%s aborts at once)",
             signal.Signals(signum).name,
+            again,
         )
 
     _STOP.signum = None
-    for s in STOP_SIGNALS:
+    for s in _GRACEFUL_SIGNALS:
+        if s == signal.SIGINT and signal.getsignal(s) is signal.SIG_IGN:
+            continue  # e.g. a background job started with SIGINT ignored
         previous[int(s)] = signal.signal(s, handler)
     try:
         yield previous
@@ -352,9 +361,15 @@ class _Checkpoint:
     def _write(self, path: Path, payload: dict[str, np.ndarray]) -> None:
         payload["key"] = np.array(self.key)
         payload["format"] = np.array(_CHECKPOINT_FORMAT)
-        with atomic_path(path, overwrite=True) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **payload)  # type: ignore[arg-type]
+        try:
+            with atomic_path(path, overwrite=True) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **payload)  # type: ignore[arg-type]
+        except OSError as exc:
+            raise OutputWriteError(
+                f"{path}: writing the checkpoint failed ({exc.strerror or exc}); "
+                "free space or fix the folder, then rerun the same command"
+            ) from exc
 
     def save_tile(self, pos: int, maps: dict[str, np.ndarray]) -> None:
         self._write(self.tile_path(pos), dict(maps))
@@ -833,6 +848,20 @@ def _metadata(
             vs = float(meta.tilt_series_pixel_size_a) * float(meta.binning)
         tilts = meta.tilt_angles_deg
         return (min(tilts), max(tilts)), meta, vs
+    if config.defocus is None:
+        unused = [
+            flag
+            for flag, v in (
+                ("--voltage", config.voltage_kv),
+                ("--spherical-aberration", config.spherical_aberration_mm),
+                ("--amplitude-contrast", config.amplitude_contrast),
+            )
+            if v is not None
+        ]
+        if unused:
+            logger.warning(
+                "%s ignored: no CTF is applied without --defocus", ", ".join(unused)
+            )
     if config.tilt_angles is None:
         if config.per_tilt_weighting or config.defocus is not None:
             raise ConfigError(
@@ -940,6 +969,7 @@ def check_inputs(
     tomogram_voxel_size_a: float,
     template_voxel_size_a: float,
     sources: dict[str, Path | str],
+    mask_voxel_size_a: float = 0.0,
 ) -> _Inputs:
     """Check inputs read from files or given as arrays (one check for both).
 
@@ -949,8 +979,9 @@ def check_inputs(
         The run's options (search region, metadata, voxel-size override).
     tomogram, template, mask, tomogram_mask
         ``(z, y, x)`` volumes (``tomogram_mask`` may be None).
-    tomogram_voxel_size_a, template_voxel_size_a
-        Voxel sizes in Å from the headers or the caller (0 when unknown).
+    tomogram_voxel_size_a, template_voxel_size_a, mask_voxel_size_a
+        Voxel sizes in Å from the headers or the caller (0 when unknown; an
+        unknown mask voxel size is not checked).
     sources
         Name used in messages for each input: its path, or ``"<name> array"``.
 
@@ -1023,7 +1054,24 @@ def check_inputs(
                 f"template {template_voxel_size_a:.3f} Å; rescale the template or "
                 "pass --voxel-size-angstrom"
             )
+        if mask_voxel_size_a > 0 and round(mask_voxel_size_a, 3) != round(
+            template_voxel_size_a, 3
+        ):
+            raise ConfigError(
+                f"{src_mask}: mask voxel size {mask_voxel_size_a:.3f} Å differs from "
+                f"the template's {template_voxel_size_a:.3f} Å; create the mask for "
+                "this template or pass --voxel-size-angstrom"
+            )
         voxel = tomogram_voxel_size_a
+    if config.low_pass_a is not None and config.low_pass_a < 2.0 * voxel:
+        logger.warning(
+            "--low-pass %g Å is finer than Nyquist (%g Å at %g Å/voxel): it filters "
+            "nothing; give at least %g Å",
+            config.low_pass_a,
+            2.0 * voxel,
+            voxel,
+            2.0 * voxel,
+        )
     tmask = None
     if tomogram_mask is not None:
         src = sources["tomogram_mask"]
@@ -1131,6 +1179,7 @@ def _load_inputs(
         tomogram_mask=tmask,
         tomogram_voxel_size_a=sizes["tomogram"],
         template_voxel_size_a=sizes["template"],
+        mask_voxel_size_a=sizes["mask"],
         sources=sources,
     )
 
@@ -1245,6 +1294,13 @@ def match_template(
     )
     if inputs.tilt_range_deg is None and inputs.metadata is None:
         logger.warning("no --tilt-angles: the template gets no missing-wedge weighting")
+    if config.defocus_handedness:
+        logger.warning(
+            "--defocus-handedness %d is recorded in the job, but tmfast does not yet "
+            "apply the per-position defocus gradient: every position gets the "
+            "tilt's defocus as given",
+            config.defocus_handedness,
+        )
     angles, search = _angles(config, inputs.voxel_size_a)
     if backend is None:
         from tmfast.backends.registry import get_backends
@@ -1261,7 +1317,9 @@ def match_template(
     if config.spectral_whitening:
         from tmfast.filters.whitening import estimate_whitening_profile
 
-        patch = int(min(max(n_box, 64), *inputs.search_shape_zyx, *inputs.tomogram.shape))
+        patch = int(
+            min(max(n_box, 64), *inputs.search_shape_zyx, *inputs.tomogram.shape)
+        )
         # As pytom 0.14: average the spectrum only over Fourier voxels the tilt
         # geometry covers, so the missing wedge does not bias the profile.
         coverage = None
@@ -1412,6 +1470,7 @@ def match_template(
         resumed_rotations=maps.resumed_rotations,
         backend=backends[0].name,
         half_precision=config.half_precision,
+        defocus_handedness=config.defocus_handedness,
         stats=stats,
         tmfast_version=__version__,
     )
@@ -1458,6 +1517,50 @@ def _write_outputs(
     return job
 
 
+class OutputWriteError(TmfastError):
+    """Writing an output or checkpoint failed (disk full, folder removed...)."""
+
+    exit_code = 1
+
+
+def _prepare_destination(dest: Path) -> list[Path]:
+    """Create ``dest`` (and parents) and test-write a file there.
+
+    Returns the folders this call created, deepest first.
+
+    Raises
+    ------
+    ConfigError
+        If the folder cannot be created or written (exit code 2).
+    """
+    created: list[Path] = []
+    probe = dest
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmfast-write-test-", dir=dest)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        _remove_if_empty(created)
+        raise ConfigError(
+            f"{dest}: output folder cannot be created or written "
+            f"({exc.strerror or exc}); choose another -d/--destination"
+        ) from None
+    return created
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders (deepest first) that are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def run_match(
     config: MatchConfig,
     *,
@@ -1485,24 +1588,20 @@ def run_match(
     OutputExistsError
         If an output exists and ``overwrite`` is false (checked before matching).
     ConfigError
-        If the destination cannot be created or written.
+        If the destination cannot be created or written (checked before matching).
+    OutputWriteError
+        If writing the outputs fails after matching.
     MatchInterrupted
         If stopped by SIGTERM/SIGUSR1 (``exit_code`` 128 + signal number).
     """
 
     dest = config.destination
-    # created only when the first file is written (nothing is left on bad input)
-    probe = dest
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"{dest}: output directory cannot be created or written ({probe} is not a "
-            "writable folder); choose another -d"
-        )
     paths = output_paths(dest, config.tomo_id)
     for name in ("scores", "angles", "job"):
         check_writable(paths[name], overwrite=overwrite)
+    # created and test-written before any compute; removed again (if this call
+    # created it and it is still empty) when the run fails on bad input
+    created = _prepare_destination(dest)
     interrupted: MatchInterrupted | None = None
     with _stop_on_signals() as previous:
         try:
@@ -1516,15 +1615,24 @@ def run_match(
         except MatchInterrupted as exc:
             logger.warning("%s", exc)
             interrupted = exc
+        except BaseException:
+            _remove_if_empty(created)
+            raise
         else:
             # a stop signal arriving now waits for the three (atomic) writes: a
             # rerun then finds complete outputs, never a scores file without a job
-            job = _write_outputs(config, result, paths, overwrite=overwrite)
+            try:
+                job = _write_outputs(config, result, paths, overwrite=overwrite)
+            except OSError as exc:
+                raise OutputWriteError(
+                    f"{dest}: writing the outputs failed ({exc.strerror or exc}); "
+                    "free space or fix the folder, then rerun the same command"
+                ) from exc
     if interrupted is not None:
         # hand the signal on to a handler installed by the caller (the batch task
         # records the interruption), else report it (the CLI exits 128 + signum)
         prev = previous.get(interrupted.signum)
-        if callable(prev):
+        if callable(prev) and prev is not signal.default_int_handler:
             prev(interrupted.signum, None)
         raise interrupted
     return job

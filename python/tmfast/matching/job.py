@@ -93,6 +93,8 @@ class MatchJob:
     resumed_rotations: int = 0
     backend: str = "cpu"
     half_precision: bool = False
+    #: pytom's --defocus-handedness as given (the gradient is not applied yet).
+    defocus_handedness: int = 0
     #: Filled in when matching finishes.
     stats: SearchStats | None = None
     scores_file: str | None = None
