@@ -98,7 +98,8 @@ def test_matches_brute_force(n: int, spherical: bool) -> None:
     ct, cm = bspline_coefficients(tmpl), bspline_coefficients(mask)
     for m in mats:
         rot_t = _weighted(rotate_volume(ct, m), weight)
-        rot_m = mask if spherical else rotate_volume(cm, m)
+        # a rotated mask is a weight: clipped to [0, 1] after the B-spline rotation
+        rot_m = mask if spherical else np.clip(rotate_volume(cm, m), 0.0, 1.0)
         per_rot.append(_brute_flcf(vol, rot_t, rot_m))
     stack = np.stack(per_rot)
     np.testing.assert_allclose(maps.scores, stack.max(axis=0), atol=1e-5)

@@ -1110,6 +1110,7 @@ class GpuMatchBackend:
                 job["mats"],
                 i32(n),
                 i32(nb),
+                i32(1),  # clip the rotated mask to [0, 1]
             )
             self._paste_forward(job, "paste_box", (mbox, i32(1)), nb, "spec_m")
             ops.launch(
@@ -1246,7 +1247,14 @@ class GpuMatchBackend:
         n, n3 = job["n"], job["n3"]
         n_box_spec = n * n * (n // 2 + 1)
         ops.launch(
-            "rotate_bspline", nb * n3, job["box"], coef, job["mats"], i32(n), i32(nb)
+            "rotate_bspline",
+            nb * n3,
+            job["box"],
+            coef,
+            job["mats"],
+            i32(n),
+            i32(nb),
+            i32(0),
         )
         ops.rfft(job["box_plan"], job["box_fft"], job["box_spec_fft"])
         ops.launch(

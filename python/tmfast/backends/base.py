@@ -5,7 +5,8 @@ all backends on the CPU: reading, cropping and Fourier-filtering the tomogram
 (sub)volume, building the template's Fourier weight, the angle set, and the noise
 template. A backend then does the per-rotation work on its device:
 
-1. rotate the template (and the mask when not spherical) by each matrix, using cubic
+1. rotate the template (and the mask when not spherical, clipped to [0, 1] after the
+   rotation so it stays a weight) by each matrix, using cubic
    B-spline interpolation of the host-prefiltered coefficients
    (:func:`tmfast.geometry.interpolation.bspline_coefficients`; coefficients outside
    the box count as 0; exact sampling rule in :mod:`tmfast.geometry.interpolation`);

@@ -390,6 +390,10 @@ class CpuBackend:
             masks = np.empty((b, n, n, n), dtype=np.float32)
             jobs += [(self._coeffs_m, m, masks[i]) for i, m in enumerate(mats)]
         self._rotate_all(jobs)
+        if not self._spherical:
+            # A rotated mask must stay a weight in [0, 1]: the cubic B-spline
+            # overshoots at a binary edge (-0.26 .. 1.22) and the FLCF then exceeds 1.
+            np.clip(masks, 0.0, 1.0, out=masks)
         if not self._spherical and with_noise:
             masks = np.concatenate([masks, masks])
         tnorm = self._normalise(self._weighted(rot), masks)

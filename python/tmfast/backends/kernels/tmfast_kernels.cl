@@ -73,9 +73,12 @@ DEVICE_FN i64 box_voxel(const i64 gid, const int n, int *b, int *z, int *y, int 
     return v;
 }
 
-/* out[b] = coefficients rotated by mats[b]; out is (nb, n, n, n). */
+/* out[b] = coefficients rotated by mats[b]; out is (nb, n, n, n). clamp01 != 0
+ * clips to [0, 1]: a rotated mask must stay a weight (the cubic B-spline overshoots
+ * at a binary mask's edge, to -0.26 .. 1.22, and the FLCF then exceeds 1). */
 KERNEL void rotate_bspline(GLOBAL float *out, GLOBAL const float *coef,
-                           GLOBAL const float *mats, const int n, const int nb)
+                           GLOBAL const float *mats, const int n, const int nb,
+                           const int clamp01)
 {
     const i64 gid = GID0;
     const i64 n3 = (i64)n * n * n;
@@ -89,7 +92,8 @@ KERNEL void rotate_bspline(GLOBAL float *out, GLOBAL const float *coef,
     const float sx = m[0] * rx + m[3] * ry + m[6] * rz + c;
     const float sy = m[1] * rx + m[4] * ry + m[7] * rz + c;
     const float sz = m[2] * rx + m[5] * ry + m[8] * rz + c;
-    out[gid] = bspline3_sample(coef, n, sx, sy, sz);
+    const float v = bspline3_sample(coef, n, sx, sy, sz);
+    out[gid] = clamp01 ? fmin(fmax(v, 0.0f), 1.0f) : v;
 }
 
 /* spec[b, i] *= w[i] for a batch of nb half spectra of n_spec elements; one work
