@@ -306,6 +306,10 @@ def test_log_debug_and_quiet_after_the_subcommand(
         _args(inputs, tmp_path / "a", "--backend", "cpu", "--log", "debug"), capsys
     )
     assert code == 0 and " DEBUG " in err, err
+    code, err = _run(
+        _args(inputs, tmp_path / "v", "--backend", "cpu", "--verbose"), capsys
+    )
+    assert code == 0 and " DEBUG " in err, err
     code, err = _run(_args(inputs, tmp_path / "b", "--backend", "cpu", "-q"), capsys)
     assert code == 0 and " INFO " not in err and " DEBUG " not in err, err
     assert (tmp_path / "b" / "tomo_job.json").exists()

@@ -464,6 +464,12 @@ def match(
     quiet: bool = typer.Option(
         False, "-q", "--quiet", help="Warnings and errors only.", rich_help_panel=_IO
     ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        help="Debug log output (-v after match is --tomogram, as in pytom).",
+        rich_help_panel=_IO,
+    ),
 ) -> None:
     """Match a template over a tomogram: {tomo}_scores.mrc, _angles.mrc, _job.json."""
     from tmfast.cli import configure_logging
@@ -476,6 +482,8 @@ def match(
             if level is None:
                 raise ConfigError(f"--log {log!r}: choose info or debug")
             configure_logging(level)
+        if verbose:
+            configure_logging(logging.DEBUG)
         if quiet:
             configure_logging(logging.WARNING)
         if warp_xml_file is not None:
