@@ -547,3 +547,25 @@ def test_gpu_task_fails_without_a_gpu_backend(
     (st,) = [s for s in batch_status(out, query_queue=False) if s.key == "TS_01"]
     assert st.state == "failed" and "asked SLURM for GPUs" in st.detail
     assert not list((out / "tomograms" / "TS_01").glob("*_scores.mrc"))
+
+
+def test_run_task_rechecks_voxel_sizes(
+    project: dict[str, Path], tmp_path: Path
+) -> None:
+    import mrcfile
+
+    star = _copy_project(project, tmp_path / "p")
+    match = _match(
+        project,
+        template=tmp_path / "p" / "template.mrc",
+        mask=tmp_path / "p" / "mask.mrc",
+    )
+    out = tmp_path / "batch"
+    plan_relion5(star, out, match=match)
+    # The template is replaced by one at another voxel size after planning.
+    with mrcfile.mmap(tmp_path / "p" / "template.mrc", "r+") as m:
+        m.voxel_size = 20.0
+    with pytest.raises(ConfigError, match=r"^TS_01: template template\.mrc has voxel"):
+        run_task(out, 0, progress_interval_s=0)
+    (st,) = [s for s in batch_status(out, query_queue=False) if s.key == "TS_01"]
+    assert st.state == "failed" and "voxel size 20.000 Å" in st.detail

@@ -859,6 +859,35 @@ def resume(manifest_path: str | Path) -> tuple[int, list[int]] | None:
 # the array task
 
 
+def _recheck_volumes(manifest: Manifest, entry: ManifestEntry) -> None:
+    """Repeat the plan's voxel-size and shape checks at task start.
+
+    Files may change after planning, and manifests written before these checks
+    existed were never checked (the engine trusts the project's voxel size).
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem, as ``tmfast batch plan`` would.
+    """
+    md = entry.metadata
+    te = TomogramEntry(
+        tomo_name=entry.key,
+        tomogram=Path(entry.tomogram),
+        voxel_size_a=entry.voxel_size_a,
+        binning=None if md is None else md.binning,
+        size_xyz=entry.size_xyz,
+    )
+    vols = []
+    for key in ("template", "mask"):
+        path = Path(manifest.match[key])
+        shape, hv = _header(path)
+        vols.append((path, shape, hv))
+    problems = _volume_problems(te, vols[0], vols[1])
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def _gpu_request(slurm: dict[str, Any]) -> str | None:
     """The GPU request of the array script (``--gres gpu:...`` etc.), or None."""
     gres = slurm.get("gres")
@@ -978,6 +1007,7 @@ def run_task(
                 "task %d: %s already matched; extracting only", index, entry.key
             )
         else:
+            _recheck_volumes(manifest, entry)
             _check_gpu_available(manifest, entry, config.backend)
             progress = throttled_log_progress(
                 logger, f"{entry.key} rotations", interval_s=progress_interval_s

@@ -11,6 +11,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import mrcfile
 import numpy as np
@@ -67,7 +68,7 @@ def _em_description(path: Path) -> str | None:
         return None
     if len(head) < 16 or head[0] not in (0, 1, 2, 3, 5, 6) or head[3] not in _EM_TYPES:
         return None
-    order = "big" if head[0] in (3, 5) else "little"
+    order: Literal["big", "little"] = "big" if head[0] in (3, 5) else "little"
     dims = [int.from_bytes(head[i : i + 4], order) for i in (4, 8, 12)]
     name, nbytes = _EM_TYPES[head[3]]
     if min(dims) < 1 or 512 + dims[0] * dims[1] * dims[2] * nbytes != size:
