@@ -405,3 +405,28 @@ def test_throttled_log_progress_no_nan_at_zero(
     assert re.fullmatch(
         r"extracting: 10/10 \(100\.0%, \d+ s elapsed, ETA 0 s\)", lines[1]
     )
+
+
+def test_checkpoint_write_failure_is_one_line(
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full disk at a checkpoint (after the first of two sub-volumes) ends the
+    run with one line naming the checkpoint, exit 1."""
+
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("tmfast.matching.engine.np.savez", full_disk)
+    dest = tmp_path / "out"
+    args = _args(
+        inputs, dest, "--backend", "cpu", "-s", "2", "1", "1",
+        "--checkpoint-every", "1",
+    )  # fmt: skip
+    code, err = _run(args, capsys)
+    assert code == 1, err
+    line = _one_error(err)
+    assert "_checkpoint" in line and "writing the checkpoint failed" in line, line
+    assert not (dest / "tomo_scores.mrc").exists()
