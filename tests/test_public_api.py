@@ -265,7 +265,7 @@ def test_errors_are_tmfast_errors_and_write_nothing(
             mask=case.mask,
             voxel_size_a=VOXEL_A,
         )
-    with pytest.raises(tmfast.ConfigError, match="--template is required"):
+    with pytest.raises(tmfast.ConfigError, match="template is required"):
         tmfast.match_template(case.config, tomogram=case.tomogram, mask=case.mask)
     with pytest.raises(tmfast.FormatError, match="search region"):
         tmfast.candidates_from_maps(

@@ -46,6 +46,7 @@ _LAZY: dict[str, str] = {
     "MatchConfig": "tmfast.matching.config",
     "MatchInterrupted": "tmfast.matching.engine",
     "MatchJob": "tmfast.matching.job",
+    "OutputWriteError": "tmfast.matching.engine",
     "MatchResult": "tmfast.matching.engine",
     "SearchStats": "tmfast.matching.job",
     "match_template": "tmfast.matching.engine",
@@ -96,6 +97,7 @@ __all__ = [
     "MatchInterrupted",
     "MatchJob",
     "MatchResult",
+    "OutputWriteError",
     "OutputExistsError",
     "SearchStats",
     "TiltSeriesMetadata",
@@ -163,6 +165,7 @@ if TYPE_CHECKING:  # static checkers see the lazy names as ordinary imports
     from tmfast.matching.engine import (
         MatchInterrupted,
         MatchResult,
+        OutputWriteError,
         match_template,
         run_match,
     )
