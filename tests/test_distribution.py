@@ -37,7 +37,8 @@ def _version() -> str:
 def test_recipe_sections() -> None:
     sec = _sections(RECIPE.read_text())
     header = dict(
-        line.split(":", 1) for line in sec["header"].splitlines()
+        line.split(":", 1)
+        for line in sec["header"].splitlines()
         if ":" in line and not line.startswith("#")
     )
     assert header["Bootstrap"].strip() == "docker"
@@ -71,7 +72,9 @@ def test_wheel_installs_and_runs_demo(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
         [maturin, "build", "--release", "-q", "-o", str(dist)],
-        cwd=ROOT, check=True, timeout=900,
+        cwd=ROOT,
+        check=True,
+        timeout=900,
     )
     wheels = list(dist.glob("tmfast-*.whl"))
     assert len(wheels) == 1, wheels
@@ -93,7 +96,11 @@ def test_wheel_installs_and_runs_demo(tmp_path: Path) -> None:
             env[key] = os.environ[key]
     out = subprocess.run(
         [str(venv / "bin" / "tmfast"), "demo", "--output-dir", str(tmp_path / "demo")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     # the demo ran the whole chain from the installed wheel and kept its particles
@@ -108,6 +115,11 @@ def test_wheel_installs_and_runs_demo(tmp_path: Path) -> None:
 )
 def test_recipe_post_runs_in_debian_chroot(tmp_path: Path) -> None:
     subprocess.run(
-        ["bash", str(ROOT / "tools" / "apptainer-chroot-check.sh"), str(tmp_path / "root")],
-        check=True, timeout=1800,
+        [
+            "bash",
+            str(ROOT / "tools" / "apptainer-chroot-check.sh"),
+            str(tmp_path / "root"),
+        ],
+        check=True,
+        timeout=1800,
     )

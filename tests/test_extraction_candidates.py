@@ -324,7 +324,7 @@ def test_job_with_relative_rotation_file(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_centred_coordinates_infer_missing_binning(tmp_path: Path) -> None:
-    """A tilt-series pixel size without a recorded binning implies binning = voxel/pixel.
+    """A tilt-series pixel size without a recorded binning means binning = voxel/pixel.
 
     RELION5: centred Å = (x_vox * binning - size_unbinned / 2) * pixel; assuming a
     binning of 1 would shrink every coordinate by the true binning.
@@ -332,7 +332,7 @@ def test_centred_coordinates_infer_missing_binning(tmp_path: Path) -> None:
     ts_px = VOXEL_A / 4.0
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    md = dict(tilt_angles_deg=(-60.0, 0.0, 60.0), tilt_series_pixel_size_a=ts_px)
+    md = {"tilt_angles_deg": (-60.0, 0.0, 60.0), "tilt_series_pixel_size_a": ts_px}
     known = extract_candidates(
         make_job(tmp_path / "a", metadata=TiltSeriesMetadata(**md, binning=4.0)),
         n_particles=50,
@@ -343,6 +343,6 @@ def test_centred_coordinates_infer_missing_binning(tmp_path: Path) -> None:
     assert unknown.binning is None and len(known) == len(unknown) == 3
     got = unknown.centred_coordinates_a()
     np.testing.assert_allclose(got, known.centred_coordinates_a())
-    nz, ny, nx = TOMO_ZYX
+    nx = TOMO_ZYX[2]
     x_vox = known.positions_zyx[:, 2]
     np.testing.assert_allclose(got[:, 0], (x_vox * 4.0 - nx * 4.0 / 2) * ts_px)

@@ -7,7 +7,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from tmfast._fileio import atomic_path
 from tmfast.errors import OutputExistsError
 

@@ -1,4 +1,4 @@
-"""Per-tilt-series acquisition metadata: the object importers produce and matching takes.
+"""Per-tilt-series acquisition metadata: what importers produce and matching takes.
 
 RELION5 and AreTomo3 importers (:mod:`tmfast.batch`), the tilt/defocus/dose file
 readers (:mod:`tmfast.io.tilts`) and the CLI flags all build a
@@ -34,15 +34,18 @@ class TiltSeriesMetadata:
     defocus_um
         Defocus of each tilt in µm, underfocus positive; ``None`` for no CTF model.
     dose_e_per_a2
-        Accumulated electron dose before each tilt, e⁻/Å²; ``None`` for no dose weighting.
+        Accumulated electron dose before each tilt, e⁻/Å²; ``None`` for no dose
+        weighting.
     voltage_kv, spherical_aberration_mm, amplitude_contrast, phase_shift_deg
         Microscope parameters for the CTF (required when ``defocus_um`` is set).
     defocus_handedness
         0 (no defocus gradient), 1 or -1 (see pytom-match-pick's convention).
     tilt_series_pixel_size_a
-        Pixel size of the tilt-series images in Å (RELION5 ``rlnTomoTiltSeriesPixelSize``).
+        Pixel size of the tilt-series images in Å (RELION5
+        ``rlnTomoTiltSeriesPixelSize``).
     binning
-        Tomogram binning relative to the tilt series (RELION5 ``rlnTomoTomogramBinning``).
+        Tomogram binning relative to the tilt series (RELION5
+        ``rlnTomoTomogramBinning``).
     tomo_name
         Name of the tomogram in the source project (RELION5 ``rlnTomoName``).
     """
@@ -125,7 +128,5 @@ class TiltSeriesMetadata:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise ConfigError(
-                f"tilt series metadata: unknown keys {sorted(unknown)}"
-            )
+            raise ConfigError(f"tilt series metadata: unknown keys {sorted(unknown)}")
         return cls(**data)

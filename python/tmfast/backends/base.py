@@ -131,9 +131,7 @@ class MatchBackend(Protocol):
         """Upload inputs, build FFT plans and buffers, start from ``resume_from``."""
         ...
 
-    def score_rotations(
-        self, first_index: int, matrices: RotationMatrices
-    ) -> None:
+    def score_rotations(self, first_index: int, matrices: RotationMatrices) -> None:
         """Score rotations ``first_index .. first_index + len(matrices) - 1``.
 
         ``matrices`` is ``(B, 3, 3)`` float64, active rotations on ``(x, y, z)``.

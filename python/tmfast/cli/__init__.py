@@ -45,8 +45,12 @@ _COMMAND_MODULES = (
 
 @app.callback()
 def _root(
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More log output."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="Warnings and errors only."),
+    verbose: int = typer.Option(
+        0, "-v", "--verbose", count=True, help="More log output."
+    ),
+    quiet: bool = typer.Option(
+        False, "-q", "--quiet", help="Warnings and errors only."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     version: bool = typer.Option(
         False, "--version", help="Print the version and exit.", is_eager=True
@@ -79,7 +83,9 @@ def configure_logging(level: int) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"
+            )
         )
     root.addHandler(handler)
 

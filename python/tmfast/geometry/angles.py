@@ -369,8 +369,9 @@ def optimal_angle_set(
     ``((n + 1) / n)^3``, so the saving depends on the step: 31-41% at 3, 5, 6, 7,
     7.64, 10, 13, 15 and 50 degrees, 25-28% at 11 and 18, 5-18% at 5.27, 6.69, 8, 12,
     12.85, 16, 20 and 30; where no lattice size is smaller than the pytom set (25,
-    38.53 and 90 degrees) the pytom set itself is returned. Indices are not interchangeable with
-    pytom-match-pick's; the set is deterministic and sorted by ``(phi, theta, psi)``.
+    38.53 and 90 degrees) the pytom set itself is returned. Indices are not
+    interchangeable with pytom-match-pick's; the set is deterministic and sorted by
+    ``(phi, theta, psi)``.
 
     Parameters
     ----------
