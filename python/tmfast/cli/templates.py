@@ -31,7 +31,7 @@ def _is_model(path: Path) -> bool:
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in (".gz", *_MODEL_SUFFIXES, ".mrc", ".map", ".rec", ".mrcs"):
+    for suffix in (".gz", *_MODEL_SUFFIXES, ".mrc", ".map", ".rec", ".mrcs", ".em"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
     return name
@@ -46,7 +46,8 @@ def create_template(
         ...,
         "-i",
         "--input-map",
-        help="Density map (MRC) or atomic model (.pdb/.cif, optionally .gz).",
+        help="Density map (MRC; EM with --input-voxel-size-angstrom) or atomic "
+        "model (.pdb/.cif, optionally .gz).",
         rich_help_panel=_IO,
     ),
     output_file: Path | None = typer.Option(
@@ -134,7 +135,13 @@ def create_template(
         )
         source = f"{len(model.elements)} atoms"
     else:
-        volume, header_a = read_volume(input_map, require_voxel_size=False)
+        from tmfast.templates.em import is_em_file, read_em_volume
+
+        em = input_map.is_file() and is_em_file(input_map)
+        if em:  # pytom/TOM/cryoCAT maps; their header holds no voxel size
+            volume, header_a = read_em_volume(input_map), 0.0
+        else:
+            volume, header_a = read_volume(input_map, require_voxel_size=False)
         in_a: float | None = header_a if header_a > 0 else None
         in_src = "header"
         if input_voxel_size_angstrom is not None:
@@ -150,8 +157,13 @@ def create_template(
             in_src = ""
         if in_a is None:
             raise ConfigError(
-                f"{input_map}: the header voxel size is 0 (unset); pass "
-                "--input-voxel-size-angstrom"
+                f"{input_map}: "
+                + (
+                    "EM files hold no voxel size"
+                    if em
+                    else "the header voxel size is 0 (unset)"
+                )
+                + "; pass --input-voxel-size-angstrom"
             )
         template = template_from_map(
             volume,
@@ -280,7 +292,12 @@ def create_mask(
     tmpl = None
     vox = voxel_size
     if template is not None:
-        tmpl, tmpl_a = read_volume(template, require_voxel_size=False)
+        from tmfast.templates.em import is_em_file, read_em_volume
+
+        if template.is_file() and is_em_file(template):
+            tmpl, tmpl_a = read_em_volume(template), 0.0  # EM: give --voxel-size
+        else:
+            tmpl, tmpl_a = read_volume(template, require_voxel_size=False)
         if len(set(tmpl.shape)) != 1:
             raise ConfigError(f"{template}: template shape {tmpl.shape} is not cubic")
         if box_size is not None and box_size != tmpl.shape[0]:

@@ -82,7 +82,8 @@ def _not_mrc(path: Path, reason: object) -> FormatError:
         return FormatError(
             f"{path}: this is an EM file (TOM/pytom/cryoCAT format, {em}), which "
             "tmfast does not read; convert it to MRC and set its voxel size, e.g. "
-            f"`e2proc3d.py {path.name} {path.stem}.mrc --apix <voxel Å>` (EMAN2)"
+            f"`e2proc3d.py {path.name} {path.stem}.mrc --apix <voxel Å>` (EMAN2); "
+            "tmfast create-template reads EM maps (with --input-voxel-size-angstrom)"
         )
     return FormatError(f"{path}: not a readable MRC file ({reason})")
 
