@@ -204,7 +204,7 @@ def test_malformed_angle_file_names_file_and_line(
 def test_missing_angle_file(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="not found"):
         ga.read_angle_file(tmp_path / "nope.txt")
-    with pytest.raises(FormatError, match="not found"):
+    with pytest.raises(FormatError, match="no such angle file"):
         ga.angle_set(str(tmp_path / "nope.txt"))
 
 
@@ -587,7 +587,7 @@ def test_cli_angles_refuses_to_overwrite(
     [
         (["angles"], "--angular-search"),
         (["angles", "-a", "0"], "step"),
-        (["angles", "-a", "nofile.txt"], "not found"),
+        (["angles", "-a", "nofile.txt"], "no such angle file"),
         (["angles", "-a", "10", "-s", "Q"], "symmetry"),
         (["angles", "-a", "10", "--particle-diameter", "300"], "not both"),
     ],
