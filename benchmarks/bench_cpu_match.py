@@ -9,21 +9,31 @@ Full mode (``--benchmark-enable``): the issue's case, a 256x256x128 tomogram and
 correction; ``N_ROT`` rotations each. Reported per variant: prepare time, ms per
 rotation (steady state: the loop only), peak traced memory (tracemalloc from
 before ``prepare`` to after ``finalize``: numpy buffers, not Rust scratch) as a
-multiple of the tomogram's float32 size. A fifth row repeats the spherical case with
-``CpuBackend(float32_sums=True)``. Unsplit, the tile the backend
+multiple of the tomogram's float32 size. The four variants use the backend's default
+float32 running sums (``CpuBackend()``); a fifth row repeats the spherical case with
+``CpuBackend(float32_sums=False)`` (float64 sums). Unsplit, the tile the backend
 searches is the tomogram zero-padded to an FFT-fast size (circular correlation, as
 pytom-match-pick; see tmfast.matching.tiling).
 
 pyTME comparison (full mode, when ``TMFAST_PYTME_PYTHON`` names a Python with PyPI
-``pytme`` installed): ``benchmarks/pytme_reference.py`` runs pyTME's
-``FLCSphericalMask`` exhaustive matching on the same sizes in a subprocess with
-its job schedule ``(1 job, os.cpu_count() threads)``, i.e. on all cores as tmfast;
-its ms per rotation is the slope between an ``N_ROT // 4`` and a ``2 * N_ROT``
-rotation run (setup cancels; a long baseline because the slope of two noisy totals
-is itself noisy), compared
-with the figures above on the same machine. Full mode runs ``REPEATS`` interleaved
-rounds of all variants and pyTME and reports the minimum of each (the VM is shared
-with other jobs; the minimum is the least disturbed run).
+``pytme`` installed, e.g. a venv made with ``python3 -m venv /tmp/pytme_venv &&
+/tmp/pytme_venv/bin/pip install pytme==0.3.4a1 numpy scipy``):
+``benchmarks/pytme_reference.py`` runs pyTME's exhaustive matching in a subprocess
+on the same arrays (tomogram, template, mask: saved to a temporary folder as
+``.npy``) with its job schedule ``(1 job, os.cpu_count() threads)``, i.e. on all
+cores as tmfast, for two scores: ``FLCSphericalMask`` (mask never rotated; the
+like-for-like reference for tmfast's spherical mask) and ``FLC`` (mask rotated with
+the template; the reference for tmfast's non-spherical mask), each also with pyTME's
+``background_correction="phase-scrambling"`` (a second correlation per rotation
+with a phase-scrambled template, like tmfast's random-phase correction: two
+correlations per rotation in both). Each tmfast variant is compared with its
+like-for-like pyTME run (``PYTME_SCORE``). For each pyTME run
+its ms per rotation is the slope between an ``N_ROT // 4`` and a
+``PYTME_LONG * N_ROT`` rotation run (setup cancels; a long baseline because the
+slope of two noisy totals is itself noisy), compared with the figures above on
+the same machine. Full mode runs ``REPEATS`` interleaved rounds of all variants
+and pyTME and reports the minimum of each (the VM is shared with other jobs; the
+minimum is the least disturbed run).
 """
 
 from __future__ import annotations
@@ -45,17 +55,40 @@ from tmfast.matching.demo import demo_mask, demo_template
 from tmfast.matching.random_phase import phase_randomised_template
 from tmfast.matching.tiling import cut_tile, fast_period, plan_tiles
 
-#: (name, spherical mask, random-phase noise template, float32 running sums)
 #: Interleaved rounds in full mode (figures are the minimum over them).
 REPEATS = 3
 
+#: pyTME's long run is ``PYTME_LONG * N_ROT`` rotations (the short one ``N_ROT // 4``):
+#: its setup takes ~5 s and varies by ~1 s, so a long baseline keeps the slope's noise
+#: at ~15 ms per rotation
+PYTME_LONG = 4
+
+#: (name, spherical mask, random-phase noise template, float32 running sums)
 VARIANTS = [
-    ("spherical", True, False, False),
-    ("non-spherical", False, False, False),
-    ("spherical+random-phase", True, True, False),
-    ("non-spherical+random-phase", False, True, False),
-    ("spherical, float32 sums", True, False, True),
+    ("spherical", True, False, True),
+    ("non-spherical", False, False, True),
+    ("spherical+random-phase", True, True, True),
+    ("non-spherical+random-phase", False, True, True),
+    ("spherical, float64 sums", True, False, False),
 ]
+
+#: pyTME runs: label -> (score, background correction)
+PYTME_RUNS = {
+    "FLCSphericalMask": ("FLCSphericalMask", None),
+    "FLC": ("FLC", None),
+    "FLCSphericalMask+phase-scrambling": ("FLCSphericalMask", "phase-scrambling"),
+    "FLC+phase-scrambling": ("FLC", "phase-scrambling"),
+}
+
+#: pyTME run each variant is compared with (like for like: mask handling, and
+#: pyTME's phase-scrambling background correction for random-phase)
+PYTME_SCORE = {
+    "spherical": "FLCSphericalMask",
+    "non-spherical": "FLC",
+    "spherical+random-phase": "FLCSphericalMask+phase-scrambling",
+    "non-spherical+random-phase": "FLC+phase-scrambling",
+    "spherical, float64 sums": "FLCSphericalMask",
+}
 
 
 def _case(
@@ -93,10 +126,21 @@ def _run(vol, tmpl, mask, weight, spherical, noise, f32, mats):  # type: ignore[
     return maps, t1 - t0, (t2 - t1) / len(mats), peak
 
 
-def _pytme(pytme: str, shape: tuple[int, int, int], box: int, n: int) -> dict:  # type: ignore[type-arg]
+def _pytme(
+    pytme: str, shape: tuple[int, int, int], box: int, n: int, label: str, data: Path
+) -> dict:  # type: ignore[type-arg]
+    score, background = PYTME_RUNS[label]
     script = Path(__file__).with_name("pytme_reference.py")
     out = subprocess.run(
-        [pytme, str(script), *map(str, shape), str(box), str(n)],
+        [
+            pytme,
+            str(script),
+            *map(str, shape),
+            str(box),
+            str(n),
+            *("--score", score, "--data", str(data)),
+            *(("--background", background) if background else ()),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -106,7 +150,7 @@ def _pytme(pytme: str, shape: tuple[int, int, int], box: int, n: int) -> dict:  
     return result
 
 
-def test_cpu_match_speed(benchmark: pytest.FixtureRequest) -> None:
+def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> None:
     full = not benchmark.disabled  # type: ignore[attr-defined]
     shape, box, n_rot = ((128, 256, 256), 48, 16) if full else ((40, 48, 48), 13, 6)
     vol, tmpl, mask, weight = _case(shape, box)
@@ -116,16 +160,24 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest) -> None:
     else:
         q = np.pi / 2
         mats = zxz_to_matrices(
-            [[0, 0, 0], [q, 0, 0], [0, q, 0], [q, q, 0], [0, 2 * q, q], [q, q, q]]
+            np.array(
+                [[0, 0, 0], [q, 0, 0], [0, q, 0], [q, q, 0], [0, 2 * q, q], [q, q, q]]
+            )
         )
     pytme = os.environ.get("TMFAST_PYTME_PYTHON") if full else None
+    if pytme:
+        # pyTME gets the same arrays: the tomogram (unsplit, the tile is the
+        # tomogram itself; pyTME pads it as it needs), the template and the mask
+        np.save(tmp_path / "tomogram.npy", vol)
+        np.save(tmp_path / "template.npy", tmpl)
+        np.save(tmp_path / "mask.npy", mask)
     # full mode: REPEATS interleaved rounds of every variant and of pyTME, each
     # figure the minimum over the rounds (the machine is shared: the minimum is the
     # least disturbed run of each, measured in the same stretch of time)
     repeats = REPEATS if full else 1
     results = {}
     best: dict[str, tuple[float, float, int]] = {}
-    pytme_runs: list[dict[int, dict[str, float]]] = []
+    pytme_runs: list[dict[tuple[str, int], dict[str, float]]] = []
     for rep in range(repeats):
         for name, spherical, noise, f32 in VARIANTS:
             if name == "spherical" and rep == 0:
@@ -149,7 +201,11 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest) -> None:
             )
         if pytme:
             pytme_runs.append(
-                {n: _pytme(pytme, shape, box, n) for n in (n_rot // 4, 2 * n_rot)}
+                {
+                    (label, n): _pytme(pytme, shape, box, n, label, tmp_path)
+                    for label in PYTME_RUNS
+                    for n in (n_rot // 4, PYTME_LONG * n_rot)
+                }
             )
     for name, (prep, per, peak) in best.items():
         benchmark.extra_info[name] = {  # type: ignore[attr-defined]
@@ -164,27 +220,49 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest) -> None:
             + (f" (min of {repeats} rounds)" if repeats > 1 else "")
         )
     if pytme_runs:
-        lo, hi = n_rot // 4, 2 * n_rot
-        t_lo = min(r[lo]["seconds"] for r in pytme_runs)
-        t_hi = min(r[hi]["seconds"] for r in pytme_runs)
-        per_pytme = (t_hi - t_lo) / (hi - lo)
-        rss = max(r[hi]["peak_rss_mib"] for r in pytme_runs)
+        lo, hi = n_rot // 4, PYTME_LONG * n_rot
+        per_pytme: dict[str, float] = {}
+        rss: dict[str, float] = {}
+        for score in PYTME_RUNS:
+            t_lo = min(r[score, lo]["seconds"] for r in pytme_runs)
+            t_hi = min(r[score, hi]["seconds"] for r in pytme_runs)
+            per_pytme[score] = (t_hi - t_lo) / (hi - lo)
+            rss[score] = max(r[score, hi]["peak_rss_mib"] for r in pytme_runs)
+            benchmark.extra_info[f"pytme_raw_seconds {score}"] = {  # type: ignore[attr-defined]
+                str(n): [r[score, n]["seconds"] for r in pytme_runs] for n in (lo, hi)
+            }
+            print(
+                f"\npyTME {score:34s}: {1e3 * per_pytme[score]:8.1f} ms/rotation, "
+                f"peak RSS {rss[score]:.0f} MiB (min of {len(pytme_runs)} rounds; "
+                + "; ".join(
+                    f"{n} rotations "
+                    f"{[round(r[score, n]['seconds'], 2) for r in pytme_runs]} s"
+                    for n in (lo, hi)
+                )
+                + ")"
+            )
         ratios = {
-            name: per_pytme / best[name][1]
+            name: {
+                "pytme_score": PYTME_SCORE[name],
+                "pytme_time_over_tmfast_time": per_pytme[PYTME_SCORE[name]]
+                / best[name][1],
+            }
             for name in best
-            if name in ("spherical", "spherical, float32 sums")
-            or "random" in name
-            or name == "non-spherical"
         }
         benchmark.extra_info["pytme"] = {  # type: ignore[attr-defined]
-            "ms_per_rotation": 1e3 * per_pytme,
-            "peak_rss_mib": rss,
-            "speedup_tmfast_vs_pytme": ratios,
+            score: {
+                "ms_per_rotation": 1e3 * per_pytme[score],
+                "peak_rss_mib": rss[score],
+            }
+            for score in per_pytme
         }
+        benchmark.extra_info["speedup_tmfast_vs_pytme"] = ratios  # type: ignore[attr-defined]
         print(
-            f"\npyTME FLCSphericalMask: {1e3 * per_pytme:8.1f} ms/rotation, peak RSS "
-            f"{rss:.0f} MiB (min of {len(pytme_runs)} rounds); pyTME time / tmfast "
-            "time: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+            "\npyTME time / tmfast time (like-for-like score): "
+            + ", ".join(
+                f"{k} {v['pytme_time_over_tmfast_time']:.2f}x vs {v['pytme_score']}"
+                for k, v in ratios.items()
+            )
         )
     if not full:
         # a spherical mask at quarter turns: both mask modes give the same maps
@@ -199,9 +277,10 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest) -> None:
         np.testing.assert_array_equal(
             results["spherical"].angles[inside], results["non-spherical"].angles[inside]
         )
-        # float32 running sums: same maxima, sums within float32 rounding
-        f32 = results["spherical, float32 sums"]
-        np.testing.assert_array_equal(f32.scores, results["spherical"].scores)
+        # float32 running sums (default) vs float64: same maxima, sums within
+        # float32 rounding
+        f64 = results["spherical, float64 sums"]
+        np.testing.assert_array_equal(results["spherical"].scores, f64.scores)
         np.testing.assert_allclose(
-            f32.score_sq_sum, results["spherical"].score_sq_sum, rtol=1e-6
+            results["spherical"].score_sq_sum, f64.score_sq_sum, rtol=1e-6
         )

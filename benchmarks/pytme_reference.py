@@ -1,8 +1,22 @@
-"""Time pyTME's CPU exhaustive matching (FLCSphericalMask) on synthetic data.
+"""Time pyTME's CPU exhaustive matching (``FLCSphericalMask`` or ``FLC``).
 
 Run with a Python that has ``pytme`` installed (it is not a tmfast dependency)::
 
-    python benchmarks/pytme_reference.py Z Y X BOX N_ROT
+    python benchmarks/pytme_reference.py Z Y X BOX N_ROT [JOBS THREADS]
+        [--score FLCSphericalMask|FLC] [--background phase-scrambling] [--data DIR]
+
+``--score`` picks pyTME's score from its ``MATCHING_EXHAUSTIVE_REGISTER``:
+``FLCSphericalMask`` (default; the mask is never rotated, ``flcSphericalMask_setup``
++ ``corr_scoring``) or ``FLC`` (``flc_setup`` + ``flc_scoring``: the mask is rotated
+with the template every rotation, the like-for-like reference for tmfast's
+non-spherical mask). ``--background phase-scrambling`` turns on pyTME's
+background correction (``match_exhaustive(background_correction=...)``): a second
+correlation per rotation with a phase-scrambled template, whose maximum over
+rotations is subtracted at the end, the like-for-like reference for tmfast's
+random-phase correction. ``--data DIR`` reads ``tomogram.npy``, ``template.npy`` and
+``mask.npy`` from DIR (``bench_cpu_match.py`` writes the arrays it matches there);
+without it a random tomogram and template and a hard sphere mask of radius
+``0.45 * BOX`` of the given sizes are used.
 
 Prints one JSON line: seconds for ``N_ROT`` rotations (setup included), the peak
 resident memory and ``per_rotation_s``: the mean interval between consecutive calls of
@@ -15,6 +29,7 @@ and rotation count.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -27,12 +42,49 @@ import numpy as np
 _STAMPS: list[float] = []
 
 
+def _peak_rss_kib() -> float:
+    """Peak resident memory of this process in KiB.
+
+    ``VmHWM`` from ``/proc/self/status`` where there is one: on Linux ``ru_maxrss``
+    keeps the peak of the process that forked this one (e.g. a large pytest run)
+    across ``exec``, so it can report the parent's memory rather than pyTME's.
+    Falls back to ``ru_maxrss`` elsewhere.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def main() -> None:
-    z, y, x, box, n_rot = (int(v) for v in sys.argv[1:6])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "sizes", type=int, nargs="+", help="Z Y X BOX N_ROT [JOBS THREADS]"
+    )
+    parser.add_argument(
+        "--score", default="FLCSphericalMask", choices=("FLCSphericalMask", "FLC")
+    )
+    parser.add_argument(
+        "--background",
+        default=None,
+        choices=("phase-scrambling",),
+        help="pyTME background correction",
+    )
+    parser.add_argument(
+        "--data", default=None, help="folder with tomogram/template/mask .npy"
+    )
+    args = parser.parse_args(sys.argv[1:])
+    if len(args.sizes) not in (5, 7):
+        parser.error("give Z Y X BOX N_ROT, optionally followed by JOBS THREADS")
+    z, y, x, box, n_rot = args.sizes[:5]
     # optional: pyTME's (jobs, inner threads) schedule, default (1, cores)
     n_jobs, n_threads = (
-        (int(sys.argv[6]), int(sys.argv[7]))
-        if len(sys.argv) > 7
+        (args.sizes[5], args.sizes[6])
+        if len(args.sizes) == 7
         else (1, os.cpu_count() or 1)
     )
     from tme.analyzer import MaxScoreOverRotations
@@ -40,11 +92,19 @@ def main() -> None:
     from tme.matching_exhaustive import MATCHING_EXHAUSTIVE_REGISTER, match_exhaustive
     from tme.rotations import get_rotation_matrices
 
-    rng = np.random.default_rng(0)
-    target = rng.standard_normal((z, y, x), dtype=np.float32)
-    template = rng.standard_normal((box, box, box), dtype=np.float32)
-    zz, yy, xx = np.indices((box,) * 3) - box // 2
-    mask = (np.sqrt(xx**2 + yy**2 + zz**2) <= 0.45 * box).astype(np.float32)
+    if args.data is not None:
+        target, template, mask = (
+            np.load(os.path.join(args.data, f"{name}.npy")).astype(np.float32)
+            for name in ("tomogram", "template", "mask")
+        )
+        if target.shape != (z, y, x) or template.shape != (box,) * 3:
+            parser.error(f"--data {args.data}: arrays do not match sizes {args.sizes}")
+    else:
+        rng = np.random.default_rng(0)
+        target = rng.standard_normal((z, y, x), dtype=np.float32)
+        template = rng.standard_normal((box, box, box), dtype=np.float32)
+        zz, yy, xx = np.indices((box,) * 3) - box // 2
+        mask = (np.sqrt(xx**2 + yy**2 + zz**2) <= 0.45 * box).astype(np.float32)
     data = MatchingData(target, template)
     data.template_mask = mask
     rotations = get_rotation_matrices(angular_sampling=10, dim=3)[:n_rot]
@@ -57,7 +117,7 @@ def main() -> None:
             _STAMPS.append(time.perf_counter())
             return super().__call__(*args, **kwargs)
 
-    setup, score = MATCHING_EXHAUSTIVE_REGISTER["FLCSphericalMask"]
+    setup, score = MATCHING_EXHAUSTIVE_REGISTER[args.score]
     t0 = time.perf_counter()
     match_exhaustive(
         matching_data=data,
@@ -66,12 +126,15 @@ def main() -> None:
         callback_class=TimedMax,
         callback_class_args={},
         job_schedule=(n_jobs, n_threads),
+        background_correction=args.background,
     )
     seconds = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = _peak_rss_kib()
     print(
         json.dumps(
             {
+                "score": args.score,
+                "background_correction": args.background,
                 "seconds": seconds,
                 "n_rotations": len(rotations),
                 "peak_rss_mib": peak_kib / 1024,
