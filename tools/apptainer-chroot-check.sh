@@ -14,8 +14,10 @@ MIRROR=${MIRROR:-$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/nu
 [ -x "$R/bin/bash" ] || debootstrap --variant=minbase bookworm "$R" "$MIRROR" >/dev/null
 
 # %files: the wheel maturin builds
-rm -rf dist && .venv/bin/maturin build --release -q -o dist
-mkdir -p "$R/opt/wheels" && rm -f "$R"/opt/wheels/*.whl && cp dist/tmfast-*.whl "$R/opt/wheels/"
+WHEELS=$(mktemp -d)
+trap 'rm -rf "$WHEELS"' EXIT
+.venv/bin/maturin build --release -q -o "$WHEELS"
+mkdir -p "$R/opt/wheels" && rm -f "$R"/opt/wheels/*.whl && cp "$WHEELS"/tmfast-*.whl "$R/opt/wheels/"
 
 cp /etc/resolv.conf "$R/etc/resolv.conf"
 cp /etc/ssl/certs/ca-certificates.crt "$R/etc/host-ca-bundle.crt"
@@ -30,7 +32,7 @@ for name in ("environment", "post", "test"):
     print(sec.get(name, ""))
 PY
 mountpoint -q "$R/proc" || mount -t proc proc "$R/proc"
-trap 'umount "$R/proc" 2>/dev/null || true' EXIT
+trap 'umount "$R/proc" 2>/dev/null || true; rm -rf "$WHEELS"' EXIT
 B=/etc/host-ca-bundle.crt
 chroot "$R" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   HOME=/root SSL_CERT_FILE=$B REQUESTS_CA_BUNDLE=$B PIP_CERT=$B DEBIAN_FRONTEND=noninteractive \
