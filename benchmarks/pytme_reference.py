@@ -34,6 +34,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 
 import numpy as np
@@ -58,6 +59,54 @@ def _peak_rss_kib() -> float:
     except OSError:
         pass
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _tree_rss_kib(root: int) -> float:
+    """Summed ``VmRSS`` (KiB) of ``root`` and all its descendant processes (Linux).
+
+    Walks ``/proc/PID/task/TID/children``; a process that ends meanwhile counts 0.
+    """
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += float(line.split()[1])
+                        break
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as kids:
+                    todo.extend(int(k) for k in kids.read().split())
+        except OSError:
+            continue
+    return total
+
+
+class _TreeRssSampler(threading.Thread):
+    """Samples the process tree's summed RSS every ``period_s``; keeps the peak.
+
+    pyTME's job schedule ``(1, threads)`` runs the rotations in ``threads`` joblib
+    worker processes, whose memory neither ``VmHWM`` nor ``ru_maxrss`` of this
+    process sees. Pages shared between the processes (libraries, shared-memory
+    arrays) are counted once per process, so this is an upper bound.
+    """
+
+    def __init__(self, period_s: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.period_s = period_s
+        self.peak_kib = 0.0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak_kib = max(self.peak_kib, _tree_rss_kib(os.getpid()))
+            self._stop_event.wait(self.period_s)
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return self.peak_kib
 
 
 def main() -> None:
@@ -118,6 +167,9 @@ def main() -> None:
             return super().__call__(*args, **kwargs)
 
     setup, score = MATCHING_EXHAUSTIVE_REGISTER[args.score]
+    sampler = _TreeRssSampler() if os.path.isdir("/proc") else None
+    if sampler is not None:
+        sampler.start()
     t0 = time.perf_counter()
     match_exhaustive(
         matching_data=data,
@@ -130,6 +182,7 @@ def main() -> None:
     )
     seconds = time.perf_counter() - t0
     peak_kib = _peak_rss_kib()
+    tree_peak_kib = sampler.stop() if sampler is not None else None
     print(
         json.dumps(
             {
@@ -138,6 +191,9 @@ def main() -> None:
                 "seconds": seconds,
                 "n_rotations": len(rotations),
                 "peak_rss_mib": peak_kib / 1024,
+                "peak_tree_rss_mib": (
+                    tree_peak_kib / 1024 if tree_peak_kib is not None else None
+                ),
                 "per_rotation_s": (
                     (_STAMPS[-1] - _STAMPS[1]) / (len(_STAMPS) - 2)
                     if len(_STAMPS) > 2
