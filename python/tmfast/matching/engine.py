@@ -33,7 +33,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -812,6 +812,20 @@ def _check_finite(arr: np.ndarray, path: Path | str, what: str) -> None:
         )
 
 
+def _ctf_constant_flags(config: MatchConfig) -> tuple[tuple[str, object], ...]:
+    """The microscope constants of the CTF as (flag, value) pairs."""
+    return (
+        ("--voltage", config.voltage_kv),
+        ("--spherical-aberration", config.spherical_aberration_mm),
+        ("--amplitude-contrast", config.amplitude_contrast),
+    )
+
+
+def _flags_set(pairs: Iterable[tuple[str, object]]) -> list[str]:
+    """The flags of ``pairs`` whose value was given (not None)."""
+    return [flag for flag, value in pairs if value is not None]
+
+
 def _metadata(
     config: MatchConfig,
 ) -> tuple[tuple[float, float] | None, TiltSeriesMetadata | None, float | None]:
@@ -827,18 +841,14 @@ def _metadata(
             else normalise_tomogram_stem(config.tomogram.name)[0]
         )
         meta = read_relion5_metadata(config.relion5_tomograms_star, name)
-        given = [
-            flag
-            for flag, v in (
+        given = _flags_set(
+            (
                 ("--tilt-angles", config.tilt_angles),
                 ("--defocus", config.defocus),
                 ("--dose-accumulation", config.dose_accumulation),
-                ("--voltage", config.voltage_kv),
-                ("--spherical-aberration", config.spherical_aberration_mm),
-                ("--amplitude-contrast", config.amplitude_contrast),
+                *_ctf_constant_flags(config),
             )
-            if v is not None
-        ]
+        )
         if given:
             logger.warning(
                 "--relion5-tomograms-star given: ignoring %s", ", ".join(given)
@@ -849,15 +859,7 @@ def _metadata(
         tilts = meta.tilt_angles_deg
         return (min(tilts), max(tilts)), meta, vs
     if config.defocus is None:
-        unused = [
-            flag
-            for flag, v in (
-                ("--voltage", config.voltage_kv),
-                ("--spherical-aberration", config.spherical_aberration_mm),
-                ("--amplitude-contrast", config.amplitude_contrast),
-            )
-            if v is not None
-        ]
+        unused = _flags_set(_ctf_constant_flags(config))
         if unused:
             logger.warning(
                 "%s ignored: no CTF is applied without --defocus", ", ".join(unused)
