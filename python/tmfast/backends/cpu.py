@@ -8,10 +8,10 @@ rounding):
 
 - **Pasting.** The normalised template ``T'`` is pasted at array indices ``0 .. n-1``
   (not wrapped around index 0), which lets the forward volume FFT skip the all-zero
-  rows (a pruned 3-D FFT: ``rfft`` along x of ``n*n`` rows, then ``fft`` along y of
-  ``n`` planes, then along z). The correlation ``irfftn(F(V) * conj(F(T'_pad)))`` at
-  index ``i`` is then the score of output voxel ``i + N//2`` (circularly), so the
-  running maps are kept in that shifted frame and rolled by ``N//2`` when handed out
+  rows and planes (a pruned 3-D FFT, :mod:`tmfast.backends._cpu_fft`). The
+  correlation ``irfftn(F(V) * conj(F(T'_pad)))`` at index ``i`` is then the score
+  of output voxel ``i + N//2`` (circularly), so the running maps are kept in that
+  shifted frame and rolled by ``N//2`` when handed out
   (:meth:`snapshot`, :meth:`finalize`). Rolling is a permutation, so resuming from a
   snapshot is exact.
 - **Normalisation.** ``1 / (N_M * sigma_local)`` is multiplied into each rotation's map
@@ -29,13 +29,18 @@ rounding):
   (:func:`tmfast.geometry.interpolation.rotate_bspline`, the maths of
   ``rotate_volume``), weighted and normalised on the box, transformed by the pruned
   forward FFT into a persistent complex work buffer, multiplied by ``F(V)`` in place
-  (``tmfast._rust.conj_multiply``), inverse transformed *in that buffer*
-  (:meth:`_irfft_inplace`: complex stages with ``overwrite_x``, the real stage slab
-  by slab over the same bytes) and folded into the running maps by one fused,
-  multi-threaded Rust pass (``tmfast._rust.fold_rotations``: normalisation, maximum
-  and index, sums, noise maximum). The GIL is released in the Rust kernels; they only
+  (``tmfast._rust.conj_multiply``), inverse transformed *in that buffer* and folded
+  into the running maps by one fused, multi-threaded Rust pass
+  (``tmfast._rust.fold_rotations``: normalisation, maximum and index, sums, noise
+  maximum). The GIL is released in the Rust kernels; they only
   touch these private arrays. FFTs use ``workers = os.cpu_count()`` threads, the
   Rust kernels rayon's pool.
+- **FFT engine** (:mod:`tmfast.backends._cpu_fft`): FFTW through pyFFTW when it is
+  installed (``pip install 'tmfast[fftw]'``; planned once per buffer, in place, no
+  allocation per rotation), else ``scipy.fft``; ``fft="scipy"`` forces the reference.
+  FFTW's inverse is unnormalised, so ``1/(Z*Y*X)`` is folded into the volume spectra
+  once in :meth:`prepare`. Both engines agree to float32 rounding
+  (``tests/test_backends_cpu_fft.py``).
 - **Memory.** One rotation costs one complex half-spectrum (about the tomogram's
   float32 size; twice with a noise template, three times with a rotated mask); the
   real-space tomogram is not kept. Rotations are processed in sub-batches sized to
@@ -57,6 +62,7 @@ import numpy.typing as npt
 import scipy.fft as sfft
 
 from tmfast import _rust
+from tmfast.backends._cpu_fft import ScipyVolumeFft, VolumeFft, make_volume_fft
 from tmfast.backends.base import CorrelationInputs, RunningMaps
 from tmfast.errors import ConfigError
 from tmfast.geometry.interpolation import bspline_coefficients, rotate_bspline
@@ -70,8 +76,6 @@ logger = logging.getLogger(__name__)
 #: standardised to unit mean square, are float32 FFT rounding noise of
 #: E[V^2] - E[V]^2: sigma is taken as 1 there, as pytom does for var <= 1e-18.
 _VAR_REL_FLOOR = 1e-4
-#: z-planes per call of the final (real) stage of the in-place inverse FFT.
-_C2R_SLAB = 8
 
 
 def _roll3(a: np.ndarray, shift: int, dtype: npt.DTypeLike | None = None) -> np.ndarray:
@@ -136,6 +140,14 @@ class CpuBackend:
         then differ from an unsplit one by float32 rounding. Default True (it keeps
         peak memory under 8x the tomogram, issue 3); False gives float64 sums,
         bit-identical to ``s += float64(score)`` per rotation.
+    fft
+        Volume FFT engine: ``"auto"`` (FFTW via pyFFTW when installed, else
+        scipy), ``"scipy"`` (the reference) or ``"fftw"``.
+    fft_planner
+        FFTW planning: ``"measure"`` (default: plans timed once per volume shape and
+        machine, then kept in a wisdom cache so later and resumed runs use the same
+        plans and reproduce bit for bit; see :mod:`tmfast.backends._cpu_fft`) or
+        ``"estimate"`` (no timing, no cache; about 30% slower inverse FFTs).
     """
 
     name = "cpu"
@@ -146,8 +158,19 @@ class CpuBackend:
         workers: int | None = None,
         max_batch_bytes: int = 32 * 2**20,
         float32_sums: bool = True,
+        fft: str = "auto",
+        fft_planner: str = "measure",
     ) -> None:
         self.workers = workers or os.cpu_count() or 1
+        if fft not in ("auto", "scipy", "fftw"):
+            raise ConfigError(f"cpu backend fft={fft!r}: choose auto, scipy or fftw")
+        if fft_planner not in ("estimate", "measure"):
+            raise ConfigError(
+                f"cpu backend fft_planner={fft_planner!r}: choose estimate or measure"
+            )
+        self.fft = fft
+        self.fft_planner = fft_planner
+        self._fft: VolumeFft | None = None
         self.max_batch_bytes = int(max_batch_bytes)
         self._sum_dtype = np.float32 if float32_sums else np.float64
         self._buffers: dict[str, np.ndarray] = {}
@@ -206,6 +229,13 @@ class CpuBackend:
         self._spherical = bool(inputs.mask_is_spherical)
         self._coeffs_m = None if self._spherical else bspline_coefficients(mask)
         w = self.workers
+        self._fft = make_volume_fft(
+            self.fft,
+            self._shape,
+            n,
+            w,
+            self.fft_planner,  # type: ignore[arg-type]
+        )
         # FLCF is exactly invariant to V -> (V - k) / s over the whole (circular)
         # array, so standardise it: float32 local moments are then well conditioned.
         vol = vol - np.float32(vol.mean(dtype=np.float64))
@@ -215,7 +245,10 @@ class CpuBackend:
         self._fv = sfft.rfftn(vol, workers=w)
         if self._spherical:
             # sigma_local once; var below the floor -> sigma 1 (see module docstring)
-            fm = self._padded_rfft(mask[None])[0]
+            fm = ScipyVolumeFft(self._shape, n, w).padded_rfft(
+                mask[None],
+                np.zeros((1, *self._fv.shape), dtype=np.complex64),
+            )[0]
             np.conjugate(fm, out=fm)
             n_m = float(mask.sum(dtype=np.float64))
             # the real-space volume is not kept: V^2 in place, then dropped
@@ -249,6 +282,12 @@ class CpuBackend:
             np.multiply(vol, vol, out=vol)
             self._fv2 = sfft.rfftn(vol, workers=w)
             del vol
+        if self._fft.inverse_scale != 1.0:
+            # the engine's inverse is unnormalised: normalise the volume spectra once
+            scale = np.float32(1.0 / self._fft.inverse_scale)
+            self._fv *= scale
+            if self._fv2 is not None:
+                self._fv2 *= scale
         with_noise = self._coeffs_noise is not None
         if resume_from is None:
             self._maps = _empty_maps(
@@ -269,12 +308,14 @@ class CpuBackend:
             self._buffer("m", self._sub_batch)
             self._buffer("m2", self._sub_batch)
         logger.debug(
-            "cpu backend: volume %s, box %d, spherical=%s, noise=%s, sub-batch %d",
+            "cpu backend: volume %s, box %d, spherical=%s, noise=%s, sub-batch %d, "
+            "fft %s",
             self._shape,
             n,
             self._spherical,
             with_noise,
             self._sub_batch,
+            self._fft.name,
         )
 
     def _from_external(self, maps: RunningMaps, *, with_noise: bool) -> _Maps:
@@ -304,41 +345,14 @@ class CpuBackend:
     def _buffer(self, role: str, count: int) -> np.ndarray:
         """A private ``(count, Z, Y, X//2+1)`` complex64 work buffer, kept between
         batches (no page faults of a fresh volume-size allocation per rotation)."""
-        sz, sy, sx = self._shape
+        assert self._fft is not None
         buf = self._buffers.get(role)
         if buf is None or buf.shape[0] < count:
             self._buffers.pop(role, None)
             del buf
-            buf = np.empty((count, sz, sy, sx // 2 + 1), dtype=np.complex64)
-            buf.fill(0)  # touch the pages now
+            buf = self._fft.spectrum_buffer(count)  # zeroed: pages touched now
             self._buffers[role] = buf
         return buf[:count]
-
-    def _padded_rfft(
-        self, boxes: np.ndarray, out: np.ndarray | None = None
-    ) -> np.ndarray:
-        """``rfftn`` over the last three axes of ``boxes`` zero-padded to the volume.
-
-        Pruned: x over the box's rows, then (into ``out``, a ``(B, Z, Y, X//2+1)``
-        complex64 buffer, when given) z over the box's columns, y over all planes.
-        """
-        sz, sy, sx = self._shape
-        w = self.workers
-        a = sfft.rfft(boxes, n=sx, axis=-1, workers=w)
-        if out is None:
-            a = sfft.fft(a, n=sy, axis=-2, workers=w, overwrite_x=True)
-            return sfft.fft(a, n=sz, axis=-3, workers=w, overwrite_x=True)
-        # z over the box's columns (zero-padded to Z), then y over every plane in
-        # the buffer: fewer and better-strided transforms than y first
-        n_y = a.shape[-2]
-        a = sfft.fft(a, n=sz, axis=-3, workers=w, overwrite_x=True)
-        out[..., :n_y, :] = a
-        del a
-        out[..., n_y:, :] = 0
-        res = sfft.fft(out, axis=-2, workers=w, overwrite_x=True)
-        if not np.shares_memory(res, out):  # not expected: scipy works in place
-            out[...] = res
-        return out
 
     def _weighted(self, boxes: np.ndarray) -> np.ndarray:
         n = self._n
@@ -398,53 +412,30 @@ class CpuBackend:
             masks = np.concatenate([masks, masks])
         tnorm = self._normalise(self._weighted(rot), masks)
         del rot
-        ft = self._padded_rfft(tnorm, out=self._buffer("t", len(tnorm)))
+        fft = self._fft
+        assert fft is not None
+        ft = fft.padded_rfft(tnorm, self._buffer("t", len(tnorm)))
         del tnorm
         fv = self._fv.view(np.float32)
         for spec in ft:  # conj(F(T')) * F(V), in place, one pass (Rust)
             _rust.conj_multiply(spec.view(np.float32), fv)
-        corr = self._irfft_inplace(ft)
+        corr = fft.irfft_inplace(ft)
         local = None
         if not self._spherical:
             assert self._fv2 is not None
-            fm = self._padded_rfft(masks[:b], out=self._buffer("m", b))
+            fm = fft.padded_rfft(masks[:b], self._buffer("m", b))
             fm2 = self._buffer("m2", b)
             np.copyto(fm2, fm)
             fv2 = self._fv2.view(np.float32)
             for spec, spec2 in zip(fm, fm2, strict=True):
                 _rust.conj_multiply(spec.view(np.float32), fv)
                 _rust.conj_multiply(spec2.view(np.float32), fv2)
-            mean = self._irfft_inplace(fm)
-            e2 = self._irfft_inplace(fm2)
+            mean = fft.irfft_inplace(fm)
+            e2 = fft.irfft_inplace(fm2)
             n_m = masks[:b].astype(np.float64).sum(axis=(1, 2, 3)).astype(np.float32)
             local = (mean, e2, n_m)
         self._update(maps, corr, first_index, b, with_noise, local)
         maps.n_rotations_done += b
-
-    def _irfft_inplace(self, spec: np.ndarray) -> np.ndarray:
-        """Inverse real 3-D FFT of ``spec`` (``(B, Z, Y, X//2+1)`` complex64, owned),
-        written over its own memory.
-
-        Returns the padded real view ``(B, Z, Y, 2 * (X//2+1))`` of ``spec``'s buffer:
-        columns ``0 .. X-1`` hold the result. The complex stages run in place; the
-        last (complex-to-real along x) runs slab by slab, each slab of z-planes
-        written over the bytes it was computed from, so no volume-size real array is
-        allocated.
-        """
-        sz, _, sx = self._shape
-        w = self.workers
-        for axis in (-3, -2):
-            res = sfft.ifft(spec, axis=axis, workers=w, overwrite_x=True)
-            if not np.shares_memory(res, spec):  # not expected: scipy works in place
-                spec[...] = res
-            del res
-        real = spec.view(np.float32)  # (B, Z, Y, 2 * kx)
-        for bi in range(spec.shape[0]):
-            for z0 in range(0, sz, _C2R_SLAB):
-                z1 = min(z0 + _C2R_SLAB, sz)
-                plane = sfft.irfft(spec[bi, z0:z1], n=sx, axis=-1, workers=w)
-                real[bi, z0:z1, :, :sx] = plane
-        return real
 
     def _rotate_all(
         self, jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -466,8 +457,8 @@ class CpuBackend:
     ) -> None:
         """Fold ``corr[:b]`` (and noise ``corr[b:]``) into the running maps.
 
-        ``corr`` is the raw correlation in the padded layout of
-        :meth:`_irfft_inplace`; it is divided by ``N_M * sigma_local`` here: the
+        ``corr`` is the raw correlation in the padded layout of the FFT engine's
+        ``irfft_inplace``; it is divided by ``N_M * sigma_local`` here: the
         precomputed ``1 / (N_M sigma)`` (spherical mask) or, with ``local = (sum_M V,
         sum_M V^2, N_M)`` per rotation (rotated mask), the local moments. One fused,
         multi-threaded Rust pass (:func:`tmfast._rust.fold_rotations`) over buffers
@@ -523,6 +514,7 @@ class CpuBackend:
         for attr in ("_fv", "_fv2", "_inv_norm"):
             setattr(self, attr, None)
         self._buffers = {}
+        self._fft = None  # FFTW plans hold the buffers
         rolled: dict[str, np.ndarray | None] = {}
         for name in ("scores", "angles", "score_sum", "score_sq_sum", "noise_scores"):
             a = getattr(m, name)
@@ -539,6 +531,7 @@ class CpuBackend:
         self._maps = None
         self._inputs = None
         self._buffers = {}
+        self._fft = None
         for attr in (
             "_fv",
             "_fv2",

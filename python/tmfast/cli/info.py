@@ -20,7 +20,7 @@ import typer
 __all__ = ["collect_info", "register"]
 
 #: Optional packages whose versions are reported (read from metadata, not imported).
-_PACKAGES = ("numpy", "scipy", "pyopencl", "pyvkfft", "pycuda", "mrcfile")
+_PACKAGES = ("numpy", "scipy", "pyfftw", "pyopencl", "pyvkfft", "pycuda", "mrcfile")
 
 
 def _pkg_version(name: str) -> str | None:
@@ -42,12 +42,18 @@ def collect_info() -> dict[str, Any]:
         backend ``--backend auto`` would choose).
     """
     from tmfast import __version__
+    from tmfast.backends._cpu_fft import fftw_available
     from tmfast.backends.cuda import find_nvcc
     from tmfast.backends.registry import available_backends
 
     status = available_backends()
+    no_fftw = fftw_available()
+    fft = "FFTW (pyfftw)" if no_fftw is None else f"scipy.fft; FFTW: {no_fftw}"
     backends: dict[str, dict[str, Any]] = {
-        "cpu": {"available": True, "detail": f"numpy/scipy on {os.cpu_count()} cores"}
+        "cpu": {
+            "available": True,
+            "detail": f"numpy + {fft}, on {os.cpu_count()} cores",
+        }
     }
     opencl_devices: list[dict[str, Any]] = []
     cuda_devices: list[dict[str, Any]] = []

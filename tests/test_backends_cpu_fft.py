@@ -1,0 +1,204 @@
+"""The CPU backend's volume FFT engines (scipy.fft and FFTW) against numpy's FFT."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tmfast.backends import _cpu_fft
+from tmfast.backends._cpu_fft import (
+    FftwVolumeFft,
+    ScipyVolumeFft,
+    fftw_available,
+    make_volume_fft,
+    wisdom_path,
+)
+from tmfast.backends.base import CorrelationInputs
+from tmfast.backends.cpu import CpuBackend
+from tmfast.errors import ConfigError
+from tmfast.geometry.angles import angle_set
+from tmfast.geometry.rotations import zxz_to_matrices
+
+needs_fftw = pytest.mark.skipif(
+    fftw_available() is not None, reason=f"{fftw_available()}"
+)
+
+SHAPES = [(24, 20, 28), (17, 18, 15)]  # even and odd, x the half-spectrum axis
+
+
+@pytest.fixture(autouse=True)
+def _private_wisdom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test plans into its own wisdom cache (not the user's)."""
+    monkeypatch.setenv("TMFAST_FFTW_WISDOM", str(tmp_path / "wisdom.json"))
+
+
+def _engines(shape: tuple[int, int, int], box: int) -> list[object]:
+    engines: list[object] = [ScipyVolumeFft(shape, box, 2)]
+    if fftw_available() is None:
+        engines += [
+            FftwVolumeFft(shape, box, 2, "estimate"),
+            FftwVolumeFft(shape, box, 2, "measure"),
+        ]
+    return engines
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_padded_rfft_is_rfftn_of_the_zero_padded_boxes(
+    shape: tuple[int, int, int],
+) -> None:
+    rng = np.random.default_rng(1)
+    box = 9
+    for eng in _engines(shape, box):
+        buf = eng.spectrum_buffer(2)  # type: ignore[attr-defined]
+        assert not buf.any()  # zeroed after planning
+        for _ in range(2):  # twice: the zero padding must survive a transform
+            boxes = rng.standard_normal((2, box, box, box)).astype(np.float32)
+            padded = np.zeros((2, *shape))
+            padded[:, :box, :box, :box] = boxes
+            want = np.fft.rfftn(padded, axes=(1, 2, 3))
+            got = eng.padded_rfft(boxes, buf)  # type: ignore[attr-defined]
+            assert got is buf
+            scale = np.abs(want).max()
+            np.testing.assert_allclose(got, want, atol=2e-6 * scale, rtol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_irfft_inplace_is_irfftn_times_the_engine_scale(
+    shape: tuple[int, int, int],
+) -> None:
+    rng = np.random.default_rng(2)
+    vol = rng.standard_normal((2, *shape))
+    spec = np.fft.rfftn(vol, axes=(1, 2, 3))
+    for eng in _engines(shape, 5):
+        buf = eng.spectrum_buffer(2)  # type: ignore[attr-defined]
+        buf[...] = spec
+        real = eng.irfft_inplace(buf)  # type: ignore[attr-defined]
+        assert np.shares_memory(real, buf)
+        got = real[..., : shape[2]] / eng.inverse_scale  # type: ignore[attr-defined]
+        np.testing.assert_allclose(got, vol, atol=2e-5, rtol=0)
+
+
+def _small_case(spherical: bool) -> tuple[CorrelationInputs, np.ndarray]:
+    rng = np.random.default_rng(3)
+    n = 10
+    zz, yy, xx = np.mgrid[:n, :n, :n] - n // 2
+    r = np.sqrt(zz**2 + yy**2 + xx**2)
+    mask = (r <= n / 2 - 1).astype(np.float32)
+    if not spherical:
+        mask *= (np.abs(zz) <= 2).astype(np.float32) + 0.5
+        mask = np.clip(mask, 0, 1)
+    inputs = CorrelationInputs(
+        tomogram=rng.standard_normal((20, 22, 24)).astype(np.float32),
+        template=(rng.standard_normal((n, n, n)) * (r < 4)).astype(np.float32),
+        mask=mask,
+        template_weight=np.ones((n, n, n // 2 + 1), np.float32),
+        mask_is_spherical=spherical,
+        noise_template=None,
+    )
+    return inputs, zxz_to_matrices(angle_set(45.0))[:20]
+
+
+@needs_fftw
+@pytest.mark.parametrize("spherical", [True, False])
+def test_cpu_backend_engines_agree(spherical: bool) -> None:
+    inputs, mats = _small_case(spherical)
+    maps = {}
+    for fft in ("scipy", "fftw"):
+        be = CpuBackend(workers=2, fft=fft)
+        be.prepare(inputs)
+        be.score_rotations(0, mats)
+        maps[fft] = be.finalize()
+    a, b = maps["scipy"], maps["fftw"]
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(a.score_sq_sum, b.score_sq_sum, atol=1e-4, rtol=1e-5)
+    assert np.mean(a.angles == b.angles) > 0.999
+    assert float(np.abs(a.scores).max()) > 0.1  # a real signal was compared
+
+
+_REPRO_SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from tmfast.backends._cpu_fft import FftwVolumeFft
+    shape = (32, 30, 36)
+    eng = FftwVolumeFft(shape, 8, 2, "measure")
+    buf = eng.spectrum_buffer(1)
+    rng = np.random.default_rng(5)
+    boxes = rng.standard_normal((1, 8, 8, 8)).astype(np.float32)
+    spec = eng.padded_rfft(boxes, buf).copy()
+    buf *= np.conj(spec)
+    real = eng.irfft_inplace(buf)[..., : shape[2]]
+    sys.stdout.buffer.write(np.ascontiguousarray(real).tobytes() + spec.tobytes())
+    """
+)
+
+
+@needs_fftw
+def test_wisdom_cache_makes_measured_plans_reproducible_across_processes(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache" / "w.json"
+    env = {**os.environ, "TMFAST_FFTW_WISDOM": str(cache)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _REPRO_SCRIPT],
+            env=env,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        ).stdout
+        for _ in range(2)
+    ]
+    doc = json.loads(cache.read_text())
+    assert doc["format"] == "tmfast-fftw-wisdom-1"
+    assert any("fftw" in w for w in doc["wisdom"])  # FFTW's own wisdom text
+    assert len(runs[0]) > 0 and runs[0] == runs[1]  # bit for bit
+    assert not list(cache.parent.glob("*.part"))  # written by rename, nothing left
+
+
+@needs_fftw
+def test_unwritable_wisdom_cache_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TMFAST_FFTW_WISDOM", str(blocker / "w.json"))
+    monkeypatch.setattr(_cpu_fft, "_wisdom_loaded", {})
+    with caplog.at_level(logging.WARNING, logger="tmfast.backends._cpu_fft"):
+        eng = FftwVolumeFft((12, 12, 12), 4, 1, "measure")
+        buf = eng.spectrum_buffer(1)
+    assert not buf.any()
+    assert "not writable" in caplog.text and "TMFAST_FFTW_WISDOM" in caplog.text
+
+
+@needs_fftw
+def test_wisdom_cache_off_and_default_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMFAST_FFTW_WISDOM", "off")
+    assert wisdom_path() is None
+    monkeypatch.delenv("TMFAST_FFTW_WISDOM")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = wisdom_path()
+    assert path is not None and path.parent == tmp_path / "tmfast"
+    assert path.name.startswith("fftw-wisdom-") and path.suffix == ".json"
+
+
+def test_engine_choice_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="choose auto, scipy, fftw"):
+        make_volume_fft("mkl", (8, 8, 8), 4, 1)
+    with pytest.raises(ConfigError, match="choose auto, scipy or fftw"):
+        CpuBackend(fft="mkl")
+    with pytest.raises(ConfigError, match="estimate or measure"):
+        CpuBackend(fft_planner="patient")
+    monkeypatch.setattr(_cpu_fft, "fftw_available", lambda: "pyfftw not importable")
+    with pytest.raises(ConfigError, match="pyfftw not importable"):
+        make_volume_fft("fftw", (8, 8, 8), 4, 1)
+    assert make_volume_fft("auto", (8, 8, 8), 4, 1).name == "scipy"
+    assert make_volume_fft("scipy", (8, 8, 8), 4, 1).name == "scipy"
