@@ -48,6 +48,9 @@ def optimal_angle_set(
 def cube_bcc_for_radius(
     radius_rad: float, *, n_samples: int, max_len: int
 ) -> tuple[npt.NDArray[np.float64], float] | None: ...
+def optimal_for_radius(
+    radius_rad: float, *, n_samples: int, max_len: int
+) -> tuple[npt.NDArray[np.float64], float] | None: ...
 
 # --- end angles ---------------------------------------------------------------------
 

@@ -178,8 +178,8 @@ fn relion_angles_of_identity_and_known_rotation() {
 mod symmetry_and_covering {
     use _rust::angles::covering::{covering_radius, random_quaternion, QuatIndex, SplitMix64};
     use _rust::angles::optimal::{
-        cube_bcc_for_radius, cube_bcc_set, optimal_angle_set, verification_samples, OptimalKind,
-        VERIFY_SEED,
+        cube_bcc_for_radius, cube_bcc_set, lattice_for_radius, octa_bcc_set, optimal_angle_set,
+        optimal_for_radius, verification_samples, Family, OptimalKind, VERIFY_SEED,
     };
     use _rust::angles::pytom_angle_set;
     use _rust::angles::symmetry::{reduce, Symmetry};
@@ -273,10 +273,66 @@ mod symmetry_and_covering {
     }
 
     #[test]
+    fn octa_bcc_set_merges_every_shared_face_point() {
+        for m in 1..6_u32 {
+            let s = octa_bcc_set(m);
+            // 12 cells of interior points (Z^3 with |x|_1 <= m - 1, (Z + 1/2)^3 with
+            // |x|_1 < m), then the 48 faces, 48 edges and 12 vertices of the 24-cell
+            // (mod sign) once each: a point counted twice would break the formula
+            let m = m as usize;
+            let mut interior = 0;
+            let r = m as i64;
+            for i in -r..=r {
+                for j in -r..=r {
+                    for k in -r..=r {
+                        if i.abs() + j.abs() + k.abs() < r {
+                            interior += 1;
+                        }
+                        // half-integer point (i + 1/2, ...): |.|_1 < m
+                        let h = (2 * i + 1).abs() + (2 * j + 1).abs() + (2 * k + 1).abs();
+                        if h < 2 * r {
+                            interior += 1;
+                        }
+                    }
+                }
+            }
+            let face = if m >= 2 { (m - 1) * (m - 2) / 2 } else { 0 };
+            let expect = 12 * interior + 48 * face + 48 * (m - 1) + 12;
+            assert_eq!(s.len(), expect, "m = {m}");
+            let index = QuatIndex::new(&s);
+            for (i, q) in s.iter().enumerate() {
+                let others: f64 = s
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| quaternion_distance(*p, *q))
+                    .fold(f64::INFINITY, f64::min);
+                assert!(others > 1e-3, "near-duplicate at m = {m}");
+                assert!(index.nearest(q).unwrap().1 < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn optimal_for_radius_takes_the_smaller_family() {
+        let target = 12.0_f64.to_radians();
+        let (angles, radius, kind) = optimal_for_radius(target, 20_000, usize::MAX).unwrap();
+        assert!(radius <= target);
+        for family in Family::ALL {
+            let (own, _, _) = lattice_for_radius(family, target, 20_000, usize::MAX).unwrap();
+            assert!(angles.len() <= own.len(), "{family:?}");
+        }
+        assert!(!matches!(kind, OptimalKind::Pytom));
+    }
+
+    #[test]
     fn optimal_set_beats_pytom_at_15_degrees() {
         // (10 degrees is checked from Python on the release build)
         let opt = optimal_angle_set(15.0, 50_000).unwrap();
-        assert!(matches!(opt.kind, OptimalKind::CubeBcc(_)));
+        assert!(matches!(
+            opt.kind,
+            OptimalKind::CubeBcc(_) | OptimalKind::OctaBcc(_)
+        ));
         #[allow(clippy::cast_precision_loss)]
         let ratio = opt.angles.len() as f64 / opt.pytom_len as f64;
         assert!(ratio <= 0.75, "{ratio}");

@@ -359,19 +359,20 @@ def optimal_angle_set(
 ) -> AngleArray:
     """Return tmfast's covering-efficient rotation set.
 
-    A body-centred cubic lattice in each of the four cube cells of the unit-quaternion
-    sphere (see ``rust/src/angles/optimal.rs``), of the smallest lattice size whose
-    estimated covering radius (:func:`covering_radius_deg`) is at most the target:
-    either ``target_radius_deg``, or the covering radius of :func:`pytom_angle_set`
-    for ``angle_step_deg``; a size is accepted only when a second estimate with 20
-    test rotations per rotation (up to 2,000,000, another seed) agrees. Its covering
-    density is about 1.93 against pytom's 2.4-3.5, but lattice sizes grow in steps of
-    ``((n + 1) / n)^3``, so the saving depends on the step: 31-41% at 3, 5, 6, 7,
-    7.64, 10, 13, 15 and 50 degrees, 25-28% at 11 and 18, 5-18% at 5.27, 6.69, 8, 12,
-    12.85, 16, 20 and 30; where no lattice size is smaller than the pytom set (25,
-    38.53 and 90 degrees) the pytom set itself is returned. Indices are not
-    interchangeable with pytom-match-pick's; the set is deterministic and sorted by
-    ``(phi, theta, psi)``.
+    Body-centred cubic lattices in the four cube cells or in the twelve octahedral
+    cells of the 24-cell on the unit-quaternion sphere (see
+    ``rust/src/angles/optimal.rs``): each at its smallest size whose estimated covering
+    radius (:func:`covering_radius_deg`) is at most the target, and the one with fewer
+    rotations is returned. The target is either ``target_radius_deg`` or the covering
+    radius of :func:`pytom_angle_set` for ``angle_step_deg``; a size is accepted only
+    when a second estimate with 20 test rotations per rotation (up to 2,000,000,
+    another seed) agrees. Covering density about 1.93-2.08 against pytom's 2.4-3.5,
+    but lattice sizes grow in steps of ``((n + 1) / n)^3``, so the saving depends on
+    the step: 30-40% at 3, 5, 6, 7, 7.64, 10, 13 and 15 degrees, 25-28% at 11 and 18,
+    8-18% at 5.27, 6.69, 8, 12, 12.85, 16, 20 and 30 (the issue's 25% is not reached
+    there); where no lattice is smaller than the pytom set (25 and 90 degrees) the
+    pytom set itself is returned. Indices are not interchangeable with
+    pytom-match-pick's; the set is deterministic and sorted by ``(phi, theta, psi)``.
 
     Parameters
     ----------
@@ -403,7 +404,7 @@ def optimal_angle_set(
                 f"target covering radius {radius} deg is outside [0.5, 180]; give "
                 "degrees"
             )
-        found = _rust.cube_bcc_for_radius(
+        found = _rust.optimal_for_radius(
             np.deg2rad(radius), n_samples=int(n_samples), max_len=2**40
         )
         if found is None:

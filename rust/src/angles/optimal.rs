@@ -1,33 +1,68 @@
 //! A covering-efficient rotation set, opt-in alternative to the pytom set.
 //!
+//! Two lattice constructions ([`Family`]); for a target covering radius
+//! [`optimal_for_radius`] builds each at its smallest size that fits and keeps the one
+//! with fewer rotations, which softens the coarse size steps of each family.
+//!
 //! [`cube_bcc_set`]: the unit quaternions (mod sign) split into 4 cells by their largest
 //! component `c`; in each, `q ~ e_c + sum_k t_k e_k` with `t_k = tan(k u_k) / tan(k)` over
 //! `u in [-1, 1]^3` (`k` = [`WARP`]). A body-centred cubic lattice with `n` cells per axis
 //! (points at `-1 + (2/n) i` and at the cell centres) fills each cell; its planes fall on
 //! the cell faces, where neighbouring cells' points coincide and are merged. A BCC lattice
-//! is the best lattice covering of 3D space, so the set reaches a given covering radius
-//! with far fewer rotations than HEALPix x uniform psi. In covering density
-//! `N (R - sin R) / pi` (how many times, on average, the balls of radius `R` around the
-//! rotations cover SO(3); at least 1) the pytom set is at about 3.5 at 10-15 degrees and
-//! 2.6 at 20 degrees, this set at about 1.95 for every `n` (the warp [`WARP`] was tuned
-//! for it; the tan warp `k = pi/4` gives 2.25, the plain gnomonic map 3.4).
+//! is the best lattice covering of 3D space, and its {100} cell faces are mirror planes
+//! of the lattice, so the cells join without a seam.
 //!
-//! [`optimal_angle_set`] sizes the lattice to the covering radius of the pytom set for
-//! a step; a lattice is accepted only when a second, larger estimate
-//! ([`verification_samples`], other seed) also stays within the target. Sizes grow in
-//! steps of `((n + 1) / n)^3` and pytom's own density varies with the step (about 3.5
-//! where its psi step sets the radius, 2.4-2.7 elsewhere), so the saving varies. Measured
-//! against independent 1,000,000-sample estimates of both radii: 35% at 3, 6 and 7
-//! degrees, 40% at 7.64 and 15, 31% at 5 and 10, 30% at 13, 27.8% at 18, 25.0% at 11;
-//! but 18% at 5.27, 11% at 6.69, 10-11% at 12 and 20, 5-8% at 8, 12.85, 16 and 30, and
-//! none at 25 degrees (the pytom set itself is returned). At 8, 12, 12.85, 16, 20 and
-//! 25 degrees pytom's density is 2.4-2.6, so 25% fewer rotations needs a covering
-//! density of 1.81-1.98: below this lattice's 1.93 at most of them whatever its size.
-//! (Tried and dropped, all worse: the same lattice in the 24 truncated-cube cells of
-//! the octahedral group, erratic densities 1.95-4.5 from the unmatched triangular
-//! faces; per-component cell counts `(n, n, n+1, n+1)`, whose radius follows the
-//! coarser cells; greedy thinning of a finer lattice and patching the holes of a
-//! coarser one; minimax relaxation of the lattice points.)
+//! [`octa_bcc_set`]: the 12 octahedral cells (mod sign) of the 24-cell, centred at the
+//! `(±1, ±1, 0, 0) / sqrt 2` permutations, with vertices at the 24 Hurwitz units. In the
+//! gnomonic chart of a cell the cell is the octahedron `|x|_1 <= 1`; a BCC lattice
+//! `(Z^3 ∪ (Z + 1/2)^3) / m` puts only integer points on the faces, and both cells of a
+//! face send face point `(i, j, k) / m` to the sphere point `∝ i V1 + j V2 + k V3` of the
+//! face's vertices, so face points coincide exactly and are merged (a test checks the
+//! count). Warp: `|u|_1` through `tan` ([`OCTA_WARP_RADIAL`]) and the barycentric
+//! direction pushed towards the face centres ([`OCTA_WARP_FACE`]).
+//!
+//! Covering density `N (R - sin R) / pi` (how many times, on average, the balls of
+//! radius `R` around the rotations cover SO(3); at least 1), estimated with 30 test
+//! rotations per rotation: cube cells 1.93-1.95 for `n` = 3..9, rising to 2.0-2.1 for
+//! `n` = 11..21 (the warp [`WARP`] was tuned for it; the tan warp `k = pi/4` gives 2.25,
+//! the plain gnomonic map 3.4); octahedral cells 2.04-2.08 for every `m` (unwarped
+//! 2.2-2.3), better than the cube cells below about 7 degrees. The pytom set is at
+//! about 3.5 where its psi step sets the radius and 2.4-2.7 elsewhere.
+//!
+//! [`optimal_angle_set`] sizes the sets to the covering radius of the pytom set for a
+//! step; a set is accepted only when a second, larger estimate
+//! ([`verification_samples`], other seed) also stays within the target. Measured
+//! against independent 1,000,000-sample estimates of both radii (rotations saved):
+//! 40.3% at 7.64, 39.8% at 15, 36.9% at 7, 35.2% at 3, 35.1% at 6, 31.5% at 5, 31.2%
+//! at 10, 30.1% at 13, 27.8% at 18, 25.0% at 11; but 18.3% at 5.27, 11.0% at 6.69,
+//! 10.7% at 12, 10.3% at 16, 9.9% at 20, 8.3% at 30, 7.6% at 8 and 12.85, and none at
+//! 25 degrees (the pytom set itself is returned). So the 25% is met at 10 of
+//! the 19 steps of pytom-match-pick's table between 3 and 30 degrees. Where pytom's
+//! density is 2.4-2.7 (5.27, 6.69, 8, 12, 12.85, 16, 20, 25 degrees) 25% fewer
+//! rotations needs an effective density of 1.81-1.99 *after* the size step, below
+//! both families' 1.93-2.08.
+//!
+//! Tried and dropped (densities as above):
+//! * BCC across the octahedral {111} faces forms a twin boundary: the flat BCC
+//!   covering radius 0.559 (unit cube) rises to 0.633 next to a mirrored {111} plane,
+//!   which is why the octahedral cells stay near 2.05 whatever the warp; the
+//!   `|u|_1`-radial `tan` warp alone gives 2.11-2.2.
+//! * Cube cells: non-separable warps (`k_i` depending on the other coordinates, a cubic
+//!   correction): tuned at `n = 6` to 1.93 (plain: 1.99 with the same 300,000 samples),
+//!   but 2.06-2.12 at `n` = 10 and 14, worse than the plain warp; `WARP` 0.82 or 0.90
+//!   instead of 0.86: 2.12-2.37.
+//! * The same lattice in the 24 truncated-cube cells of the octahedral group: erratic
+//!   densities 1.95-4.5 from the unmatched faces (their square face grids meet rotated
+//!   by 45 degrees); per-component cell counts `(n, n, n+1, n+1)`, whose radius follows
+//!   the coarser cells; greedy thinning of a finer lattice and patching the holes of a
+//!   coarser one.
+//! * Refinement of the points: Lloyd-type minimax (each point to the centre of its
+//!   Voronoi vertices, exact from the convex hull of `±q`) leaves the radius as is
+//!   (1.93 -> 1.96 at 1,020 rotations); a soft-max gradient step on the exact hole
+//!   radii reaches 1.82 there, but only at the lattice's own size (it does not move
+//!   between sizes), too slowly for the large sets, and still above the 1.81 that 12
+//!   degrees needs; k-centre steps on random test rotations overfit them (1.93 ->
+//!   2.27 on independent samples).
 
 use super::covering::{canonical, covering_radius, normalize, Quat};
 use super::{pytom_angle_set, sort_zxz, Zxz};
@@ -87,6 +122,99 @@ pub fn cube_bcc_set(n: u32) -> Vec<Quat> {
     out
 }
 
+/// Radial warp of [`octa_bcc_set`] (tuned for the smallest covering density).
+pub const OCTA_WARP_RADIAL: f64 = 0.35;
+
+/// In-face warp of [`octa_bcc_set`] (tuned with [`OCTA_WARP_RADIAL`]).
+pub const OCTA_WARP_FACE: f64 = 0.25;
+
+/// Covering radius of [`octa_bcc_set`] times `m`, in degrees, slightly below the
+/// estimates (61.1-61.5 for m = 4..12): the first size tried.
+pub const OCTA_BCC_RADIUS_TIMES_M_DEG: f64 = 60.5;
+
+/// The warp of one chart point of [`octa_bcc_set`]: `s = |u|_1` goes to
+/// `tan(k s) / tan(k)` and the barycentric direction `b = |u| / s` to `h(b) / sum h`
+/// with `h(b) = b (1 + c s (1 - b))`; faces (`s = 1`) map onto themselves by a map
+/// symmetric in the three face vertices, so both cells of a face agree.
+fn octa_warp(u: [f64; 3]) -> [f64; 3] {
+    let s: f64 = u.iter().map(|v| v.abs()).sum();
+    if s <= 0.0 {
+        return [0.0; 3];
+    }
+    let h = u.map(|v| {
+        let b = v.abs() / s;
+        b * (1.0 + OCTA_WARP_FACE * s * (1.0 - b))
+    });
+    let hs: f64 = h.iter().sum();
+    let f = (OCTA_WARP_RADIAL * s).tan() / OCTA_WARP_RADIAL.tan();
+    [0, 1, 2].map(|i| u[i].signum() * h[i] / hs * f)
+}
+
+/// The 24-cell rotation set with a body-centred cubic lattice of size `m >= 1` in each
+/// octahedral cell (module docs): `12 (I_Z + I_H) + 24 (m - 1)(m - 2) + 48 (m - 1) + 12`
+/// rotations, with `I_Z` the integer points of `|x|_1 <= m - 1` and `I_H = 8 C(m+1, 3)`
+/// the half-integer points of `|x|_1 < m`.
+#[must_use]
+#[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+pub fn octa_bcc_set(m: u32) -> Vec<Quat> {
+    let m = i64::from(m.max(1));
+    let inv = 1.0 / m as f64;
+    // chart points: Z^3 and (Z + 1/2)^3 with |x|_1 <= m, scaled by 1/m
+    let mut chart: Vec<[f64; 3]> = Vec::new();
+    for i in -m..=m {
+        for j in -m..=m {
+            for k in -m..=m {
+                if i.abs() + j.abs() + k.abs() <= m {
+                    chart.push([i, j, k].map(|v| v as f64 * inv));
+                }
+                let h = [i, j, k].map(|v| v as f64 + 0.5);
+                if h.iter().map(|v| v.abs()).sum::<f64>() < m as f64 {
+                    chart.push(h.map(|v| v * inv));
+                }
+            }
+        }
+    }
+    let chart: Vec<[f64; 3]> = chart.into_iter().map(octa_warp).collect();
+    let r = std::f64::consts::FRAC_1_SQRT_2;
+    let mut out: Vec<Quat> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for a in 0..4 {
+        for b in a + 1..4 {
+            let mut rest = (0..4).filter(|&k| k != a && k != b);
+            let (c, d) = (rest.next().unwrap_or(0), rest.next().unwrap_or(0));
+            for sb in [1.0, -1.0] {
+                // cell centre (e_a + sb e_b) / sqrt 2; its six vertices (Hurwitz units)
+                // lie at unit distance along the three axes of the gnomonic chart
+                let mut centre = [0.0; 4];
+                centre[a] = r;
+                centre[b] = sb * r;
+                let mut axes = [[0.0; 4]; 3];
+                axes[0][a] = r;
+                axes[0][b] = -sb * r;
+                axes[1][c] = r;
+                axes[1][d] = r;
+                axes[2][c] = r;
+                axes[2][d] = -r;
+                for x in &chart {
+                    let mut q = centre;
+                    for (axis, xv) in axes.iter().zip(x) {
+                        for l in 0..4 {
+                            q[l] += xv * axis[l];
+                        }
+                    }
+                    let q = canonical(normalize(q));
+                    // face points of neighbouring cells agree to rounding error
+                    let key = q.map(|v| (v * 1e7).round() as i64);
+                    if seen.insert(key) {
+                        out.push(q);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Covering radius (radians) of a ZXZ set, estimated with [`covering_radius`]
 /// (`n_samples`, the fixed [`DEFAULT_SEED`]).
 fn zxz_covering_radius(set: &[Zxz], n_samples: usize) -> f64 {
@@ -131,13 +259,56 @@ pub fn verification_samples(len: usize, n_samples: usize) -> usize {
         .clamp(n_samples, n_samples.max(2_000_000))
 }
 
+/// A lattice construction of [`optimal_angle_set`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// [`cube_bcc_set`]: the 4 cube cells (mod sign) of the unit-quaternion sphere.
+    CubeBcc,
+    /// [`octa_bcc_set`]: the 12 octahedral cells (mod sign) of the 24-cell.
+    OctaBcc,
+}
+
+impl Family {
+    /// Every family, in the order [`optimal_for_radius`] tries them.
+    pub const ALL: [Family; 2] = [Family::CubeBcc, Family::OctaBcc];
+
+    /// The family's set of lattice size `size`.
+    #[must_use]
+    pub fn set(self, size: u32) -> Vec<Quat> {
+        match self {
+            Family::CubeBcc => cube_bcc_set(size),
+            Family::OctaBcc => octa_bcc_set(size),
+        }
+    }
+
+    /// Covering radius times lattice size (degrees), slightly below the estimates.
+    #[must_use]
+    pub fn radius_times_size_deg(self) -> f64 {
+        match self {
+            Family::CubeBcc => CUBE_BCC_RADIUS_TIMES_N_DEG,
+            Family::OctaBcc => OCTA_BCC_RADIUS_TIMES_M_DEG,
+        }
+    }
+}
+
 /// Which construction [`optimal_angle_set`] chose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptimalKind {
     /// [`cube_bcc_set`] with this lattice size.
     CubeBcc(u32),
+    /// [`octa_bcc_set`] with this lattice size.
+    OctaBcc(u32),
     /// The pytom-match-pick set itself (no lattice size was smaller).
     Pytom,
+}
+
+impl OptimalKind {
+    fn of(family: Family, size: u32) -> Self {
+        match family {
+            Family::CubeBcc => OptimalKind::CubeBcc(size),
+            Family::OctaBcc => OptimalKind::OctaBcc(size),
+        }
+    }
 }
 
 /// The covering-efficient set for an angular step.
@@ -155,12 +326,14 @@ pub struct OptimalSet {
     pub kind: OptimalKind,
 }
 
-/// The smallest [`cube_bcc_set`] whose estimated covering radius is at most `target_rad`
-/// (`n_samples`, [`DEFAULT_SEED`]), stopping early with `None` once the set would hold
-/// `max_len` rotations or more. Returns the sorted ZXZ angles, the estimated radius and
-/// the lattice size `n`.
+/// The smallest set of `family` whose estimated covering radius is at most
+/// `target_rad` (`n_samples`, [`DEFAULT_SEED`], then the verifying estimate with
+/// [`verification_samples`] and [`VERIFY_SEED`]), stopping early with `None` once the
+/// set would hold `max_len` rotations or more. Returns the sorted ZXZ angles, the
+/// estimated radius (the larger of the two estimates) and the lattice size.
 #[must_use]
-pub fn cube_bcc_for_radius(
+pub fn lattice_for_radius(
+    family: Family,
     target_rad: f64,
     n_samples: usize,
     max_len: usize,
@@ -170,11 +343,11 @@ pub fn cube_bcc_for_radius(
     }
     // start at the calibrated size and grow until the estimate fits
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let mut n = (CUBE_BCC_RADIUS_TIMES_N_DEG / target_rad.to_degrees())
+    let mut n = (family.radius_times_size_deg() / target_rad.to_degrees())
         .ceil()
         .clamp(1.0, 2000.0) as u32;
     loop {
-        let q = cube_bcc_set(n);
+        let q = family.set(n);
         if q.len() >= max_len || n > 2000 {
             return None;
         }
@@ -198,12 +371,43 @@ pub fn cube_bcc_for_radius(
     }
 }
 
-/// The covering-efficient set for an angular step: the smallest [`cube_bcc_set`] whose
-/// estimated covering radius does not exceed that of the pytom-match-pick set for the
-/// same step, or the pytom set itself when no lattice size is smaller (the lattice
-/// sizes grow in steps of about `((n + 1) / n)^3`, so at a few steps, e.g. 20, 25 and
-/// 90 degrees, the next lattice that fits is not smaller than pytom's set).
-/// Radii are estimated with `n_samples` and the fixed [`DEFAULT_SEED`].
+/// [`lattice_for_radius`] for [`Family::CubeBcc`].
+#[must_use]
+pub fn cube_bcc_for_radius(
+    target_rad: f64,
+    n_samples: usize,
+    max_len: usize,
+) -> Option<(Vec<Zxz>, f64, u32)> {
+    lattice_for_radius(Family::CubeBcc, target_rad, n_samples, max_len)
+}
+
+/// The fewest rotations over every [`Family`]: each family's smallest set that reaches
+/// `target_rad` ([`lattice_for_radius`]), searched only below the best size found so
+/// far (and below `max_len`); ties keep the earlier family of [`Family::ALL`]. Returns
+/// the sorted ZXZ angles, the estimated radius and the construction.
+#[must_use]
+pub fn optimal_for_radius(
+    target_rad: f64,
+    n_samples: usize,
+    max_len: usize,
+) -> Option<(Vec<Zxz>, f64, OptimalKind)> {
+    let mut best: Option<(Vec<Zxz>, f64, OptimalKind)> = None;
+    for family in Family::ALL {
+        let limit = best.as_ref().map_or(max_len, |b| b.0.len().min(max_len));
+        if let Some((angles, r, n)) = lattice_for_radius(family, target_rad, n_samples, limit) {
+            best = Some((angles, r, OptimalKind::of(family, n)));
+        }
+    }
+    best
+}
+
+/// The covering-efficient set for an angular step: the smallest lattice set
+/// ([`optimal_for_radius`]) whose estimated covering radius does not exceed that of
+/// the pytom-match-pick set for the same step, or the pytom set itself when no lattice
+/// size is smaller (the lattice sizes grow in steps of about `((n + 1) / n)^3`, so at
+/// a few steps, e.g. 25 and 90 degrees, the next lattice that fits is not smaller
+/// than pytom's set). Radii are estimated with `n_samples` and the fixed
+/// [`DEFAULT_SEED`].
 ///
 /// # Errors
 /// [`crate::Error::InvalidArgument`] for an invalid step.
@@ -217,13 +421,13 @@ pub fn optimal_angle_set(step_deg: f64, n_samples: usize) -> Result<OptimalSet> 
         pytom_radius_rad: target,
         kind: OptimalKind::Pytom,
     };
-    Ok(match cube_bcc_for_radius(target, n_samples, pytom.len()) {
-        Some((angles, radius_rad, n)) => OptimalSet {
+    Ok(match optimal_for_radius(target, n_samples, pytom.len()) {
+        Some((angles, radius_rad, kind)) => OptimalSet {
             angles,
             radius_rad,
             pytom_radius_rad: target,
             pytom_len: pytom.len(),
-            kind: OptimalKind::CubeBcc(n),
+            kind,
         },
         None => fallback(pytom),
     })
