@@ -178,8 +178,9 @@ fn relion_angles_of_identity_and_known_rotation() {
 mod symmetry_and_covering {
     use _rust::angles::covering::{covering_radius, random_quaternion, QuatIndex, SplitMix64};
     use _rust::angles::optimal::{
-        cube_bcc_for_radius, cube_bcc_set, lattice_for_radius, octa_bcc_set, optimal_angle_set,
-        optimal_for_radius, verification_samples, Family, OptimalKind, VERIFY_SEED,
+        cell600_set, cell600_vertices, cube_bcc_for_radius, cube_bcc_set, lattice_for_radius,
+        octa_bcc_set, optimal_angle_set, optimal_for_radius, verification_samples, Family,
+        OptimalKind, VERIFY_SEED,
     };
     use _rust::angles::pytom_angle_set;
     use _rust::angles::symmetry::{reduce, Symmetry};
@@ -314,14 +315,38 @@ mod symmetry_and_covering {
     }
 
     #[test]
+    fn cell600_is_a_group_and_its_set_covers_within_karneys_radius() {
+        let v = cell600_vertices();
+        assert_eq!(v.len(), 120);
+        // closed under multiplication: the binary icosahedral group
+        let index = QuatIndex::new(&v);
+        for a in &v {
+            for b in &v {
+                let (_, d) = index.nearest(&quaternion_mul(*a, *b)).unwrap();
+                assert!(d < 1e-9);
+            }
+        }
+        let s = cell600_set();
+        assert_eq!(s.len(), 60 + 300);
+        // Karney's c600vc: covering radius 27.78 degrees
+        let r = covering_radius(&s, 200_000, 3).radius_rad.to_degrees();
+        assert!((r - 27.78).abs() < 0.05, "{r}");
+    }
+
+    #[test]
     fn optimal_for_radius_takes_the_smaller_family() {
         let target = 12.0_f64.to_radians();
         let (angles, radius, kind) = optimal_for_radius(target, 20_000, usize::MAX).unwrap();
         assert!(radius <= target);
+        let mut tried = 0;
         for family in Family::ALL {
-            let (own, _, _) = lattice_for_radius(family, target, 20_000, usize::MAX).unwrap();
-            assert!(angles.len() <= own.len(), "{family:?}");
+            // (the single 600-cell set does not reach 12 degrees)
+            if let Some((own, _, _)) = lattice_for_radius(family, target, 20_000, usize::MAX) {
+                assert!(angles.len() <= own.len(), "{family:?}");
+                tried += 1;
+            }
         }
+        assert_eq!(tried, 2);
         assert!(!matches!(kind, OptimalKind::Pytom));
     }
 
@@ -333,6 +358,11 @@ mod symmetry_and_covering {
             opt.kind,
             OptimalKind::CubeBcc(_) | OptimalKind::OctaBcc(_)
         ));
+        // at 30 degrees only the 600-cell set is smaller than pytom's 576
+        let opt = optimal_angle_set(30.0, 50_000).unwrap();
+        assert_eq!(opt.kind, OptimalKind::Cell600);
+        assert_eq!(opt.angles.len(), 360);
+        assert!(opt.radius_rad <= opt.pytom_radius_rad);
         #[allow(clippy::cast_precision_loss)]
         let ratio = opt.angles.len() as f64 / opt.pytom_len as f64;
         assert!(ratio <= 0.75, "{ratio}");

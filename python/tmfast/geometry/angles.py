@@ -360,19 +360,20 @@ def optimal_angle_set(
     """Return tmfast's covering-efficient rotation set.
 
     Body-centred cubic lattices in the four cube cells or in the twelve octahedral
-    cells of the 24-cell on the unit-quaternion sphere (see
-    ``rust/src/angles/optimal.rs``): each at its smallest size whose estimated covering
-    radius (:func:`covering_radius_deg`) is at most the target, and the one with fewer
-    rotations is returned. The target is either ``target_radius_deg`` or the covering
-    radius of :func:`pytom_angle_set` for ``angle_step_deg``; a size is accepted only
-    when a second estimate with 20 test rotations per rotation (up to 2,000,000,
-    another seed) agrees. Covering density about 1.93-2.08 against pytom's 2.4-3.5,
-    but lattice sizes grow in steps of ``((n + 1) / n)^3``, so the saving depends on
-    the step: 30-40% at 3, 5, 6, 7, 7.64, 10, 13 and 15 degrees, 25-28% at 11 and 18,
-    8-18% at 5.27, 6.69, 8, 12, 12.85, 16, 20 and 30 (the issue's 25% is not reached
-    there); where no lattice is smaller than the pytom set (25 and 90 degrees) the
-    pytom set itself is returned. Indices are not interchangeable with
-    pytom-match-pick's; the set is deterministic and sorted by ``(phi, theta, psi)``.
+    cells of the 24-cell on the unit-quaternion sphere, or the 360 vertices and cell
+    centres of the 600-cell (see ``rust/src/angles/optimal.rs``): each at its smallest
+    size whose estimated covering radius (:func:`covering_radius_deg`) is at most the
+    target, and the one with the fewest rotations is returned. The target is either
+    ``target_radius_deg`` or the covering radius of :func:`pytom_angle_set` for
+    ``angle_step_deg``; a size is accepted only when a second estimate with 20 test
+    rotations per rotation (up to 2,000,000, another seed) agrees. Covering density
+    about 1.93-2.15 against pytom's 2.4-3.5, but lattice sizes grow in steps of
+    ``((n + 1) / n)^3``, so the saving depends on the step: 30-40% at 3, 5, 6, 7,
+    7.64, 10, 13, 15 and 30 degrees, 25-28% at 11 and 18, 7-18% at 5.27, 6.69, 8, 12,
+    12.85, 16 and 20 (the issue's 25% is not reached there); where no set is smaller
+    than the pytom set (25 degrees) the pytom set itself is returned. Indices are not
+    interchangeable with pytom-match-pick's; the set is deterministic and sorted by
+    ``(phi, theta, psi)``.
 
     Parameters
     ----------

@@ -1,8 +1,8 @@
 //! A covering-efficient rotation set, opt-in alternative to the pytom set.
 //!
-//! Two lattice constructions ([`Family`]); for a target covering radius
+//! Three constructions ([`Family`]); for a target covering radius
 //! [`optimal_for_radius`] builds each at its smallest size that fits and keeps the one
-//! with fewer rotations, which softens the coarse size steps of each family.
+//! with the fewest rotations, which softens the coarse size steps of each family.
 //!
 //! [`cube_bcc_set`]: the unit quaternions (mod sign) split into 4 cells by their largest
 //! component `c`; in each, `q ~ e_c + sum_k t_k e_k` with `t_k = tan(k u_k) / tan(k)` over
@@ -21,6 +21,12 @@
 //! count). Warp: `|u|_1` through `tan` ([`OCTA_WARP_RADIAL`]) and the barycentric
 //! direction pushed towards the face centres ([`OCTA_WARP_FACE`]).
 //!
+//! [`cell600_set`]: one set, the 60 vertices and 300 cell centres of the 600-cell (mod
+//! sign), 360 rotations of covering radius 27.78 degrees (Karney's `c600vc`), which
+//! serves 30 degrees. (Its vertices plus edge midpoints, 420, reach 26.57; the
+//! 600-cell's tetrahedra filled with the barycentric grid of size `m`, an FCC lattice,
+//! have density 2.14-2.23, never better than the two lattices above.)
+//!
 //! Covering density `N (R - sin R) / pi` (how many times, on average, the balls of
 //! radius `R` around the rotations cover SO(3); at least 1), estimated with 30 test
 //! rotations per rotation: cube cells 1.93-1.95 for `n` = 3..9, rising to 2.0-2.1 for
@@ -33,14 +39,14 @@
 //! step; a set is accepted only when a second, larger estimate
 //! ([`verification_samples`], other seed) also stays within the target. Measured
 //! against independent 1,000,000-sample estimates of both radii (rotations saved):
-//! 40.3% at 7.64, 39.8% at 15, 36.9% at 7, 35.2% at 3, 35.1% at 6, 31.5% at 5, 31.2%
-//! at 10, 30.1% at 13, 27.8% at 18, 25.0% at 11; but 18.3% at 5.27, 11.0% at 6.69,
-//! 10.7% at 12, 10.3% at 16, 9.9% at 20, 8.3% at 30, 7.6% at 8 and 12.85, and none at
-//! 25 degrees (the pytom set itself is returned). So the 25% is met at 10 of
-//! the 19 steps of pytom-match-pick's table between 3 and 30 degrees. Where pytom's
+//! 40.3% at 7.64, 39.8% at 15, 37.5% at 30, 36.9% at 7, 35.2% at 3, 35.1% at 6, 31.5%
+//! at 5, 31.2% at 10, 30.1% at 13, 27.8% at 18, 25.0% at 11; but 18.3% at 5.27, 11.0%
+//! at 6.69, 10.7% at 12, 10.3% at 16, 9.9% at 20, 7.6% at 8 and 12.85, and none at 25
+//! degrees (the pytom set itself is returned). So the 25% is met at 11 of the
+//! 19 steps of pytom-match-pick's table between 3 and 30 degrees. Where pytom's
 //! density is 2.4-2.7 (5.27, 6.69, 8, 12, 12.85, 16, 20, 25 degrees) 25% fewer
 //! rotations needs an effective density of 1.81-1.99 *after* the size step, below
-//! both families' 1.93-2.08.
+//! both lattices' 1.93-2.08.
 //!
 //! Tried and dropped (densities as above):
 //! * BCC across the octahedral {111} faces forms a twin boundary: the flat BCC
@@ -215,6 +221,101 @@ pub fn octa_bcc_set(m: u32) -> Vec<Quat> {
     out
 }
 
+/// The 120 vertices of the 600-cell (the binary icosahedral group) as unit
+/// quaternions: the 8 `±e_i`, the 16 `(±1/2, ±1/2, ±1/2, ±1/2)` and the 96 even
+/// permutations of `(±phi, ±1, ±1/phi, 0) / 2`.
+#[must_use]
+pub fn cell600_vertices() -> Vec<Quat> {
+    let phi = 0.5 * (1.0 + 5f64.sqrt());
+    let mut out: Vec<Quat> = Vec::with_capacity(120);
+    for i in 0..4 {
+        for s in [1.0, -1.0] {
+            let mut q = [0.0; 4];
+            q[i] = s;
+            out.push(q);
+        }
+    }
+    for bits in 0..16_u32 {
+        out.push([0, 1, 2, 3].map(|k| if bits >> k & 1 == 1 { -0.5 } else { 0.5 }));
+    }
+    let base = [0.5 * phi, 0.5, 0.5 / phi, 0.0];
+    // the 12 even permutations of 4 positions
+    let mut perms: Vec<[usize; 4]> = Vec::with_capacity(12);
+    for a in 0..4 {
+        for b in (0..4).filter(|&b| b != a) {
+            for c in (0..4).filter(|&c| c != a && c != b) {
+                let p = [a, b, c, 6 - a - b - c];
+                let inversions = (0..4)
+                    .flat_map(|i| (i + 1..4).map(move |j| (i, j)))
+                    .filter(|&(i, j)| p[i] > p[j])
+                    .count();
+                if inversions % 2 == 0 {
+                    perms.push(p);
+                }
+            }
+        }
+    }
+    for p in &perms {
+        for bits in 0..8_u32 {
+            let mut q = [0.0; 4];
+            for k in 0..3 {
+                q[p[k]] = if bits >> k & 1 == 1 {
+                    -base[k]
+                } else {
+                    base[k]
+                };
+            }
+            out.push(q);
+        }
+    }
+    out
+}
+
+/// The 600-cell rotation set: its 60 vertices and 300 cell centres (both mod sign),
+/// 360 rotations of covering radius 27.78 degrees (covering density 2.15); the only
+/// size of [`Family::Cell600`].
+#[must_use]
+pub fn cell600_set() -> Vec<Quat> {
+    let v = cell600_vertices();
+    // neighbours: 36 degrees apart on the 3-sphere, dot phi / 2
+    let phi = 0.5 * (1.0 + 5f64.sqrt());
+    let dot = |a: &Quat, b: &Quat| (0..4).map(|k| a[k] * b[k]).sum::<f64>();
+    let adj = |a: usize, b: usize| (dot(&v[a], &v[b]) - 0.5 * phi).abs() < 1e-9;
+    let mut out: Vec<Quat> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut push = |q: Quat, out: &mut Vec<Quat>| {
+        let q = canonical(normalize(q));
+        #[allow(clippy::cast_possible_truncation)]
+        let key = q.map(|x| (x * 1e7).round() as i64);
+        if seen.insert(key) {
+            out.push(q);
+        }
+    };
+    for q in &v {
+        push(*q, &mut out);
+    }
+    let n = v.len();
+    for a in 0..n {
+        for b in a + 1..n {
+            if !adj(a, b) {
+                continue;
+            }
+            for c in b + 1..n {
+                if !(adj(a, c) && adj(b, c)) {
+                    continue;
+                }
+                for d in c + 1..n {
+                    if adj(a, d) && adj(b, d) && adj(c, d) {
+                        let q = [0, 1, 2, 3].map(|k| v[a][k] + v[b][k] + v[c][k] + v[d][k]);
+                        push(q, &mut out);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Covering radius (radians) of a ZXZ set, estimated with [`covering_radius`]
 /// (`n_samples`, the fixed [`DEFAULT_SEED`]).
 fn zxz_covering_radius(set: &[Zxz], n_samples: usize) -> f64 {
@@ -266,11 +367,13 @@ pub enum Family {
     CubeBcc,
     /// [`octa_bcc_set`]: the 12 octahedral cells (mod sign) of the 24-cell.
     OctaBcc,
+    /// [`cell600_set`]: one size only (360 rotations).
+    Cell600,
 }
 
 impl Family {
     /// Every family, in the order [`optimal_for_radius`] tries them.
-    pub const ALL: [Family; 2] = [Family::CubeBcc, Family::OctaBcc];
+    pub const ALL: [Family; 3] = [Family::CubeBcc, Family::OctaBcc, Family::Cell600];
 
     /// The family's set of lattice size `size`.
     #[must_use]
@@ -278,6 +381,7 @@ impl Family {
         match self {
             Family::CubeBcc => cube_bcc_set(size),
             Family::OctaBcc => octa_bcc_set(size),
+            Family::Cell600 => cell600_set(),
         }
     }
 
@@ -287,6 +391,16 @@ impl Family {
         match self {
             Family::CubeBcc => CUBE_BCC_RADIUS_TIMES_N_DEG,
             Family::OctaBcc => OCTA_BCC_RADIUS_TIMES_M_DEG,
+            Family::Cell600 => 0.0,
+        }
+    }
+
+    /// The largest lattice size of the family.
+    #[must_use]
+    pub fn max_size(self) -> u32 {
+        match self {
+            Family::CubeBcc | Family::OctaBcc => 2000,
+            Family::Cell600 => 1,
         }
     }
 }
@@ -298,6 +412,8 @@ pub enum OptimalKind {
     CubeBcc(u32),
     /// [`octa_bcc_set`] with this lattice size.
     OctaBcc(u32),
+    /// [`cell600_set`].
+    Cell600,
     /// The pytom-match-pick set itself (no lattice size was smaller).
     Pytom,
 }
@@ -307,6 +423,7 @@ impl OptimalKind {
         match family {
             Family::CubeBcc => OptimalKind::CubeBcc(size),
             Family::OctaBcc => OptimalKind::OctaBcc(size),
+            Family::Cell600 => OptimalKind::Cell600,
         }
     }
 }
@@ -345,10 +462,13 @@ pub fn lattice_for_radius(
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let mut n = (family.radius_times_size_deg() / target_rad.to_degrees())
         .ceil()
-        .clamp(1.0, 2000.0) as u32;
+        .clamp(1.0, f64::from(family.max_size())) as u32;
     loop {
+        if n > family.max_size() {
+            return None;
+        }
         let q = family.set(n);
-        if q.len() >= max_len || n > 2000 {
+        if q.len() >= max_len {
             return None;
         }
         let r = covering_radius(&q, n_samples, DEFAULT_SEED).radius_rad;
