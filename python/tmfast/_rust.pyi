@@ -142,6 +142,7 @@ def fold_rotations(
     local_sum: npt.NDArray[np.float32] | None = None,
     local_sq_sum: npt.NDArray[np.float32] | None = None,
     mask_sums: list[float] | None = None,
+    denominator: npt.NDArray[np.float32] | None = None,
     floor_rel: float = 1e-4,
     row_len: int = 0,
     row_stride: int = 0,
@@ -160,6 +161,7 @@ def fold_rotations_f32(
     local_sum: npt.NDArray[np.float32] | None = None,
     local_sq_sum: npt.NDArray[np.float32] | None = None,
     mask_sums: list[float] | None = None,
+    denominator: npt.NDArray[np.float32] | None = None,
     floor_rel: float = 1e-4,
     row_len: int = 0,
     row_stride: int = 0,
@@ -170,5 +172,27 @@ def rotate_bspline(
     out: npt.NDArray[np.float32],
 ) -> None: ...
 def conj_multiply(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> None: ...
+def local_denominators(
+    local_sum: npt.NDArray[np.float32],
+    local_sq_sum: npt.NDArray[np.float32],
+    mask_sums: list[float],
+    *,
+    floor_rel: float = 1e-4,
+    row_len: int,
+    row_stride: int,
+) -> None: ...
+def fold_noise_max(
+    noise_scores: npt.NDArray[np.float32],
+    noise_corr: npt.NDArray[np.float32],
+    *,
+    inverse_norm: npt.NDArray[np.float32] | None = None,
+    local_sum: npt.NDArray[np.float32] | None = None,
+    local_sq_sum: npt.NDArray[np.float32] | None = None,
+    mask_sums: list[float] | None = None,
+    denominator: npt.NDArray[np.float32] | None = None,
+    floor_rel: float = 1e-4,
+    row_len: int = 0,
+    row_stride: int = 0,
+) -> None: ...
 
 # --- end kernels --------------------------------------------------------------------

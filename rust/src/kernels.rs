@@ -83,6 +83,10 @@ pub enum Normalisation<'a> {
         /// Relative variance floor.
         floor_rel: f32,
     },
+    /// Per rotation, the denominators `n_m * sigma` of [`Normalisation::Local`] already
+    /// computed by [`local_denominators`], in the correlation's layout (`b` rotations):
+    /// the score is `corr / d`, the same float32 operations.
+    Denominator(&'a [f32]),
 }
 
 /// `n_m * sigma` exactly as the numpy path computes it (float32 operations).
@@ -95,6 +99,138 @@ fn local_denominator(sum_v: f32, sum_v2: f32, n_m: f32, floor_rel: f32) -> f32 {
     let var = e2 - mean;
     let sd = if var > floor { var.sqrt() } else { 1.0 };
     sd * n_m
+}
+
+/// Overwrite `sum_v` (the masked local sums `sum_M V` of `n_m.len()` rotations, each
+/// as rows of `row_stride >= row_len` values of which the first `row_len` are used)
+/// with the denominators `n_m * sigma` of [`Normalisation::Local`] (same float32
+/// operations), so one buffer serves all later folds of the rotation
+/// ([`Normalisation::Denominator`]) and the `sum_M V^2` buffer is free again.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the lengths disagree.
+pub fn local_denominators(
+    sum_v: &mut [f32],
+    sum_v2: &[f32],
+    n_m: &[f32],
+    floor_rel: f32,
+    row_len: usize,
+    row_stride: usize,
+) -> Result<()> {
+    let b = n_m.len();
+    if b == 0
+        || sum_v.len() != sum_v2.len()
+        || row_len == 0
+        || row_stride < row_len
+        || sum_v.len() % (b * row_stride) != 0
+    {
+        return Err(Error::invalid(format!(
+            "local sums of {} and {} values do not hold {b} rotations of rows of {row_stride} (using {row_len})",
+            sum_v.len(),
+            sum_v2.len()
+        )));
+    }
+    let per_rotation = sum_v.len() / b;
+    sum_v
+        .par_chunks_mut(row_stride)
+        .zip(sum_v2.par_chunks(row_stride))
+        .enumerate()
+        .for_each(|(r, (sv, sv2))| {
+            let nm = n_m[r * row_stride / per_rotation];
+            for (a, b) in sv[..row_len].iter_mut().zip(&sv2[..row_len]) {
+                *a = local_denominator(*a, *b, nm, floor_rel);
+            }
+        });
+    Ok(())
+}
+
+/// Fold the random-phase correlations of `b` rotations into `noise_scores` (their
+/// running maximum) alone; `noise_corr` in the layout of [`fold_rotations`]'s
+/// `corr`. Used when the template's rotations were folded first with no noise map,
+/// so that one complex buffer serves both correlations in turn.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the lengths disagree.
+pub fn fold_noise(
+    noise_scores: &mut [f32],
+    noise_corr: &[f32],
+    norm: &Normalisation<'_>,
+    row_len: usize,
+    row_stride: usize,
+) -> Result<()> {
+    let nvox = noise_scores.len();
+    if nvox == 0 {
+        return Ok(());
+    }
+    if row_len == 0 || nvox % row_len != 0 || row_stride < row_len {
+        return Err(Error::invalid(format!(
+            "row length {row_len} must divide the map size {nvox} and not exceed the row stride {row_stride}"
+        )));
+    }
+    let plane = nvox / row_len * row_stride;
+    if noise_corr.len() % plane != 0 || noise_corr.is_empty() {
+        return Err(Error::invalid(format!(
+            "noise correlation length {} is not a multiple of {plane}",
+            noise_corr.len()
+        )));
+    }
+    let b = noise_corr.len() / plane;
+    check_norm(norm, nvox, noise_corr.len(), b)?;
+    noise_scores
+        .par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(r, nz)| {
+            let voxel = r * row_len;
+            for i in 0..b {
+                let src = i * plane + r * row_stride;
+                let nc = &noise_corr[src..src + row_len];
+                match norm {
+                    Normalisation::Inverse(inv) => {
+                        for ((n, c), f) in nz.iter_mut().zip(nc).zip(&inv[voxel..voxel + row_len]) {
+                            *n = n.max(c * f);
+                        }
+                    }
+                    Normalisation::Denominator(den) => {
+                        for ((n, c), d) in nz.iter_mut().zip(nc).zip(&den[src..src + row_len]) {
+                            *n = n.max(c / d);
+                        }
+                    }
+                    Normalisation::Local {
+                        sum_v,
+                        sum_v2,
+                        n_m,
+                        floor_rel,
+                    } => {
+                        for ((n, c), (a, q)) in nz.iter_mut().zip(nc).zip(
+                            sum_v[src..src + row_len]
+                                .iter()
+                                .zip(&sum_v2[src..src + row_len]),
+                        ) {
+                            *n = n.max(c / local_denominator(*a, *q, n_m[i], *floor_rel));
+                        }
+                    }
+                }
+            }
+        });
+    Ok(())
+}
+
+/// The size checks of a [`Normalisation`] for `b` rotations of `corr_len` values.
+fn check_norm(norm: &Normalisation<'_>, nvox: usize, corr_len: usize, b: usize) -> Result<()> {
+    match norm {
+        Normalisation::Inverse(inv) if inv.len() != nvox => Err(Error::invalid(
+            "inverse normalisation must have one value per voxel",
+        )),
+        Normalisation::Local {
+            sum_v, sum_v2, n_m, ..
+        } if sum_v.len() != corr_len || sum_v2.len() != corr_len || n_m.len() != b => Err(
+            Error::invalid("local sums must match the correlation, one mask sum per rotation"),
+        ),
+        Normalisation::Denominator(den) if den.len() != corr_len => {
+            Err(Error::invalid("denominators must match the correlation"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Fold one rotation into one row of the maps: `s = op(cr, f)`. Three simple
@@ -185,21 +321,7 @@ pub fn fold_rotations<S: SumElement>(
             ))
         }
     }
-    match norm {
-        Normalisation::Inverse(inv) if inv.len() != nvox => {
-            return Err(Error::invalid(
-                "inverse normalisation must have one value per voxel",
-            ))
-        }
-        Normalisation::Local {
-            sum_v, sum_v2, n_m, ..
-        } if sum_v.len() != corr.len() || sum_v2.len() != corr.len() || n_m.len() != b => {
-            return Err(Error::invalid(
-                "local sums must match the correlation, one mask sum per rotation",
-            ))
-        }
-        _ => {}
-    }
+    check_norm(norm, nvox, corr.len(), b)?;
     let chunk = (CHUNK / row_len).max(1) * row_len;
     let n_chunks = nvox.div_ceil(chunk);
     let noise_chunks: Vec<Option<&mut [f32]>> = match maps.noise_scores {
@@ -268,6 +390,18 @@ pub fn fold_rotations<S: SumElement>(
                             fold_row(best, ang, s1, s2, idx, cr, &den, &mut tmp, |s, d| s / d);
                             if let (Some(nz), Some(nc)) = (nz, nc) {
                                 for ((n, c), d) in nz.iter_mut().zip(nc).zip(&den) {
+                                    let s = c / d;
+                                    if s > *n {
+                                        *n = s;
+                                    }
+                                }
+                            }
+                        }
+                        Normalisation::Denominator(den) => {
+                            let den = &den[src..src + row_len];
+                            fold_row(best, ang, s1, s2, idx, cr, den, &mut tmp, |s, d| s / d);
+                            if let (Some(nz), Some(nc)) = (nz, nc) {
+                                for ((n, c), d) in nz.iter_mut().zip(nc).zip(den) {
                                     let s = c / d;
                                     if s > *n {
                                         *n = s;

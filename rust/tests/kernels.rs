@@ -1,7 +1,8 @@
 //! The CPU backend kernels against direct (scalar, obvious) implementations.
 
 use _rust::kernels::{
-    conj_multiply, fold_rotations, rotate_bspline, Normalisation, RunningMapsMut,
+    conj_multiply, fold_noise, fold_rotations, local_denominators, rotate_bspline, Normalisation,
+    RunningMapsMut,
 };
 
 /// Deterministic pseudo-random values in [-1, 1).
@@ -139,6 +140,91 @@ fn fold_local_normalisation_and_ties() {
     }
     // voxel 0: variance 0 -> sigma 1 -> score corr / n_m
     assert_eq!(best[0], one[0] / 100.0);
+}
+
+/// The local denominators written in place equal the scalar formula, the fold with
+/// them equals the fold with `Local` bit for bit, and the noise-only fold equals the
+/// noise maxima of the combined fold; padded rows keep their padding untouched.
+#[test]
+fn denominators_and_noise_fold_match_the_combined_fold() {
+    let (rows, row_len, stride, b) = (23, 7, 8, 3);
+    let nvox = rows * row_len;
+    let plane = rows * stride;
+    let corr = values(b * plane, 21);
+    let noise = values(b * plane, 22);
+    let sum_v: Vec<f32> = values(b * plane, 23).iter().map(|v| v * 10.0).collect();
+    let sum_v2: Vec<f32> = values(b * plane, 24)
+        .iter()
+        .map(|v| 200.0 + 50.0 * v)
+        .collect();
+    let n_m = [100.0f32, 90.0, 110.0];
+    let fold = |norm: &Normalisation<'_>, with_noise: bool| {
+        let mut best = vec![f32::NEG_INFINITY; nvox];
+        let mut ang = vec![-1i32; nvox];
+        let mut s1 = vec![0f32; nvox];
+        let mut s2 = vec![0f32; nvox];
+        let mut nz = vec![f32::NEG_INFINITY; nvox];
+        fold_rotations(
+            RunningMapsMut {
+                scores: &mut best,
+                angles: &mut ang,
+                score_sum: &mut s1,
+                score_sq_sum: &mut s2,
+                noise_scores: if with_noise { Some(&mut nz) } else { None },
+            },
+            &corr,
+            if with_noise { Some(&noise) } else { None },
+            norm,
+            0,
+            row_len,
+            stride,
+        )
+        .unwrap();
+        (best, ang, s1, s2, nz)
+    };
+    let local = Normalisation::Local {
+        sum_v: &sum_v,
+        sum_v2: &sum_v2,
+        n_m: &n_m,
+        floor_rel: 1e-4,
+    };
+    let want = fold(&local, true);
+    let mut den = sum_v.clone();
+    local_denominators(&mut den, &sum_v2, &n_m, 1e-4, row_len, stride).unwrap();
+    for (i, &nm) in n_m.iter().enumerate() {
+        for r in 0..rows {
+            for x in 0..stride {
+                let k = i * plane + r * stride + x;
+                if x >= row_len {
+                    assert_eq!(den[k], sum_v[k], "padding changed");
+                    continue;
+                }
+                let m = sum_v[k] / nm;
+                let e2 = sum_v2[k] / nm;
+                let var = e2 - m * m;
+                let sd = if var > (e2 + 1.0) * 1e-4 {
+                    var.sqrt()
+                } else {
+                    1.0
+                };
+                assert_eq!(den[k], sd * nm);
+            }
+        }
+    }
+    let got = fold(&Normalisation::Denominator(&den), false);
+    assert_eq!(
+        (&got.0, &got.1, &got.2, &got.3),
+        (&want.0, &want.1, &want.2, &want.3)
+    );
+    for norm in [Normalisation::Denominator(&den), local] {
+        let mut nz = vec![f32::NEG_INFINITY; nvox];
+        fold_noise(&mut nz, &noise, &norm, row_len, stride).unwrap();
+        assert_eq!(nz, want.4);
+    }
+    assert!(local_denominators(&mut den, &sum_v2[1..], &n_m, 1e-4, row_len, stride).is_err());
+    let mut nz = vec![0f32; nvox];
+    let short = Normalisation::Denominator(&den[1..]);
+    assert!(fold_noise(&mut nz, &noise, &short, row_len, stride).is_err());
 }
 
 #[test]

@@ -257,7 +257,7 @@ class FftwVolumeFft:
         sz, sy, sx = self.shape_zyx
         self.inverse_scale = float(sz * sy * sx)
         self._plans: dict[tuple[str, int, int], object] = {}
-        self._scratch: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._rows: dict[int, np.ndarray] = {}
 
     def _fftw(
         self,
@@ -303,29 +303,27 @@ class FftwVolumeFft:
 
     def _forward_plans(self, out: np.ndarray, preserve: bool = True) -> Any:
         """Rows buffer and the three pruned stages for ``out`` (cached per buffer)."""
-        b, _, sy, kx = out.shape
+        b = out.shape[0]
         n, sx = self.box, self.shape_zyx[2]
         key = ("fwd", out.ctypes.data, b)
         plans = self._plans.get(key)
         if plans is None:
-            scratch = self._scratch.get(b)
-            if scratch is None:
-                # rows: the boxes zero-padded along x (columns >= n stay zero);
-                # ybuf: their x-spectra zero-padded along y (rows >= n stay zero)
-                rows = self._pyfftw.zeros_aligned((b, n, n, sx), dtype=np.float32)
-                ybuf = self._pyfftw.zeros_aligned((b, n, sy, kx), dtype=np.complex64)
-                scratch = self._scratch[b] = (rows, ybuf)
-            rows, ybuf = scratch
-            # x over the box's n*n rows, y over its n planes (out of place, so the
-            # zero padding of rows and ybuf is never overwritten), z over everything
+            rows = self._rows.get(b)
+            if rows is None:
+                # the boxes zero-padded along x (columns >= n stay zero: the plan
+                # reads it out of place)
+                rows = self._rows[b] = self._pyfftw.zeros_aligned(
+                    (b, n, n, sx), dtype=np.float32
+                )
+            # x over the box's n*n rows (into out's first n planes and rows), y over
+            # its n planes, z over everything, the last two in place
             plans = (
                 rows,
-                self._fftw(rows, ybuf[:, :, :n, :], (3,), True, preserve=False),
-                self._fftw(ybuf, out[:, :n], (2,), True, preserve=preserve),
+                self._fftw(rows, out[:, :n, :n, :], (3,), True, preserve=preserve),
+                self._fftw(out[:, :n], out[:, :n], (2,), True, preserve=preserve),
                 self._fftw(out, out, (1,), True, preserve=preserve),
             )
             rows.fill(0)  # the padding must be zero again after planning
-            ybuf.fill(0)
             self._plans[key] = plans
         return plans
 
@@ -349,9 +347,10 @@ class FftwVolumeFft:
         n = self.box
         rows, p_x, p_y, p_z = self._forward_plans(out)
         rows[..., :n] = boxes
+        out[:, :n, n:] = 0  # the padding: all but the block p_x writes
+        out[:, n:] = 0
         p_x()
         p_y()
-        out[:, n:] = 0
         p_z()
         return out
 

@@ -42,11 +42,15 @@ rounding):
   once in :meth:`prepare`. Both engines agree to float32 rounding
   (``tests/test_backends_cpu_fft.py``).
 - **Memory.** One rotation costs one complex half-spectrum (about the tomogram's
-  float32 size; twice with a noise template, three times with a rotated mask); the
-  real-space tomogram is not kept. Rotations are processed in sub-batches sized to
-  ``max_batch_bytes`` (default 32 MiB: one at a time at production sizes). The
-  running sums are float32 by default (spherical case: about 7.3x the tomogram's
-  float32 size in all); ``float32_sums=False`` keeps them in float64 (9.3x).
+  float32 size), two with a rotated mask: the template's correlation, the noise
+  template's and the rotated mask's ``sum_M V^2`` pass through one buffer in turn, and
+  ``sum_M V`` is turned into the denominators ``N_M sigma`` in place in the other
+  (``tmfast._rust.local_denominators``; the noise maxima are folded by
+  ``tmfast._rust.fold_noise_max``). The real-space tomogram is not kept. Rotations are
+  processed in sub-batches sized to ``max_batch_bytes`` (default 32 MiB: one at a time
+  at production sizes). The running sums are float32 by default;
+  ``float32_sums=False`` keeps them in float64 (2x the tomogram more). Peak memory per
+  variant: ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -296,17 +300,15 @@ class CpuBackend:
         else:
             self._maps = self._from_external(resume_from, with_noise=with_noise)
         # bytes per rotation in a sub-batch: one complex spectrum buffer (the inverse
-        # FFT runs in it), twice with noise, two more for a rotated mask
-        per = self._fv.nbytes * (2 if with_noise else 1)
-        if not self._spherical:
-            per += 2 * self._fv.nbytes
+        # FFT runs in it; the template's, the noise template's and the rotated mask's
+        # sum_M V^2 pass through it in turn), one more for a rotated mask (sum_M V,
+        # then the denominators N_M sigma)
+        per = self._fv.nbytes * (1 if self._spherical else 2)
         self._sub_batch = int(max(1, min(32, self.max_batch_bytes // per)))
         # the work buffers of a full sub-batch, allocated (and touched) here
-        n_spec = self._sub_batch * (2 if with_noise else 1)
-        self._buffer("t", n_spec)
+        self._buffer("t", self._sub_batch)
         if not self._spherical:
             self._buffer("m", self._sub_batch)
-            self._buffer("m2", self._sub_batch)
         logger.debug(
             "cpu backend: volume %s, box %d, spherical=%s, noise=%s, sub-batch %d, "
             "fft %s",
@@ -409,33 +411,60 @@ class CpuBackend:
             # overshoots at a binary edge (-0.26 .. 1.22) and the FLCF then exceeds 1.
             np.clip(masks, 0.0, 1.0, out=masks)
         if not self._spherical and with_noise:
-            masks = np.concatenate([masks, masks])
+            masks = np.concatenate([masks, masks])  # normalise the noise boxes too
         tnorm = self._normalise(self._weighted(rot), masks)
         del rot
         fft = self._fft
         assert fft is not None
-        ft = fft.padded_rfft(tnorm, self._buffer("t", len(tnorm)))
-        del tnorm
-        fv = self._fv.view(np.float32)
-        for spec in ft:  # conj(F(T')) * F(V), in place, one pass (Rust)
-            _rust.conj_multiply(spec.view(np.float32), fv)
-        corr = fft.irfft_inplace(ft)
-        local = None
-        if not self._spherical:
+        kw: dict[str, Any] = {"row_len": self._shape[2]}
+        if self._spherical:
+            kw["inverse_norm"] = self._inv_norm
+        else:
+            # N_M sigma per rotation: sum_M V in buffer m, sum_M V^2 in buffer t,
+            # combined into m (Rust), so t is free for the templates
             assert self._fv2 is not None
-            fm = fft.padded_rfft(masks[:b], self._buffer("m", b))
-            fm2 = self._buffer("m2", b)
-            np.copyto(fm2, fm)
-            fv2 = self._fv2.view(np.float32)
-            for spec, spec2 in zip(fm, fm2, strict=True):
-                _rust.conj_multiply(spec.view(np.float32), fv)
-                _rust.conj_multiply(spec2.view(np.float32), fv2)
-            mean = fft.irfft_inplace(fm)
-            e2 = fft.irfft_inplace(fm2)
-            n_m = masks[:b].astype(np.float64).sum(axis=(1, 2, 3)).astype(np.float32)
-            local = (mean, e2, n_m)
-        self._update(maps, corr, first_index, b, with_noise, local)
+            mean = self._correlate(masks[:b], "m", self._fv)
+            e2 = self._correlate(masks[:b], "t", self._fv2)
+            n_m = masks[:b].astype(np.float64).sum(axis=(1, 2, 3))
+            _rust.local_denominators(
+                mean,
+                e2,
+                [float(v) for v in n_m],
+                floor_rel=_VAR_REL_FLOOR,
+                row_len=self._shape[2],
+                row_stride=mean.shape[-1],
+            )
+            del e2
+            kw["denominator"] = mean
+        # the template's rotations, then the noise template's, through buffer t
+        corr = self._correlate(tnorm[:b], "t", self._fv)
+        kw["row_stride"] = corr.shape[-1]
+        # one fused, multi-threaded pass: normalisation, maximum and index, sums
+        s1, s2 = maps.score_sum, maps.score_sq_sum
+        args = (maps.scores, maps.angles, s1, s2, corr)
+        if s1.dtype == np.float32:
+            _rust.fold_rotations_f32(*args, first_index=first_index, **kw)  # type: ignore[arg-type]
+        else:
+            _rust.fold_rotations(*args, first_index=first_index, **kw)  # type: ignore[arg-type]
+        if with_noise:
+            assert maps.noise_scores is not None
+            corr = self._correlate(tnorm[b:], "t", self._fv)
+            _rust.fold_noise_max(maps.noise_scores, corr, **kw)
         maps.n_rotations_done += b
+
+    def _correlate(
+        self, boxes: np.ndarray, role: str, spectrum: np.ndarray
+    ) -> np.ndarray:
+        """``irfftn(conj(F(box_pad)) * spectrum)`` of each box, computed in the work
+        buffer ``role`` (pruned forward FFT, Rust product, in-place inverse); returns
+        the padded real view of that buffer (see :mod:`tmfast.backends._cpu_fft`)."""
+        fft = self._fft
+        assert fft is not None
+        spec = fft.padded_rfft(boxes, self._buffer(role, len(boxes)))
+        other = spectrum.view(np.float32)
+        for one in spec:  # conj(F(box)) * spectrum, in place, one pass (Rust)
+            _rust.conj_multiply(one.view(np.float32), other)
+        return fft.irfft_inplace(spec)
 
     def _rotate_all(
         self, jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -445,46 +474,6 @@ class CpuBackend:
         this backend's own arrays)."""
         for coeffs, m, out in jobs:
             rotate_bspline(coeffs, m, out=out)
-
-    def _update(
-        self,
-        maps: _Maps,
-        corr: np.ndarray,
-        first_index: int,
-        b: int,
-        with_noise: bool,
-        local: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-    ) -> None:
-        """Fold ``corr[:b]`` (and noise ``corr[b:]``) into the running maps.
-
-        ``corr`` is the raw correlation in the padded layout of the FFT engine's
-        ``irfft_inplace``; it is divided by ``N_M * sigma_local`` here: the
-        precomputed ``1 / (N_M sigma)`` (spherical mask) or, with ``local = (sum_M V,
-        sum_M V^2, N_M)`` per rotation (rotated mask), the local moments. One fused,
-        multi-threaded Rust pass (:func:`tmfast._rust.fold_rotations`) over buffers
-        this backend owns.
-        """
-        sx = self._shape[2]
-        kw: dict[str, Any] = {
-            "first_index": int(first_index),
-            "floor_rel": _VAR_REL_FLOOR,
-            "row_len": sx,
-            "row_stride": corr.shape[-1],
-        }
-        if with_noise:
-            kw["noise_scores"] = maps.noise_scores
-            kw["noise_corr"] = corr[b:]
-        if local is None:
-            kw["inverse_norm"] = self._inv_norm
-        else:
-            kw["local_sum"] = local[0]
-            kw["local_sq_sum"] = local[1]
-            kw["mask_sums"] = [float(v) for v in local[2]]
-        s1, s2 = maps.score_sum, maps.score_sq_sum
-        if s1.dtype == np.float32:
-            _rust.fold_rotations_f32(maps.scores, maps.angles, s1, s2, corr[:b], **kw)  # type: ignore[arg-type]
-        else:
-            _rust.fold_rotations(maps.scores, maps.angles, s1, s2, corr[:b], **kw)  # type: ignore[arg-type]
 
     # --------------------------------------------------------------- output
     def snapshot(self) -> RunningMaps:

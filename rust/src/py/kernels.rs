@@ -23,6 +23,45 @@ fn contiguous_ro<'a, T>(a: Result<&'a [T], numpy::AsSliceError>, name: &str) -> 
     a.map_err(|_| PyValueError::new_err(format!("{name} must be C-contiguous")))
 }
 
+/// The [`Normalisation`] named by exactly one of: `inverse_norm`; `local_sum`,
+/// `local_sq_sum` and `mask_sums`; `denominator`.
+fn normalisation<'a>(
+    inverse_norm: Option<&'a PyReadonlyArrayDyn<'_, f32>>,
+    local_sum: Option<&'a PyReadonlyArrayDyn<'_, f32>>,
+    local_sq_sum: Option<&'a PyReadonlyArrayDyn<'_, f32>>,
+    mask_sums: Option<&'a [f32]>,
+    denominator: Option<&'a PyReadonlyArrayDyn<'_, f32>>,
+    floor_rel: f32,
+) -> PyResult<Normalisation<'a>> {
+    Ok(
+        match (
+            inverse_norm,
+            local_sum,
+            local_sq_sum,
+            mask_sums,
+            denominator,
+        ) {
+            (Some(inv), None, None, None, None) => {
+                Normalisation::Inverse(contiguous_ro(inv.as_slice(), "inverse_norm")?)
+            }
+            (None, Some(s1), Some(s2), Some(nm), None) => Normalisation::Local {
+                sum_v: contiguous_ro(s1.as_slice(), "local_sum")?,
+                sum_v2: contiguous_ro(s2.as_slice(), "local_sq_sum")?,
+                n_m: nm,
+                floor_rel,
+            },
+            (None, None, None, None, Some(d)) => {
+                Normalisation::Denominator(contiguous_ro(d.as_slice(), "denominator")?)
+            }
+            _ => {
+                return Err(PyValueError::new_err(
+                    "give inverse_norm, or local_sum, local_sq_sum and mask_sums, or denominator",
+                ))
+            }
+        },
+    )
+}
+
 /// Fold a batch of raw correlations into the running maps (see `kernels::fold_rotations`).
 /// Give `inverse_norm` (spherical mask) or all of `local_sum`, `local_sq_sum`,
 /// `mask_sums` (rotated mask).
@@ -41,6 +80,7 @@ fn fold_impl<S: SumElement + Element>(
     local_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
     local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
     mask_sums: Option<Vec<f32>>,
+    denominator: Option<PyReadonlyArrayDyn<'_, f32>>,
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
@@ -68,22 +108,14 @@ fn fold_impl<S: SumElement + Element>(
         Some(a) => Some(contiguous_ro(a.as_slice(), "noise_corr")?),
         None => None,
     };
-    let norm = match (&inverse_norm, &local_sum, &local_sq_sum, &mask_sums) {
-        (Some(inv), None, None, None) => {
-            Normalisation::Inverse(contiguous_ro(inv.as_slice(), "inverse_norm")?)
-        }
-        (None, Some(s1), Some(s2), Some(nm)) => Normalisation::Local {
-            sum_v: contiguous_ro(s1.as_slice(), "local_sum")?,
-            sum_v2: contiguous_ro(s2.as_slice(), "local_sq_sum")?,
-            n_m: nm.as_slice(),
-            floor_rel,
-        },
-        _ => {
-            return Err(PyValueError::new_err(
-                "give inverse_norm, or local_sum, local_sq_sum and mask_sums",
-            ))
-        }
-    };
+    let norm = normalisation(
+        inverse_norm.as_ref(),
+        local_sum.as_ref(),
+        local_sq_sum.as_ref(),
+        mask_sums.as_deref(),
+        denominator.as_ref(),
+        floor_rel,
+    )?;
     py.detach(|| {
         kernels::fold_rotations(
             maps,
@@ -102,7 +134,8 @@ fn fold_impl<S: SumElement + Element>(
 #[pyfunction(name = "fold_rotations")]
 #[pyo3(signature = (scores, angles, score_sum, score_sq_sum, corr, *, first_index,
                     noise_scores=None, noise_corr=None, inverse_norm=None, local_sum=None,
-                    local_sq_sum=None, mask_sums=None, floor_rel=1e-4, row_len=0, row_stride=0))]
+                    local_sq_sum=None, mask_sums=None, denominator=None, floor_rel=1e-4,
+                    row_len=0, row_stride=0))]
 #[allow(clippy::too_many_arguments)]
 fn fold_rotations_py(
     py: Python<'_>,
@@ -118,6 +151,7 @@ fn fold_rotations_py(
     local_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
     local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
     mask_sums: Option<Vec<f32>>,
+    denominator: Option<PyReadonlyArrayDyn<'_, f32>>,
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
@@ -136,6 +170,7 @@ fn fold_rotations_py(
         local_sum,
         local_sq_sum,
         mask_sums,
+        denominator,
         floor_rel,
         row_len,
         row_stride,
@@ -146,7 +181,8 @@ fn fold_rotations_py(
 #[pyfunction(name = "fold_rotations_f32")]
 #[pyo3(signature = (scores, angles, score_sum, score_sq_sum, corr, *, first_index,
                     noise_scores=None, noise_corr=None, inverse_norm=None, local_sum=None,
-                    local_sq_sum=None, mask_sums=None, floor_rel=1e-4, row_len=0, row_stride=0))]
+                    local_sq_sum=None, mask_sums=None, denominator=None, floor_rel=1e-4,
+                    row_len=0, row_stride=0))]
 #[allow(clippy::too_many_arguments)]
 fn fold_rotations_f32_py(
     py: Python<'_>,
@@ -162,6 +198,7 @@ fn fold_rotations_f32_py(
     local_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
     local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
     mask_sums: Option<Vec<f32>>,
+    denominator: Option<PyReadonlyArrayDyn<'_, f32>>,
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
@@ -180,6 +217,7 @@ fn fold_rotations_f32_py(
         local_sum,
         local_sq_sum,
         mask_sums,
+        denominator,
         floor_rel,
         row_len,
         row_stride,
@@ -236,10 +274,71 @@ fn conj_multiply_py(
     Ok(())
 }
 
+/// Overwrite `local_sum` with the denominators `N_M sigma` (see
+/// `kernels::local_denominators`); rows of `row_stride` values, `row_len` used.
+#[pyfunction(name = "local_denominators")]
+#[pyo3(signature = (local_sum, local_sq_sum, mask_sums, *, floor_rel=1e-4, row_len, row_stride))]
+fn local_denominators_py(
+    py: Python<'_>,
+    mut local_sum: PyReadwriteArrayDyn<'_, f32>,
+    local_sq_sum: PyReadonlyArrayDyn<'_, f32>,
+    mask_sums: Vec<f32>,
+    floor_rel: f32,
+    row_len: usize,
+    row_stride: usize,
+) -> PyResult<()> {
+    let sv = contiguous(local_sum.as_slice_mut(), "local_sum")?;
+    let sv2 = contiguous_ro(local_sq_sum.as_slice(), "local_sq_sum")?;
+    py.detach(|| kernels::local_denominators(sv, sv2, &mask_sums, floor_rel, row_len, row_stride))?;
+    Ok(())
+}
+
+/// Fold random-phase correlations into the noise maximum alone (see
+/// `kernels::fold_noise`); normalised as `fold_rotations`.
+#[pyfunction(name = "fold_noise_max")]
+#[pyo3(signature = (noise_scores, noise_corr, *, inverse_norm=None, local_sum=None,
+                    local_sq_sum=None, mask_sums=None, denominator=None, floor_rel=1e-4,
+                    row_len=0, row_stride=0))]
+#[allow(clippy::too_many_arguments)]
+fn fold_noise_max_py(
+    py: Python<'_>,
+    mut noise_scores: PyReadwriteArrayDyn<'_, f32>,
+    noise_corr: PyReadonlyArrayDyn<'_, f32>,
+    inverse_norm: Option<PyReadonlyArrayDyn<'_, f32>>,
+    local_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
+    local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
+    mask_sums: Option<Vec<f32>>,
+    denominator: Option<PyReadonlyArrayDyn<'_, f32>>,
+    floor_rel: f32,
+    row_len: usize,
+    row_stride: usize,
+) -> PyResult<()> {
+    let row_len = if row_len == 0 {
+        noise_scores.shape().last().copied().unwrap_or(1)
+    } else {
+        row_len
+    };
+    let row_stride = if row_stride == 0 { row_len } else { row_stride };
+    let norm = normalisation(
+        inverse_norm.as_ref(),
+        local_sum.as_ref(),
+        local_sq_sum.as_ref(),
+        mask_sums.as_deref(),
+        denominator.as_ref(),
+        floor_rel,
+    )?;
+    let nz = contiguous(noise_scores.as_slice_mut(), "noise_scores")?;
+    let nc = contiguous_ro(noise_corr.as_slice(), "noise_corr")?;
+    py.detach(|| kernels::fold_noise(nz, nc, &norm, row_len, row_stride))?;
+    Ok(())
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fold_rotations_py, m)?)?;
     m.add_function(wrap_pyfunction!(fold_rotations_f32_py, m)?)?;
     m.add_function(wrap_pyfunction!(rotate_bspline_py, m)?)?;
     m.add_function(wrap_pyfunction!(conj_multiply_py, m)?)?;
+    m.add_function(wrap_pyfunction!(local_denominators_py, m)?)?;
+    m.add_function(wrap_pyfunction!(fold_noise_max_py, m)?)?;
     Ok(())
 }
