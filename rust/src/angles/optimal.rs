@@ -65,10 +65,11 @@
 //! * Refinement of the points: Lloyd-type minimax (each point to the centre of its
 //!   Voronoi vertices, exact from the convex hull of `±q`) leaves the radius as is
 //!   (1.93 -> 1.96 at 1,020 rotations); a soft-max gradient step on the exact hole
-//!   radii reaches 1.82 there, but only at the lattice's own size (it does not move
-//!   between sizes), too slowly for the large sets, and still above the 1.81 that 12
-//!   degrees needs; k-centre steps on random test rotations overfit them (1.93 ->
-//!   2.27 on independent samples).
+//!   radii reaches 1.82 there, but only at the lattice's own size: grown to 1,215
+//!   rotations by points at its deepest holes and then refined, it ends at 1.95 (25
+//!   degrees needs 1.85), and it needs a 4D convex hull per step; k-centre steps
+//!   towards the farthest of random test rotations overfit fixed samples (1.93 ->
+//!   2.27 on independent ones) and drift with fresh ones (2.05-2.10).
 
 use super::covering::{canonical, covering_radius, normalize, Quat};
 use super::{pytom_angle_set, sort_zxz, Zxz};
