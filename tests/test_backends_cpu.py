@@ -277,3 +277,63 @@ def test_float32_sums_snapshot_resume_is_exact() -> None:
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
     # and the float32 sums are float32-rounded values (not float64 accumulations)
     assert np.array_equal(ref.score_sum.astype(np.float32), ref.score_sum)
+
+
+@pytest.mark.parametrize("noise", [False, True])
+@pytest.mark.parametrize("spherical", [True, False])
+def test_stats_roi_totals_equal_the_reduced_per_voxel_sums(
+    spherical: bool, noise: bool
+) -> None:
+    """Given a region of interest the backend keeps no per-voxel sum of squares (and
+    no per-voxel sum without a noise template): the totals it returns over the
+    region equal the per-voxel sums reduced over it, the maxima are unchanged, and a
+    resume from a snapshot (also from per-voxel maps) continues the totals."""
+    n = 6
+    vol, tmpl, weight = _case(n, seed=5)
+    rng = np.random.default_rng(3)
+    mask = _sphere(n, 2.6)
+    if not spherical:
+        mask[: n // 2] *= 0.5
+    mats = zxz_to_matrices(rng.uniform(0, 3, size=(7, 3)))
+    roi = rng.uniform(size=vol.shape) > 0.3
+    kw = {
+        "tomogram": vol,
+        "template": tmpl,
+        "mask": mask,
+        "template_weight": weight,
+        "mask_is_spherical": spherical,
+        "noise_template": (
+            rng.standard_normal((n, n, n)).astype(np.float32) if noise else None
+        ),
+    }
+    full = _run(CorrelationInputs(**kw), mats, batches=2)  # type: ignore[arg-type]
+    totals = _run(CorrelationInputs(**kw, stats_roi=roi), mats, batches=3)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(totals.scores, full.scores)
+    np.testing.assert_array_equal(totals.angles, full.angles)
+    assert totals.score_sq_sum is None
+    assert full.score_sum is not None and full.score_sq_sum is not None
+    want2 = float(full.score_sq_sum[roi].sum())
+    assert totals.roi_score_sq_sum == pytest.approx(want2, rel=1e-6)
+    if noise:  # sum_r s stays per voxel for the corrected statistics
+        assert totals.score_sum is not None and totals.roi_score_sum == 0.0
+        np.testing.assert_allclose(totals.score_sum, full.score_sum, rtol=1e-6)
+        np.testing.assert_array_equal(totals.noise_scores, full.noise_scores)  # type: ignore[arg-type]
+    else:
+        assert totals.score_sum is None
+        want1 = float(full.score_sum[roi].sum())
+        assert totals.roi_score_sum == pytest.approx(want1, rel=1e-6, abs=1e-9)
+    # resume mid-way from a snapshot, and from per-voxel maps of another backend
+    for resume_kind in ("totals", "per-voxel"):
+        be = CpuBackend(workers=1)
+        be.prepare(
+            CorrelationInputs(**kw, stats_roi=roi if resume_kind == "totals" else None)  # type: ignore[arg-type]
+        )
+        be.score_rotations(0, mats[:3])
+        snap = be.snapshot()
+        be.close()
+        be2 = CpuBackend(workers=1)
+        be2.prepare(CorrelationInputs(**kw, stats_roi=roi), resume_from=snap)  # type: ignore[arg-type]
+        be2.score_rotations(3, mats[3:])
+        resumed = be2.finalize()
+        np.testing.assert_array_equal(resumed.scores, full.scores)
+        assert resumed.roi_score_sq_sum == pytest.approx(want2, rel=1e-6)

@@ -168,11 +168,12 @@ def test_unwritable_wisdom_cache_is_a_warning(
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv("TMFAST_FFTW_WISDOM", str(blocker / "w.json"))
-    monkeypatch.setattr(_cpu_fft, "_wisdom_loaded", {})
+    path = blocker / "w.json"
+    monkeypatch.setenv("TMFAST_FFTW_WISDOM", str(path))
+    # as if this file had been read and held other wisdom: planning then writes it
+    # (whatever FFTW's in-process wisdom already holds from earlier tests)
+    monkeypatch.setattr(_cpu_fft, "_wisdom_loaded", {path: (b"other",)})
     with caplog.at_level(logging.WARNING, logger="tmfast.backends._cpu_fft"):
-        # a shape no other test plans: FFTW's in-process wisdom has nothing for it,
-        # so planning adds wisdom and the cache is written (and fails)
         eng = FftwVolumeFft((19, 21, 23), 4, 1, "measure")
         buf = eng.spectrum_buffer(1)
     assert not buf.any()

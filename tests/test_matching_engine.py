@@ -293,6 +293,49 @@ def test_tile_reduced_statistics_equal_brute_force(
     assert plain.variance == pytest.approx(float((s[:, roi] ** 2).mean()), rel=1e-6)
 
 
+@pytest.mark.parametrize("split", [(1, 1, 1), (2, 1, 2)])
+def test_backend_roi_totals_give_the_brute_force_statistics(
+    problem: dict[str, np.ndarray], split: tuple[int, int, int]
+) -> None:
+    """Without a noise template the cpu backend keeps no per-voxel sums at all: it
+    totals them over each tile's region of interest (CorrelationInputs.stats_roi);
+    the statistics still equal those of every stored per-rotation map."""
+    roi = np.zeros(problem["tomo"].shape, bool)
+    roi[1:14, 2:21, 3:22] = True
+    roi[6, 7, 8] = False
+    maps = _search(
+        problem,
+        split_xyz=split,
+        tomogram_mask=roi.astype(np.float32),
+        keep_sums=False,
+    )
+    assert maps.score_sum is None
+    s = np.stack(
+        [
+            search_volume(
+                problem["tomo"],
+                problem["tmpl"],
+                problem["mask"],
+                problem["weight"],
+                ANGLES[i : i + 1],
+                backends=[CpuBackend(workers=1)],
+            ).scores.astype(np.float64)
+            for i in range(len(ANGLES))
+        ]
+    )[:, roi]
+    st = maps.roi_sums.statistics(len(ANGLES), corrected=False)
+    assert st.search_space == s.size
+    assert st.variance == pytest.approx(float((s**2).mean()), rel=1e-6)
+    assert st.mean == pytest.approx(float(s.mean()), abs=1e-7)
+    # and the per-voxel path (keep_sums) agrees
+    kept = _search(
+        problem, split_xyz=split, tomogram_mask=roi.astype(np.float32), keep_sums=True
+    )
+    assert kept.score_sum is not None
+    ref = kept.roi_sums.statistics(len(ANGLES), corrected=False)
+    assert st.variance == pytest.approx(ref.variance, rel=1e-6)
+
+
 @pytest.mark.parametrize("spherical", [True, False])
 def test_flat_filtered_region_keeps_flcf_bounded(spherical: bool) -> None:
     """A constant region, low-pass and wedge filtered, has a local variance at the

@@ -131,8 +131,8 @@ def write_imod(
 def fold_rotations(
     scores: npt.NDArray[np.float32],
     angles: npt.NDArray[np.int32],
-    score_sum: npt.NDArray[np.float64],
-    score_sq_sum: npt.NDArray[np.float64],
+    score_sum: npt.NDArray[np.float64] | None,
+    score_sq_sum: npt.NDArray[np.float64] | None,
     corr: npt.NDArray[np.float32],
     *,
     first_index: int,
@@ -143,15 +143,16 @@ def fold_rotations(
     local_sq_sum: npt.NDArray[np.float32] | None = None,
     mask_sums: list[float] | None = None,
     denominator: npt.NDArray[np.float32] | None = None,
+    roi: npt.NDArray[np.uint8] | None = None,
     floor_rel: float = 1e-4,
     row_len: int = 0,
     row_stride: int = 0,
-) -> None: ...
+) -> list[tuple[float, float]]: ...
 def fold_rotations_f32(
     scores: npt.NDArray[np.float32],
     angles: npt.NDArray[np.int32],
-    score_sum: npt.NDArray[np.float32],
-    score_sq_sum: npt.NDArray[np.float32],
+    score_sum: npt.NDArray[np.float32] | None,
+    score_sq_sum: npt.NDArray[np.float32] | None,
     corr: npt.NDArray[np.float32],
     *,
     first_index: int,
@@ -162,10 +163,11 @@ def fold_rotations_f32(
     local_sq_sum: npt.NDArray[np.float32] | None = None,
     mask_sums: list[float] | None = None,
     denominator: npt.NDArray[np.float32] | None = None,
+    roi: npt.NDArray[np.uint8] | None = None,
     floor_rel: float = 1e-4,
     row_len: int = 0,
     row_stride: int = 0,
-) -> None: ...
+) -> list[tuple[float, float]]: ...
 def rotate_bspline(
     coeffs: npt.NDArray[np.float32],
     matrix: npt.NDArray[np.float64],

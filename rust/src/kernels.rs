@@ -57,12 +57,28 @@ pub struct RunningMapsMut<'a, S: SumElement> {
     pub scores: &'a mut [f32],
     /// Rotation index of the best score.
     pub angles: &'a mut [i32],
-    /// Sum of the normalised scores over the rotations done.
-    pub score_sum: &'a mut [S],
-    /// Sum of the squared normalised scores.
-    pub score_sq_sum: &'a mut [S],
+    /// Sum of the normalised scores over the rotations done, per voxel; `None`: only
+    /// its total over `roi` is returned ([`RoiTotals::score_sum`]).
+    pub score_sum: Option<&'a mut [S]>,
+    /// Sum of the squared normalised scores, per voxel; `None`: only its total over
+    /// `roi` is returned.
+    pub score_sq_sum: Option<&'a mut [S]>,
     /// Best normalised score of the random-phase template, when searched.
     pub noise_scores: Option<&'a mut [f32]>,
+    /// The voxels (non-zero) whose scores enter the returned totals; required when a
+    /// per-voxel sum is `None`.
+    pub roi: Option<&'a [u8]>,
+}
+
+/// Totals over the region of interest of the sums not kept per voxel, in `f64`
+/// (zero for a sum that is kept per voxel), of one rotation. Partial sums are added
+/// in a fixed order, so they depend neither on the thread count nor on the batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RoiTotals {
+    /// `sum over roi voxels and rotations of s`.
+    pub score_sum: f64,
+    /// `sum over roi voxels and rotations of s^2`.
+    pub score_sq_sum: f64,
 }
 
 /// How a raw correlation is turned into a score.
@@ -233,30 +249,75 @@ fn check_norm(norm: &Normalisation<'_>, nvox: usize, corr_len: usize, b: usize) 
     }
 }
 
-/// Fold one rotation into one row of the maps: `s = op(cr, f)`. Three simple
-/// streaming loops over the row (each vectorises): scores into `tmp`, the sums, and
-/// a branch-free select of the maximum and its index.
-#[allow(clippy::too_many_arguments)]
+/// One row of the running maps, as [`fold_row`] updates it.
+struct RowMaps<'r, S> {
+    best: &'r mut [f32],
+    ang: &'r mut [i32],
+    s1: Option<&'r mut [S]>,
+    s2: Option<&'r mut [S]>,
+    roi: Option<&'r [u8]>,
+}
+
+/// Fold one rotation into one row of the maps: `s = op(cr, f)`. Simple streaming
+/// loops over the row (each vectorises): scores into `tmp`, the per-voxel sums, the
+/// region-of-interest totals of the sums not kept per voxel (returned), and a
+/// branch-free select of the maximum and its index.
 #[inline(always)]
 fn fold_row<S: SumElement>(
-    best: &mut [f32],
-    ang: &mut [i32],
-    s1: &mut [S],
-    s2: &mut [S],
+    row: RowMaps<'_, S>,
     idx: i32,
     cr: &[f32],
     f: &[f32],
     tmp: &mut [f32],
     op: impl Fn(f32, f32) -> f32,
-) {
+) -> RoiTotals {
+    let RowMaps {
+        best,
+        ang,
+        s1,
+        s2,
+        roi,
+    } = row;
     let n = best.len();
     let tmp = &mut tmp[..n];
     for ((t, c), f) in tmp.iter_mut().zip(&cr[..n]).zip(&f[..n]) {
         *t = op(*c, *f);
     }
-    for ((p, q), t) in s1[..n].iter_mut().zip(s2[..n].iter_mut()).zip(tmp.iter()) {
-        *p = p.add_score(*t);
-        *q = q.add_square(*t);
+    let mut totals = RoiTotals::default();
+    match (s1, s2) {
+        (Some(s1), Some(s2)) => {
+            for ((p, q), t) in s1[..n].iter_mut().zip(s2[..n].iter_mut()).zip(tmp.iter()) {
+                *p = p.add_score(*t);
+                *q = q.add_square(*t);
+            }
+        }
+        (s1, s2) => {
+            let (keep1, keep2) = (s1.is_some(), s2.is_some());
+            if let Some(s1) = s1 {
+                for (p, t) in s1[..n].iter_mut().zip(tmp.iter()) {
+                    *p = p.add_score(*t);
+                }
+            }
+            if let Some(s2) = s2 {
+                for (q, t) in s2[..n].iter_mut().zip(tmp.iter()) {
+                    *q = q.add_square(*t);
+                }
+            }
+            if let Some(roi) = roi {
+                let (mut a, mut b) = (0f64, 0f64);
+                for (t, r) in tmp.iter().zip(&roi[..n]) {
+                    let d = f64::from(*t) * f64::from(u8::from(*r != 0));
+                    a += d;
+                    b += d * d;
+                }
+                if !keep1 {
+                    totals.score_sum = a;
+                }
+                if !keep2 {
+                    totals.score_sq_sum = b;
+                }
+            }
+        }
     }
     // bit masks, not `if`: a data-dependent branch mispredicts while the maxima
     // still move (the first tens of rotations)
@@ -266,6 +327,7 @@ fn fold_row<S: SumElement>(
         let bits = (b.to_bits() as i32 & !m) | (t.to_bits() as i32 & m);
         *b = f32::from_bits(bits as u32);
     }
+    totals
 }
 
 /// Fold a batch of `b` rotations, indices `first_index ..`, into `maps`.
@@ -277,7 +339,11 @@ fn fold_row<S: SumElement>(
 /// required exactly when `maps.noise_scores` is given); the local sums of
 /// [`Normalisation::Local`] have that layout too. Each rotation is added to the sums
 /// in turn (see [`SumElement`]), so the result does not depend on how rotations are
-/// batched; with `f64` sums it equals numpy's `s1 += float64(s); s2 += float64(s)**2`. A strict `>` keeps the earlier rotation on ties.
+/// batched; with `f64` sums it equals numpy's `s1 += float64(s); s2 += float64(s)**2`.
+/// A strict `>` keeps the earlier rotation on ties. A sum not kept per voxel is
+/// totalled over `maps.roi` instead: one [`RoiTotals`] per rotation is returned, for
+/// the caller to add in rotation order (so that its running total does not depend on
+/// how the rotations were batched).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when the lengths disagree.
@@ -289,14 +355,23 @@ pub fn fold_rotations<S: SumElement>(
     first_index: i32,
     row_len: usize,
     row_stride: usize,
-) -> Result<()> {
+) -> Result<Vec<RoiTotals>> {
     let nvox = maps.scores.len();
     if nvox == 0 {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    if maps.angles.len() != nvox || maps.score_sum.len() != nvox || maps.score_sq_sum.len() != nvox
+    let sized = |a: Option<usize>| a.is_none_or(|l| l == nvox);
+    if maps.angles.len() != nvox
+        || !sized(maps.score_sum.as_deref().map(<[S]>::len))
+        || !sized(maps.score_sq_sum.as_deref().map(<[S]>::len))
+        || !sized(maps.roi.map(<[u8]>::len))
     {
         return Err(Error::invalid("running maps differ in size"));
+    }
+    if (maps.score_sum.is_none() || maps.score_sq_sum.is_none()) && maps.roi.is_none() {
+        return Err(Error::invalid(
+            "a sum not kept per voxel needs the region of interest",
+        ));
     }
     if row_len == 0 || nvox % row_len != 0 || row_stride < row_len {
         return Err(Error::invalid(format!(
@@ -324,45 +399,49 @@ pub fn fold_rotations<S: SumElement>(
     check_norm(norm, nvox, corr.len(), b)?;
     let chunk = (CHUNK / row_len).max(1) * row_len;
     let n_chunks = nvox.div_ceil(chunk);
-    let noise_chunks: Vec<Option<&mut [f32]>> = match maps.noise_scores {
-        Some(n) => n.chunks_mut(chunk).map(Some).collect(),
-        None => (0..n_chunks).map(|_| None).collect(),
-    };
+    let noise_chunks = optional_chunks(maps.noise_scores, chunk, n_chunks);
+    let s1_chunks = optional_chunks(maps.score_sum, chunk, n_chunks);
+    let s2_chunks = optional_chunks(maps.score_sq_sum, chunk, n_chunks);
+    let roi = maps.roi;
     let work: Vec<_> = maps
         .scores
         .chunks_mut(chunk)
         .zip(maps.angles.chunks_mut(chunk))
-        .zip(maps.score_sum.chunks_mut(chunk))
-        .zip(maps.score_sq_sum.chunks_mut(chunk))
+        .zip(s1_chunks)
+        .zip(s2_chunks)
         .zip(noise_chunks)
         .enumerate()
         .collect();
-    work.into_par_iter()
-        .for_each(|(c, ((((best, ang), s1), s2), noise))| {
+    let partial: Vec<Vec<RoiTotals>> = work
+        .into_par_iter()
+        .map(|(c, ((((best, ang), mut s1), mut s2), mut noise))| {
             let first_row = c * chunk / row_len;
-            let mut noise = noise;
             let mut tmp = vec![0f32; row_len];
+            let mut totals = vec![RoiTotals::default(); b];
             for i in 0..b {
                 let idx = first_index + i as i32;
-                for (r, rows) in best
+                for (r, (best, ang)) in best
                     .chunks_mut(row_len)
                     .zip(ang.chunks_mut(row_len))
-                    .zip(s1.chunks_mut(row_len))
-                    .zip(s2.chunks_mut(row_len))
                     .enumerate()
                 {
-                    let (((best, ang), s1), s2) = rows;
                     let src = i * plane + (first_row + r) * row_stride;
                     let cr = &corr[src..src + row_len];
                     let nc = noise_corr.map(|n| &n[src..src + row_len]);
                     let voxel = (first_row + r) * row_len;
-                    let nz = noise
-                        .as_deref_mut()
-                        .map(|n| &mut n[r * row_len..(r + 1) * row_len]);
-                    match norm {
+                    let within = r * row_len..(r + 1) * row_len;
+                    let nz = noise.as_deref_mut().map(|n| &mut n[within.clone()]);
+                    let row = RowMaps {
+                        best,
+                        ang,
+                        s1: s1.as_deref_mut().map(|a| &mut a[within.clone()]),
+                        s2: s2.as_deref_mut().map(|a| &mut a[within.clone()]),
+                        roi: roi.map(|a| &a[voxel..voxel + row_len]),
+                    };
+                    let t = match norm {
                         Normalisation::Inverse(inv) => {
                             let inv = &inv[voxel..voxel + row_len];
-                            fold_row(best, ang, s1, s2, idx, cr, inv, &mut tmp, |s, f| s * f);
+                            let t = fold_row(row, idx, cr, inv, &mut tmp, |s, f| s * f);
                             if let (Some(nz), Some(nc)) = (nz, nc) {
                                 for ((n, c), f) in nz.iter_mut().zip(nc).zip(inv) {
                                     let s = c * f;
@@ -371,6 +450,7 @@ pub fn fold_rotations<S: SumElement>(
                                     }
                                 }
                             }
+                            t
                         }
                         Normalisation::Local {
                             sum_v,
@@ -387,7 +467,7 @@ pub fn fold_rotations<S: SumElement>(
                                 .zip(sv2)
                                 .map(|(a, b)| local_denominator(*a, *b, nm, *floor_rel))
                                 .collect();
-                            fold_row(best, ang, s1, s2, idx, cr, &den, &mut tmp, |s, d| s / d);
+                            let t = fold_row(row, idx, cr, &den, &mut tmp, |s, d| s / d);
                             if let (Some(nz), Some(nc)) = (nz, nc) {
                                 for ((n, c), d) in nz.iter_mut().zip(nc).zip(&den) {
                                     let s = c / d;
@@ -396,10 +476,11 @@ pub fn fold_rotations<S: SumElement>(
                                     }
                                 }
                             }
+                            t
                         }
                         Normalisation::Denominator(den) => {
                             let den = &den[src..src + row_len];
-                            fold_row(best, ang, s1, s2, idx, cr, den, &mut tmp, |s, d| s / d);
+                            let t = fold_row(row, idx, cr, den, &mut tmp, |s, d| s / d);
                             if let (Some(nz), Some(nc)) = (nz, nc) {
                                 for ((n, c), d) in nz.iter_mut().zip(nc).zip(den) {
                                     let s = c / d;
@@ -408,12 +489,33 @@ pub fn fold_rotations<S: SumElement>(
                                     }
                                 }
                             }
+                            t
                         }
-                    }
+                    };
+                    totals[i].score_sum += t.score_sum;
+                    totals[i].score_sq_sum += t.score_sq_sum;
                 }
             }
-        });
-    Ok(())
+            totals
+        })
+        .collect();
+    // chunk order, not completion order: the totals do not depend on the threads
+    Ok((0..b)
+        .map(|i| {
+            partial.iter().fold(RoiTotals::default(), |a, t| RoiTotals {
+                score_sum: a.score_sum + t[i].score_sum,
+                score_sq_sum: a.score_sq_sum + t[i].score_sq_sum,
+            })
+        })
+        .collect())
+}
+
+/// `a` cut into chunks of `chunk` values, or `n_chunks` times `None`.
+fn optional_chunks<T>(a: Option<&mut [T]>, chunk: usize, n_chunks: usize) -> Vec<Option<&mut [T]>> {
+    match a {
+        Some(a) => a.chunks_mut(chunk).map(Some).collect(),
+        None => (0..n_chunks).map(|_| None).collect(),
+    }
 }
 
 /// Cubic B-spline weights of the taps `floor(p) - 1 .. floor(p) + 2` for `t = p - floor(p)`.

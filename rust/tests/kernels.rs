@@ -39,9 +39,10 @@ fn fold_equals_a_scalar_loop_with_row_padding_and_noise() {
             RunningMapsMut {
                 scores: &mut best,
                 angles: &mut ang,
-                score_sum: &mut s1,
-                score_sq_sum: &mut s2,
+                score_sum: Some(&mut s1),
+                score_sq_sum: Some(&mut s2),
                 noise_scores: Some(&mut nz),
+                roi: None,
             },
             &corr[start * plane..end * plane],
             Some(&noise[start * plane..end * plane]),
@@ -100,9 +101,10 @@ fn fold_local_normalisation_and_ties() {
         RunningMapsMut {
             scores: &mut best,
             angles: &mut ang,
-            score_sum: &mut s1,
-            score_sq_sum: &mut s2,
+            score_sum: Some(&mut s1),
+            score_sq_sum: Some(&mut s2),
             noise_scores: None,
+            roi: None,
         },
         &corr,
         None,
@@ -168,9 +170,10 @@ fn denominators_and_noise_fold_match_the_combined_fold() {
             RunningMapsMut {
                 scores: &mut best,
                 angles: &mut ang,
-                score_sum: &mut s1,
-                score_sq_sum: &mut s2,
+                score_sum: Some(&mut s1),
+                score_sq_sum: Some(&mut s2),
                 noise_scores: if with_noise { Some(&mut nz) } else { None },
+                roi: None,
             },
             &corr,
             if with_noise { Some(&noise) } else { None },
@@ -227,6 +230,99 @@ fn denominators_and_noise_fold_match_the_combined_fold() {
     assert!(fold_noise(&mut nz, &noise, &short, row_len, stride).is_err());
 }
 
+/// Sums not kept per voxel come back as totals over the region of interest that
+/// equal the per-voxel sums reduced over it (f64 oracle), with identical maxima.
+#[test]
+fn roi_totals_equal_the_reduced_per_voxel_sums() {
+    let (rows, row_len, stride, b) = (41, 9, 10, 4);
+    let nvox = rows * row_len;
+    let corr = values(b * rows * stride, 31);
+    let inv: Vec<f32> = values(nvox, 32).iter().map(|v| 1.5 + v).collect();
+    let roi: Vec<u8> = values(nvox, 33)
+        .iter()
+        .map(|v| u8::from(*v > -0.3))
+        .collect();
+    let run = |keep1: bool, keep2: bool| {
+        let mut best = vec![f32::NEG_INFINITY; nvox];
+        let mut ang = vec![-1i32; nvox];
+        let mut s1 = vec![0f64; nvox];
+        let mut s2 = vec![0f64; nvox];
+        let mut totals = (0f64, 0f64);
+        for (start, end) in [(0, 1), (1, 4)] {
+            let plane = rows * stride;
+            let t = fold_rotations(
+                RunningMapsMut {
+                    scores: &mut best,
+                    angles: &mut ang,
+                    score_sum: if keep1 { Some(&mut s1) } else { None },
+                    score_sq_sum: if keep2 { Some(&mut s2) } else { None },
+                    noise_scores: None,
+                    roi: Some(&roi),
+                },
+                &corr[start * plane..end * plane],
+                None,
+                &Normalisation::Inverse(&inv),
+                start as i32,
+                row_len,
+                stride,
+            )
+            .unwrap();
+            assert_eq!(t.len(), end - start);
+            for t in t {
+                totals.0 += t.score_sum;
+                totals.1 += t.score_sq_sum;
+            }
+        }
+        (best, ang, s1, s2, totals)
+    };
+    let full = run(true, true);
+    assert_eq!(full.4, (0.0, 0.0));
+    let reduce = |a: &[f64]| -> f64 {
+        a.iter()
+            .zip(&roi)
+            .filter(|(_, r)| **r != 0)
+            .map(|(v, _)| v)
+            .sum()
+    };
+    let (want1, want2) = (reduce(&full.2), reduce(&full.3));
+    for (keep1, keep2) in [(false, false), (true, false), (false, true)] {
+        let got = run(keep1, keep2);
+        assert_eq!((&got.0, &got.1), (&full.0, &full.1));
+        if keep1 {
+            assert_eq!(got.2, full.2);
+            assert_eq!(got.4 .0, 0.0);
+        } else {
+            assert!((got.4 .0 - want1).abs() <= 1e-9 * want1.abs().max(1.0));
+        }
+        if keep2 {
+            assert_eq!(got.3, full.3);
+            assert_eq!(got.4 .1, 0.0);
+        } else {
+            assert!((got.4 .1 - want2).abs() <= 1e-9 * want2);
+        }
+    }
+    // a sum not kept per voxel needs the region of interest
+    let mut best = vec![0f32; nvox];
+    let mut ang = vec![0i32; nvox];
+    let r = fold_rotations::<f64>(
+        RunningMapsMut {
+            scores: &mut best,
+            angles: &mut ang,
+            score_sum: None,
+            score_sq_sum: None,
+            noise_scores: None,
+            roi: None,
+        },
+        &corr[..rows * stride],
+        None,
+        &Normalisation::Inverse(&inv),
+        0,
+        row_len,
+        stride,
+    );
+    assert!(r.is_err());
+}
+
 #[test]
 fn fold_rejects_inconsistent_sizes() {
     let mut best = vec![0f32; 10];
@@ -238,9 +334,10 @@ fn fold_rejects_inconsistent_sizes() {
         RunningMapsMut {
             scores: &mut best,
             angles: &mut ang,
-            score_sum: &mut s1,
-            score_sq_sum: &mut s2,
+            score_sum: Some(&mut s1),
+            score_sq_sum: Some(&mut s2),
             noise_scores: None,
+            roi: None,
         },
         &[0f32; 10],
         None,

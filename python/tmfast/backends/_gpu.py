@@ -1034,8 +1034,16 @@ class GpuMatchBackend:
             resume = RunningMaps.empty(shape, with_noise=job["with_noise"])
         scale = job["den_host"] if job["spherical"] else None
         scores = resume.scores.astype(np.float64)
-        s = resume.score_sum.astype(np.float64)
-        q = resume.score_sq_sum.astype(np.float64)
+        # sums another backend kept only as region-of-interest totals start at 0
+        # here and their totals are carried through to the maps handed out
+        job["roi_totals"] = (resume.roi_score_sum, resume.roi_score_sq_sum)
+        zeros = np.zeros(scores.shape)
+        s = zeros if resume.score_sum is None else resume.score_sum.astype(np.float64)
+        q = (
+            zeros
+            if resume.score_sq_sum is None
+            else resume.score_sq_sum.astype(np.float64)
+        )
         noise = (
             resume.noise_scores.astype(np.float64)
             if resume.noise_scores is not None
@@ -1086,6 +1094,8 @@ class GpuMatchBackend:
             score_sq_sum=q,
             noise_scores=None if noise is None else noise.astype(np.float32),
             n_rotations_done=int(job["done"]),
+            roi_score_sum=job["roi_totals"][0],
+            roi_score_sq_sum=job["roi_totals"][1],
         )
 
     def _score_chunk(

@@ -16,7 +16,8 @@ template. A backend then does the per-rotation work on its device:
    (circular wrap), correlate with the tomogram by FFT, divide by ``N_M * sigma_local``;
 4. keep, per voxel, the running maximum score and the index of the rotation that gave
    it (ties keep the smaller index), plus ``sum_r score`` and ``sum_r score**2`` in
-   float64-equivalent precision for the search statistics;
+   float64-equivalent precision for the search statistics (a backend may keep, for
+   the voxels of ``stats_roi``, only their totals instead: see :class:`RunningMaps`);
 5. with a noise template, do 1-3 for it too and keep its running maximum.
 
 ``sigma_local`` for a spherical mask is computed once in :meth:`prepare` and the
@@ -61,6 +62,11 @@ class CorrelationInputs:
     noise_template
         Optional ``(n, n, n)`` float32 phase-randomised template for the
         random-phase correction; treated exactly like ``template``.
+    stats_roi
+        Optional bool map (shape of ``tomogram``) of the voxels whose scores enter
+        the search statistics (the tile's own voxels inside the tomogram mask). Given
+        it, a backend may return totals over it instead of per-voxel sums
+        (:class:`RunningMaps`); None: per-voxel sums are required.
     """
 
     tomogram: Volume
@@ -69,6 +75,7 @@ class CorrelationInputs:
     template_weight: npt.NDArray[np.float32]
     mask_is_spherical: bool = True
     noise_template: Volume | None = None
+    stats_roi: npt.NDArray[np.bool_] | None = None
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -85,19 +92,30 @@ class RunningMaps:
         int32 index (into the job's angle set) of the rotation giving ``scores``;
         -1 before any rotation.
     score_sum, score_sq_sum
-        float64 ``sum_r score_r`` and ``sum_r score_r**2`` per voxel.
+        float64 ``sum_r score_r`` and ``sum_r score_r**2`` per voxel, or None when
+        the backend kept only their totals over ``stats_roi``.
     noise_scores
         float32 running maximum of the noise template's FLCF, or None.
     n_rotations_done
         Number of rotations folded in.
+    roi_score_sum, roi_score_sq_sum
+        Totals over the voxels of :attr:`CorrelationInputs.stats_roi` of the sums not
+        held in the per-voxel arrays. The statistics' sums over the region of
+        interest are always ``score_sum[roi].sum() + roi_score_sum`` (array term 0
+        when None), and likewise for the squares, so maps can be merged and resumed
+        whichever way each backend keeps its sums. With a noise template
+        ``score_sum`` must be per voxel (the corrected statistics weight it by the
+        voxel's noise maximum).
     """
 
     scores: npt.NDArray[np.float32]
     angles: npt.NDArray[np.int32]
-    score_sum: npt.NDArray[np.float64]
-    score_sq_sum: npt.NDArray[np.float64]
+    score_sum: npt.NDArray[np.float64] | None
+    score_sq_sum: npt.NDArray[np.float64] | None
     noise_scores: npt.NDArray[np.float32] | None
     n_rotations_done: int
+    roi_score_sum: float = 0.0
+    roi_score_sq_sum: float = 0.0
 
     @classmethod
     def empty(cls, shape_zyx: tuple[int, ...], *, with_noise: bool) -> RunningMaps:

@@ -48,9 +48,12 @@ rounding):
   (``tmfast._rust.local_denominators``; the noise maxima are folded by
   ``tmfast._rust.fold_noise_max``). The real-space tomogram is not kept. Rotations are
   processed in sub-batches sized to ``max_batch_bytes`` (default 32 MiB: one at a time
-  at production sizes). The running sums are float32 by default;
-  ``float32_sums=False`` keeps them in float64 (2x the tomogram more). Peak memory per
-  variant: ``docs/benchmarks.md``.
+  at production sizes). The running maps are the float32 maximum, the int32 index,
+  the noise maximum with a noise template and, only when the engine asks for
+  per-voxel sums or with a noise template (``sum_r s`` then), the per-voxel score
+  sums (float32 by default); otherwise the sums are totalled over the statistics'
+  region of interest during the fold (``tmfast._rust.fold_rotations(..., roi=)``).
+  Peak memory per variant: ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -103,21 +106,32 @@ class _Maps:
 
     scores: npt.NDArray[np.float32]
     angles: npt.NDArray[np.int32]
-    score_sum: npt.NDArray[np.floating]
-    score_sq_sum: npt.NDArray[np.floating]
+    score_sum: npt.NDArray[np.floating] | None
+    score_sq_sum: npt.NDArray[np.floating] | None
     noise_scores: npt.NDArray[np.float32] | None
     n_rotations_done: int
+    #: totals over the region of interest of the sums not kept per voxel (float64)
+    roi_score_sum: float = 0.0
+    roi_score_sq_sum: float = 0.0
 
 
 def _empty_maps(
-    shape_zyx: tuple[int, ...], *, with_noise: bool, sum_dtype: npt.DTypeLike
+    shape_zyx: tuple[int, ...],
+    *,
+    with_noise: bool,
+    sum_dtype: npt.DTypeLike,
+    keep_sum: bool,
+    keep_sq_sum: bool,
 ) -> _Maps:
+    # np.full, not np.zeros: written now, not page-faulted in the first rotation
+    def zeros(keep: bool) -> np.ndarray | None:
+        return np.full(shape_zyx, 0.0, dtype=sum_dtype) if keep else None
+
     return _Maps(
         scores=np.full(shape_zyx, -np.inf, dtype=np.float32),
         angles=np.full(shape_zyx, -1, dtype=np.int32),
-        # np.full, not np.zeros: written now, not page-faulted in the first rotation
-        score_sum=np.full(shape_zyx, 0.0, dtype=sum_dtype),
-        score_sq_sum=np.full(shape_zyx, 0.0, dtype=sum_dtype),
+        score_sum=zeros(keep_sum),
+        score_sq_sum=zeros(keep_sq_sum),
         noise_scores=(
             np.full(shape_zyx, -np.inf, dtype=np.float32) if with_noise else None
         ),
@@ -136,14 +150,16 @@ class CpuBackend:
         Memory budget for one sub-batch of volume-size FFT buffers (at least one
         rotation is done at a time; batching only pays for small volumes).
     float32_sums
-        Keep ``score_sum`` / ``score_sq_sum`` in float32 while searching (8 bytes
-        less per voxel; handed out as float64 as always). Each rotation's score is
-        added with one float32 rounding: the search sigma agrees with float64 sums
-        to a few 1e-6 relative over thousands of rotations
-        (``tests/test_backends_cpu.py``), but sums of a search split over devices
-        then differ from an unsplit one by float32 rounding. Default True (it keeps
-        peak memory under 8x the tomogram, issue 3); False gives float64 sums,
-        bit-identical to ``s += float64(score)`` per rotation.
+        Keep the per-voxel ``score_sum`` / ``score_sq_sum`` in float32 while
+        searching (handed out as float64 as always). Each rotation's score is added
+        with one float32 rounding: the search sigma agrees with float64 sums to a
+        few 1e-6 relative over thousands of rotations (``tests/test_backends_cpu.py``).
+        Default True; False gives float64 sums, bit-identical to
+        ``s += float64(score)`` per rotation. Given ``CorrelationInputs.stats_roi``
+        (the engine always gives it unless per-voxel sums are asked for), no per-voxel
+        sum of squares is kept at all, nor a sum without a noise template: their
+        totals over the region are accumulated in float64, rotation by rotation, so
+        they do not depend on the batching and resume bit for bit.
     fft
         Volume FFT engine: ``"auto"`` (FFTW via pyFFTW when installed, else
         scipy), ``"scipy"`` (the reference) or ``"fftw"``.
@@ -293,9 +309,28 @@ class CpuBackend:
             if self._fv2 is not None:
                 self._fv2 *= scale
         with_noise = self._coeffs_noise is not None
+        # Given the statistics' region of interest, the sums are totalled over it
+        # during the fold instead of kept per voxel (2x the tomogram less memory and
+        # traffic), except sum_r s with a noise template: the corrected statistics
+        # weight it by each voxel's noise maximum, known only at the end.
+        if inputs.stats_roi is None:
+            self._roi: npt.NDArray[np.uint8] | None = None
+        else:
+            if inputs.stats_roi.shape != self._shape:
+                raise ConfigError(
+                    f"backend inputs: stats_roi {inputs.stats_roi.shape} differs from "
+                    f"the volume {self._shape}"
+                )
+            self._roi = _roll3(np.asarray(inputs.stats_roi), -self._c, np.uint8)
+        self._keep_sum = self._roi is None or with_noise
+        self._keep_sq_sum = self._roi is None
         if resume_from is None:
             self._maps = _empty_maps(
-                self._shape, with_noise=with_noise, sum_dtype=self._sum_dtype
+                self._shape,
+                with_noise=with_noise,
+                sum_dtype=self._sum_dtype,
+                keep_sum=self._keep_sum,
+                keep_sq_sum=self._keep_sq_sum,
             )
         else:
             self._maps = self._from_external(resume_from, with_noise=with_noise)
@@ -330,17 +365,44 @@ class CpuBackend:
                 "resume maps and inputs disagree about the noise template"
             )
         c = -self._c
+        totals = [float(maps.roi_score_sum), float(maps.roi_score_sq_sum)]
+        sums: list[np.ndarray | None] = []
+        for k, (given, keep) in enumerate(
+            (
+                (maps.score_sum, self._keep_sum),
+                (maps.score_sq_sum, self._keep_sq_sum),
+            )
+        ):
+            if keep:  # per voxel; a given total stays a total
+                sums.append(
+                    np.full(self._shape, 0.0, self._sum_dtype)
+                    if given is None
+                    else _roll3(np.asarray(given), c, self._sum_dtype)
+                )
+                continue
+            sums.append(None)
+            if given is not None:  # reduce it over the region of interest
+                assert self._roi is not None
+                rolled = _roll3(np.asarray(given), c, np.float64)
+                totals[k] += float(rolled[self._roi.astype(bool)].sum())
+        if with_noise and (sums[0] is None or totals[0] != 0.0):
+            raise ConfigError(
+                "resume maps hold the score sum as a total; a random-phase search "
+                "needs it per voxel: rerun without the checkpoint"
+            )
         return _Maps(
             scores=_roll3(np.asarray(maps.scores), c, np.float32),
             angles=_roll3(np.asarray(maps.angles), c, np.int32),
-            score_sum=_roll3(np.asarray(maps.score_sum), c, self._sum_dtype),
-            score_sq_sum=_roll3(np.asarray(maps.score_sq_sum), c, self._sum_dtype),
+            score_sum=sums[0],
+            score_sq_sum=sums[1],
             noise_scores=(
                 None
                 if maps.noise_scores is None
                 else _roll3(np.asarray(maps.noise_scores), c, np.float32)
             ),
             n_rotations_done=int(maps.n_rotations_done),
+            roi_score_sum=totals[0],
+            roi_score_sq_sum=totals[1],
         )
 
     # --------------------------------------------------------------- helpers
@@ -440,12 +502,18 @@ class CpuBackend:
         corr = self._correlate(tnorm[:b], "t", self._fv)
         kw["row_stride"] = corr.shape[-1]
         # one fused, multi-threaded pass: normalisation, maximum and index, sums
+        # (per voxel, or totals over the region of interest)
         s1, s2 = maps.score_sum, maps.score_sq_sum
         args = (maps.scores, maps.angles, s1, s2, corr)
-        if s1.dtype == np.float32:
-            _rust.fold_rotations_f32(*args, first_index=first_index, **kw)  # type: ignore[arg-type]
-        else:
-            _rust.fold_rotations(*args, first_index=first_index, **kw)  # type: ignore[arg-type]
+        fold = (
+            _rust.fold_rotations_f32
+            if self._sum_dtype == np.float32
+            else _rust.fold_rotations
+        )
+        totals = fold(*args, first_index=first_index, roi=self._roi, **kw)  # type: ignore[arg-type]
+        for t1, t2 in totals:  # rotation by rotation: independent of the batching
+            maps.roi_score_sum += t1
+            maps.roi_score_sq_sum += t2
         if with_noise:
             assert maps.noise_scores is not None
             corr = self._correlate(tnorm[b:], "t", self._fv)
@@ -481,13 +549,19 @@ class CpuBackend:
         if self._maps is None:
             raise RuntimeError("CpuBackend.snapshot called before prepare")
         m, c = self._maps, self._c
+
+        def sums(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else _roll3(a, c, np.float64)
+
         return RunningMaps(
             scores=_roll3(m.scores, c),
             angles=_roll3(m.angles, c),
-            score_sum=_roll3(m.score_sum, c, np.float64),
-            score_sq_sum=_roll3(m.score_sq_sum, c, np.float64),
+            score_sum=sums(m.score_sum),
+            score_sq_sum=sums(m.score_sq_sum),
             noise_scores=None if m.noise_scores is None else _roll3(m.noise_scores, c),
             n_rotations_done=m.n_rotations_done,
+            roi_score_sum=m.roi_score_sum,
+            roi_score_sq_sum=m.roi_score_sq_sum,
         )
 
     def finalize(self) -> RunningMaps:
@@ -513,7 +587,12 @@ class CpuBackend:
             del a
         n_done = m.n_rotations_done
         self.close()
-        return RunningMaps(n_rotations_done=n_done, **rolled)  # type: ignore[arg-type]
+        return RunningMaps(
+            n_rotations_done=n_done,
+            roi_score_sum=m.roi_score_sum,
+            roi_score_sq_sum=m.roi_score_sq_sum,
+            **rolled,  # type: ignore[arg-type]
+        )
 
     def close(self) -> None:
         """Drop all buffers and threads; the backend may be prepared again."""
@@ -528,6 +607,7 @@ class CpuBackend:
             "_coeffs_t",
             "_coeffs_noise",
             "_coeffs_m",
+            "_roi",
             "_mask",
             "_weight",
         ):

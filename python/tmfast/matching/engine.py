@@ -228,11 +228,23 @@ def merge_running_maps(a: RunningMaps, b: RunningMaps) -> RunningMaps:
     return RunningMaps(
         scores=np.where(take, b.scores, a.scores).astype(np.float32),
         angles=np.where(take, b.angles, a.angles).astype(np.int32),
-        score_sum=a.score_sum + b.score_sum,
-        score_sq_sum=a.score_sq_sum + b.score_sq_sum,
+        score_sum=_add_optional(a.score_sum, b.score_sum),
+        score_sq_sum=_add_optional(a.score_sq_sum, b.score_sq_sum),
         noise_scores=noise,
         n_rotations_done=a.n_rotations_done + b.n_rotations_done,
+        # region-of-interest totals of sums not held per voxel add as well
+        roi_score_sum=a.roi_score_sum + b.roi_score_sum,
+        roi_score_sq_sum=a.roi_score_sq_sum + b.roi_score_sq_sum,
     )
+
+
+def _add_optional(
+    a: npt.NDArray[np.float64] | None, b: npt.NDArray[np.float64] | None
+) -> npt.NDArray[np.float64] | None:
+    """Sum of two per-voxel sums, either of which may be held as a total (None)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a + b
 
 
 def output_paths(destination: Path, tomo_id: str) -> dict[str, Path]:
@@ -389,8 +401,13 @@ class _Checkpoint:
             payload["tile_n_done"] = np.array(tile_maps.n_rotations_done)
             payload["tile_scores"] = tile_maps.scores
             payload["tile_angles"] = tile_maps.angles
-            payload["tile_score_sum"] = tile_maps.score_sum
-            payload["tile_score_sq_sum"] = tile_maps.score_sq_sum
+            if tile_maps.score_sum is not None:
+                payload["tile_score_sum"] = tile_maps.score_sum
+            if tile_maps.score_sq_sum is not None:
+                payload["tile_score_sq_sum"] = tile_maps.score_sq_sum
+            payload["tile_roi_totals"] = np.array(
+                [tile_maps.roi_score_sum, tile_maps.roi_score_sq_sum], dtype=np.float64
+            )
             if tile_maps.noise_scores is not None:
                 payload["tile_noise_scores"] = tile_maps.noise_scores
         self._write(self.path, payload)
@@ -556,6 +573,12 @@ def search_volume(
                     _STOP.signum, ckpt.path if saved else None, done, total
                 )
             tile = active[pos]
+            roi = _tile_roi(tile, tomogram_mask)
+            stats_roi = None
+            if not keep_sums:
+                # the backends may total the sums over it instead of per voxel
+                stats_roi = np.zeros(tile.shape_zyx, dtype=bool)
+                stats_roi[tile.unique_in_tile] = roi
             inputs = CorrelationInputs(
                 tomogram=cut_tile(tomogram, tile),
                 template=template,
@@ -563,6 +586,7 @@ def search_volume(
                 template_weight=template_weight,
                 mask_is_spherical=mask_is_spherical,
                 noise_template=noise_template,
+                stats_roi=stats_roi,
             )
             first = 0
             for i, be in enumerate(backends):
@@ -622,6 +646,10 @@ def search_volume(
             assembled["scores"][dest] = maps.scores[unique]
             assembled["angles"][dest] = maps.angles[unique]
             if keep_sums:
+                if maps.score_sum is None or maps.score_sq_sum is None:
+                    raise RuntimeError(
+                        "keep_sums: a backend returned totals, not per-voxel sums"
+                    )
                 assembled["score_sum"][dest] = maps.score_sum[unique]
                 assembled["score_sq_sum"][dest] = maps.score_sq_sum[unique]
             assembled["searched"][dest] = True
@@ -630,17 +658,15 @@ def search_volume(
                 assert maps.noise_scores is not None
                 noise_u = maps.noise_scores[unique]
                 assembled["noise_scores"][dest] = noise_u
-            roi = np.ones(maps.scores[unique].shape, dtype=bool)
-            if tomogram_mask is not None:
-                region = tuple(
-                    slice(a, b)
-                    for a, b in zip(
-                        tile.unique_start_zyx, tile.unique_stop_zyx, strict=True
-                    )
-                )
-                roi &= tomogram_mask[region] > 0
             sums = RoiSums.from_array(assembled["roi_sums"])
-            sums.add(maps.score_sum[unique], maps.score_sq_sum[unique], roi, noise_u)
+            sums.add(
+                None if maps.score_sum is None else maps.score_sum[unique],
+                None if maps.score_sq_sum is None else maps.score_sq_sum[unique],
+                roi,
+                noise_u,
+                roi_score_sum=maps.roi_score_sum,
+                roi_score_sq_sum=maps.roi_score_sq_sum,
+            )
             assembled["roi_sums"] = sums.to_array()
             if ckpt.enabled:
                 done_maps = {
@@ -666,6 +692,23 @@ def search_volume(
         roi_sums=RoiSums.from_array(assembled["roi_sums"]),
         resumed_rotations=resumed,
     )
+
+
+def _tile_roi(
+    tile: Tile, tomogram_mask: npt.NDArray[np.float32] | None
+) -> npt.NDArray[np.bool_]:
+    """The voxels of the tile's own (unique) region that enter the statistics:
+    inside the tomogram mask (all of them without one)."""
+    shape = tuple(
+        b - a for a, b in zip(tile.unique_start_zyx, tile.unique_stop_zyx, strict=True)
+    )
+    if tomogram_mask is None:
+        return np.ones(shape, dtype=bool)
+    region = tuple(
+        slice(a, b)
+        for a, b in zip(tile.unique_start_zyx, tile.unique_stop_zyx, strict=True)
+    )
+    return np.asarray(tomogram_mask[region] > 0)
 
 
 def _plan_fitting_tiles(
@@ -759,15 +802,26 @@ def _restore(
     assembled["roi_sums"] = np.array(loaded["roi_sums"])
     resume = None
     if "tile_n_done" in loaded:
+        totals = np.asarray(loaded.get("tile_roi_totals", np.zeros(2)), np.float64)
         resume = RunningMaps(
             scores=np.array(loaded["tile_scores"]),
             angles=np.array(loaded["tile_angles"]),
-            score_sum=np.array(loaded["tile_score_sum"]),
-            score_sq_sum=np.array(loaded["tile_score_sq_sum"]),
+            score_sum=(
+                np.array(loaded["tile_score_sum"])
+                if "tile_score_sum" in loaded
+                else None
+            ),
+            score_sq_sum=(
+                np.array(loaded["tile_score_sq_sum"])
+                if "tile_score_sq_sum" in loaded
+                else None
+            ),
             noise_scores=(
                 np.array(loaded["tile_noise_scores"]) if with_noise else None
             ),
             n_rotations_done=int(loaded["tile_n_done"]),
+            roi_score_sum=float(totals[0]),
+            roi_score_sq_sum=float(totals[1]),
         )
     return pos, resume
 

@@ -45,17 +45,31 @@ class RoiSums:
 
     def add(
         self,
-        score_sum: npt.NDArray[np.float64],
-        score_sq_sum: npt.NDArray[np.float64],
+        score_sum: npt.NDArray[np.float64] | None,
+        score_sq_sum: npt.NDArray[np.float64] | None,
         roi: npt.NDArray[np.bool_],
         noise_scores: npt.NDArray[np.float32] | None = None,
+        *,
+        roi_score_sum: float = 0.0,
+        roi_score_sq_sum: float = 0.0,
     ) -> None:
-        """Add the voxels of ``roi`` (arrays of one shape)."""
-        s1 = score_sum[roi].astype(np.float64)
-        self.n_voxels += int(s1.size)
-        self.s1 += float(s1.sum())
-        self.s2 += float(score_sq_sum[roi].astype(np.float64).sum())
+        """Add the voxels of ``roi`` (arrays of one shape).
+
+        A sum may be given as a per-voxel array, as its total over ``roi``
+        (``roi_score_sum`` / ``roi_score_sq_sum``, already reduced by a backend), or
+        both (they add). The noise terms need ``score_sum`` per voxel.
+        """
+        self.n_voxels += int(np.count_nonzero(roi))
+        s1 = None if score_sum is None else score_sum[roi].astype(np.float64)
+        self.s1 += float(roi_score_sum) + (0.0 if s1 is None else float(s1.sum()))
+        self.s2 += float(roi_score_sq_sum)
+        if score_sq_sum is not None:
+            self.s2 += float(score_sq_sum[roi].astype(np.float64).sum())
         if noise_scores is not None:
+            if s1 is None or roi_score_sum != 0.0:
+                raise ValueError(
+                    "random-phase statistics need the per-voxel score sums"
+                )
             n = noise_scores[roi].astype(np.float64)
             self.noise_s1 += float((n * s1).sum())
             self.noise1 += float(n.sum())

@@ -63,15 +63,17 @@ fn normalisation<'a>(
 }
 
 /// Fold a batch of raw correlations into the running maps (see `kernels::fold_rotations`).
-/// Give `inverse_norm` (spherical mask) or all of `local_sum`, `local_sq_sum`,
-/// `mask_sums` (rotated mask).
+/// Give `inverse_norm` (spherical mask), all of `local_sum`, `local_sq_sum`,
+/// `mask_sums` (rotated mask), or `denominator`. `score_sum` / `score_sq_sum` may be
+/// `None` with a `roi` (uint8, one per voxel): their totals over it are returned, one
+/// `(score_sum_total, score_sq_sum_total)` per rotation (0.0 for a sum kept per voxel).
 #[allow(clippy::too_many_arguments)]
 fn fold_impl<S: SumElement + Element>(
     py: Python<'_>,
     mut scores: PyReadwriteArrayDyn<'_, f32>,
     mut angles: PyReadwriteArrayDyn<'_, i32>,
-    mut score_sum: PyReadwriteArrayDyn<'_, S>,
-    mut score_sq_sum: PyReadwriteArrayDyn<'_, S>,
+    score_sum: Option<PyReadwriteArrayDyn<'_, S>>,
+    score_sq_sum: Option<PyReadwriteArrayDyn<'_, S>>,
     corr: PyReadonlyArrayDyn<'_, f32>,
     first_index: i32,
     noise_scores: Option<PyReadwriteArrayDyn<'_, f32>>,
@@ -81,11 +83,13 @@ fn fold_impl<S: SumElement + Element>(
     local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
     mask_sums: Option<Vec<f32>>,
     denominator: Option<PyReadonlyArrayDyn<'_, f32>>,
+    roi: Option<PyReadonlyArrayDyn<'_, u8>>,
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
-) -> PyResult<()> {
+) -> PyResult<Vec<(f64, f64)>> {
     let mut noise_scores = noise_scores;
+    let (mut score_sum, mut score_sq_sum) = (score_sum, score_sq_sum);
     // default: packed rows of the maps' last axis
     let row_len = if row_len == 0 {
         scores.shape().last().copied().unwrap_or(1)
@@ -96,8 +100,18 @@ fn fold_impl<S: SumElement + Element>(
     let maps = RunningMapsMut {
         scores: contiguous(scores.as_slice_mut(), "scores")?,
         angles: contiguous(angles.as_slice_mut(), "angles")?,
-        score_sum: contiguous(score_sum.as_slice_mut(), "score_sum")?,
-        score_sq_sum: contiguous(score_sq_sum.as_slice_mut(), "score_sq_sum")?,
+        score_sum: match score_sum.as_mut() {
+            Some(a) => Some(contiguous(a.as_slice_mut(), "score_sum")?),
+            None => None,
+        },
+        score_sq_sum: match score_sq_sum.as_mut() {
+            Some(a) => Some(contiguous(a.as_slice_mut(), "score_sq_sum")?),
+            None => None,
+        },
+        roi: match roi.as_ref() {
+            Some(a) => Some(contiguous_ro(a.as_slice(), "roi")?),
+            None => None,
+        },
         noise_scores: match noise_scores.as_mut() {
             Some(a) => Some(contiguous(a.as_slice_mut(), "noise_scores")?),
             None => None,
@@ -116,7 +130,7 @@ fn fold_impl<S: SumElement + Element>(
         denominator.as_ref(),
         floor_rel,
     )?;
-    py.detach(|| {
+    let totals = py.detach(|| {
         kernels::fold_rotations(
             maps,
             corr,
@@ -127,22 +141,25 @@ fn fold_impl<S: SumElement + Element>(
             row_stride,
         )
     })?;
-    Ok(())
+    Ok(totals
+        .iter()
+        .map(|t| (t.score_sum, t.score_sq_sum))
+        .collect())
 }
 
 /// `fold_rotations` with f64 score sums (see `fold_impl`).
 #[pyfunction(name = "fold_rotations")]
 #[pyo3(signature = (scores, angles, score_sum, score_sq_sum, corr, *, first_index,
                     noise_scores=None, noise_corr=None, inverse_norm=None, local_sum=None,
-                    local_sq_sum=None, mask_sums=None, denominator=None, floor_rel=1e-4,
-                    row_len=0, row_stride=0))]
+                    local_sq_sum=None, mask_sums=None, denominator=None, roi=None,
+                    floor_rel=1e-4, row_len=0, row_stride=0))]
 #[allow(clippy::too_many_arguments)]
 fn fold_rotations_py(
     py: Python<'_>,
     scores: PyReadwriteArrayDyn<'_, f32>,
     angles: PyReadwriteArrayDyn<'_, i32>,
-    score_sum: PyReadwriteArrayDyn<'_, f64>,
-    score_sq_sum: PyReadwriteArrayDyn<'_, f64>,
+    score_sum: Option<PyReadwriteArrayDyn<'_, f64>>,
+    score_sq_sum: Option<PyReadwriteArrayDyn<'_, f64>>,
     corr: PyReadonlyArrayDyn<'_, f32>,
     first_index: i32,
     noise_scores: Option<PyReadwriteArrayDyn<'_, f32>>,
@@ -152,10 +169,11 @@ fn fold_rotations_py(
     local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
     mask_sums: Option<Vec<f32>>,
     denominator: Option<PyReadonlyArrayDyn<'_, f32>>,
+    roi: Option<PyReadonlyArrayDyn<'_, u8>>,
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
-) -> PyResult<()> {
+) -> PyResult<Vec<(f64, f64)>> {
     fold_impl(
         py,
         scores,
@@ -171,6 +189,7 @@ fn fold_rotations_py(
         local_sq_sum,
         mask_sums,
         denominator,
+        roi,
         floor_rel,
         row_len,
         row_stride,
@@ -181,15 +200,15 @@ fn fold_rotations_py(
 #[pyfunction(name = "fold_rotations_f32")]
 #[pyo3(signature = (scores, angles, score_sum, score_sq_sum, corr, *, first_index,
                     noise_scores=None, noise_corr=None, inverse_norm=None, local_sum=None,
-                    local_sq_sum=None, mask_sums=None, denominator=None, floor_rel=1e-4,
-                    row_len=0, row_stride=0))]
+                    local_sq_sum=None, mask_sums=None, denominator=None, roi=None,
+                    floor_rel=1e-4, row_len=0, row_stride=0))]
 #[allow(clippy::too_many_arguments)]
 fn fold_rotations_f32_py(
     py: Python<'_>,
     scores: PyReadwriteArrayDyn<'_, f32>,
     angles: PyReadwriteArrayDyn<'_, i32>,
-    score_sum: PyReadwriteArrayDyn<'_, f32>,
-    score_sq_sum: PyReadwriteArrayDyn<'_, f32>,
+    score_sum: Option<PyReadwriteArrayDyn<'_, f32>>,
+    score_sq_sum: Option<PyReadwriteArrayDyn<'_, f32>>,
     corr: PyReadonlyArrayDyn<'_, f32>,
     first_index: i32,
     noise_scores: Option<PyReadwriteArrayDyn<'_, f32>>,
@@ -199,10 +218,11 @@ fn fold_rotations_f32_py(
     local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
     mask_sums: Option<Vec<f32>>,
     denominator: Option<PyReadonlyArrayDyn<'_, f32>>,
+    roi: Option<PyReadonlyArrayDyn<'_, u8>>,
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
-) -> PyResult<()> {
+) -> PyResult<Vec<(f64, f64)>> {
     fold_impl(
         py,
         scores,
@@ -218,6 +238,7 @@ fn fold_rotations_f32_py(
         local_sq_sum,
         mask_sums,
         denominator,
+        roi,
         floor_rel,
         row_len,
         row_stride,
