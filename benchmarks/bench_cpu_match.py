@@ -9,9 +9,11 @@ Full mode (``--benchmark-enable``): the issue's case, a 256x256x128 tomogram and
 correction; ``N_ROT`` rotations each. Reported per variant: prepare time, ms per
 rotation (steady state: the loop only), peak traced memory (tracemalloc from
 before ``prepare`` to after ``finalize``: numpy buffers, not Rust scratch) as a
-multiple of the tomogram's float32 size. The four variants use the backend's default
-float32 running sums (``CpuBackend()``); a fifth row repeats the spherical case with
-``CpuBackend(float32_sums=False)`` (float64 sums). Unsplit, the tile the backend
+multiple of the tomogram's float32 size. The four variants run as the engine runs
+them (``CpuBackend()`` given the tile's region of interest, so the score sums are
+totalled over it rather than kept per voxel; FFTW when pyFFTW is installed); a fifth
+row repeats the spherical case with per-voxel float32 sums (the engine's
+``keep_sums``). Unsplit, the tile the backend
 searches is the tomogram zero-padded to an FFT-fast size (circular correlation, as
 pytom-match-pick; see tmfast.matching.tiling).
 
@@ -63,13 +65,17 @@ REPEATS = 3
 #: at ~15 ms per rotation
 PYTME_LONG = 4
 
-#: (name, spherical mask, random-phase noise template, float32 running sums)
+#: (name, spherical mask, random-phase noise template, per-voxel score sums). As
+#: the engine runs them, the first four pass the tile's region of interest
+#: (``CorrelationInputs.stats_roi``), so the backend totals the score sums over it
+#: (per voxel only ``sum_r s`` with a noise template); the fifth keeps both sums per
+#: voxel in float32, as the engine's ``keep_sums`` does.
 VARIANTS = [
-    ("spherical", True, False, True),
-    ("non-spherical", False, False, True),
-    ("spherical+random-phase", True, True, True),
-    ("non-spherical+random-phase", False, True, True),
-    ("spherical, float64 sums", True, False, False),
+    ("spherical", True, False, False),
+    ("non-spherical", False, False, False),
+    ("spherical+random-phase", True, True, False),
+    ("non-spherical+random-phase", False, True, False),
+    ("spherical, per-voxel sums", True, False, True),
 ]
 
 #: pyTME runs: label -> (score, background correction)
@@ -87,22 +93,25 @@ PYTME_SCORE = {
     "non-spherical": "FLC",
     "spherical+random-phase": "FLCSphericalMask+phase-scrambling",
     "non-spherical+random-phase": "FLC+phase-scrambling",
-    "spherical, float64 sums": "FLCSphericalMask",
+    "spherical, per-voxel sums": "FLCSphericalMask",
 }
 
 
 def _case(
     shape: tuple[int, int, int], box: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     tomo = rng.standard_normal(shape, dtype=np.float32)
     tile = plan_tiles((0, 0, 0), shape, (1, 1, 1), box, fast_period(shape))[0]
     weight = np.ones((box, box, box // 2 + 1), np.float32)
-    return cut_tile(tomo, tile), demo_template(box), demo_mask(box), weight
+    # the statistics' region of interest the engine passes: the tile's own voxels
+    roi = np.zeros(tile.shape_zyx, dtype=bool)
+    roi[tile.unique_in_tile] = True
+    return cut_tile(tomo, tile), demo_template(box), demo_mask(box), weight, roi
 
 
-def _run(vol, tmpl, mask, weight, spherical, noise, f32, mats):  # type: ignore[no-untyped-def]
-    be = CpuBackend(float32_sums=f32)
+def _run(vol, tmpl, mask, weight, roi, spherical, noise, per_voxel, mats):  # type: ignore[no-untyped-def]
+    be = CpuBackend()
     tracemalloc.start()
     t0 = time.perf_counter()
     be.prepare(
@@ -115,6 +124,7 @@ def _run(vol, tmpl, mask, weight, spherical, noise, f32, mats):  # type: ignore[
             noise_template=phase_randomised_template(tmpl, mask, seed=1)
             if noise
             else None,
+            stats_roi=None if per_voxel else roi,
         )
     )
     t1 = time.perf_counter()
@@ -153,7 +163,7 @@ def _pytme(
 def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> None:
     full = not benchmark.disabled  # type: ignore[attr-defined]
     shape, box, n_rot = ((128, 256, 256), 48, 16) if full else ((40, 48, 48), 13, 6)
-    vol, tmpl, mask, weight = _case(shape, box)
+    vol, tmpl, mask, weight, roi = _case(shape, box)
     tomo_bytes = 4 * int(np.prod(shape))
     if full:
         mats = zxz_to_matrices(angle_set(7.0)[:: 50544 // n_rot][:n_rot])
@@ -179,17 +189,27 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> No
     best: dict[str, tuple[float, float, int]] = {}
     pytme_runs: list[dict[tuple[str, int], dict[str, float]]] = []
     for rep in range(repeats):
-        for name, spherical, noise, f32 in VARIANTS:
+        for name, spherical, noise, per_voxel in VARIANTS:
             if name == "spherical" and rep == 0:
                 maps, prep, per, peak = benchmark.pedantic(  # type: ignore[attr-defined]
                     _run,
-                    args=(vol, tmpl, mask, weight, spherical, noise, f32, mats),
+                    args=(
+                        vol,
+                        tmpl,
+                        mask,
+                        weight,
+                        roi,
+                        spherical,
+                        noise,
+                        per_voxel,
+                        mats,
+                    ),
                     rounds=1,
                     iterations=1,
                 )
             else:
                 maps, prep, per, peak = _run(
-                    vol, tmpl, mask, weight, spherical, noise, f32, mats
+                    vol, tmpl, mask, weight, roi, spherical, noise, per_voxel, mats
                 )
             assert np.isfinite(maps.scores).all()
             results[name] = maps
@@ -281,10 +301,12 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> No
         np.testing.assert_array_equal(
             results["spherical"].angles[inside], results["non-spherical"].angles[inside]
         )
-        # float32 running sums (default) vs float64: same maxima, sums within
-        # float32 rounding
-        f64 = results["spherical, float64 sums"]
-        np.testing.assert_array_equal(results["spherical"].scores, f64.scores)
-        np.testing.assert_allclose(
-            results["spherical"].score_sq_sum, f64.score_sq_sum, rtol=1e-6
+        # totals over the region of interest (default) vs per-voxel sums: same
+        # maxima, the totals equal the reduced per-voxel sums
+        kept = results["spherical, per-voxel sums"]
+        np.testing.assert_array_equal(results["spherical"].scores, kept.scores)
+        assert kept.score_sq_sum is not None
+        assert results["spherical"].score_sq_sum is None
+        assert results["spherical"].roi_score_sq_sum == pytest.approx(
+            float(kept.score_sq_sum[roi].sum()), rel=1e-5
         )
