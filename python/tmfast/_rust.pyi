@@ -174,6 +174,12 @@ def rotate_bspline(
     out: npt.NDArray[np.float32],
 ) -> None: ...
 def conj_multiply(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> None: ...
+def conj_multiply_pair(
+    a: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32],
+    b: npt.NDArray[np.float32],
+    c: npt.NDArray[np.float32],
+) -> None: ...
 def local_denominators(
     local_sum: npt.NDArray[np.float32],
     local_sq_sum: npt.NDArray[np.float32],

@@ -682,3 +682,39 @@ pub fn conj_multiply(a: &mut [f32], b: &[f32]) -> Result<()> {
         });
     Ok(())
 }
+
+/// Two cross-power spectra of one spectrum `a` in one pass: `out <- conj(a) * c`, then
+/// `a <- conj(a) * b` (complex64 as interleaved `f32`, like [`conj_multiply`], the same
+/// float operations), so a rotated mask is transformed once for both of its local
+/// sums.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the lengths differ or are odd.
+pub fn conj_multiply_pair(a: &mut [f32], out: &mut [f32], b: &[f32], c: &[f32]) -> Result<()> {
+    let n = a.len();
+    if out.len() != n || b.len() != n || c.len() != n || n % 2 != 0 {
+        return Err(Error::invalid(format!(
+            "complex arrays must have the same even length of f32 values, got {n}, {}, {} and {}",
+            out.len(),
+            b.len(),
+            c.len()
+        )));
+    }
+    a.par_chunks_mut(CHUNK)
+        .zip(out.par_chunks_mut(CHUNK))
+        .zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))
+        .for_each(|((a, o), (b, c))| {
+            for ((x, z), (y, w)) in a
+                .chunks_exact_mut(2)
+                .zip(o.chunks_exact_mut(2))
+                .zip(b.chunks_exact(2).zip(c.chunks_exact(2)))
+            {
+                let (ar, ai) = (x[0], x[1]);
+                z[0] = ar * w[0] + ai * w[1];
+                z[1] = ar * w[1] - ai * w[0];
+                x[0] = ar * y[0] + ai * y[1];
+                x[1] = ar * y[1] - ai * y[0];
+            }
+        });
+    Ok(())
+}

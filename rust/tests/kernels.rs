@@ -1,8 +1,8 @@
 //! The CPU backend kernels against direct (scalar, obvious) implementations.
 
 use _rust::kernels::{
-    conj_multiply, fold_noise, fold_rotations, local_denominators, rotate_bspline, Normalisation,
-    RunningMapsMut,
+    conj_multiply, conj_multiply_pair, fold_noise, fold_rotations, local_denominators,
+    rotate_bspline, Normalisation, RunningMapsMut,
 };
 
 /// Deterministic pseudo-random values in [-1, 1).
@@ -430,4 +430,21 @@ fn conj_multiply_is_the_complex_product() {
         assert_eq!(a[k + 1], ar * bi - ai * br);
     }
     assert!(conj_multiply(&mut a, &b[..n - 2]).is_err());
+}
+
+#[test]
+fn conj_multiply_pair_equals_two_conj_multiplies() {
+    let n = 2 * 5000 + 2;
+    let a = values(n, 41);
+    let (b, c) = (values(n, 42), values(n, 43));
+    let mut want_b = a.clone();
+    conj_multiply(&mut want_b, &b).unwrap();
+    let mut want_c = a.clone();
+    conj_multiply(&mut want_c, &c).unwrap();
+    let mut got_a = a.clone();
+    let mut got_out = vec![0f32; n];
+    conj_multiply_pair(&mut got_a, &mut got_out, &b, &c).unwrap();
+    assert_eq!(got_a, want_b);
+    assert_eq!(got_out, want_c);
+    assert!(conj_multiply_pair(&mut got_a, &mut got_out, &b, &c[1..]).is_err());
 }

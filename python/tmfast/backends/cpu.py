@@ -429,16 +429,23 @@ class CpuBackend:
 
     @staticmethod
     def _normalise(boxes: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        """``M (T - mu) / sigma_T`` with mask-weighted moments, per box."""
-        b = boxes.astype(np.float64)
-        m = np.broadcast_to(masks, b.shape).astype(np.float64)
-        axes = (-3, -2, -1)
-        n_m = m.sum(axis=axes, keepdims=True)
-        mu = (b * m).sum(axis=axes, keepdims=True) / n_m
-        var = (b * b * m).sum(axis=axes, keepdims=True) / n_m - mu * mu
-        sd = np.sqrt(np.maximum(var, 0.0))
-        sd[sd <= 1e-30] = np.inf  # a flat template correlates as zero
-        out: np.ndarray = (m * (b - mu) / sd).astype(np.float32)
+        """``M (T - mu) / sigma_T`` with mask-weighted moments, per box: float32
+        products, float64 sums (``masks`` is one mask or one per box)."""
+        b = np.asarray(boxes, dtype=np.float32)
+        m = np.asarray(masks, dtype=np.float32)
+        out = np.empty(b.shape, dtype=np.float32)
+        for i in range(b.shape[0]):
+            t = b[i].ravel()
+            w = (m if m.ndim == 3 else m[i]).ravel()
+            n_m = float(w.sum(dtype=np.float64))
+            tw = t * w
+            mu = float(tw.sum(dtype=np.float64)) / n_m
+            var = float(np.dot(tw.astype(np.float64), t)) / n_m - mu * mu
+            sd = np.sqrt(max(var, 0.0))
+            # a flat template correlates as zero
+            scale = np.float32(0.0 if sd <= 1e-30 else 1.0 / sd)
+            np.multiply(w, t - np.float32(mu), out=out[i].reshape(-1))
+            out[i] *= scale
         return out
 
     # ----------------------------------------------------------------- work
@@ -482,11 +489,19 @@ class CpuBackend:
         if self._spherical:
             kw["inverse_norm"] = self._inv_norm
         else:
-            # N_M sigma per rotation: sum_M V in buffer m, sum_M V^2 in buffer t,
-            # combined into m (Rust), so t is free for the templates
-            assert self._fv2 is not None
-            mean = self._correlate(masks[:b], "m", self._fv)
-            e2 = self._correlate(masks[:b], "t", self._fv2)
+            # N_M sigma per rotation: the rotated mask transformed once (buffer m),
+            # its cross-power spectra with V (in m) and V^2 (in t) in one pass,
+            # both inverted, combined into m (Rust), so t is free for the templates
+            assert self._fv2 is not None and fft is not None
+            fm = fft.padded_rfft(masks[:b], self._buffer("m", b))
+            fe = self._buffer("t", b)
+            fv, fv2 = self._fv.view(np.float32), self._fv2.view(np.float32)
+            for one, other in zip(fm, fe, strict=True):
+                _rust.conj_multiply_pair(
+                    one.view(np.float32), other.view(np.float32), fv, fv2
+                )
+            mean = fft.irfft_inplace(fm)
+            e2 = fft.irfft_inplace(fe)
             n_m = masks[:b].astype(np.float64).sum(axis=(1, 2, 3))
             _rust.local_denominators(
                 mean,

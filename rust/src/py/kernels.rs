@@ -354,11 +354,30 @@ fn fold_noise_max_py(
     Ok(())
 }
 
+/// `out <- conj(a) * c`, then `a <- conj(a) * b`, over complex64 arrays passed as their
+/// float32 views; all C-contiguous and the same size (see `kernels::conj_multiply_pair`).
+#[pyfunction(name = "conj_multiply_pair")]
+fn conj_multiply_pair_py(
+    py: Python<'_>,
+    mut a: PyReadwriteArrayDyn<'_, f32>,
+    mut out: PyReadwriteArrayDyn<'_, f32>,
+    b: PyReadonlyArrayDyn<'_, f32>,
+    c: PyReadonlyArrayDyn<'_, f32>,
+) -> PyResult<()> {
+    let x = contiguous(a.as_slice_mut(), "a")?;
+    let o = contiguous(out.as_slice_mut(), "out")?;
+    let y = contiguous_ro(b.as_slice(), "b")?;
+    let z = contiguous_ro(c.as_slice(), "c")?;
+    py.detach(|| kernels::conj_multiply_pair(x, o, y, z))?;
+    Ok(())
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fold_rotations_py, m)?)?;
     m.add_function(wrap_pyfunction!(fold_rotations_f32_py, m)?)?;
     m.add_function(wrap_pyfunction!(rotate_bspline_py, m)?)?;
     m.add_function(wrap_pyfunction!(conj_multiply_py, m)?)?;
+    m.add_function(wrap_pyfunction!(conj_multiply_pair_py, m)?)?;
     m.add_function(wrap_pyfunction!(local_denominators_py, m)?)?;
     m.add_function(wrap_pyfunction!(fold_noise_max_py, m)?)?;
     Ok(())
