@@ -718,3 +718,34 @@ pub fn conj_multiply_pair(a: &mut [f32], out: &mut [f32], b: &[f32], c: &[f32]) 
         });
     Ok(())
 }
+
+/// Zero a stack of `items * planes` planes of `rows` rows of `row_len` values, except
+/// the rows `y < n` of the planes `z < n` of each item: the zero padding a pruned
+/// forward FFT of an `n`-box pasted at the corner needs, written by all threads
+/// (a single-threaded fill of these ~30 MB took 2 ms per rotation).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `buf` does not hold that many values.
+pub fn zero_outside_corner(
+    buf: &mut [f32],
+    planes: usize,
+    rows: usize,
+    row_len: usize,
+    n: usize,
+) -> Result<()> {
+    let plane = rows * row_len;
+    if plane == 0 || planes == 0 || buf.len() % (planes * plane) != 0 {
+        return Err(Error::invalid(format!(
+            "buffer of {} values is not a stack of {planes} planes of {rows}x{row_len}",
+            buf.len()
+        )));
+    }
+    buf.par_chunks_mut(plane).enumerate().for_each(|(k, p)| {
+        if k % planes < n {
+            p[n.min(rows) * row_len..].fill(0.0);
+        } else {
+            p.fill(0.0);
+        }
+    });
+    Ok(())
+}

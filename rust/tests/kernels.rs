@@ -2,7 +2,7 @@
 
 use _rust::kernels::{
     conj_multiply, conj_multiply_pair, fold_noise, fold_rotations, local_denominators,
-    rotate_bspline, Normalisation, RunningMapsMut,
+    rotate_bspline, zero_outside_corner, Normalisation, RunningMapsMut,
 };
 
 /// Deterministic pseudo-random values in [-1, 1).
@@ -447,4 +447,17 @@ fn conj_multiply_pair_equals_two_conj_multiplies() {
     assert_eq!(got_a, want_b);
     assert_eq!(got_out, want_c);
     assert!(conj_multiply_pair(&mut got_a, &mut got_out, &b, &c[1..]).is_err());
+}
+
+#[test]
+fn zero_outside_corner_keeps_only_the_corner_rows() {
+    let (items, planes, rows, row_len, n) = (2, 5, 4, 3, 2);
+    let mut buf = vec![1f32; items * planes * rows * row_len];
+    zero_outside_corner(&mut buf, planes, rows, row_len, n).unwrap();
+    for (i, v) in buf.iter().enumerate() {
+        let y = i / row_len % rows;
+        let z = i / (row_len * rows) % planes;
+        assert_eq!(*v, if z < n && y < n { 1.0 } else { 0.0 }, "value {i}");
+    }
+    assert!(zero_outside_corner(&mut buf[1..], planes, rows, row_len, n).is_err());
 }

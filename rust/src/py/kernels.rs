@@ -372,12 +372,32 @@ fn conj_multiply_pair_py(
     Ok(())
 }
 
+/// Zero a `(B, Z, Y, X)` float32 buffer except `[:, :n, :n, :]` (see
+/// `kernels::zero_outside_corner`).
+#[pyfunction(name = "zero_outside_corner")]
+fn zero_outside_corner_py(
+    py: Python<'_>,
+    mut buf: PyReadwriteArrayDyn<'_, f32>,
+    n: usize,
+) -> PyResult<()> {
+    let shape = buf.shape().to_vec();
+    if shape.len() != 4 {
+        return Err(PyValueError::new_err(format!(
+            "buffer must be 4-D (B, Z, Y, X), got {shape:?}"
+        )));
+    }
+    let b = contiguous(buf.as_slice_mut(), "buf")?;
+    py.detach(|| kernels::zero_outside_corner(b, shape[1], shape[2], shape[3], n))?;
+    Ok(())
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fold_rotations_py, m)?)?;
     m.add_function(wrap_pyfunction!(fold_rotations_f32_py, m)?)?;
     m.add_function(wrap_pyfunction!(rotate_bspline_py, m)?)?;
     m.add_function(wrap_pyfunction!(conj_multiply_py, m)?)?;
     m.add_function(wrap_pyfunction!(conj_multiply_pair_py, m)?)?;
+    m.add_function(wrap_pyfunction!(zero_outside_corner_py, m)?)?;
     m.add_function(wrap_pyfunction!(local_denominators_py, m)?)?;
     m.add_function(wrap_pyfunction!(fold_noise_max_py, m)?)?;
     Ok(())
