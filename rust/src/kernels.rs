@@ -202,14 +202,10 @@ pub fn fold_noise(
                 let nc = &noise_corr[src..src + row_len];
                 match norm {
                     Normalisation::Inverse(inv) => {
-                        for ((n, c), f) in nz.iter_mut().zip(nc).zip(&inv[voxel..voxel + row_len]) {
-                            *n = n.max(c * f);
-                        }
+                        noise_row_max(nz, nc, &inv[voxel..voxel + row_len], |c, f| c * f);
                     }
                     Normalisation::Denominator(den) => {
-                        for ((n, c), d) in nz.iter_mut().zip(nc).zip(&den[src..src + row_len]) {
-                            *n = n.max(c / d);
-                        }
+                        noise_row_max(nz, nc, &den[src..src + row_len], |c, d| c / d);
                     }
                     Normalisation::Local {
                         sum_v,
@@ -217,18 +213,39 @@ pub fn fold_noise(
                         n_m,
                         floor_rel,
                     } => {
-                        for ((n, c), (a, q)) in nz.iter_mut().zip(nc).zip(
-                            sum_v[src..src + row_len]
-                                .iter()
-                                .zip(&sum_v2[src..src + row_len]),
-                        ) {
-                            *n = n.max(c / local_denominator(*a, *q, n_m[i], *floor_rel));
-                        }
+                        let den = row_denominators(
+                            &sum_v[src..src + row_len],
+                            &sum_v2[src..src + row_len],
+                            n_m[i],
+                            *floor_rel,
+                        );
+                        noise_row_max(nz, nc, &den, |c, d| c / d);
                     }
                 }
             }
         });
     Ok(())
+}
+
+/// Raise the noise maxima `nz` of a row to its normalised noise correlation
+/// `op(nc, f)` where larger (a strict `>`).
+#[inline(always)]
+fn noise_row_max(nz: &mut [f32], nc: &[f32], f: &[f32], op: impl Fn(f32, f32) -> f32) {
+    for ((n, c), f) in nz.iter_mut().zip(nc).zip(f) {
+        let s = op(*c, *f);
+        if s > *n {
+            *n = s; // rare after a few rotations
+        }
+    }
+}
+
+/// The denominators `n_m * sigma` of one row of [`Normalisation::Local`].
+fn row_denominators(sum_v: &[f32], sum_v2: &[f32], n_m: f32, floor_rel: f32) -> Vec<f32> {
+    sum_v
+        .iter()
+        .zip(sum_v2)
+        .map(|(a, b)| local_denominator(*a, *b, n_m, floor_rel))
+        .collect()
 }
 
 /// The size checks of a [`Normalisation`] for `b` rotations of `corr_len` values.
@@ -464,12 +481,7 @@ pub fn fold_rotations<S: SumElement>(
                             let inv = &inv[voxel..voxel + row_len];
                             let t = fold_row(row, idx, cr, inv, &mut tmp, |s, f| s * f);
                             if let (Some(nz), Some(nc)) = (nz, nc) {
-                                for ((n, c), f) in nz.iter_mut().zip(nc).zip(inv) {
-                                    let s = c * f;
-                                    if s > *n {
-                                        *n = s; // rare after a few rotations
-                                    }
-                                }
+                                noise_row_max(nz, nc, inv, |c, f| c * f);
                             }
                             t
                         }
@@ -479,23 +491,16 @@ pub fn fold_rotations<S: SumElement>(
                             n_m,
                             floor_rel,
                         } => {
-                            let sv = &sum_v[src..src + row_len];
-                            let sv2 = &sum_v2[src..src + row_len];
-                            let nm = n_m[i];
                             // the denominators of this row, reused for the noise map
-                            let den: Vec<f32> = sv
-                                .iter()
-                                .zip(sv2)
-                                .map(|(a, b)| local_denominator(*a, *b, nm, *floor_rel))
-                                .collect();
+                            let den = row_denominators(
+                                &sum_v[src..src + row_len],
+                                &sum_v2[src..src + row_len],
+                                n_m[i],
+                                *floor_rel,
+                            );
                             let t = fold_row(row, idx, cr, &den, &mut tmp, |s, d| s / d);
                             if let (Some(nz), Some(nc)) = (nz, nc) {
-                                for ((n, c), d) in nz.iter_mut().zip(nc).zip(&den) {
-                                    let s = c / d;
-                                    if s > *n {
-                                        *n = s;
-                                    }
-                                }
+                                noise_row_max(nz, nc, &den, |c, d| c / d);
                             }
                             t
                         }
@@ -503,12 +508,7 @@ pub fn fold_rotations<S: SumElement>(
                             let den = &den[src..src + row_len];
                             let t = fold_row(row, idx, cr, den, &mut tmp, |s, d| s / d);
                             if let (Some(nz), Some(nc)) = (nz, nc) {
-                                for ((n, c), d) in nz.iter_mut().zip(nc).zip(den) {
-                                    let s = c / d;
-                                    if s > *n {
-                                        *n = s;
-                                    }
-                                }
+                                noise_row_max(nz, nc, den, |c, d| c / d);
                             }
                             t
                         }

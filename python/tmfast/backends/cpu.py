@@ -492,7 +492,7 @@ class CpuBackend:
             # N_M sigma per rotation: the rotated mask transformed once (buffer m),
             # its cross-power spectra with V (in m) and V^2 (in t) in one pass,
             # both inverted, combined into m (Rust), so t is free for the templates
-            assert self._fv2 is not None and fft is not None
+            assert self._fv2 is not None
             fm = fft.padded_rfft(masks[:b], self._buffer("m", b))
             fe = self._buffer("t", b)
             fv, fv2 = self._fv.view(np.float32), self._fv2.view(np.float32)

@@ -524,16 +524,9 @@ def search_volume(
     )
     active: list[Tile] = []
     for tile in tiles:
-        if tomogram_mask is not None:
-            region = tuple(
-                slice(a, b)
-                for a, b in zip(
-                    tile.unique_start_zyx, tile.unique_stop_zyx, strict=True
-                )
-            )
-            if not (tomogram_mask[region] > 0).any():
-                logger.info("tile %d: outside the tomogram mask, skipped", tile.index)
-                continue
+        if tomogram_mask is not None and not _tile_roi(tile, tomogram_mask).any():
+            logger.info("tile %d: outside the tomogram mask, skipped", tile.index)
+            continue
         active.append(tile)
     n_rot = len(angles)
     total = n_rot * len(active)
@@ -699,15 +692,9 @@ def _tile_roi(
 ) -> npt.NDArray[np.bool_]:
     """The voxels of the tile's own (unique) region that enter the statistics:
     inside the tomogram mask (all of them without one)."""
-    shape = tuple(
-        b - a for a, b in zip(tile.unique_start_zyx, tile.unique_stop_zyx, strict=True)
-    )
+    region = tile.unique_in_region((0, 0, 0))  # in full-tomogram indices
     if tomogram_mask is None:
-        return np.ones(shape, dtype=bool)
-    region = tuple(
-        slice(a, b)
-        for a, b in zip(tile.unique_start_zyx, tile.unique_stop_zyx, strict=True)
-    )
+        return np.ones(tuple(r.stop - r.start for r in region), dtype=bool)
     return np.asarray(tomogram_mask[region] > 0)
 
 

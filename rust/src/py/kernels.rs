@@ -23,6 +23,16 @@ fn contiguous_ro<'a, T>(a: Result<&'a [T], numpy::AsSliceError>, name: &str) -> 
     a.map_err(|_| PyValueError::new_err(format!("{name} must be C-contiguous")))
 }
 
+/// `(row_len, row_stride)` with the defaults for 0: packed rows of the maps' last axis.
+fn row_layout(map_shape: &[usize], row_len: usize, row_stride: usize) -> (usize, usize) {
+    let row_len = if row_len == 0 {
+        map_shape.last().copied().unwrap_or(1)
+    } else {
+        row_len
+    };
+    (row_len, if row_stride == 0 { row_len } else { row_stride })
+}
+
 /// The [`Normalisation`] named by exactly one of: `inverse_norm`; `local_sum`,
 /// `local_sq_sum` and `mask_sums`; `denominator`.
 fn normalisation<'a>(
@@ -90,13 +100,7 @@ fn fold_impl<S: SumElement + Element>(
 ) -> PyResult<Vec<(f64, f64)>> {
     let mut noise_scores = noise_scores;
     let (mut score_sum, mut score_sq_sum) = (score_sum, score_sq_sum);
-    // default: packed rows of the maps' last axis
-    let row_len = if row_len == 0 {
-        scores.shape().last().copied().unwrap_or(1)
-    } else {
-        row_len
-    };
-    let row_stride = if row_stride == 0 { row_len } else { row_stride };
+    let (row_len, row_stride) = row_layout(scores.shape(), row_len, row_stride);
     let maps = RunningMapsMut {
         scores: contiguous(scores.as_slice_mut(), "scores")?,
         angles: contiguous(angles.as_slice_mut(), "angles")?,
@@ -334,12 +338,7 @@ fn fold_noise_max_py(
     row_len: usize,
     row_stride: usize,
 ) -> PyResult<()> {
-    let row_len = if row_len == 0 {
-        noise_scores.shape().last().copied().unwrap_or(1)
-    } else {
-        row_len
-    };
-    let row_stride = if row_stride == 0 { row_len } else { row_stride };
+    let (row_len, row_stride) = row_layout(noise_scores.shape(), row_len, row_stride);
     let norm = normalisation(
         inverse_norm.as_ref(),
         local_sum.as_ref(),
