@@ -5,6 +5,7 @@
 * :mod:`tmfast.io.star` - RELION STAR files as ``{block: {label: column}}``
   (:func:`read_star`, :func:`write_star`, :func:`star_to_string`);
 * :mod:`tmfast.io.imod` - IMOD scattered-point models (:func:`write_imod_points`);
+* :mod:`tmfast.io.em` - EM volume headers (:func:`~tmfast.io.em.read_em_header`);
 * :mod:`tmfast.io.tilts` - tilt-angle, defocus and dose text files.
 
 Every writer is atomic (temporary name, then rename) and refuses to replace an

@@ -11,7 +11,6 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Literal
 
 import mrcfile
 import numpy as np
@@ -19,6 +18,7 @@ import numpy.typing as npt
 
 from tmfast._fileio import atomic_path
 from tmfast.errors import FormatError
+from tmfast.io.em import read_em_header
 from tmfast.types import Volume
 
 __all__ = ["read_header", "read_volume", "write_volume"]
@@ -43,37 +43,13 @@ def _voxel_size(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> float:
     return sizes[0]
 
 
-#: EM (TOM toolbox / AV3 / pytom / cryoCAT) data type codes and their byte sizes.
-_EM_TYPES = {
-    1: ("int8", 1),
-    2: ("int16", 2),
-    4: ("int32", 4),
-    5: ("float32", 4),
-    8: ("complex64", 8),
-    9: ("float64", 8),
-}
-
-
 def _em_description(path: Path) -> str | None:
-    """Describe ``path`` if it is an EM file (512-byte header + raw data), else None.
-
-    The EM header's first byte is the machine code, the fourth the data type and
-    bytes 4-15 the dimensions (int32); the file is exactly header plus data.
-    """
-    try:
-        with path.open("rb") as f:
-            head = f.read(16)
-        size = path.stat().st_size
-    except OSError:
+    """Describe ``path`` (``nx x ny x nz dtype``) if it is an EM file, else None."""
+    header = read_em_header(path)
+    if header is None:
         return None
-    if len(head) < 16 or head[0] not in (0, 1, 2, 3, 5, 6) or head[3] not in _EM_TYPES:
-        return None
-    order: Literal["big", "little"] = "big" if head[0] in (3, 5) else "little"
-    dims = [int.from_bytes(head[i : i + 4], order) for i in (4, 8, 12)]
-    name, nbytes = _EM_TYPES[head[3]]
-    if min(dims) < 1 or 512 + dims[0] * dims[1] * dims[2] * nbytes != size:
-        return None
-    return f"{dims[0]}x{dims[1]}x{dims[2]} {name}"
+    nz, ny, nx = header.shape_zyx
+    return f"{nx}x{ny}x{nz} {header.dtype.name}"
 
 
 def _not_mrc(path: Path, reason: object) -> FormatError:

@@ -17,29 +17,18 @@ from pathlib import Path
 import numpy as np
 
 from tmfast.errors import FormatError
+from tmfast.io.em import EM_HEADER_BYTES, read_em_header
 from tmfast.types import Volume
 
 __all__ = ["is_em_file", "read_em_volume"]
 
-_HEADER_BYTES = 512
-_TYPES = {1: "i1", 2: "i2", 4: "i4", 5: "f4", 9: "f8"}
-
 
 def _parse(path: Path) -> tuple[tuple[int, int, int], np.dtype] | None:
-    try:
-        with path.open("rb") as f:
-            head = f.read(16)
-        size = path.stat().st_size
-    except OSError:
+    """Shape and dtype of a real-valued EM volume (complex ones are not templates)."""
+    header = read_em_header(path)
+    if header is None or header.dtype.kind == "c":
         return None
-    if len(head) < 16 or head[0] not in (0, 1, 2, 3, 5, 6) or head[3] not in _TYPES:
-        return None
-    order = ">" if head[0] in (3, 5) else "<"
-    nx, ny, nz = (int(v) for v in np.frombuffer(head[4:16], f"{order}i4"))
-    dtype = np.dtype(f"{order}{_TYPES[head[3]]}")
-    if min(nx, ny, nz) < 1 or _HEADER_BYTES + nx * ny * nz * dtype.itemsize != size:
-        return None
-    return (nz, ny, nx), dtype
+    return header.shape_zyx, header.dtype
 
 
 def is_em_file(path: str | os.PathLike[str]) -> bool:
@@ -70,5 +59,5 @@ def read_em_volume(path: str | os.PathLike[str]) -> Volume:
             "unsupported data type); convert it to MRC"
         )
     shape_zyx, dtype = parsed
-    data = np.fromfile(p, dtype=dtype, offset=_HEADER_BYTES)
+    data = np.fromfile(p, dtype=dtype, offset=EM_HEADER_BYTES)
     return np.ascontiguousarray(data.reshape(shape_zyx), dtype=np.float32)
