@@ -45,9 +45,6 @@ def nearest_distances(
 def optimal_angle_set(
     step_deg: float, *, n_samples: int
 ) -> tuple[npt.NDArray[np.float64], float, float]: ...
-def cube_bcc_for_radius(
-    radius_rad: float, *, n_samples: int, max_len: int
-) -> tuple[npt.NDArray[np.float64], float] | None: ...
 def optimal_for_radius(
     radius_rad: float, *, n_samples: int, max_len: int
 ) -> tuple[npt.NDArray[np.float64], float] | None: ...

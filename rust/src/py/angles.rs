@@ -239,18 +239,6 @@ fn optimal_angle_set_py(
     ))
 }
 
-#[pyfunction(name = "cube_bcc_for_radius")]
-#[pyo3(signature = (radius_rad, *, n_samples, max_len))]
-fn cube_bcc_for_radius_py(
-    py: Python<'_>,
-    radius_rad: f64,
-    n_samples: usize,
-    max_len: usize,
-) -> Option<(Bound<'_, PyArray2<f64>>, f64)> {
-    py.detach(|| angles::optimal::cube_bcc_for_radius(radius_rad, n_samples, max_len))
-        .map(|(a, r, _)| (to_array(a).into_pyarray(py), r))
-}
-
 #[pyfunction(name = "optimal_for_radius")]
 #[pyo3(signature = (radius_rad, *, n_samples, max_len))]
 fn optimal_for_radius_py(
@@ -279,7 +267,6 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(covering_radius_py, m)?)?;
     m.add_function(wrap_pyfunction!(nearest_distances_py, m)?)?;
     m.add_function(wrap_pyfunction!(optimal_angle_set_py, m)?)?;
-    m.add_function(wrap_pyfunction!(cube_bcc_for_radius_py, m)?)?;
     m.add_function(wrap_pyfunction!(optimal_for_radius_py, m)?)?;
     Ok(())
 }
