@@ -22,7 +22,14 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 
 #[test]
 fn fold_equals_a_scalar_loop_with_row_padding_and_noise() {
-    let (rows, row_len, stride, b) = (37, 11, 12, 5);
+    // short rows (no whole 16-voxel group), and long rows over many rotations: groups
+    // with and without a new maximum, group remainders, settled and unsettled maxima
+    for (rows, row_len, stride, b) in [(37, 11, 12, 5), (13, 53, 54, 40), (6, 32, 34, 64)] {
+        fold_case(rows, row_len, stride, b);
+    }
+}
+
+fn fold_case(rows: usize, row_len: usize, stride: usize, b: usize) {
     let nvox = rows * row_len;
     let corr = values(b * rows * stride, 1);
     let noise = values(b * rows * stride, 2);
@@ -33,7 +40,7 @@ fn fold_equals_a_scalar_loop_with_row_padding_and_noise() {
     let mut s2 = vec![0f64; nvox];
     let mut nz = vec![f32::NEG_INFINITY; nvox];
     // two calls: batches continue the indices
-    for (start, end) in [(0, 2), (2, 5)] {
+    for (start, end) in [(0, 2), (2, b)] {
         let plane = rows * stride;
         fold_rotations(
             RunningMapsMut {
