@@ -4,12 +4,12 @@ Quick mode (default, ``--benchmark-disable``): a 48x48x40 tomogram, 12^3 templat
 6 rotations per variant, run as a plain test (results checked finite and equal
 between spherical and non-spherical masks for a spherical mask at quarter turns).
 
-Full mode (``--benchmark-enable``): the issue's case, a 256x256x128 tomogram and a
-48^3 template, spherical and non-spherical mask, with and without random-phase
-correction; ``TMFAST_ROTATIONS`` rotations each. Reported per variant: prepare time, ms per
-rotation (the loop only, over rotations ``WARM_ROTATIONS`` .. ``TMFAST_ROTATIONS``: the
-window pyTME's slope measures), peak traced memory (tracemalloc from
-before ``prepare`` to after ``finalize``: numpy buffers, not Rust scratch) as a
+Full mode (``--benchmark-enable``): the issue's case, a 256x256x128 tomogram and a 48^3
+template, spherical and non-spherical mask, with and without random-phase correction;
+``TMFAST_ROTATIONS`` rotations each. Reported per variant: prepare time, ms per rotation
+(the loop only, over rotations ``WARM_ROTATIONS`` .. ``TMFAST_ROTATIONS``: the window
+pyTME's slope measures), peak traced memory (tracemalloc from before ``prepare`` to
+after ``finalize``: numpy buffers, not Rust scratch) as a
 multiple of the tomogram's float32 size. The four variants run as the engine runs
 them (``CpuBackend()`` given the tile's region of interest, so the score sums are
 totalled over it rather than kept per voxel; FFTW when pyFFTW is installed); a fifth
@@ -32,9 +32,9 @@ non-spherical mask), each also with pyTME's ``background_correction="phase-scram
 (a second correlation per rotation with a phase-scrambled template, like tmfast's
 random-phase correction: two correlations per rotation in both). Each tmfast variant is
 compared with its like-for-like pyTME run (``PYTME_SCORE``). For each pyTME run its ms
-per rotation is the slope between an ``n_rot // 4`` (4) and a ``PYTME_LONG * n_rot`` (64)
-rotation run (setup cancels; a long baseline because the slope of two noisy totals is
-itself noisy), compared with the figures above on the same machine. Full mode runs
+per rotation is the slope between an ``n_rot // 4`` (4) and a ``PYTME_LONG * n_rot``
+(64) rotation run (setup cancels; a long baseline because the slope of two noisy totals
+is itself noisy), compared with the figures above on the same machine. Full mode runs
 ``REPEATS`` interleaved rounds of all variants and pyTME and reports the minimum of each
 (the VM is shared with other jobs; the minimum is the least disturbed run).
 """
@@ -66,12 +66,12 @@ REPEATS = 3
 #: at ~15 ms per rotation
 PYTME_LONG = 4
 
-#: tmfast's rotations in full mode; the first WARM_ROTATIONS are not timed, so the
-#: time per rotation is that of rotations 4 .. 64, the window pyTME's slope measures
-#: (its short run has n_rot // 4 = 4 rotations, its long run PYTME_LONG * n_rot = 64). In a real search the
-#: running maxima settle after the first rotations and the fold then rarely writes
-#: (a few per cent of voxels per rotation), which a window of the very first
-#: rotations would not show.
+#: tmfast's rotations in full mode; the first WARM_ROTATIONS are not timed, so the time
+#: per rotation is that of rotations 4 .. 64, the window pyTME's slope measures (its
+#: short run has n_rot // 4 = 4 rotations, its long run PYTME_LONG * n_rot = 64). In a
+#: real search the running maxima settle after the first rotations and the fold then
+#: rarely writes (a few per cent of voxels per rotation), which a window of the very
+#: first rotations would not show.
 TMFAST_ROTATIONS = 64
 WARM_ROTATIONS = 4
 
