@@ -633,22 +633,69 @@ pub fn rotate_bspline(
     matrix: &[[f64; 3]; 3],
     out: &mut [f32],
 ) -> Result<()> {
+    rotate_bspline_many(coeffs, shape_zyx, 1, matrix, out)
+}
+
+/// [`rotate_bspline`] of `count` (1 to [`MAX_ROTATE_MANY`]) volumes by one matrix at
+/// once, their coefficients and results interleaved (voxel-major: `count` values per
+/// voxel, as a `(nz, ny, nx, count)` C array). The sample positions and weights are
+/// computed once for all volumes and each tap reads their `count` coefficients from
+/// one place: rotating a template with its mask or its noise template costs little
+/// more than rotating the template alone. Each volume's result is exactly
+/// [`rotate_bspline`]'s.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `count` is out of range or `coeffs` or `out` do not
+/// hold `nz * ny * nx * count` values.
+pub fn rotate_bspline_many(
+    coeffs: &[f32],
+    shape_zyx: [usize; 3],
+    count: usize,
+    matrix: &[[f64; 3]; 3],
+    out: &mut [f32],
+) -> Result<()> {
     let [nz, ny, nx] = shape_zyx;
-    let nvox = nz * ny * nx;
-    if coeffs.len() != nvox || out.len() != nvox {
+    let n = nz * ny * nx * count;
+    if coeffs.len() != n || out.len() != n {
         return Err(Error::invalid(format!(
-            "coefficients ({}) and output ({}) must both hold {nz}x{ny}x{nx} values",
+            "coefficients ({}) and output ({}) must both hold {nz}x{ny}x{nx}x{count} values",
             coeffs.len(),
             out.len()
         )));
     }
-    if nvox == 0 {
-        return Ok(());
+    match count {
+        1 => rotate_interleaved::<1>(coeffs, shape_zyx, matrix, out),
+        2 => rotate_interleaved::<2>(coeffs, shape_zyx, matrix, out),
+        3 => rotate_interleaved::<3>(coeffs, shape_zyx, matrix, out),
+        4 => rotate_interleaved::<4>(coeffs, shape_zyx, matrix, out),
+        _ => {
+            return Err(Error::invalid(format!(
+                "rotate 1 to {MAX_ROTATE_MANY} volumes at once, not {count}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// The most volumes [`rotate_bspline_many`] rotates at once.
+pub const MAX_ROTATE_MANY: usize = 4;
+
+/// [`rotate_bspline_many`] for `K` volumes (sizes checked by the caller).
+#[allow(clippy::too_many_lines)]
+fn rotate_interleaved<const K: usize>(
+    coeffs: &[f32],
+    shape_zyx: [usize; 3],
+    matrix: &[[f64; 3]; 3],
+    out: &mut [f32],
+) {
+    let [nz, ny, nx] = shape_zyx;
+    if nz * ny * nx == 0 {
+        return;
     }
     let (cz, cy, cx) = ((nz / 2) as f64, (ny / 2) as f64, (nx / 2) as f64);
     let m = matrix;
     let (nzi, nyi, nxi) = (nz as i64, ny as i64, nx as i64);
-    out.par_chunks_mut(ny * nx)
+    out.par_chunks_mut(ny * nx * K)
         .enumerate()
         .for_each(|(z, plane)| {
             let dz = z as f64 - cz;
@@ -665,16 +712,15 @@ pub fn rotate_bspline(
                     let pz = m[0][2] * dx + bz;
                     let (fx, fy, fz) = (px.floor(), py.floor(), pz.floor());
                     let (ix, iy, iz) = (fx as i64 - 1, fy as i64 - 1, fz as i64 - 1);
-                    let value = if ix + 3 < 0
+                    let mut acc = [0.0f64; K];
+                    let outside = ix + 3 < 0
                         || iy + 3 < 0
                         || iz + 3 < 0
                         || ix >= nxi
                         || iy >= nyi
                         || iz >= nzi
-                        || !(px.is_finite() && py.is_finite() && pz.is_finite())
-                    {
-                        0.0
-                    } else {
+                        || !(px.is_finite() && py.is_finite() && pz.is_finite());
+                    if !outside {
                         let wx = bspline_weights(px - fx);
                         let wy = bspline_weights(py - fy);
                         let wz = bspline_weights(pz - fz);
@@ -684,44 +730,54 @@ pub fn rotate_bspline(
                             && ix + 3 < nxi
                             && iy + 3 < nyi
                             && iz + 3 < nzi;
-                        let mut acc = 0.0f64;
                         for (a, wza) in wz.iter().enumerate() {
                             let kz = iz + a as i64;
                             if !inside && (kz < 0 || kz >= nzi) {
                                 continue;
                             }
-                            let mut acc_y = 0.0f64;
+                            let mut acc_y = [0.0f64; K];
                             for (bb, wyb) in wy.iter().enumerate() {
                                 let ky = iy + bb as i64;
                                 if !inside && (ky < 0 || ky >= nyi) {
                                     continue;
                                 }
                                 let row = ((kz * nyi + ky) * nxi) as usize;
-                                let mut acc_x = 0.0f64;
+                                let mut acc_x = [0.0f64; K];
                                 if inside {
-                                    let r = &coeffs[row + ix as usize..row + ix as usize + 4];
-                                    for (w, c) in wx.iter().zip(r) {
-                                        acc_x += w * f64::from(*c);
+                                    let start = (row + ix as usize) * K;
+                                    let taps = &coeffs[start..start + 4 * K];
+                                    for (w, c) in wx.iter().zip(taps.chunks_exact(K)) {
+                                        for v in 0..K {
+                                            acc_x[v] += w * f64::from(c[v]);
+                                        }
                                     }
                                 } else {
                                     for (cc, w) in wx.iter().enumerate() {
                                         let kx = ix + cc as i64;
                                         if kx >= 0 && kx < nxi {
-                                            acc_x += w * f64::from(coeffs[row + kx as usize]);
+                                            let c = (row + kx as usize) * K;
+                                            for v in 0..K {
+                                                acc_x[v] += w * f64::from(coeffs[c + v]);
+                                            }
                                         }
                                     }
                                 }
-                                acc_y += wyb * acc_x;
+                                for v in 0..K {
+                                    acc_y[v] += wyb * acc_x[v];
+                                }
                             }
-                            acc += wza * acc_y;
+                            for v in 0..K {
+                                acc[v] += wza * acc_y[v];
+                            }
                         }
-                        acc
-                    };
-                    plane[y * nx + x] = value as f32;
+                    }
+                    let o = (y * nx + x) * K;
+                    for v in 0..K {
+                        plane[o + v] = acc[v] as f32;
+                    }
                 }
             }
         });
-    Ok(())
 }
 
 /// `a <- conj(a) * b` elementwise over interleaved complex values (`re, im` pairs of

@@ -24,17 +24,17 @@ rounding):
   absolute 1e-18, but below that relative floor ``E[V^2] - E[V]^2`` is FFT rounding
   noise, which gave |FLCF| up to 6 in flat, filtered regions (a region 100x flatter
   than the volume's average variance is treated as empty).
-- **Per rotation** (all buffers private to the backend, allocated in
-  :meth:`prepare`): the template is rotated by the Rust B-spline sampler
-  (:func:`tmfast.geometry.interpolation.rotate_bspline`, the maths of
-  ``rotate_volume``), weighted and normalised on the box, transformed by the pruned
-  forward FFT into a persistent complex work buffer, multiplied by ``F(V)`` in place
-  (``tmfast._rust.conj_multiply``), inverse transformed *in that buffer* and folded
-  into the running maps by one fused, multi-threaded Rust pass
+- **Per rotation** (all buffers private to the backend, allocated in :meth:`prepare`):
+  the template is rotated by the Rust B-spline sampler
+  (:func:`tmfast.geometry.interpolation.rotate_bspline_many`, the maths of
+  ``rotate_volume``; with its noise template and rotated mask in the same pass),
+  weighted and normalised on the box, transformed by the pruned forward FFT into a
+  persistent complex work buffer, multiplied by ``F(V)`` in place
+  (``tmfast._rust.conj_multiply``), inverse transformed *in that buffer* and folded into
+  the running maps by one fused, multi-threaded Rust pass
   (``tmfast._rust.fold_rotations``: normalisation, maximum and index, sums, noise
-  maximum). The GIL is released in the Rust kernels; they only
-  touch these private arrays. FFTs use ``workers = os.cpu_count()`` threads, the
-  Rust kernels rayon's pool.
+  maximum). The GIL is released in the Rust kernels; they only touch these private
+  arrays. FFTs use ``workers = os.cpu_count()`` threads, the Rust kernels rayon's pool.
 - **FFT engine** (:mod:`tmfast.backends._cpu_fft`): FFTW through pyFFTW when it is
   installed (``pip install 'tmfast[fftw]'``; planned once per buffer, in place, no
   allocation per rotation), else ``scipy.fft``; ``fft="scipy"`` forces the reference.
@@ -72,7 +72,7 @@ from tmfast import _rust
 from tmfast.backends._cpu_fft import ScipyVolumeFft, VolumeFft, make_volume_fft
 from tmfast.backends.base import CorrelationInputs, RunningMaps
 from tmfast.errors import ConfigError
-from tmfast.geometry.interpolation import bspline_coefficients, rotate_bspline
+from tmfast.geometry.interpolation import bspline_coefficients, rotate_bspline_many
 from tmfast.types import RotationMatrices
 
 __all__ = ["CpuBackend"]
@@ -240,14 +240,16 @@ class CpuBackend:
         self._c = n // 2
         self._weight = np.asarray(inputs.template_weight, dtype=np.float32)
         self._mask = mask
-        self._coeffs_t = bspline_coefficients(tmpl)
-        self._coeffs_noise = (
-            None
-            if inputs.noise_template is None
-            else bspline_coefficients(inputs.noise_template)
-        )
         self._spherical = bool(inputs.mask_is_spherical)
-        self._coeffs_m = None if self._spherical else bspline_coefficients(mask)
+        self._with_noise = inputs.noise_template is not None
+        # the spline coefficients of the boxes rotated together, interleaved
+        # (z, y, x, k): template, then the noise template, then the mask
+        boxes = [tmpl]
+        if inputs.noise_template is not None:
+            boxes.append(np.asarray(inputs.noise_template, dtype=np.float32))
+        if not self._spherical:
+            boxes.append(mask)
+        self._coeffs = np.stack([bspline_coefficients(v) for v in boxes], axis=-1)
         w = self.workers
         self._fft = make_volume_fft(
             self.fft,
@@ -308,7 +310,7 @@ class CpuBackend:
             self._fv *= scale
             if self._fv2 is not None:
                 self._fv2 *= scale
-        with_noise = self._coeffs_noise is not None
+        with_noise = self._with_noise
         # Given the statistics' region of interest, the sums are totalled over it
         # during the fold instead of kept per voxel (2x the tomogram less memory and
         # traffic), except sum_r s with a noise template: the corrected statistics
@@ -465,18 +467,22 @@ class CpuBackend:
         maps = self._maps
         assert maps is not None
         n, b = self._n, len(mats)
-        with_noise = self._coeffs_noise is not None
+        with_noise = self._with_noise
         rot = np.empty((b * (2 if with_noise else 1), n, n, n), dtype=np.float32)
-        jobs = [(self._coeffs_t, m, rot[i]) for i, m in enumerate(mats)]
-        if self._coeffs_noise is not None:
-            jobs += [(self._coeffs_noise, m, rot[b + i]) for i, m in enumerate(mats)]
-        if self._spherical:
-            masks: np.ndarray = self._mask
-        else:
-            assert self._coeffs_m is not None
-            masks = np.empty((b, n, n, n), dtype=np.float32)
-            jobs += [(self._coeffs_m, m, masks[i]) for i, m in enumerate(mats)]
-        self._rotate_all(jobs)
+        masks: np.ndarray = (
+            self._mask if self._spherical else np.empty((b, n, n, n), dtype=np.float32)
+        )
+        # template, noise template and mask rotated together (Rust, parallel over
+        # z-planes, GIL released; one set of spline weights for all)
+        rotated = np.empty(self._coeffs.shape, dtype=np.float32)
+        for i, m in enumerate(mats):
+            rotate_bspline_many(self._coeffs, m, out=rotated)
+            rot[i] = rotated[..., 0]
+            if with_noise:
+                rot[b + i] = rotated[..., 1]
+            if not self._spherical:
+                masks[i] = rotated[..., -1]
+        del rotated
         if not self._spherical:
             # A rotated mask must stay a weight in [0, 1]: the cubic B-spline
             # overshoots at a binary edge (-0.26 .. 1.22) and the FLCF then exceeds 1.
@@ -551,15 +557,6 @@ class CpuBackend:
             _rust.conj_multiply(one.view(np.float32), other)
         return fft.irfft_inplace(spec)
 
-    def _rotate_all(
-        self, jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-    ) -> None:
-        """Rotate boxes (Rust, :func:`tmfast.geometry.interpolation.rotate_bspline`,
-        parallel over z-planes; the GIL is released: coefficients and outputs are
-        this backend's own arrays)."""
-        for coeffs, m, out in jobs:
-            rotate_bspline(coeffs, m, out=out)
-
     # --------------------------------------------------------------- output
     def snapshot(self) -> RunningMaps:
         """Return a host copy of the running maps in output coordinates."""
@@ -621,9 +618,7 @@ class CpuBackend:
             "_fv",
             "_fv2",
             "_inv_norm",
-            "_coeffs_t",
-            "_coeffs_noise",
-            "_coeffs_m",
+            "_coeffs",
             "_roi",
             "_mask",
             "_weight",

@@ -266,6 +266,41 @@ fn rotate_bspline_py(
         )));
     }
     let shape_zyx = [shape[0], shape[1], shape[2]];
+    let mat = matrix_3x3(&matrix)?;
+    let c = contiguous_ro(coeffs.as_slice(), "coeffs")?;
+    let o = contiguous(out.as_slice_mut(), "out")?;
+    py.detach(|| kernels::rotate_bspline(c, shape_zyx, &mat, o))?;
+    Ok(())
+}
+
+/// Rotate `count` volumes' interleaved B-spline coefficients `(z, y, x, count)` by one
+/// matrix into `out` (same shape).
+#[pyfunction(name = "rotate_bspline_many")]
+fn rotate_bspline_many_py(
+    py: Python<'_>,
+    coeffs: PyReadonlyArrayDyn<'_, f32>,
+    matrix: PyReadonlyArray2<'_, f64>,
+    mut out: PyReadwriteArrayDyn<'_, f32>,
+) -> PyResult<()> {
+    let shape = coeffs.shape();
+    if shape.len() != 4 || out.shape() != shape {
+        return Err(PyValueError::new_err(format!(
+            "interleaved coefficients {:?} must be 4-D (z, y, x, count) and match out {:?}",
+            shape,
+            out.shape()
+        )));
+    }
+    let shape_zyx = [shape[0], shape[1], shape[2]];
+    let count = shape[3];
+    let mat = matrix_3x3(&matrix)?;
+    let c = contiguous_ro(coeffs.as_slice(), "coeffs")?;
+    let o = contiguous(out.as_slice_mut(), "out")?;
+    py.detach(|| kernels::rotate_bspline_many(c, shape_zyx, count, &mat, o))?;
+    Ok(())
+}
+
+/// A `(3, 3)` float64 array as a row-major matrix.
+fn matrix_3x3(matrix: &PyReadonlyArray2<'_, f64>) -> PyResult<[[f64; 3]; 3]> {
     let m = matrix.as_array();
     if m.shape() != [3, 3] {
         return Err(PyValueError::new_err(format!(
@@ -279,10 +314,7 @@ fn rotate_bspline_py(
             *v = m[[i, j]];
         }
     }
-    let c = contiguous_ro(coeffs.as_slice(), "coeffs")?;
-    let o = contiguous(out.as_slice_mut(), "out")?;
-    py.detach(|| kernels::rotate_bspline(c, shape_zyx, &mat, o))?;
-    Ok(())
+    Ok(mat)
 }
 
 /// `a <- conj(a) * b` over complex64 arrays passed as their float32 views
@@ -394,6 +426,7 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fold_rotations_py, m)?)?;
     m.add_function(wrap_pyfunction!(fold_rotations_f32_py, m)?)?;
     m.add_function(wrap_pyfunction!(rotate_bspline_py, m)?)?;
+    m.add_function(wrap_pyfunction!(rotate_bspline_many_py, m)?)?;
     m.add_function(wrap_pyfunction!(conj_multiply_py, m)?)?;
     m.add_function(wrap_pyfunction!(conj_multiply_pair_py, m)?)?;
     m.add_function(wrap_pyfunction!(zero_outside_corner_py, m)?)?;
