@@ -120,7 +120,7 @@ def _case(
     return cut_tile(tomo, tile), demo_template(box), demo_mask(box), weight, roi
 
 
-def _run(vol, tmpl, mask, weight, roi, spherical, noise, per_voxel, mats):  # type: ignore[no-untyped-def]
+def _run(vol, tmpl, mask, weight, roi, spherical, noise, per_voxel, mats, n_search):  # type: ignore[no-untyped-def]
     be = CpuBackend()
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -135,6 +135,9 @@ def _run(vol, tmpl, mask, weight, roi, spherical, noise, per_voxel, mats):  # ty
             if noise
             else None,
             stats_roi=None if per_voxel else roi,
+            # the search the rotations stand for (its size sets the angle map's
+            # integer width: 16 bits up to 65,535 rotations)
+            n_rotations=n_search,
         )
     )
     t1 = time.perf_counter()
@@ -181,10 +184,14 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> No
     vol, tmpl, mask, weight, roi = _case(shape, box)
     tomo_bytes = 4 * int(np.prod(shape))
     if full:
-        step = 50544 // TMFAST_ROTATIONS
-        mats = zxz_to_matrices(angle_set(7.0)[::step][:TMFAST_ROTATIONS])
+        # rotations spread over the 7-degree search (50,544 rotations)
+        search = angle_set(7.0)
+        n_search = len(search)
+        step = n_search // TMFAST_ROTATIONS
+        mats = zxz_to_matrices(search[::step][:TMFAST_ROTATIONS])
     else:
         q = np.pi / 2
+        n_search = 6
         mats = zxz_to_matrices(
             np.array(
                 [[0, 0, 0], [q, 0, 0], [0, q, 0], [q, q, 0], [0, 2 * q, q], [q, q, q]]
@@ -219,13 +226,23 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> No
                         noise,
                         per_voxel,
                         mats,
+                        n_search,
                     ),
                     rounds=1,
                     iterations=1,
                 )
             else:
                 maps, prep, per, peak = _run(
-                    vol, tmpl, mask, weight, roi, spherical, noise, per_voxel, mats
+                    vol,
+                    tmpl,
+                    mask,
+                    weight,
+                    roi,
+                    spherical,
+                    noise,
+                    per_voxel,
+                    mats,
+                    n_search,
                 )
             assert np.isfinite(maps.scores).all()
             results[name] = maps

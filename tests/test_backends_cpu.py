@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from tmfast.backends.base import CorrelationInputs, RunningMaps
 from tmfast.backends.cpu import CpuBackend
+from tmfast.errors import ConfigError
 from tmfast.geometry.interpolation import bspline_coefficients, rotate_volume
 from tmfast.geometry.rotations import zxz_to_matrices
 
@@ -337,3 +338,55 @@ def test_stats_roi_totals_equal_the_reduced_per_voxel_sums(
         resumed = be2.finalize()
         np.testing.assert_array_equal(resumed.scores, full.scores)
         assert resumed.roi_score_sq_sum == pytest.approx(want2, rel=1e-6)
+
+
+@pytest.mark.parametrize("spherical", [True, False])
+def test_16_bit_angle_map_gives_the_32_bit_results_and_resumes(
+    spherical: bool,
+) -> None:
+    """``n_rotations`` <= 65,535 keeps the angle map in uint16 while searching: the
+    maps handed out (int32, -1 for "none yet") equal those of the int32 map, and a
+    search resumes from int32 maps across the two widths."""
+    n = 6
+    vol, tmpl, weight = _case(n, seed=11)
+    mats = zxz_to_matrices(np.random.default_rng(3).uniform(0, 3, size=(7, 3)))
+    base = {
+        "tomogram": vol,
+        "template": tmpl,
+        "mask": _sphere(n, 2.6),
+        "template_weight": weight,
+        "mask_is_spherical": spherical,
+    }
+    wide = _run(CorrelationInputs(**base), mats)  # type: ignore[arg-type]
+    narrow_inputs = CorrelationInputs(**base, n_rotations=len(mats))  # type: ignore[arg-type]
+    narrow = _run(narrow_inputs, mats)
+    assert narrow.angles.dtype == np.int32
+    np.testing.assert_array_equal(narrow.angles, wide.angles)
+    np.testing.assert_array_equal(narrow.scores, wide.scores)
+    be = CpuBackend(workers=1)
+    be.prepare(narrow_inputs)
+    assert be._maps is not None and be._maps.angles.dtype == np.uint16
+    before = be.snapshot()
+    assert before.angles.dtype == np.int32 and (before.angles == -1).all()
+    be.score_rotations(0, mats[:3])
+    snap = be.snapshot()
+    be.close()
+    # resume the 16-bit snapshot in a 32-bit search, and a 32-bit one in a 16-bit one
+    for inputs, resume in ((CorrelationInputs(**base), snap), (narrow_inputs, snap)):  # type: ignore[arg-type]
+        be2 = CpuBackend(workers=1)
+        be2.prepare(inputs, resume_from=resume)
+        be2.score_rotations(3, mats[3:])
+        out = be2.finalize()
+        np.testing.assert_array_equal(out.angles, wide.angles)
+        np.testing.assert_array_equal(out.scores, wide.scores)
+    # a resume holding an index the 16-bit map cannot hold is refused
+    bad = RunningMaps(
+        scores=snap.scores,
+        angles=np.full(snap.angles.shape, 70000, np.int32),
+        score_sum=snap.score_sum,
+        score_sq_sum=snap.score_sq_sum,
+        noise_scores=None,
+        n_rotations_done=3,
+    )
+    with pytest.raises(ConfigError, match="rotation index 70000"):
+        CpuBackend(workers=1).prepare(narrow_inputs, resume_from=bad)

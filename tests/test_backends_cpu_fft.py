@@ -205,3 +205,29 @@ def test_engine_choice_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         make_volume_fft("fftw", (8, 8, 8), 4, 1)
     assert make_volume_fft("auto", (8, 8, 8), 4, 1).name == "scipy"
     assert make_volume_fft("scipy", (8, 8, 8), 4, 1).name == "scipy"
+
+
+@needs_fftw
+def test_fftw_results_do_not_depend_on_the_batch() -> None:
+    """Each spectrum goes through the same one-spectrum plans, whichever slot of a
+    buffer of any size it is in: bit-identical transforms (a resumed search with
+    other batch sizes reproduces the maps); shapes whose slots would not share the
+    first one's SIMD alignment get one-spectrum buffers."""
+    shape, box = (24, 20, 28), 9
+    rng = np.random.default_rng(5)
+    boxes = rng.standard_normal((3, box, box, box)).astype(np.float32)
+    eng = FftwVolumeFft(shape, box, 2, "measure")
+    assert eng.max_batch > 1
+    three = eng.spectrum_buffer(3)
+    eng.padded_rfft(boxes, three)
+    forward = three.copy()
+    inverse = eng.irfft_inplace(three).copy()
+    one = eng.spectrum_buffer(1)
+    for i in range(3):
+        eng.padded_rfft(boxes[i : i + 1], one)
+        np.testing.assert_array_equal(one[0], forward[i])
+        np.testing.assert_array_equal(eng.irfft_inplace(one)[0], inverse[i])
+    odd = FftwVolumeFft((13, 13, 13), 5, 2, "estimate")  # 9464-byte slots
+    assert odd.max_batch == 1
+    with pytest.raises(ValueError, match="at most 1"):
+        odd.spectrum_buffer(2)

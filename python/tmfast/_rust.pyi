@@ -127,7 +127,7 @@ def write_imod(
 # --- kernels of the CPU matching backend (rust/src/py/kernels.rs) ----------------------
 def fold_rotations(
     scores: npt.NDArray[np.float32],
-    angles: npt.NDArray[np.int32],
+    angles: npt.NDArray[np.int32] | npt.NDArray[np.uint16],
     score_sum: npt.NDArray[np.float64] | None,
     score_sq_sum: npt.NDArray[np.float64] | None,
     corr: npt.NDArray[np.float32],
@@ -147,7 +147,7 @@ def fold_rotations(
 ) -> list[tuple[float, float]]: ...
 def fold_rotations_f32(
     scores: npt.NDArray[np.float32],
-    angles: npt.NDArray[np.int32],
+    angles: npt.NDArray[np.int32] | npt.NDArray[np.uint16],
     score_sum: npt.NDArray[np.float32] | None,
     score_sq_sum: npt.NDArray[np.float32] | None,
     corr: npt.NDArray[np.float32],

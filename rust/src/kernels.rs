@@ -51,12 +51,54 @@ impl SumElement for f64 {
     }
 }
 
+/// The element type of the angle map: `i32` (any rotation count; -1 before the first
+/// rotation) or `u16` (searches of at most [`U16_ANGLE_LIMIT`] rotations, half the
+/// memory and traffic; `u16::MAX` before the first rotation).
+pub trait AngleIndex: Copy + Send + Sync {
+    /// The largest rotation index this type holds.
+    const MAX_INDEX: i64;
+    /// `index` in this type (checked against [`AngleIndex::MAX_INDEX`] by the caller).
+    fn from_index(index: i32) -> Self;
+    /// `new` where `take`, else `self`, without a branch.
+    fn select(self, new: Self, take: bool) -> Self;
+}
+
+/// The most rotations a `u16` angle map indexes (`u16::MAX` marks "none yet").
+pub const U16_ANGLE_LIMIT: i64 = u16::MAX as i64;
+
+impl AngleIndex for i32 {
+    const MAX_INDEX: i64 = i32::MAX as i64;
+    #[inline(always)]
+    fn from_index(index: i32) -> Self {
+        index
+    }
+    #[inline(always)]
+    fn select(self, new: Self, take: bool) -> Self {
+        let m = i32::from(take).wrapping_neg(); // 0 or -1
+        (self & !m) | (new & m)
+    }
+}
+
+impl AngleIndex for u16 {
+    const MAX_INDEX: i64 = U16_ANGLE_LIMIT - 1;
+    #[inline(always)]
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    fn from_index(index: i32) -> Self {
+        index as u16
+    }
+    #[inline(always)]
+    fn select(self, new: Self, take: bool) -> Self {
+        let m = u16::from(take).wrapping_neg();
+        (self & !m) | (new & m)
+    }
+}
+
 /// The running maps of one search, flattened to `nvox` voxels each.
-pub struct RunningMapsMut<'a, S: SumElement> {
+pub struct RunningMapsMut<'a, S: SumElement, A: AngleIndex = i32> {
     /// Best normalised score so far.
     pub scores: &'a mut [f32],
     /// Rotation index of the best score.
-    pub angles: &'a mut [i32],
+    pub angles: &'a mut [A],
     /// Sum of the normalised scores over the rotations done, per voxel; `None`: only
     /// its total over `roi` is returned ([`RoiTotals::score_sum`]).
     pub score_sum: Option<&'a mut [S]>,
@@ -65,8 +107,9 @@ pub struct RunningMapsMut<'a, S: SumElement> {
     pub score_sq_sum: Option<&'a mut [S]>,
     /// Best normalised score of the random-phase template, when searched.
     pub noise_scores: Option<&'a mut [f32]>,
-    /// The voxels (non-zero) whose scores enter the returned totals; required when a
-    /// per-voxel sum is `None`.
+    /// The voxels whose scores enter the returned totals, one bit each: voxel `v` is
+    /// bit `v % 8` of byte `v / 8` (`numpy.packbits(roi, bitorder="little")`),
+    /// `nvox.div_ceil(8)` bytes; required when a per-voxel sum is `None`.
     pub roi: Option<&'a [u8]>,
 }
 
@@ -292,26 +335,41 @@ fn check_norm(norm: &Normalisation<'_>, nvox: usize, corr_len: usize, b: usize) 
     }
 }
 
-/// `sum s` and `sum s^2` in `f64` over the voxels of a row whose `roi` is non-zero.
-/// Eight independent accumulators (a voxel's lane is its position mod 8, so the
-/// result is deterministic): one chain of dependent additions was the slowest part
-/// of the fold.
+/// `sum s` and `sum s^2` in `f64` over the voxels of a row that are in the region of
+/// interest: `roi` holds its bits (see [`RunningMapsMut::roi`]), `start` is the row's
+/// first voxel. Eight independent accumulators (a voxel's lane is its position in
+/// the row mod 8, so the result is deterministic): one chain of dependent additions
+/// was the slowest part of the fold.
 #[inline(always)]
-fn roi_row_sums(scores: &[f32], roi: &[u8]) -> (f64, f64) {
+fn roi_row_sums(scores: &[f32], roi: &[u8], start: usize) -> (f64, f64) {
     const LANES: usize = 8;
     let mut a = [0f64; LANES];
     let mut b = [0f64; LANES];
-    let (sc, rc) = (scores.chunks_exact(LANES), roi.chunks_exact(LANES));
-    let (s_rest, r_rest) = (sc.remainder(), rc.remainder());
-    for (s, r) in sc.zip(rc) {
-        for k in 0..LANES {
-            let d = f64::from(s[k]) * f64::from(u8::from(r[k] != 0));
-            a[k] += d;
-            b[k] += d * d;
+    let bit = |v: usize| f64::from((roi[v >> 3] >> (v & 7)) & 1);
+    let sc = scores.chunks_exact(LANES);
+    let rest = sc.remainder();
+    if start % 8 == 0 {
+        // rows that start on a byte: one byte per 8 voxels
+        let bytes = &roi[start >> 3..];
+        for (s, byte) in sc.zip(bytes) {
+            for k in 0..LANES {
+                let d = f64::from(s[k]) * f64::from((byte >> k) & 1);
+                a[k] += d;
+                b[k] += d * d;
+            }
+        }
+    } else {
+        for (j, s) in sc.enumerate() {
+            for k in 0..LANES {
+                let d = f64::from(s[k]) * bit(start + j * LANES + k);
+                a[k] += d;
+                b[k] += d * d;
+            }
         }
     }
-    for (k, (s, r)) in s_rest.iter().zip(r_rest).enumerate() {
-        let d = f64::from(*s) * f64::from(u8::from(*r != 0));
+    let base = start + scores.len() - rest.len();
+    for (k, s) in rest.iter().enumerate() {
+        let d = f64::from(*s) * bit(base + k);
         a[k] += d;
         b[k] += d * d;
     }
@@ -319,12 +377,13 @@ fn roi_row_sums(scores: &[f32], roi: &[u8]) -> (f64, f64) {
 }
 
 /// One row of the running maps, as [`fold_row`] updates it.
-struct RowMaps<'r, S> {
+struct RowMaps<'r, S, A> {
     best: &'r mut [f32],
-    ang: &'r mut [i32],
+    ang: &'r mut [A],
     s1: Option<&'r mut [S]>,
     s2: Option<&'r mut [S]>,
-    roi: Option<&'r [u8]>,
+    /// the region of interest's bits and the row's first voxel
+    roi: Option<(&'r [u8], usize)>,
 }
 
 /// Fold one rotation into one row of the maps: `s = op(cr, f)`. Simple streaming
@@ -332,9 +391,9 @@ struct RowMaps<'r, S> {
 /// region-of-interest totals of the sums not kept per voxel (returned), and a
 /// branch-free select of the maximum and its index.
 #[inline(always)]
-fn fold_row<S: SumElement>(
-    row: RowMaps<'_, S>,
-    idx: i32,
+fn fold_row<S: SumElement, A: AngleIndex>(
+    row: RowMaps<'_, S, A>,
+    idx: A,
     cr: &[f32],
     f: &[f32],
     tmp: &mut [f32],
@@ -372,8 +431,8 @@ fn fold_row<S: SumElement>(
                     *q = q.add_square(*t);
                 }
             }
-            if let Some(roi) = roi {
-                let (a, b) = roi_row_sums(tmp, &roi[..n]);
+            if let Some((roi, start)) = roi {
+                let (a, b) = roi_row_sums(tmp, roi, start);
                 if !keep1 {
                     totals.score_sum = a;
                 }
@@ -396,15 +455,13 @@ const MAX_GROUP: usize = 16;
 /// through `best` only (measured 2x less memory traffic). Within a group that has
 /// one, bit masks, not `if`, select per voxel.
 #[inline(always)]
-fn max_row(best: &mut [f32], ang: &mut [i32], t: &[f32], idx: i32) {
+fn max_row<A: AngleIndex>(best: &mut [f32], ang: &mut [A], t: &[f32], idx: A) {
     #[inline(always)]
-    fn select(b: &mut [f32], a: &mut [i32], t: &[f32], idx: i32) {
-        for ((b, a), t) in b.iter_mut().zip(a.iter_mut()).zip(t) {
-            let m = i32::from(*t > *b).wrapping_neg(); // 0 or -1
-            *a = (*a & !m) | (idx & m);
-            let bits = (b.to_bits() as i32 & !m) | (t.to_bits() as i32 & m);
-            *b = f32::from_bits(bits as u32);
-        }
+    fn take<A: AngleIndex>(b: &mut f32, a: &mut A, t: f32, idx: A) {
+        let new = t > *b;
+        *a = a.select(idx, new);
+        let m = u32::from(new).wrapping_neg(); // 0 or all ones
+        *b = f32::from_bits((b.to_bits() & !m) | (t.to_bits() & m));
     }
     let mut bg = best.chunks_exact_mut(MAX_GROUP);
     let mut ag = ang.chunks_exact_mut(MAX_GROUP);
@@ -412,7 +469,7 @@ fn max_row(best: &mut [f32], ang: &mut [i32], t: &[f32], idx: i32) {
     for ((b, a), t) in (&mut bg).zip(&mut ag).zip(&mut tg) {
         // fixed-size groups: the test and the select unroll into vector code
         let b: &mut [f32; MAX_GROUP] = b.try_into().expect("exact chunk");
-        let a: &mut [i32; MAX_GROUP] = a.try_into().expect("exact chunk");
+        let a: &mut [A; MAX_GROUP] = a.try_into().expect("exact chunk");
         let t: &[f32; MAX_GROUP] = t.try_into().expect("exact chunk");
         let mut any = false;
         for k in 0..MAX_GROUP {
@@ -420,19 +477,14 @@ fn max_row(best: &mut [f32], ang: &mut [i32], t: &[f32], idx: i32) {
         }
         if any {
             for k in 0..MAX_GROUP {
-                let m = i32::from(t[k] > b[k]).wrapping_neg(); // 0 or -1
-                a[k] = (a[k] & !m) | (idx & m);
-                let bits = (b[k].to_bits() as i32 & !m) | (t[k].to_bits() as i32 & m);
-                b[k] = f32::from_bits(bits as u32);
+                take(&mut b[k], &mut a[k], t[k], idx);
             }
         }
     }
-    select(
-        bg.into_remainder(),
-        ag.into_remainder(),
-        tg.remainder(),
-        idx,
-    );
+    let (b, a) = (bg.into_remainder(), ag.into_remainder());
+    for ((b, a), t) in b.iter_mut().zip(a.iter_mut()).zip(tg.remainder()) {
+        take(b, a, *t, idx);
+    }
 }
 
 /// Fold a batch of `b` rotations, indices `first_index ..`, into `maps`.
@@ -452,8 +504,8 @@ fn max_row(best: &mut [f32], ang: &mut [i32], t: &[f32], idx: i32) {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when the lengths disagree.
-pub fn fold_rotations<S: SumElement>(
-    maps: RunningMapsMut<'_, S>,
+pub fn fold_rotations<S: SumElement, A: AngleIndex>(
+    maps: RunningMapsMut<'_, S, A>,
     corr: &[f32],
     noise_corr: Option<&[f32]>,
     norm: &Normalisation<'_>,
@@ -469,7 +521,7 @@ pub fn fold_rotations<S: SumElement>(
     if maps.angles.len() != nvox
         || !sized(maps.score_sum.as_deref().map(<[S]>::len))
         || !sized(maps.score_sq_sum.as_deref().map(<[S]>::len))
-        || !sized(maps.roi.map(<[u8]>::len))
+        || maps.roi.is_some_and(|r| r.len() != nvox.div_ceil(8))
     {
         return Err(Error::invalid("running maps differ in size"));
     }
@@ -492,6 +544,13 @@ pub fn fold_rotations<S: SumElement>(
         )));
     }
     let b = corr.len() / plane;
+    let last = i64::from(first_index) + b as i64 - 1;
+    if first_index < 0 || last > A::MAX_INDEX {
+        return Err(Error::invalid(format!(
+            "rotation indices {first_index}..={last} do not fit the angle map (at most {})",
+            A::MAX_INDEX
+        )));
+    }
     match (&maps.noise_scores, noise_corr) {
         (Some(n), Some(c)) if n.len() == nvox && c.len() == corr.len() => {}
         (None, None) => {}
@@ -524,7 +583,7 @@ pub fn fold_rotations<S: SumElement>(
             let mut tmp = vec![0f32; row_len];
             let mut totals = vec![RoiTotals::default(); b];
             for i in 0..b {
-                let idx = first_index + i as i32;
+                let idx = A::from_index(first_index + i as i32);
                 for (r, (best, ang)) in best
                     .chunks_mut(row_len)
                     .zip(ang.chunks_mut(row_len))
@@ -541,7 +600,7 @@ pub fn fold_rotations<S: SumElement>(
                         ang,
                         s1: s1.as_deref_mut().map(|a| &mut a[within.clone()]),
                         s2: s2.as_deref_mut().map(|a| &mut a[within.clone()]),
-                        roi: roi.map(|a| &a[voxel..voxel + row_len]),
+                        roi: roi.map(|a| (a, voxel)),
                     };
                     let t = match norm {
                         Normalisation::Inverse(inv) => {

@@ -239,9 +239,25 @@ fn denominators_and_noise_fold_match_the_combined_fold() {
 
 /// Sums not kept per voxel come back as totals over the region of interest that
 /// equal the per-voxel sums reduced over it (f64 oracle), with identical maxima.
+/// A per-voxel region of interest packed as the fold takes it (LSB first).
+fn pack_bits(roi: &[u8]) -> Vec<u8> {
+    let mut bits = vec![0u8; roi.len().div_ceil(8)];
+    for (v, r) in roi.iter().enumerate() {
+        bits[v / 8] |= u8::from(*r != 0) << (v % 8);
+    }
+    bits
+}
+
 #[test]
 fn roi_totals_equal_the_reduced_per_voxel_sums() {
-    let (rows, row_len, stride, b) = (41, 9, 10, 4);
+    // rows that do not start on a byte of the bit map, and rows that do
+    for (rows, row_len, stride) in [(41, 9, 10), (12, 24, 26)] {
+        roi_case(rows, row_len, stride);
+    }
+}
+
+fn roi_case(rows: usize, row_len: usize, stride: usize) {
+    let b = 4;
     let nvox = rows * row_len;
     let corr = values(b * rows * stride, 31);
     let inv: Vec<f32> = values(nvox, 32).iter().map(|v| 1.5 + v).collect();
@@ -249,6 +265,7 @@ fn roi_totals_equal_the_reduced_per_voxel_sums() {
         .iter()
         .map(|v| u8::from(*v > -0.3))
         .collect();
+    let bits = pack_bits(&roi);
     let run = |keep1: bool, keep2: bool| {
         let mut best = vec![f32::NEG_INFINITY; nvox];
         let mut ang = vec![-1i32; nvox];
@@ -264,7 +281,7 @@ fn roi_totals_equal_the_reduced_per_voxel_sums() {
                     score_sum: if keep1 { Some(&mut s1) } else { None },
                     score_sq_sum: if keep2 { Some(&mut s2) } else { None },
                     noise_scores: None,
-                    roi: Some(&roi),
+                    roi: Some(&bits),
                 },
                 &corr[start * plane..end * plane],
                 None,
@@ -311,7 +328,7 @@ fn roi_totals_equal_the_reduced_per_voxel_sums() {
     // a sum not kept per voxel needs the region of interest
     let mut best = vec![0f32; nvox];
     let mut ang = vec![0i32; nvox];
-    let r = fold_rotations::<f64>(
+    let r = fold_rotations::<f64, i32>(
         RunningMapsMut {
             scores: &mut best,
             angles: &mut ang,
@@ -467,4 +484,75 @@ fn zero_outside_corner_keeps_only_the_corner_rows() {
         assert_eq!(*v, if z < n && y < n { 1.0 } else { 0.0 }, "value {i}");
     }
     assert!(zero_outside_corner(&mut buf[1..], planes, rows, row_len, n).is_err());
+}
+
+#[test]
+fn u16_angle_map_folds_like_i32_and_refuses_indices_it_cannot_hold() {
+    let (rows, row_len, b) = (9, 40, 30);
+    let nvox = rows * row_len;
+    let corr = values(b * nvox, 7);
+    let inv: Vec<f32> = values(nvox, 8).iter().map(|v| 1.5 + v).collect();
+    let first = 65_000; // near the top of the u16 range
+    let mut best32 = vec![f32::NEG_INFINITY; nvox];
+    let mut ang32 = vec![-1i32; nvox];
+    let mut best16 = vec![f32::NEG_INFINITY; nvox];
+    let mut ang16 = vec![u16::MAX; nvox];
+    let roi = vec![0xffu8; nvox.div_ceil(8)];
+    let t32 = fold_rotations::<f32, i32>(
+        RunningMapsMut {
+            scores: &mut best32,
+            angles: &mut ang32,
+            score_sum: None,
+            score_sq_sum: None,
+            noise_scores: None,
+            roi: Some(&roi),
+        },
+        &corr,
+        None,
+        &Normalisation::Inverse(&inv),
+        first,
+        row_len,
+        row_len,
+    )
+    .unwrap();
+    let t16 = fold_rotations::<f32, u16>(
+        RunningMapsMut {
+            scores: &mut best16,
+            angles: &mut ang16,
+            score_sum: None,
+            score_sq_sum: None,
+            noise_scores: None,
+            roi: Some(&roi),
+        },
+        &corr,
+        None,
+        &Normalisation::Inverse(&inv),
+        first,
+        row_len,
+        row_len,
+    )
+    .unwrap();
+    assert_eq!(t32, t16);
+    assert_eq!(best32, best16);
+    let widened: Vec<i32> = ang16.iter().map(|&a| i32::from(a)).collect();
+    assert_eq!(ang32, widened);
+    assert!(ang32.iter().all(|&a| a >= first));
+    // 65535 is the "none yet" mark: the last index a u16 map takes is 65534
+    let err = fold_rotations::<f32, u16>(
+        RunningMapsMut {
+            scores: &mut best16,
+            angles: &mut ang16,
+            score_sum: None,
+            score_sq_sum: None,
+            noise_scores: None,
+            roi: Some(&roi),
+        },
+        &corr[..2 * nvox],
+        None,
+        &Normalisation::Inverse(&inv),
+        65_534,
+        row_len,
+        row_len,
+    );
+    assert!(err.is_err());
 }

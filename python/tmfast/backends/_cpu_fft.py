@@ -171,6 +171,11 @@ class VolumeFft(Protocol):
     #: ``irfft_inplace`` returns ``inverse_scale * scipy.fft.irfftn(spec)``.
     inverse_scale: float
 
+    @property
+    def max_batch(self) -> int:
+        """The most spectra :meth:`spectrum_buffer` may hold."""
+        ...
+
     def spectrum_buffer(self, count: int) -> np.ndarray: ...
 
     def padded_rfft(self, boxes: np.ndarray, out: np.ndarray) -> np.ndarray: ...
@@ -183,6 +188,7 @@ class ScipyVolumeFft:
 
     name = "scipy"
     inverse_scale = 1.0
+    max_batch = 32
 
     def __init__(self, shape_zyx: tuple[int, int, int], box: int, workers: int):
         self.shape_zyx = tuple(int(s) for s in shape_zyx)
@@ -289,16 +295,29 @@ class FftwVolumeFft:
             _save_wisdom(self._wisdom)
         return plan
 
+    @property
+    def max_batch(self) -> int:
+        """The most spectra one buffer may hold. Every spectrum is transformed on its
+        own by the same one-spectrum plans (a plan over a batch may pick other
+        algorithms, whose rounding would make results depend on the batching); that
+        holds only while every slot has the first one's SIMD alignment."""
+        sz, sy, sx = self.shape_zyx
+        slot_bytes = sz * sy * (sx // 2 + 1) * np.dtype(np.complex64).itemsize
+        return 32 if slot_bytes % 64 == 0 else 1
+
     def spectrum_buffer(self, count: int) -> np.ndarray:
         """A zeroed, SIMD-aligned ``(count, Z, Y, X//2+1)`` complex64 buffer, with
         its plans made now (while its contents do not matter)."""
+        if count > self.max_batch:
+            raise ValueError(f"FFTW buffers hold at most {self.max_batch} spectra")
         sz, sy, sx = self.shape_zyx
         buf: np.ndarray = self._pyfftw.empty_aligned(
             (count, sz, sy, sx // 2 + 1), dtype=np.complex64
         )
         buf.fill(0)
-        self._forward_plans(buf, preserve=False)
-        self._inverse_plans(buf, preserve=False)
+        for i in range(count):
+            self._forward_plans(buf[i : i + 1], preserve=False)
+            self._inverse_plans(buf[i : i + 1], preserve=False)
         buf.fill(0)  # planning may have written to it
         return buf
 
@@ -346,20 +365,23 @@ class FftwVolumeFft:
         """Pruned ``rfftn`` of ``boxes`` ``(B, n, n, n)`` zero-padded to the volume,
         into ``out`` (best a buffer from :meth:`spectrum_buffer`: planned already)."""
         n = self.box
-        rows, p_x, p_y, p_z = self._forward_plans(out)
-        rows[..., :n] = boxes
-        # the padding: all but the block p_x writes (Rust, all threads)
-        _rust.zero_outside_corner(out.view(np.float32), n)
-        p_x()
-        p_y()
-        p_z()
+        for i in range(out.shape[0]):  # one spectrum at a time (see max_batch)
+            one = out[i : i + 1]
+            rows, p_x, p_y, p_z = self._forward_plans(one)
+            rows[..., :n] = boxes[i]
+            # the padding: all but the block p_x writes (Rust, all threads)
+            _rust.zero_outside_corner(one.view(np.float32), n)
+            p_x()
+            p_y()
+            p_z()
         return out
 
     def irfft_inplace(self, spec: np.ndarray) -> np.ndarray:
         """Unnormalised inverse (``inverse_scale`` times ``irfftn``) over ``spec``'s
         own bytes; returns the padded real view."""
-        for plan in self._inverse_plans(spec):
-            plan(normalise_idft=False)
+        for i in range(spec.shape[0]):  # one spectrum at a time (see max_batch)
+            for plan in self._inverse_plans(spec[i : i + 1]):
+                plan(normalise_idft=False)
         return spec.view(np.float32)
 
 

@@ -67,6 +67,11 @@ class CorrelationInputs:
         the search statistics (the tile's own voxels inside the tomogram mask). Given
         it, a backend may return totals over it instead of per-voxel sums
         (:class:`RunningMaps`); None: per-voxel sums are required.
+    n_rotations
+        Optional number of rotations the whole search scores (indices
+        ``0 .. n_rotations - 1``). Given it, a backend may keep the angle map in
+        fewer bits while searching (the CPU backend: 16 for at most 65,535 rotations);
+        :class:`RunningMaps` always carries int32.
     """
 
     tomogram: Volume
@@ -76,6 +81,7 @@ class CorrelationInputs:
     mask_is_spherical: bool = True
     noise_template: Volume | None = None
     stats_roi: npt.NDArray[np.bool_] | None = None
+    n_rotations: int | None = None
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -105,7 +105,8 @@ class _Maps:
     or float64 here (always float64 in the :class:`RunningMaps` handed out)."""
 
     scores: npt.NDArray[np.float32]
-    angles: npt.NDArray[np.int32]
+    #: int32, or uint16 (65535: none yet) for searches of at most 65,535 rotations
+    angles: npt.NDArray[np.int32] | npt.NDArray[np.uint16]
     score_sum: npt.NDArray[np.floating] | None
     score_sq_sum: npt.NDArray[np.floating] | None
     noise_scores: npt.NDArray[np.float32] | None
@@ -115,9 +116,24 @@ class _Maps:
     roi_score_sq_sum: float = 0.0
 
 
+#: Searches of at most this many rotations keep the angle map in uint16 (the Rust
+#: folds' limit: index 65535 marks "no rotation yet").
+_U16_ROTATIONS = 65535
+_U16_NONE = np.uint16(65535)
+
+
+def _angles_out(a: np.ndarray, shift: int) -> npt.NDArray[np.int32]:
+    """The private angle map rolled by ``shift`` as int32, "none yet" as -1."""
+    out = _roll3(a, shift, np.int32)
+    if a.dtype == np.uint16:
+        out[out == int(_U16_NONE)] = -1
+    return out
+
+
 def _empty_maps(
     shape_zyx: tuple[int, ...],
     *,
+    angle_dtype: npt.DTypeLike,
     with_noise: bool,
     sum_dtype: npt.DTypeLike,
     keep_sum: bool,
@@ -129,7 +145,11 @@ def _empty_maps(
 
     return _Maps(
         scores=np.full(shape_zyx, -np.inf, dtype=np.float32),
-        angles=np.full(shape_zyx, -1, dtype=np.int32),
+        angles=(
+            np.full(shape_zyx, _U16_NONE, dtype=np.uint16)
+            if np.dtype(angle_dtype) == np.uint16
+            else np.full(shape_zyx, -1, dtype=np.int32)
+        ),
         score_sum=zeros(keep_sum),
         score_sq_sum=zeros(keep_sq_sum),
         noise_scores=(
@@ -323,12 +343,22 @@ class CpuBackend:
                     f"backend inputs: stats_roi {inputs.stats_roi.shape} differs from "
                     f"the volume {self._shape}"
                 )
-            self._roi = _roll3(np.asarray(inputs.stats_roi), -self._c, np.uint8)
+            # one bit per voxel (the Rust fold's layout): 1/32 of the volume's size
+            self._roi = np.packbits(
+                _roll3(np.asarray(inputs.stats_roi), -self._c, np.bool_),
+                bitorder="little",
+            )
+        # 16-bit angle indices when the whole search fits (half the map's memory)
+        n_rot = inputs.n_rotations
+        self._angle_dtype = (
+            np.uint16 if n_rot is not None and n_rot <= _U16_ROTATIONS else np.int32
+        )
         self._keep_sum = self._roi is None or with_noise
         self._keep_sq_sum = self._roi is None
         if resume_from is None:
             self._maps = _empty_maps(
                 self._shape,
+                angle_dtype=self._angle_dtype,
                 with_noise=with_noise,
                 sum_dtype=self._sum_dtype,
                 keep_sum=self._keep_sum,
@@ -341,7 +371,9 @@ class CpuBackend:
         # sum_M V^2 pass through it in turn), one more for a rotated mask (sum_M V,
         # then the denominators N_M sigma)
         per = self._fv.nbytes * (1 if self._spherical else 2)
-        self._sub_batch = int(max(1, min(32, self.max_batch_bytes // per)))
+        self._sub_batch = int(
+            max(1, min(self._fft.max_batch, self.max_batch_bytes // per))
+        )
         # the work buffers of a full sub-batch, allocated (and touched) here
         self._buffer("t", self._sub_batch)
         if not self._spherical:
@@ -386,7 +418,10 @@ class CpuBackend:
             if given is not None:  # reduce it over the region of interest
                 assert self._roi is not None
                 rolled = _roll3(np.asarray(given), c, np.float64)
-                totals[k] += float(rolled[self._roi.astype(bool)].sum())
+                inside = np.unpackbits(
+                    self._roi, count=rolled.size, bitorder="little"
+                ).view(np.bool_)
+                totals[k] += float(rolled.reshape(-1)[inside].sum())
         if with_noise and (sums[0] is None or totals[0] != 0.0):
             raise ConfigError(
                 "resume maps hold the score sum as a total; a random-phase search "
@@ -394,7 +429,7 @@ class CpuBackend:
             )
         return _Maps(
             scores=_roll3(np.asarray(maps.scores), c, np.float32),
-            angles=_roll3(np.asarray(maps.angles), c, np.int32),
+            angles=self._angles_in(np.asarray(maps.angles), c),
             score_sum=sums[0],
             score_sq_sum=sums[1],
             noise_scores=(
@@ -408,6 +443,19 @@ class CpuBackend:
         )
 
     # --------------------------------------------------------------- helpers
+    def _angles_in(self, angles: np.ndarray, shift: int) -> np.ndarray:
+        """A handed-in int32 angle map (-1: none yet) rolled by ``shift`` into this
+        search's angle dtype."""
+        if self._angle_dtype == np.int32:
+            return _roll3(angles, shift, np.int32)
+        if angles.size and int(angles.max()) >= _U16_ROTATIONS:
+            raise ConfigError(
+                f"resume maps hold rotation index {int(angles.max())}, beyond the "
+                f"search's {_U16_ROTATIONS} rotations"
+            )
+        # int32 -> uint16 while copying wraps -1 to 65535, the uint16 "none yet"
+        return _roll3(angles, shift, np.uint16)
+
     def _buffer(self, role: str, count: int) -> np.ndarray:
         """A private ``(count, Z, Y, X//2+1)`` complex64 work buffer, kept between
         batches (no page faults of a fresh volume-size allocation per rotation)."""
@@ -569,7 +617,7 @@ class CpuBackend:
 
         return RunningMaps(
             scores=_roll3(m.scores, c),
-            angles=_roll3(m.angles, c),
+            angles=_angles_out(m.angles, c),
             score_sum=sums(m.score_sum),
             score_sq_sum=sums(m.score_sq_sum),
             noise_scores=None if m.noise_scores is None else _roll3(m.noise_scores, c),
@@ -597,7 +645,12 @@ class CpuBackend:
             a = getattr(m, name)
             setattr(m, name, None)
             dtype = np.float64 if name.startswith("score_") else None
-            rolled[name] = None if a is None else _roll3(a, c, dtype)
+            if a is None:
+                rolled[name] = None
+            elif name == "angles":
+                rolled[name] = _angles_out(a, c)
+            else:
+                rolled[name] = _roll3(a, c, dtype)
             del a
         n_done = m.n_rotations_done
         self.close()

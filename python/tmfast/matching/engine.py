@@ -580,6 +580,7 @@ def search_volume(
                 mask_is_spherical=mask_is_spherical,
                 noise_template=noise_template,
                 stats_roi=stats_roi,
+                n_rotations=n_rot,
             )
             first = 0
             for i, be in enumerate(backends):

@@ -10,7 +10,7 @@ use numpy::{
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::kernels::{self, Normalisation, RunningMapsMut, SumElement};
+use crate::kernels::{self, AngleIndex, Normalisation, RunningMapsMut, SumElement};
 
 fn contiguous<'a, T>(
     a: Result<&'a mut [T], numpy::AsSliceError>,
@@ -72,16 +72,25 @@ fn normalisation<'a>(
     )
 }
 
+/// The angle map argument of the folds: int32, or uint16 for at most
+/// `kernels::U16_ANGLE_LIMIT` rotations.
+#[derive(FromPyObject)]
+enum AngleMap<'py> {
+    I32(PyReadwriteArrayDyn<'py, i32>),
+    U16(PyReadwriteArrayDyn<'py, u16>),
+}
+
 /// Fold a batch of raw correlations into the running maps (see `kernels::fold_rotations`).
 /// Give `inverse_norm` (spherical mask), all of `local_sum`, `local_sq_sum`,
 /// `mask_sums` (rotated mask), or `denominator`. `score_sum` / `score_sq_sum` may be
-/// `None` with a `roi` (uint8, one per voxel): their totals over it are returned, one
+/// `None` with a `roi` (uint8, one bit per voxel, `numpy.packbits(roi, bitorder="little")`):
+/// their totals over it are returned, one
 /// `(score_sum_total, score_sq_sum_total)` per rotation (0.0 for a sum kept per voxel).
 #[allow(clippy::too_many_arguments)]
-fn fold_impl<S: SumElement + Element>(
+fn fold_impl<S: SumElement + Element, A: AngleIndex + Element>(
     py: Python<'_>,
     mut scores: PyReadwriteArrayDyn<'_, f32>,
-    mut angles: PyReadwriteArrayDyn<'_, i32>,
+    mut angles: PyReadwriteArrayDyn<'_, A>,
     score_sum: Option<PyReadwriteArrayDyn<'_, S>>,
     score_sq_sum: Option<PyReadwriteArrayDyn<'_, S>>,
     corr: PyReadonlyArrayDyn<'_, f32>,
@@ -161,7 +170,7 @@ fn fold_impl<S: SumElement + Element>(
 fn fold_rotations_py(
     py: Python<'_>,
     scores: PyReadwriteArrayDyn<'_, f32>,
-    angles: PyReadwriteArrayDyn<'_, i32>,
+    angles: AngleMap<'_>,
     score_sum: Option<PyReadwriteArrayDyn<'_, f64>>,
     score_sq_sum: Option<PyReadwriteArrayDyn<'_, f64>>,
     corr: PyReadonlyArrayDyn<'_, f32>,
@@ -178,26 +187,48 @@ fn fold_rotations_py(
     row_len: usize,
     row_stride: usize,
 ) -> PyResult<Vec<(f64, f64)>> {
-    fold_impl(
-        py,
-        scores,
-        angles,
-        score_sum,
-        score_sq_sum,
-        corr,
-        first_index,
-        noise_scores,
-        noise_corr,
-        inverse_norm,
-        local_sum,
-        local_sq_sum,
-        mask_sums,
-        denominator,
-        roi,
-        floor_rel,
-        row_len,
-        row_stride,
-    )
+    match angles {
+        AngleMap::I32(angles) => fold_impl(
+            py,
+            scores,
+            angles,
+            score_sum,
+            score_sq_sum,
+            corr,
+            first_index,
+            noise_scores,
+            noise_corr,
+            inverse_norm,
+            local_sum,
+            local_sq_sum,
+            mask_sums,
+            denominator,
+            roi,
+            floor_rel,
+            row_len,
+            row_stride,
+        ),
+        AngleMap::U16(angles) => fold_impl(
+            py,
+            scores,
+            angles,
+            score_sum,
+            score_sq_sum,
+            corr,
+            first_index,
+            noise_scores,
+            noise_corr,
+            inverse_norm,
+            local_sum,
+            local_sq_sum,
+            mask_sums,
+            denominator,
+            roi,
+            floor_rel,
+            row_len,
+            row_stride,
+        ),
+    }
 }
 
 /// `fold_rotations` with f32 score sums (see `fold_impl`).
@@ -210,7 +241,7 @@ fn fold_rotations_py(
 fn fold_rotations_f32_py(
     py: Python<'_>,
     scores: PyReadwriteArrayDyn<'_, f32>,
-    angles: PyReadwriteArrayDyn<'_, i32>,
+    angles: AngleMap<'_>,
     score_sum: Option<PyReadwriteArrayDyn<'_, f32>>,
     score_sq_sum: Option<PyReadwriteArrayDyn<'_, f32>>,
     corr: PyReadonlyArrayDyn<'_, f32>,
@@ -227,26 +258,48 @@ fn fold_rotations_f32_py(
     row_len: usize,
     row_stride: usize,
 ) -> PyResult<Vec<(f64, f64)>> {
-    fold_impl(
-        py,
-        scores,
-        angles,
-        score_sum,
-        score_sq_sum,
-        corr,
-        first_index,
-        noise_scores,
-        noise_corr,
-        inverse_norm,
-        local_sum,
-        local_sq_sum,
-        mask_sums,
-        denominator,
-        roi,
-        floor_rel,
-        row_len,
-        row_stride,
-    )
+    match angles {
+        AngleMap::I32(angles) => fold_impl(
+            py,
+            scores,
+            angles,
+            score_sum,
+            score_sq_sum,
+            corr,
+            first_index,
+            noise_scores,
+            noise_corr,
+            inverse_norm,
+            local_sum,
+            local_sq_sum,
+            mask_sums,
+            denominator,
+            roi,
+            floor_rel,
+            row_len,
+            row_stride,
+        ),
+        AngleMap::U16(angles) => fold_impl(
+            py,
+            scores,
+            angles,
+            score_sum,
+            score_sq_sum,
+            corr,
+            first_index,
+            noise_scores,
+            noise_corr,
+            inverse_norm,
+            local_sum,
+            local_sq_sum,
+            mask_sums,
+            denominator,
+            roi,
+            floor_rel,
+            row_len,
+            row_stride,
+        ),
+    }
 }
 
 /// Rotate B-spline coefficients `(z, y, x)` about `N // 2` into `out` (same shape).
