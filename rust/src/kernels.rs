@@ -19,6 +19,35 @@ use crate::{Error, Result};
 /// Voxels per work item of [`fold_rotations`] (about; whole rows are taken).
 const CHUNK: usize = 1 << 14;
 
+/// Whether the CPU has AVX2 and FMA (checked once; std caches the answer). The hot
+/// loops are compiled twice, for the x86-64 baseline and with these features
+/// (`*_wide` functions, `#[target_feature]`), and run in the wider form when the CPU
+/// has it. Both forms do the same operations in the same order (Rust never fuses
+/// `a * b + c` into an FMA by itself and every sum here has explicit lanes), so the
+/// results are bit-identical; only the vector width differs (the fold and the B-spline
+/// rotation ran ~1.5x faster on an AMD EPYC).
+///
+/// `TMFAST_SIMD=baseline` in the environment (read once) keeps the baseline form, to
+/// compare the two.
+#[inline]
+pub fn wide_simd() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| {
+        if std::env::var("TMFAST_SIMD").is_ok_and(|v| v == "baseline") {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 /// The element type of the running sums: `f64` (exact merges across devices) or
 /// `f32` (half the memory; each rotation's score added with one `f32` rounding).
 pub trait SumElement: Copy + Send + Sync {
@@ -196,11 +225,34 @@ pub fn local_denominators(
         .enumerate()
         .for_each(|(r, (sv, sv2))| {
             let nm = n_m[r * row_stride / per_rotation];
-            for (a, b) in sv[..row_len].iter_mut().zip(&sv2[..row_len]) {
-                *a = local_denominator(*a, *b, nm, floor_rel);
+            let (sv, sv2) = (&mut sv[..row_len], &sv2[..row_len]);
+            #[cfg(target_arch = "x86_64")]
+            if wide_simd() {
+                // SAFETY: the CPU has the features denominators_row_wide is compiled for
+                unsafe { denominators_row_wide(sv, sv2, nm, floor_rel) };
+                return;
             }
+            denominators_row(sv, sv2, nm, floor_rel);
         });
     Ok(())
+}
+
+/// `sv <- n_m sigma` of one row of [`local_denominators`].
+#[inline(always)]
+fn denominators_row(sv: &mut [f32], sv2: &[f32], n_m: f32, floor_rel: f32) {
+    for (a, b) in sv.iter_mut().zip(sv2) {
+        *a = local_denominator(*a, *b, n_m, floor_rel);
+    }
+}
+
+/// [`denominators_row`] compiled for AVX2 and FMA (see [`wide_simd`]).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn denominators_row_wide(sv: &mut [f32], sv2: &[f32], n_m: f32, floor_rel: f32) {
+    denominators_row(sv, sv2, n_m, floor_rel);
 }
 
 /// Fold the random-phase correlations of `b` rotations into `noise_scores` (their
@@ -309,6 +361,7 @@ fn noise_row_max(nz: &mut [f32], nc: &[f32], f: &[f32], op: impl Fn(f32, f32) ->
 }
 
 /// The denominators `n_m * sigma` of one row of [`Normalisation::Local`].
+#[inline(always)]
 fn row_denominators(sum_v: &[f32], sum_v2: &[f32], n_m: f32, floor_rel: f32) -> Vec<f32> {
     sum_v
         .iter()
@@ -576,74 +629,34 @@ pub fn fold_rotations<S: SumElement, A: AngleIndex>(
         .zip(noise_chunks)
         .enumerate()
         .collect();
+    let job = FoldJob {
+        corr,
+        noise_corr,
+        norm,
+        roi,
+        first_index,
+        b,
+        plane,
+        row_len,
+        row_stride,
+        chunk,
+    };
     let partial: Vec<Vec<RoiTotals>> = work
         .into_par_iter()
-        .map(|(c, ((((best, ang), mut s1), mut s2), mut noise))| {
-            let first_row = c * chunk / row_len;
-            let mut tmp = vec![0f32; row_len];
-            let mut totals = vec![RoiTotals::default(); b];
-            for i in 0..b {
-                let idx = A::from_index(first_index + i as i32);
-                for (r, (best, ang)) in best
-                    .chunks_mut(row_len)
-                    .zip(ang.chunks_mut(row_len))
-                    .enumerate()
-                {
-                    let src = i * plane + (first_row + r) * row_stride;
-                    let cr = &corr[src..src + row_len];
-                    let nc = noise_corr.map(|n| &n[src..src + row_len]);
-                    let voxel = (first_row + r) * row_len;
-                    let within = r * row_len..(r + 1) * row_len;
-                    let nz = noise.as_deref_mut().map(|n| &mut n[within.clone()]);
-                    let row = RowMaps {
-                        best,
-                        ang,
-                        s1: s1.as_deref_mut().map(|a| &mut a[within.clone()]),
-                        s2: s2.as_deref_mut().map(|a| &mut a[within.clone()]),
-                        roi: roi.map(|a| (a, voxel)),
-                    };
-                    let t = match norm {
-                        Normalisation::Inverse(inv) => {
-                            let inv = &inv[voxel..voxel + row_len];
-                            let t = fold_row(row, idx, cr, inv, &mut tmp, |s, f| s * f);
-                            if let (Some(nz), Some(nc)) = (nz, nc) {
-                                noise_row_max(nz, nc, inv, |c, f| c * f);
-                            }
-                            t
-                        }
-                        Normalisation::Local {
-                            sum_v,
-                            sum_v2,
-                            n_m,
-                            floor_rel,
-                        } => {
-                            // the denominators of this row, reused for the noise map
-                            let den = row_denominators(
-                                &sum_v[src..src + row_len],
-                                &sum_v2[src..src + row_len],
-                                n_m[i],
-                                *floor_rel,
-                            );
-                            let t = fold_row(row, idx, cr, &den, &mut tmp, |s, d| s / d);
-                            if let (Some(nz), Some(nc)) = (nz, nc) {
-                                noise_row_max(nz, nc, &den, |c, d| c / d);
-                            }
-                            t
-                        }
-                        Normalisation::Denominator(den) => {
-                            let den = &den[src..src + row_len];
-                            let t = fold_row(row, idx, cr, den, &mut tmp, |s, d| s / d);
-                            if let (Some(nz), Some(nc)) = (nz, nc) {
-                                noise_row_max(nz, nc, den, |c, d| c / d);
-                            }
-                            t
-                        }
-                    };
-                    totals[i].score_sum += t.score_sum;
-                    totals[i].score_sq_sum += t.score_sq_sum;
-                }
+        .map(|(c, ((((best, ang), s1), s2), noise))| {
+            let maps = ChunkMaps {
+                best,
+                ang,
+                s1,
+                s2,
+                noise,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if wide_simd() {
+                // SAFETY: the CPU has the features fold_chunk_wide is compiled for
+                return unsafe { fold_chunk_wide(&job, c, maps) };
             }
-            totals
+            fold_chunk(&job, c, maps)
         })
         .collect();
     // chunk order, not completion order: the totals do not depend on the threads
@@ -655,6 +668,136 @@ pub fn fold_rotations<S: SumElement, A: AngleIndex>(
             })
         })
         .collect())
+}
+
+/// The inputs of one [`fold_rotations`] call that every chunk shares.
+struct FoldJob<'a> {
+    corr: &'a [f32],
+    noise_corr: Option<&'a [f32]>,
+    norm: &'a Normalisation<'a>,
+    roi: Option<&'a [u8]>,
+    first_index: i32,
+    b: usize,
+    plane: usize,
+    row_len: usize,
+    row_stride: usize,
+    chunk: usize,
+}
+
+/// One chunk of the running maps (whole rows).
+struct ChunkMaps<'a, S, A> {
+    best: &'a mut [f32],
+    ang: &'a mut [A],
+    s1: Option<&'a mut [S]>,
+    s2: Option<&'a mut [S]>,
+    noise: Option<&'a mut [f32]>,
+}
+
+/// [`fold_chunk`] compiled for AVX2 and FMA (see [`wide_simd`]).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fold_chunk_wide<S: SumElement, A: AngleIndex>(
+    job: &FoldJob<'_>,
+    c: usize,
+    maps: ChunkMaps<'_, S, A>,
+) -> Vec<RoiTotals> {
+    fold_chunk(job, c, maps)
+}
+
+/// Fold the job's rotations into chunk `c` of the maps; its totals per rotation.
+#[inline(always)]
+fn fold_chunk<S: SumElement, A: AngleIndex>(
+    job: &FoldJob<'_>,
+    c: usize,
+    maps: ChunkMaps<'_, S, A>,
+) -> Vec<RoiTotals> {
+    let FoldJob {
+        corr,
+        noise_corr,
+        norm,
+        roi,
+        first_index,
+        b,
+        plane,
+        row_len,
+        row_stride,
+        chunk,
+    } = *job;
+    let ChunkMaps {
+        best,
+        ang,
+        mut s1,
+        mut s2,
+        mut noise,
+    } = maps;
+    let first_row = c * chunk / row_len;
+    let mut tmp = vec![0f32; row_len];
+    let mut totals = vec![RoiTotals::default(); b];
+    for i in 0..b {
+        let idx = A::from_index(first_index + i as i32);
+        for (r, (best, ang)) in best
+            .chunks_mut(row_len)
+            .zip(ang.chunks_mut(row_len))
+            .enumerate()
+        {
+            let src = i * plane + (first_row + r) * row_stride;
+            let cr = &corr[src..src + row_len];
+            let nc = noise_corr.map(|n| &n[src..src + row_len]);
+            let voxel = (first_row + r) * row_len;
+            let within = r * row_len..(r + 1) * row_len;
+            let nz = noise.as_deref_mut().map(|n| &mut n[within.clone()]);
+            let row = RowMaps {
+                best,
+                ang,
+                s1: s1.as_deref_mut().map(|a| &mut a[within.clone()]),
+                s2: s2.as_deref_mut().map(|a| &mut a[within.clone()]),
+                roi: roi.map(|a| (a, voxel)),
+            };
+            let t = match norm {
+                Normalisation::Inverse(inv) => {
+                    let inv = &inv[voxel..voxel + row_len];
+                    let t = fold_row(row, idx, cr, inv, &mut tmp, |s, f| s * f);
+                    if let (Some(nz), Some(nc)) = (nz, nc) {
+                        noise_row_max(nz, nc, inv, |c, f| c * f);
+                    }
+                    t
+                }
+                Normalisation::Local {
+                    sum_v,
+                    sum_v2,
+                    n_m,
+                    floor_rel,
+                } => {
+                    // the denominators of this row, reused for the noise map
+                    let den = row_denominators(
+                        &sum_v[src..src + row_len],
+                        &sum_v2[src..src + row_len],
+                        n_m[i],
+                        *floor_rel,
+                    );
+                    let t = fold_row(row, idx, cr, &den, &mut tmp, |s, d| s / d);
+                    if let (Some(nz), Some(nc)) = (nz, nc) {
+                        noise_row_max(nz, nc, &den, |c, d| c / d);
+                    }
+                    t
+                }
+                Normalisation::Denominator(den) => {
+                    let den = &den[src..src + row_len];
+                    let t = fold_row(row, idx, cr, den, &mut tmp, |s, d| s / d);
+                    if let (Some(nz), Some(nc)) = (nz, nc) {
+                        noise_row_max(nz, nc, den, |c, d| c / d);
+                    }
+                    t
+                }
+            };
+            totals[i].score_sum += t.score_sum;
+            totals[i].score_sq_sum += t.score_sq_sum;
+        }
+    }
+    totals
 }
 
 /// `a` cut into chunks of `chunk` values, or `n_chunks` times `None`.
@@ -740,7 +883,6 @@ pub fn rotate_bspline_many(
 pub const MAX_ROTATE_MANY: usize = 4;
 
 /// [`rotate_bspline_many`] for `K` volumes (sizes checked by the caller).
-#[allow(clippy::too_many_lines)]
 fn rotate_interleaved<const K: usize>(
     coeffs: &[f32],
     shape_zyx: [usize; 3],
@@ -751,92 +893,132 @@ fn rotate_interleaved<const K: usize>(
     if nz * ny * nx == 0 {
         return;
     }
-    let (cz, cy, cx) = ((nz / 2) as f64, (ny / 2) as f64, (nx / 2) as f64);
-    let m = matrix;
-    let (nzi, nyi, nxi) = (nz as i64, ny as i64, nx as i64);
+    let geometry = RotateGeometry {
+        shape_zyx,
+        matrix: *matrix,
+    };
     out.par_chunks_mut(ny * nx * K)
         .enumerate()
         .for_each(|(z, plane)| {
-            let dz = z as f64 - cz;
-            for y in 0..ny {
-                let dy = y as f64 - cy;
-                // p_i = sum_j M[j][i] d_j, i and j over (x, y, z)
-                let bx = m[1][0] * dy + m[2][0] * dz + cx;
-                let by = m[1][1] * dy + m[2][1] * dz + cy;
-                let bz = m[1][2] * dy + m[2][2] * dz + cz;
-                for x in 0..nx {
-                    let dx = x as f64 - cx;
-                    let px = m[0][0] * dx + bx;
-                    let py = m[0][1] * dx + by;
-                    let pz = m[0][2] * dx + bz;
-                    let (fx, fy, fz) = (px.floor(), py.floor(), pz.floor());
-                    let (ix, iy, iz) = (fx as i64 - 1, fy as i64 - 1, fz as i64 - 1);
-                    let mut acc = [0.0f64; K];
-                    let outside = ix + 3 < 0
-                        || iy + 3 < 0
-                        || iz + 3 < 0
-                        || ix >= nxi
-                        || iy >= nyi
-                        || iz >= nzi
-                        || !(px.is_finite() && py.is_finite() && pz.is_finite());
-                    if !outside {
-                        let wx = bspline_weights(px - fx);
-                        let wy = bspline_weights(py - fy);
-                        let wz = bspline_weights(pz - fz);
-                        let inside = ix >= 0
-                            && iy >= 0
-                            && iz >= 0
-                            && ix + 3 < nxi
-                            && iy + 3 < nyi
-                            && iz + 3 < nzi;
-                        for (a, wza) in wz.iter().enumerate() {
-                            let kz = iz + a as i64;
-                            if !inside && (kz < 0 || kz >= nzi) {
-                                continue;
-                            }
-                            let mut acc_y = [0.0f64; K];
-                            for (bb, wyb) in wy.iter().enumerate() {
-                                let ky = iy + bb as i64;
-                                if !inside && (ky < 0 || ky >= nyi) {
-                                    continue;
-                                }
-                                let row = ((kz * nyi + ky) * nxi) as usize;
-                                let mut acc_x = [0.0f64; K];
-                                if inside {
-                                    let start = (row + ix as usize) * K;
-                                    let taps = &coeffs[start..start + 4 * K];
-                                    for (w, c) in wx.iter().zip(taps.chunks_exact(K)) {
-                                        for v in 0..K {
-                                            acc_x[v] += w * f64::from(c[v]);
-                                        }
-                                    }
-                                } else {
-                                    for (cc, w) in wx.iter().enumerate() {
-                                        let kx = ix + cc as i64;
-                                        if kx >= 0 && kx < nxi {
-                                            let c = (row + kx as usize) * K;
-                                            for v in 0..K {
-                                                acc_x[v] += w * f64::from(coeffs[c + v]);
-                                            }
-                                        }
-                                    }
-                                }
+            #[cfg(target_arch = "x86_64")]
+            if wide_simd() {
+                // SAFETY: the CPU has the features rotate_plane_wide is compiled for
+                unsafe { rotate_plane_wide::<K>(&geometry, coeffs, z, plane) };
+                return;
+            }
+            rotate_plane::<K>(&geometry, coeffs, z, plane);
+        });
+}
+
+/// The sampling geometry of one rotation (see [`rotate_bspline`]).
+struct RotateGeometry {
+    shape_zyx: [usize; 3],
+    matrix: [[f64; 3]; 3],
+}
+
+/// [`rotate_plane`] compiled for AVX2 and FMA (see [`wide_simd`]).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rotate_plane_wide<const K: usize>(
+    geometry: &RotateGeometry,
+    coeffs: &[f32],
+    z: usize,
+    plane: &mut [f32],
+) {
+    rotate_plane::<K>(geometry, coeffs, z, plane);
+}
+
+/// Output plane `z` of [`rotate_interleaved`] (`ny * nx * K` values).
+#[inline(always)]
+#[allow(clippy::too_many_lines)]
+fn rotate_plane<const K: usize>(
+    geometry: &RotateGeometry,
+    coeffs: &[f32],
+    z: usize,
+    plane: &mut [f32],
+) {
+    let [nz, ny, nx] = geometry.shape_zyx;
+    let (cz, cy, cx) = ((nz / 2) as f64, (ny / 2) as f64, (nx / 2) as f64);
+    let m = &geometry.matrix;
+    let (nzi, nyi, nxi) = (nz as i64, ny as i64, nx as i64);
+    let dz = z as f64 - cz;
+    for y in 0..ny {
+        let dy = y as f64 - cy;
+        // p_i = sum_j M[j][i] d_j, i and j over (x, y, z)
+        let bx = m[1][0] * dy + m[2][0] * dz + cx;
+        let by = m[1][1] * dy + m[2][1] * dz + cy;
+        let bz = m[1][2] * dy + m[2][2] * dz + cz;
+        for x in 0..nx {
+            let dx = x as f64 - cx;
+            let px = m[0][0] * dx + bx;
+            let py = m[0][1] * dx + by;
+            let pz = m[0][2] * dx + bz;
+            let (fx, fy, fz) = (px.floor(), py.floor(), pz.floor());
+            let (ix, iy, iz) = (fx as i64 - 1, fy as i64 - 1, fz as i64 - 1);
+            let mut acc = [0.0f64; K];
+            let outside = ix + 3 < 0
+                || iy + 3 < 0
+                || iz + 3 < 0
+                || ix >= nxi
+                || iy >= nyi
+                || iz >= nzi
+                || !(px.is_finite() && py.is_finite() && pz.is_finite());
+            if !outside {
+                let wx = bspline_weights(px - fx);
+                let wy = bspline_weights(py - fy);
+                let wz = bspline_weights(pz - fz);
+                let inside =
+                    ix >= 0 && iy >= 0 && iz >= 0 && ix + 3 < nxi && iy + 3 < nyi && iz + 3 < nzi;
+                for (a, wza) in wz.iter().enumerate() {
+                    let kz = iz + a as i64;
+                    if !inside && (kz < 0 || kz >= nzi) {
+                        continue;
+                    }
+                    let mut acc_y = [0.0f64; K];
+                    for (bb, wyb) in wy.iter().enumerate() {
+                        let ky = iy + bb as i64;
+                        if !inside && (ky < 0 || ky >= nyi) {
+                            continue;
+                        }
+                        let row = ((kz * nyi + ky) * nxi) as usize;
+                        let mut acc_x = [0.0f64; K];
+                        if inside {
+                            let start = (row + ix as usize) * K;
+                            let taps = &coeffs[start..start + 4 * K];
+                            for (w, c) in wx.iter().zip(taps.chunks_exact(K)) {
                                 for v in 0..K {
-                                    acc_y[v] += wyb * acc_x[v];
+                                    acc_x[v] += w * f64::from(c[v]);
                                 }
                             }
-                            for v in 0..K {
-                                acc[v] += wza * acc_y[v];
+                        } else {
+                            for (cc, w) in wx.iter().enumerate() {
+                                let kx = ix + cc as i64;
+                                if kx >= 0 && kx < nxi {
+                                    let c = (row + kx as usize) * K;
+                                    for v in 0..K {
+                                        acc_x[v] += w * f64::from(coeffs[c + v]);
+                                    }
+                                }
                             }
                         }
+                        for v in 0..K {
+                            acc_y[v] += wyb * acc_x[v];
+                        }
                     }
-                    let o = (y * nx + x) * K;
                     for v in 0..K {
-                        plane[o + v] = acc[v] as f32;
+                        acc[v] += wza * acc_y[v];
                     }
                 }
             }
-        });
+            let o = (y * nx + x) * K;
+            for v in 0..K {
+                plane[o + v] = acc[v] as f32;
+            }
+        }
+    }
 }
 
 /// `a <- conj(a) * b` elementwise over interleaved complex values (`re, im` pairs of
