@@ -7,16 +7,15 @@ between spherical and non-spherical masks for a spherical mask at quarter turns)
 Full mode (``--benchmark-enable``): the issue's case, a 256x256x128 tomogram and a 48^3
 template, spherical and non-spherical mask, with and without random-phase correction;
 ``TMFAST_ROTATIONS`` rotations each. Reported per variant: prepare time, ms per rotation
-(the loop only, over rotations ``WARM_ROTATIONS`` .. ``TMFAST_ROTATIONS``: the window
-pyTME's slope measures), peak traced memory (tracemalloc from before ``prepare`` to
-after ``finalize``: numpy buffers, not Rust scratch) as a
-multiple of the tomogram's float32 size. The four variants run as the engine runs
-them (``CpuBackend()`` given the tile's region of interest, so the score sums are
-totalled over it rather than kept per voxel; FFTW when pyFFTW is installed); a fifth
-row repeats the spherical case with per-voxel float32 sums (the engine's
-``keep_sums``). Unsplit, the tile the backend
-searches is the tomogram zero-padded to an FFT-fast size (circular correlation, as
-pytom-match-pick; see tmfast.matching.tiling).
+(the loop only) over rotations ``EARLY_WINDOW`` (the window pyTME's slope measures) and
+``LATE_WINDOW`` (settled maxima, like the bulk of a real search), peak traced memory
+(tracemalloc from before ``prepare`` to after ``finalize``: numpy buffers, not Rust
+scratch) as a multiple of the tomogram's float32 size. The four variants run as the
+engine runs them (``CpuBackend()`` given the tile's region of interest, so the score
+sums are totalled over it rather than kept per voxel; FFTW when pyFFTW is installed); a
+fifth row repeats the spherical case with per-voxel float32 sums (the engine's
+``keep_sums``). Unsplit, the tile the backend searches is the tomogram zero-padded to an
+FFT-fast size (circular correlation, as pytom-match-pick; see tmfast.matching.tiling).
 
 pyTME comparison (full mode, when ``TMFAST_PYTME_PYTHON`` names a Python with PyPI
 ``pytme`` installed, e.g. a venv made with ``python3 -m venv /tmp/pytme_venv &&
@@ -41,6 +40,7 @@ is itself noisy), compared with the figures above on the same machine. Full mode
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -66,14 +66,16 @@ REPEATS = 3
 #: at ~15 ms per rotation
 PYTME_LONG = 4
 
-#: tmfast's rotations in full mode; the first WARM_ROTATIONS are not timed, so the time
-#: per rotation is that of rotations 4 .. 64, the window pyTME's slope measures (its
-#: short run has n_rot // 4 = 4 rotations, its long run PYTME_LONG * n_rot = 64). In a
-#: real search the running maxima settle after the first rotations and the fold then
-#: rarely writes (a few per cent of voxels per rotation), which a window of the very
-#: first rotations would not show.
-TMFAST_ROTATIONS = 64
-WARM_ROTATIONS = 4
+#: tmfast's rotations in full mode, timed over two windows. EARLY_WINDOW is the window
+#: pyTME's slope measures (its short run has n_rot // 4 = 4 rotations, its long run
+#: PYTME_LONG * n_rot = 64). pyTME's work per rotation does not change as a search
+#: goes on; tmfast's does: once the running maxima settle its fold skips the voxels
+#: with no new maximum (a few per cent per rotation), so rotations 4 .. 64 of a random
+#: tomogram, where maxima still move, cost it more than the rest of a real search of
+#: thousands of rotations. LATE_WINDOW (rotations 64 .. 128) stands for that rest.
+TMFAST_ROTATIONS = 128
+EARLY_WINDOW = (4, 64)
+LATE_WINDOW = (64, 128)
 
 #: (name, spherical mask, random-phase noise template, per-voxel score sums). As
 #: the engine runs them, the first four pass the tile's region of interest
@@ -141,17 +143,22 @@ def _run(vol, tmpl, mask, weight, roi, spherical, noise, per_voxel, mats, n_sear
         )
     )
     t1 = time.perf_counter()
-    # the first `warm` rotations untimed: the window timed is the one pyTME's slope
-    # measures (see WARM_ROTATIONS)
-    warm = min(WARM_ROTATIONS, len(mats) - 1)
-    be.score_rotations(0, mats[:warm])
-    t2 = time.perf_counter()
-    be.score_rotations(warm, mats[warm:])
-    t3 = time.perf_counter()
+    # the rotations before the first window untimed, then each window (quick mode:
+    # what fits of them)
+    n = len(mats)
+    bounds = sorted({min(b, n) for b in (*EARLY_WINDOW, *LATE_WINDOW)} | {0})
+    if bounds[1] == n:  # fewer rotations than the first window's start
+        bounds = [0, n - 1, n]
+    seconds = {}
+    for lo, hi in itertools.pairwise(bounds):
+        t = time.perf_counter()
+        be.score_rotations(lo, mats[lo:hi])
+        seconds[lo, hi] = time.perf_counter() - t
     maps = be.finalize()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return maps, t1 - t0, (t3 - t2) / (len(mats) - warm), peak
+    per = {w: seconds[w] / (w[1] - w[0]) for w in seconds if w[0] > 0}
+    return maps, t1 - t0, per, peak
 
 
 def _pytme(
@@ -209,7 +216,8 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> No
     # least disturbed run of each, measured in the same stretch of time)
     repeats = REPEATS if full else 1
     results = {}
-    best: dict[str, tuple[float, float, int]] = {}
+    #: name -> (prepare s, {window: s per rotation}, peak bytes), best over rounds
+    best: dict[str, tuple[float, dict[tuple[int, int], float], int]] = {}
     pytme_runs: list[dict[tuple[str, int], dict[str, float]]] = []
     for rep in range(repeats):
         for name, spherical, noise, per_voxel in VARIANTS:
@@ -250,7 +258,11 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> No
             best[name] = (
                 (prep, per, peak)
                 if old is None
-                else (min(old[0], prep), min(old[1], per), max(old[2], peak))
+                else (
+                    min(old[0], prep),
+                    {w: min(old[1][w], per[w]) for w in per},
+                    max(old[2], peak),
+                )
             )
         if pytme:
             pytme_runs.append(
@@ -262,19 +274,22 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> No
             )
     for name, (prep, per, peak) in best.items():
         benchmark.extra_info[name] = {  # type: ignore[attr-defined]
-            "ms_per_rotation": 1e3 * per,
+            "ms_per_rotation": {f"{lo}-{hi}": 1e3 * t for (lo, hi), t in per.items()},
             "prepare_s": prep,
             "peak_memory_x_tomogram": peak / tomo_bytes,
         }
+        times = ", ".join(
+            f"rotations {lo}-{hi} {1e3 * t:6.1f}" for (lo, hi), t in per.items()
+        )
         print(
-            f"\n{name:28s} tomogram {shape} box {box} tile {vol.shape}: "
-            f"{1e3 * per:8.1f} ms/rotation, prepare {prep:5.2f} s, "
+            f"\n{name:28s} tomogram {shape} box {box}: ms/rotation {times}; "
+            f"prepare {prep:5.2f} s, "
             f"peak {peak / 2**20:7.1f} MiB = {peak / tomo_bytes:4.1f}x tomogram"
             + (f" (min of {repeats} rounds)" if repeats > 1 else "")
         )
     if pytme_runs:
         lo, hi = n_rot // 4, PYTME_LONG * n_rot
-        assert (lo, hi) == (WARM_ROTATIONS, TMFAST_ROTATIONS)  # the same window
+        assert (lo, hi) == EARLY_WINDOW  # pyTME's slope is over this window
         per_pytme: dict[str, float] = {}
         rss: dict[str, float] = {}
         for score in PYTME_RUNS:
@@ -302,8 +317,13 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> No
         ratios = {
             name: {
                 "pytme_score": PYTME_SCORE[name],
-                "pytme_time_over_tmfast_time": per_pytme[PYTME_SCORE[name]]
-                / best[name][1],
+                **{
+                    f"pytme_time_over_tmfast_time rotations {lo}-{hi}": per_pytme[
+                        PYTME_SCORE[name]
+                    ]
+                    / t
+                    for (lo, hi), t in best[name][1].items()
+                },
             }
             for name in best
         }
@@ -316,9 +336,14 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> No
         }
         benchmark.extra_info["speedup_tmfast_vs_pytme"] = ratios  # type: ignore[attr-defined]
         print(
-            "\npyTME time / tmfast time (like-for-like score): "
-            + ", ".join(
-                f"{k} {v['pytme_time_over_tmfast_time']:.2f}x vs {v['pytme_score']}"
+            "\npyTME time / tmfast time (like-for-like score):"
+            + "".join(
+                f"\n  {k} vs {v['pytme_score']}: "
+                + ", ".join(
+                    f"{key.rsplit(' ', 1)[1]} {x:.2f}x"
+                    for key, x in v.items()
+                    if key.startswith("pytme_time_over")
+                )
                 for k, v in ratios.items()
             )
         )

@@ -469,13 +469,13 @@ class CpuBackend:
         return buf[:count]
 
     def _weighted(self, boxes: np.ndarray) -> np.ndarray:
+        """The boxes Fourier-weighted. One thread: a template box is too small for
+        two to pay (0.74 against 0.89 ms for 48^3)."""
         n = self._n
-        f = sfft.rfftn(boxes, axes=(-3, -2, -1), workers=self.workers)
+        f = sfft.rfftn(boxes, axes=(-3, -2, -1), workers=1)
         f *= self._weight
-        out: np.ndarray = sfft.irfftn(
-            f, s=(n, n, n), axes=(-3, -2, -1), workers=self.workers
-        ).astype(np.float32)
-        return out
+        out = sfft.irfftn(f, s=(n, n, n), axes=(-3, -2, -1), workers=1)
+        return np.asarray(out, dtype=np.float32)
 
     @staticmethod
     def _normalise(boxes: np.ndarray, masks: np.ndarray) -> np.ndarray:
