@@ -59,7 +59,7 @@ from tmfast.matching.random_phase import phase_randomised_template
 from tmfast.matching.tiling import cut_tile, fast_period, plan_tiles
 
 #: Interleaved rounds in full mode (figures are the minimum over them).
-REPEATS = 3
+REPEATS = 5
 
 #: pyTME's long run is ``PYTME_LONG * n_rot`` rotations (the short one ``n_rot // 4``):
 #: its setup takes ~5 s and varies by ~1 s, so a long baseline keeps the slope's noise
