@@ -450,3 +450,19 @@ def test_wide_simd_kernels_give_the_baseline_results(tmp_path: Path) -> None:
     assert results["auto"].keys() == results["baseline"].keys()
     for key, value in results["auto"].items():
         np.testing.assert_array_equal(value, results["baseline"][key], err_msg=key)
+
+
+def test_fold_binding_refuses_mixed_sum_dtypes() -> None:
+    from tmfast import _rust
+
+    shape = (2, 3, 4)
+    with pytest.raises(ValueError, match="same dtype"):
+        _rust.fold_rotations(
+            np.zeros(shape, np.float32),
+            np.zeros(shape, np.int32),
+            np.zeros(shape, np.float64),
+            np.zeros(shape, np.float32),
+            np.zeros((1, *shape), np.float32),
+            first_index=0,
+            inverse_norm=np.ones(shape, np.float32),
+        )

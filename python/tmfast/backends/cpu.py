@@ -576,12 +576,9 @@ class CpuBackend:
         # (per voxel, or totals over the region of interest)
         s1, s2 = maps.score_sum, maps.score_sq_sum
         args = (maps.scores, maps.angles, s1, s2, corr)
-        fold = (
-            _rust.fold_rotations_f32
-            if self._sum_dtype == np.float32
-            else _rust.fold_rotations
+        totals = _rust.fold_rotations(
+            *args, first_index=first_index, roi=self._roi, **kw
         )
-        totals = fold(*args, first_index=first_index, roi=self._roi, **kw)  # type: ignore[arg-type]
         for t1, t2 in totals:  # rotation by rotation: independent of the batching
             maps.roi_score_sum += t1
             maps.roi_score_sq_sum += t2

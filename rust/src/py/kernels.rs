@@ -72,7 +72,7 @@ fn normalisation<'a>(
     )
 }
 
-/// The angle map argument of the folds: int32, or uint16 for at most
+/// The angle map argument of the fold: int32, or uint16 for at most
 /// `kernels::U16_ANGLE_LIMIT` rotations.
 #[derive(FromPyObject)]
 enum AngleMap<'py> {
@@ -80,35 +80,55 @@ enum AngleMap<'py> {
     U16(PyReadwriteArrayDyn<'py, u16>),
 }
 
-/// Fold a batch of raw correlations into the running maps (see `kernels::fold_rotations`).
-/// Give `inverse_norm` (spherical mask), all of `local_sum`, `local_sq_sum`,
-/// `mask_sums` (rotated mask), or `denominator`. `score_sum` / `score_sq_sum` may be
-/// `None` with a `roi` (uint8, one bit per voxel, `numpy.packbits(roi, bitorder="little")`):
-/// their totals over it are returned, one
-/// `(score_sum_total, score_sq_sum_total)` per rotation (0.0 for a sum kept per voxel).
-#[allow(clippy::too_many_arguments)]
-fn fold_impl<S: SumElement + Element, A: AngleIndex + Element>(
-    py: Python<'_>,
-    mut scores: PyReadwriteArrayDyn<'_, f32>,
-    mut angles: PyReadwriteArrayDyn<'_, A>,
-    score_sum: Option<PyReadwriteArrayDyn<'_, S>>,
-    score_sq_sum: Option<PyReadwriteArrayDyn<'_, S>>,
-    corr: PyReadonlyArrayDyn<'_, f32>,
+/// A per-voxel score sum argument of the fold: float64 or float32.
+#[derive(FromPyObject)]
+enum SumMap<'py> {
+    F64(PyReadwriteArrayDyn<'py, f64>),
+    F32(PyReadwriteArrayDyn<'py, f32>),
+}
+
+/// The arguments of [`fold_rotations_py`] that do not depend on the maps' types.
+struct FoldArgs<'py> {
+    scores: PyReadwriteArrayDyn<'py, f32>,
+    corr: PyReadonlyArrayDyn<'py, f32>,
     first_index: i32,
-    noise_scores: Option<PyReadwriteArrayDyn<'_, f32>>,
-    noise_corr: Option<PyReadonlyArrayDyn<'_, f32>>,
-    inverse_norm: Option<PyReadonlyArrayDyn<'_, f32>>,
-    local_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
-    local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
+    noise_scores: Option<PyReadwriteArrayDyn<'py, f32>>,
+    noise_corr: Option<PyReadonlyArrayDyn<'py, f32>>,
+    inverse_norm: Option<PyReadonlyArrayDyn<'py, f32>>,
+    local_sum: Option<PyReadonlyArrayDyn<'py, f32>>,
+    local_sq_sum: Option<PyReadonlyArrayDyn<'py, f32>>,
     mask_sums: Option<Vec<f32>>,
-    denominator: Option<PyReadonlyArrayDyn<'_, f32>>,
-    roi: Option<PyReadonlyArrayDyn<'_, u8>>,
+    denominator: Option<PyReadonlyArrayDyn<'py, f32>>,
+    roi: Option<PyReadonlyArrayDyn<'py, u8>>,
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
+}
+
+/// [`fold_rotations_py`] for one angle type `A` and one sum type `S`.
+fn fold_impl<S: SumElement + Element, A: AngleIndex + Element>(
+    py: Python<'_>,
+    args: FoldArgs<'_>,
+    mut angles: PyReadwriteArrayDyn<'_, A>,
+    mut score_sum: Option<PyReadwriteArrayDyn<'_, S>>,
+    mut score_sq_sum: Option<PyReadwriteArrayDyn<'_, S>>,
 ) -> PyResult<Vec<(f64, f64)>> {
-    let mut noise_scores = noise_scores;
-    let (mut score_sum, mut score_sq_sum) = (score_sum, score_sq_sum);
+    let FoldArgs {
+        mut scores,
+        corr,
+        first_index,
+        mut noise_scores,
+        noise_corr,
+        inverse_norm,
+        local_sum,
+        local_sq_sum,
+        mask_sums,
+        denominator,
+        roi,
+        floor_rel,
+        row_len,
+        row_stride,
+    } = args;
     let (row_len, row_stride) = row_layout(scores.shape(), row_len, row_stride);
     let maps = RunningMapsMut {
         scores: contiguous(scores.as_slice_mut(), "scores")?,
@@ -160,7 +180,13 @@ fn fold_impl<S: SumElement + Element, A: AngleIndex + Element>(
         .collect())
 }
 
-/// `fold_rotations` with f64 score sums (see `fold_impl`).
+/// Fold a batch of raw correlations into the running maps (see
+/// `kernels::fold_rotations`). `angles` is int32 or uint16; the per-voxel sums are
+/// float64 or float32 (both the same). Give `inverse_norm` (spherical mask), all of
+/// `local_sum`, `local_sq_sum`, `mask_sums` (rotated mask), or `denominator`.
+/// `score_sum` / `score_sq_sum` may be `None` with a `roi` (uint8, one bit per voxel,
+/// `numpy.packbits(roi, bitorder="little")`): their totals over it are returned, one
+/// `(score_sum_total, score_sq_sum_total)` per rotation (0.0 for a sum kept per voxel).
 #[pyfunction(name = "fold_rotations")]
 #[pyo3(signature = (scores, angles, score_sum, score_sq_sum, corr, *, first_index,
                     noise_scores=None, noise_corr=None, inverse_norm=None, local_sum=None,
@@ -171,8 +197,8 @@ fn fold_rotations_py(
     py: Python<'_>,
     scores: PyReadwriteArrayDyn<'_, f32>,
     angles: AngleMap<'_>,
-    score_sum: Option<PyReadwriteArrayDyn<'_, f64>>,
-    score_sq_sum: Option<PyReadwriteArrayDyn<'_, f64>>,
+    score_sum: Option<SumMap<'_>>,
+    score_sq_sum: Option<SumMap<'_>>,
     corr: PyReadonlyArrayDyn<'_, f32>,
     first_index: i32,
     noise_scores: Option<PyReadwriteArrayDyn<'_, f32>>,
@@ -187,118 +213,54 @@ fn fold_rotations_py(
     row_len: usize,
     row_stride: usize,
 ) -> PyResult<Vec<(f64, f64)>> {
-    match angles {
-        AngleMap::I32(angles) => fold_impl(
-            py,
-            scores,
-            angles,
-            score_sum,
-            score_sq_sum,
-            corr,
-            first_index,
-            noise_scores,
-            noise_corr,
-            inverse_norm,
-            local_sum,
-            local_sq_sum,
-            mask_sums,
-            denominator,
-            roi,
-            floor_rel,
-            row_len,
-            row_stride,
-        ),
-        AngleMap::U16(angles) => fold_impl(
-            py,
-            scores,
-            angles,
-            score_sum,
-            score_sq_sum,
-            corr,
-            first_index,
-            noise_scores,
-            noise_corr,
-            inverse_norm,
-            local_sum,
-            local_sq_sum,
-            mask_sums,
-            denominator,
-            roi,
-            floor_rel,
-            row_len,
-            row_stride,
-        ),
+    let args = FoldArgs {
+        scores,
+        corr,
+        first_index,
+        noise_scores,
+        noise_corr,
+        inverse_norm,
+        local_sum,
+        local_sq_sum,
+        mask_sums,
+        denominator,
+        roi,
+        floor_rel,
+        row_len,
+        row_stride,
+    };
+    // the sums' type: float64 unless one of them is float32 (then both must be)
+    let (mut s64, mut s32) = (Vec::new(), Vec::new());
+    for s in [score_sum, score_sq_sum] {
+        match s {
+            Some(SumMap::F64(a)) => {
+                s64.push(Some(a));
+                s32.push(None);
+            }
+            Some(SumMap::F32(a)) => {
+                s64.push(None);
+                s32.push(Some(a));
+            }
+            None => {
+                s64.push(None);
+                s32.push(None);
+            }
+        }
     }
-}
-
-/// `fold_rotations` with f32 score sums (see `fold_impl`).
-#[pyfunction(name = "fold_rotations_f32")]
-#[pyo3(signature = (scores, angles, score_sum, score_sq_sum, corr, *, first_index,
-                    noise_scores=None, noise_corr=None, inverse_norm=None, local_sum=None,
-                    local_sq_sum=None, mask_sums=None, denominator=None, roi=None,
-                    floor_rel=1e-4, row_len=0, row_stride=0))]
-#[allow(clippy::too_many_arguments)]
-fn fold_rotations_f32_py(
-    py: Python<'_>,
-    scores: PyReadwriteArrayDyn<'_, f32>,
-    angles: AngleMap<'_>,
-    score_sum: Option<PyReadwriteArrayDyn<'_, f32>>,
-    score_sq_sum: Option<PyReadwriteArrayDyn<'_, f32>>,
-    corr: PyReadonlyArrayDyn<'_, f32>,
-    first_index: i32,
-    noise_scores: Option<PyReadwriteArrayDyn<'_, f32>>,
-    noise_corr: Option<PyReadonlyArrayDyn<'_, f32>>,
-    inverse_norm: Option<PyReadonlyArrayDyn<'_, f32>>,
-    local_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
-    local_sq_sum: Option<PyReadonlyArrayDyn<'_, f32>>,
-    mask_sums: Option<Vec<f32>>,
-    denominator: Option<PyReadonlyArrayDyn<'_, f32>>,
-    roi: Option<PyReadonlyArrayDyn<'_, u8>>,
-    floor_rel: f32,
-    row_len: usize,
-    row_stride: usize,
-) -> PyResult<Vec<(f64, f64)>> {
-    match angles {
-        AngleMap::I32(angles) => fold_impl(
-            py,
-            scores,
-            angles,
-            score_sum,
-            score_sq_sum,
-            corr,
-            first_index,
-            noise_scores,
-            noise_corr,
-            inverse_norm,
-            local_sum,
-            local_sq_sum,
-            mask_sums,
-            denominator,
-            roi,
-            floor_rel,
-            row_len,
-            row_stride,
-        ),
-        AngleMap::U16(angles) => fold_impl(
-            py,
-            scores,
-            angles,
-            score_sum,
-            score_sq_sum,
-            corr,
-            first_index,
-            noise_scores,
-            noise_corr,
-            inverse_norm,
-            local_sum,
-            local_sq_sum,
-            mask_sums,
-            denominator,
-            roi,
-            floor_rel,
-            row_len,
-            row_stride,
-        ),
+    let wide = s64.iter().any(Option::is_some);
+    if wide && s32.iter().any(Option::is_some) {
+        return Err(PyValueError::new_err(
+            "score_sum and score_sq_sum must have the same dtype (float64 or float32)",
+        ));
+    }
+    let (mut s64, mut s32) = (s64.into_iter(), s32.into_iter());
+    let mut next64 = || s64.next().flatten();
+    let mut next32 = || s32.next().flatten();
+    match (angles, wide) {
+        (AngleMap::I32(a), true) => fold_impl::<f64, i32>(py, args, a, next64(), next64()),
+        (AngleMap::I32(a), false) => fold_impl::<f32, i32>(py, args, a, next32(), next32()),
+        (AngleMap::U16(a), true) => fold_impl::<f64, u16>(py, args, a, next64(), next64()),
+        (AngleMap::U16(a), false) => fold_impl::<f32, u16>(py, args, a, next32(), next32()),
     }
 }
 
@@ -477,7 +439,6 @@ fn zero_outside_corner_py(
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fold_rotations_py, m)?)?;
-    m.add_function(wrap_pyfunction!(fold_rotations_f32_py, m)?)?;
     m.add_function(wrap_pyfunction!(rotate_bspline_py, m)?)?;
     m.add_function(wrap_pyfunction!(rotate_bspline_many_py, m)?)?;
     m.add_function(wrap_pyfunction!(conj_multiply_py, m)?)?;
