@@ -145,11 +145,6 @@ def fold_rotations(
     row_len: int = 0,
     row_stride: int = 0,
 ) -> list[tuple[float, float]]: ...
-def rotate_bspline(
-    coeffs: npt.NDArray[np.float32],
-    matrix: npt.NDArray[np.float64],
-    out: npt.NDArray[np.float32],
-) -> None: ...
 def rotate_bspline_many(
     coeffs: npt.NDArray[np.float32],
     matrix: npt.NDArray[np.float64],

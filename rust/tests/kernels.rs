@@ -2,7 +2,7 @@
 
 use _rust::kernels::{
     conj_multiply, conj_multiply_pair, fold_noise, fold_rotations, local_denominators,
-    rotate_bspline, zero_outside_corner, Normalisation, RunningMapsMut,
+    rotate_bspline, zero_outside_corner, AngleIndex, Normalisation, RoiTotals, RunningMapsMut,
 };
 
 /// Deterministic pseudo-random values in [-1, 1).
@@ -498,61 +498,51 @@ fn u16_angle_map_folds_like_i32_and_refuses_indices_it_cannot_hold() {
     let mut best16 = vec![f32::NEG_INFINITY; nvox];
     let mut ang16 = vec![u16::MAX; nvox];
     let roi = vec![0xffu8; nvox.div_ceil(8)];
-    let t32 = fold_rotations::<f32, i32>(
-        RunningMapsMut {
-            scores: &mut best32,
-            angles: &mut ang32,
-            score_sum: None,
-            score_sq_sum: None,
-            noise_scores: None,
-            roi: Some(&roi),
-        },
-        &corr,
-        None,
-        &Normalisation::Inverse(&inv),
-        first,
-        row_len,
-        row_len,
-    )
-    .unwrap();
-    let t16 = fold_rotations::<f32, u16>(
-        RunningMapsMut {
-            scores: &mut best16,
-            angles: &mut ang16,
-            score_sum: None,
-            score_sq_sum: None,
-            noise_scores: None,
-            roi: Some(&roi),
-        },
-        &corr,
-        None,
-        &Normalisation::Inverse(&inv),
-        first,
-        row_len,
-        row_len,
-    )
-    .unwrap();
+    let t32 = fold_all_roi(&mut best32, &mut ang32, &corr, &inv, &roi, first, row_len).unwrap();
+    let t16 = fold_all_roi(&mut best16, &mut ang16, &corr, &inv, &roi, first, row_len).unwrap();
     assert_eq!(t32, t16);
     assert_eq!(best32, best16);
     let widened: Vec<i32> = ang16.iter().map(|&a| i32::from(a)).collect();
     assert_eq!(ang32, widened);
     assert!(ang32.iter().all(|&a| a >= first));
     // 65535 is the "none yet" mark: the last index a u16 map takes is 65534
-    let err = fold_rotations::<f32, u16>(
-        RunningMapsMut {
-            scores: &mut best16,
-            angles: &mut ang16,
-            score_sum: None,
-            score_sq_sum: None,
-            noise_scores: None,
-            roi: Some(&roi),
-        },
+    let err = fold_all_roi(
+        &mut best16,
+        &mut ang16,
         &corr[..2 * nvox],
-        None,
-        &Normalisation::Inverse(&inv),
+        &inv,
+        &roi,
         65_534,
-        row_len,
         row_len,
     );
     assert!(err.is_err());
+}
+
+/// Fold `corr` (packed rows) with an inverse normalisation, the sums totalled over
+/// `roi` (bits).
+fn fold_all_roi<A: AngleIndex>(
+    best: &mut [f32],
+    ang: &mut [A],
+    corr: &[f32],
+    inv: &[f32],
+    roi: &[u8],
+    first: i32,
+    row_len: usize,
+) -> _rust::Result<Vec<RoiTotals>> {
+    fold_rotations::<f32, A>(
+        RunningMapsMut {
+            scores: best,
+            angles: ang,
+            score_sum: None,
+            score_sq_sum: None,
+            noise_scores: None,
+            roi: Some(roi),
+        },
+        corr,
+        None,
+        &Normalisation::Inverse(inv),
+        first,
+        row_len,
+        row_len,
+    )
 }

@@ -240,7 +240,8 @@ def rotate_bspline(
         raise ValueError(
             "out must be a C-contiguous float32 array of the coefficients' shape"
         )
-    _rust.rotate_bspline(c, m, out)
+    # the one-volume case of the interleaved kernel: a trailing axis of 1 (views)
+    _rust.rotate_bspline_many(c[..., None], m, out[..., None])
     return out
 
 

@@ -264,32 +264,8 @@ fn fold_rotations_py(
     }
 }
 
-/// Rotate B-spline coefficients `(z, y, x)` about `N // 2` into `out` (same shape).
-#[pyfunction(name = "rotate_bspline")]
-fn rotate_bspline_py(
-    py: Python<'_>,
-    coeffs: PyReadonlyArrayDyn<'_, f32>,
-    matrix: PyReadonlyArray2<'_, f64>,
-    mut out: PyReadwriteArrayDyn<'_, f32>,
-) -> PyResult<()> {
-    let shape = coeffs.shape();
-    if shape.len() != 3 || out.shape() != shape {
-        return Err(PyValueError::new_err(format!(
-            "coefficients {:?} must be 3-D and match out {:?}",
-            shape,
-            out.shape()
-        )));
-    }
-    let shape_zyx = [shape[0], shape[1], shape[2]];
-    let mat = matrix_3x3(&matrix)?;
-    let c = contiguous_ro(coeffs.as_slice(), "coeffs")?;
-    let o = contiguous(out.as_slice_mut(), "out")?;
-    py.detach(|| kernels::rotate_bspline(c, shape_zyx, &mat, o))?;
-    Ok(())
-}
-
 /// Rotate `count` volumes' interleaved B-spline coefficients `(z, y, x, count)` by one
-/// matrix into `out` (same shape).
+/// matrix into `out` (same shape); one volume is `count = 1`.
 #[pyfunction(name = "rotate_bspline_many")]
 fn rotate_bspline_many_py(
     py: Python<'_>,
@@ -439,7 +415,6 @@ fn zero_outside_corner_py(
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fold_rotations_py, m)?)?;
-    m.add_function(wrap_pyfunction!(rotate_bspline_py, m)?)?;
     m.add_function(wrap_pyfunction!(rotate_bspline_many_py, m)?)?;
     m.add_function(wrap_pyfunction!(conj_multiply_py, m)?)?;
     m.add_function(wrap_pyfunction!(conj_multiply_pair_py, m)?)?;
