@@ -48,12 +48,14 @@ rounding):
   (``tmfast._rust.local_denominators``; the noise maxima are folded by
   ``tmfast._rust.fold_noise_max``). The real-space tomogram is not kept. Rotations are
   processed in sub-batches sized to ``max_batch_bytes`` (default 32 MiB: one at a time
-  at production sizes). The running maps are the float32 maximum, the int32 index,
-  the noise maximum with a noise template and, only when the engine asks for
-  per-voxel sums or with a noise template (``sum_r s`` then), the per-voxel score
-  sums (float32 by default); otherwise the sums are totalled over the statistics'
-  region of interest during the fold (``tmfast._rust.fold_rotations(..., roi=)``).
-  Peak memory per variant: ``docs/benchmarks.md``.
+  at production sizes). The running maps are the float32 maximum, the rotation index
+  (uint16 when ``CorrelationInputs.n_rotations`` is at most 65,535, else int32; int32
+  in every :class:`RunningMaps` handed out), the noise maximum with a noise template
+  and, only when the engine asks for per-voxel sums or with a noise template
+  (``sum_r s`` then), the per-voxel score sums (float32 by default); otherwise the
+  sums are totalled over the statistics' region of interest, held as one bit per
+  voxel, during the fold (``tmfast._rust.fold_rotations(..., roi=)``). Peak memory
+  per variant: ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
