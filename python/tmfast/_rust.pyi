@@ -145,6 +145,7 @@ def fold_rotations(
     row_len: int = 0,
     row_stride: int = 0,
 ) -> list[tuple[float, float]]: ...
+def wide_simd() -> bool: ...
 def rotate_bspline_many(
     coeffs: npt.NDArray[np.float32],
     matrix: npt.NDArray[np.float64],

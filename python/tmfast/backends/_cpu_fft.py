@@ -4,11 +4,11 @@ Two engines compute the same transforms:
 
 - :class:`ScipyVolumeFft`: ``scipy.fft`` (pocketfft), always available; the reference.
 - :class:`FftwVolumeFft`: FFTW through PyPI ``pyfftw`` (optional extra ``tmfast[fftw]``;
-  pyFFTW is BSD-licensed, the FFTW library in its wheels GPL). Plans are made once
-  per buffer; the transforms run in place in the backend's persistent buffers, with no
-  allocation per rotation. On the issue-3 case (256x256x128 volume, 48^3 box, 2 cores)
-  the per-rotation FFT work drops from about 37 ms (scipy) to about 19 ms
-  (``docs/benchmarks.md``).
+  pyFFTW is BSD-licensed, the FFTW library in its wheels GPL). Plans are made once per
+  buffer slot (one spectrum each); the transforms run in place in the backend's
+  persistent buffers, with no allocation per rotation. On the issue-3 case (256x256x128
+  volume, 48^3 box, 2 cores) the per-rotation FFT work drops from about 37 ms (scipy) to
+  about 19 ms (``docs/benchmarks.md``).
 
 Both engines do exactly two things per rotation, on ``(B, Z, Y, X//2+1)`` complex64
 buffers that :meth:`spectrum_buffer` allocates (aligned for FFTW):
@@ -240,7 +240,7 @@ class ScipyVolumeFft:
 
 class FftwVolumeFft:
     """FFTW engine (pyFFTW): the same transforms as :class:`ScipyVolumeFft`, planned
-    once per buffer and run in place with ``workers`` threads (GIL released)."""
+    once per buffer slot and run in place with ``workers`` threads (GIL released)."""
 
     name = "fftw"
 
@@ -322,7 +322,8 @@ class FftwVolumeFft:
         return buf
 
     def _forward_plans(self, out: np.ndarray, preserve: bool = True) -> Any:
-        """Rows buffer and the three pruned stages for ``out`` (cached per buffer)."""
+        """Rows buffer and the three pruned stages for ``out`` (cached per buffer
+        slot: ``out`` is one slot, ``buf[i : i + 1]``)."""
         b = out.shape[0]
         n, sx = self.box, self.shape_zyx[2]
         key = ("fwd", out.ctypes.data, b)
@@ -365,6 +366,8 @@ class FftwVolumeFft:
         """Pruned ``rfftn`` of ``boxes`` ``(B, n, n, n)`` zero-padded to the volume,
         into ``out`` (best a buffer from :meth:`spectrum_buffer`: planned already)."""
         n = self.box
+        if len(boxes) != out.shape[0]:
+            raise ValueError(f"{len(boxes)} boxes for {out.shape[0]} spectra")
         for i in range(out.shape[0]):  # one spectrum at a time (see max_batch)
             one = out[i : i + 1]
             rows, p_x, p_y, p_z = self._forward_plans(one)

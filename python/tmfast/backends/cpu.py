@@ -36,7 +36,7 @@ rounding):
   maximum). The GIL is released in the Rust kernels; they only touch these private
   arrays. FFTs use ``workers = os.cpu_count()`` threads, the Rust kernels rayon's pool.
 - **FFT engine** (:mod:`tmfast.backends._cpu_fft`): FFTW through pyFFTW when it is
-  installed (``pip install 'tmfast[fftw]'``; planned once per buffer, in place, no
+  installed (``pip install 'tmfast[fftw]'``; planned once per buffer slot, in place, no
   allocation per rotation), else ``scipy.fft``; ``fft="scipy"`` forces the reference.
   FFTW's inverse is unnormalised, so ``1/(Z*Y*X)`` is folded into the volume spectra
   once in :meth:`prepare`. Both engines agree to float32 rounding
@@ -253,6 +253,15 @@ class CpuBackend:
                 f"backend inputs: template weight {inputs.template_weight.shape} "
                 f"must be {(n, n, n // 2 + 1)}"
             )
+        if inputs.noise_template is not None and np.shape(inputs.noise_template) != (
+            n,
+            n,
+            n,
+        ):
+            raise ConfigError(
+                f"backend inputs: noise template box {np.shape(inputs.noise_template)} "
+                f"differs from the template box {tmpl.shape}"
+            )
         if float(mask.sum()) <= 0.0:
             raise ConfigError("backend inputs: the mask is empty (sum <= 0)")
         self.close()
@@ -450,10 +459,13 @@ class CpuBackend:
         search's angle dtype."""
         if self._angle_dtype == np.int32:
             return _roll3(angles, shift, np.int32)
-        if angles.size and int(angles.max()) >= _U16_ROTATIONS:
+        if angles.size and (
+            int(angles.max()) >= _U16_ROTATIONS or int(angles.min()) < -1
+        ):
             raise ConfigError(
-                f"resume maps hold rotation index {int(angles.max())}, beyond the "
-                f"search's {_U16_ROTATIONS} rotations"
+                f"resume maps hold rotation indices {int(angles.min())} .. "
+                f"{int(angles.max())}, outside -1 .. {_U16_ROTATIONS - 1} (this "
+                "search's 16-bit angle map): rerun without the checkpoint"
             )
         # int32 -> uint16 while copying wraps -1 to 65535, the uint16 "none yet"
         return _roll3(angles, shift, np.uint16)

@@ -41,7 +41,7 @@ def collect_info() -> dict[str, Any]:
         ``cuda_devices`` (lists of dicts), ``nvcc`` (path or None) and ``auto`` (the
         backend ``--backend auto`` would choose).
     """
-    from tmfast import __version__
+    from tmfast import __version__, _rust
     from tmfast.backends._cpu_fft import fftw_available
     from tmfast.backends.cuda import find_nvcc
     from tmfast.backends.registry import available_backends
@@ -49,10 +49,11 @@ def collect_info() -> dict[str, Any]:
     status = available_backends()
     no_fftw = fftw_available()
     fft = "FFTW (pyfftw)" if no_fftw is None else f"scipy.fft; FFTW: {no_fftw}"
+    simd = "AVX2+FMA" if _rust.wide_simd() else "baseline"
     backends: dict[str, dict[str, Any]] = {
         "cpu": {
             "available": True,
-            "detail": f"numpy + {fft}, on {os.cpu_count()} cores",
+            "detail": f"numpy + {fft}, {simd} kernels, on {os.cpu_count()} cores",
         }
     }
     opencl_devices: list[dict[str, Any]] = []

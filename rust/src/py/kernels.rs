@@ -264,6 +264,12 @@ fn fold_rotations_py(
     }
 }
 
+/// Whether the CPU kernels run their AVX2+FMA copies (see `kernels::wide_simd`).
+#[pyfunction(name = "wide_simd")]
+fn wide_simd_py() -> bool {
+    kernels::wide_simd()
+}
+
 /// Rotate `count` volumes' interleaved B-spline coefficients `(z, y, x, count)` by one
 /// matrix into `out` (same shape); one volume is `count = 1`.
 #[pyfunction(name = "rotate_bspline_many")]
@@ -416,6 +422,7 @@ fn zero_outside_corner_py(
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fold_rotations_py, m)?)?;
     m.add_function(wrap_pyfunction!(rotate_bspline_many_py, m)?)?;
+    m.add_function(wrap_pyfunction!(wide_simd_py, m)?)?;
     m.add_function(wrap_pyfunction!(conj_multiply_py, m)?)?;
     m.add_function(wrap_pyfunction!(conj_multiply_pair_py, m)?)?;
     m.add_function(wrap_pyfunction!(zero_outside_corner_py, m)?)?;
