@@ -199,38 +199,21 @@ def test_ties_keep_the_smaller_index() -> None:
 
 
 def test_bad_inputs_raise() -> None:
-    from tmfast.errors import ConfigError
-
     vol, tmpl, weight = _case(5, seed=1)
-    be = CpuBackend()
-    with pytest.raises(ConfigError, match="mask box"):
-        be.prepare(
-            CorrelationInputs(
-                tomogram=vol,
-                template=tmpl,
-                mask=np.ones((4, 4, 4), np.float32),
-                template_weight=weight,
-            )
-        )
-    with pytest.raises(ConfigError, match="empty"):
-        be.prepare(
-            CorrelationInputs(
-                tomogram=vol,
-                template=tmpl,
-                mask=np.zeros_like(tmpl),
-                template_weight=weight,
-            )
-        )
-    with pytest.raises(ConfigError, match="noise template box"):
-        be.prepare(
-            CorrelationInputs(
-                tomogram=vol,
-                template=tmpl,
-                mask=np.ones_like(tmpl),
-                template_weight=weight,
-                noise_template=np.ones((4, 4, 4), np.float32),
-            )
-        )
+    good = {"tomogram": vol, "template": tmpl, "template_weight": weight}
+    for changed, message in (
+        ({"mask": np.ones((4, 4, 4), np.float32)}, "mask box"),
+        ({"mask": np.zeros_like(tmpl)}, "empty"),
+        (
+            {
+                "mask": np.ones_like(tmpl),
+                "noise_template": np.ones((4, 4, 4), np.float32),
+            },
+            "noise template box",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            CpuBackend().prepare(CorrelationInputs(**good, **changed))  # type: ignore[arg-type]
     with pytest.raises(RuntimeError):
         CpuBackend().score_rotations(0, np.eye(3)[None])
 
