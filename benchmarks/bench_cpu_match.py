@@ -221,37 +221,24 @@ def test_cpu_match_speed(benchmark: pytest.FixtureRequest, tmp_path: Path) -> No
     pytme_runs: list[dict[tuple[str, int], dict[str, float]]] = []
     for rep in range(repeats):
         for name, spherical, noise, per_voxel in VARIANTS:
+            args = (
+                vol,
+                tmpl,
+                mask,
+                weight,
+                roi,
+                spherical,
+                noise,
+                per_voxel,
+                mats,
+                n_search,
+            )
             if name == "spherical" and rep == 0:
                 maps, prep, per, peak = benchmark.pedantic(  # type: ignore[attr-defined]
-                    _run,
-                    args=(
-                        vol,
-                        tmpl,
-                        mask,
-                        weight,
-                        roi,
-                        spherical,
-                        noise,
-                        per_voxel,
-                        mats,
-                        n_search,
-                    ),
-                    rounds=1,
-                    iterations=1,
+                    _run, args=args, rounds=1, iterations=1
                 )
             else:
-                maps, prep, per, peak = _run(
-                    vol,
-                    tmpl,
-                    mask,
-                    weight,
-                    roi,
-                    spherical,
-                    noise,
-                    per_voxel,
-                    mats,
-                    n_search,
-                )
+                maps, prep, per, peak = _run(*args)
             assert np.isfinite(maps.scores).all()
             results[name] = maps
             old = best.get(name)

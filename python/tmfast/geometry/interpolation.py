@@ -231,18 +231,12 @@ def rotate_bspline(
     c = np.ascontiguousarray(coeffs, dtype=np.float32)
     if c.ndim != 3:
         raise ValueError(f"coefficients must be 3-D (z, y, x), got shape {c.shape}")
-    m = np.ascontiguousarray(matrix, dtype=np.float64)
-    if m.shape != (3, 3):
-        raise ValueError(f"rotation matrix must be 3x3, got {m.shape}")
-    if out is None:
-        out = np.empty(c.shape, dtype=np.float32)
-    elif out.shape != c.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(
-            "out must be a C-contiguous float32 array of the coefficients' shape"
-        )
-    # the one-volume case of the interleaved kernel: a trailing axis of 1 (views)
-    _rust.rotate_bspline_many(c[..., None], m, out[..., None])
-    return out
+    # the one-volume case of rotate_bspline_many: a trailing axis of 1 (views; it
+    # checks the matrix and ``out``)
+    many = rotate_bspline_many(
+        c[..., None], matrix, out=None if out is None else out[..., None]
+    )
+    return many[..., 0] if out is None else out
 
 
 def rotate_bspline_many(
