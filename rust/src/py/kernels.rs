@@ -108,30 +108,14 @@ struct FoldArgs<'py> {
 /// [`fold_rotations_py`] for one angle type `A` and one sum type `S`.
 fn fold_impl<S: SumElement + Element, A: AngleIndex + Element>(
     py: Python<'_>,
-    args: FoldArgs<'_>,
+    mut args: FoldArgs<'_>,
     mut angles: PyReadwriteArrayDyn<'_, A>,
     mut score_sum: Option<PyReadwriteArrayDyn<'_, S>>,
     mut score_sq_sum: Option<PyReadwriteArrayDyn<'_, S>>,
 ) -> PyResult<Vec<(f64, f64)>> {
-    let FoldArgs {
-        mut scores,
-        corr,
-        first_index,
-        mut noise_scores,
-        noise_corr,
-        inverse_norm,
-        local_sum,
-        local_sq_sum,
-        mask_sums,
-        denominator,
-        roi,
-        floor_rel,
-        row_len,
-        row_stride,
-    } = args;
-    let (row_len, row_stride) = row_layout(scores.shape(), row_len, row_stride);
+    let (row_len, row_stride) = row_layout(args.scores.shape(), args.row_len, args.row_stride);
     let maps = RunningMapsMut {
-        scores: contiguous(scores.as_slice_mut(), "scores")?,
+        scores: contiguous(args.scores.as_slice_mut(), "scores")?,
         angles: contiguous(angles.as_slice_mut(), "angles")?,
         score_sum: match score_sum.as_mut() {
             Some(a) => Some(contiguous(a.as_slice_mut(), "score_sum")?),
@@ -141,28 +125,29 @@ fn fold_impl<S: SumElement + Element, A: AngleIndex + Element>(
             Some(a) => Some(contiguous(a.as_slice_mut(), "score_sq_sum")?),
             None => None,
         },
-        roi: match roi.as_ref() {
+        roi: match args.roi.as_ref() {
             Some(a) => Some(contiguous_ro(a.as_slice(), "roi")?),
             None => None,
         },
-        noise_scores: match noise_scores.as_mut() {
+        noise_scores: match args.noise_scores.as_mut() {
             Some(a) => Some(contiguous(a.as_slice_mut(), "noise_scores")?),
             None => None,
         },
     };
-    let corr = contiguous_ro(corr.as_slice(), "corr")?;
-    let noise_corr = match noise_corr.as_ref() {
+    let corr = contiguous_ro(args.corr.as_slice(), "corr")?;
+    let noise_corr = match args.noise_corr.as_ref() {
         Some(a) => Some(contiguous_ro(a.as_slice(), "noise_corr")?),
         None => None,
     };
     let norm = normalisation(
-        inverse_norm.as_ref(),
-        local_sum.as_ref(),
-        local_sq_sum.as_ref(),
-        mask_sums.as_deref(),
-        denominator.as_ref(),
-        floor_rel,
+        args.inverse_norm.as_ref(),
+        args.local_sum.as_ref(),
+        args.local_sq_sum.as_ref(),
+        args.mask_sums.as_deref(),
+        args.denominator.as_ref(),
+        args.floor_rel,
     )?;
+    let first_index = args.first_index;
     let totals = py.detach(|| {
         kernels::fold_rotations(
             maps,
