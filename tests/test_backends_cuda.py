@@ -76,6 +76,7 @@ def test_cuda_resume_and_unknown_device() -> None:
     second.prepare(inputs, resume_from=snap)
     second.score_rotations(3, mats[3:])
     _assert_maps_close(ref, second.finalize())
+    second.close()
     with pytest.raises(ConfigError, match="device id 4096"):
         cuda.CudaBackend(4096)
 
@@ -94,6 +95,7 @@ def test_cuda_big_volume_batches_and_matches_cpu_peak() -> None:
     got = backend.finalize()
     np.testing.assert_allclose(got.scores, ref.scores, atol=1e-4, rtol=0)
     assert np.argmax(got.scores) == np.argmax(ref.scores)
+    backend.close()
 
 
 def test_find_nvcc_prefers_path_then_cuda_home(

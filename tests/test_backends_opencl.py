@@ -1,4 +1,8 @@
-"""The opencl backend (PoCL in CI) against the cpu backend and planted ground truth.
+"""The GPU backends against the cpu backend and planted ground truth.
+
+Each device test runs once per GPU API through the ``make_gpu`` fixture: ``opencl``
+(PoCL in CI; marker ``opencl``) and ``cuda`` (marker ``gpu``, on a CUDA host), so the
+one kernel source and host pipeline are checked the same way on both.
 
 The cpu backend (numpy + scipy.fft, float64 statistics) is the oracle; the GPU path
 must reproduce its score, angle, sum and sum-of-squares maps within 1e-4, with angle
@@ -11,10 +15,11 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
-from tmfast.backends import _gpu
+from tmfast.backends import _gpu, cuda
 from tmfast.backends._cpu_fft import fftw_available
 from tmfast.backends.base import CorrelationInputs, RunningMaps
 from tmfast.backends.cpu import CpuBackend
@@ -24,10 +29,40 @@ from tmfast.geometry.rotations import zxz_to_matrices
 
 opencl = pytest.importorskip("tmfast.backends.opencl")
 _OK, _REASON = opencl.is_available()
-pytestmark = [
+_CUDA_OK, _CUDA_REASON = cuda.is_available()
+needs_opencl = [
     pytest.mark.opencl,
     pytest.mark.skipif(not _OK, reason=f"opencl backend unavailable: {_REASON}"),
 ]
+needs_cuda = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not _CUDA_OK, reason=f"cuda backend unavailable: {_CUDA_REASON}"
+    ),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuFactory:
+    """Makes backends of one GPU API (device 0) with the shared keyword arguments."""
+
+    api: str
+
+    def __call__(self, **kwargs: Any) -> _gpu.GpuMatchBackend:
+        if self.api == "cuda":
+            return cuda.CudaBackend(0, **kwargs)
+        return opencl.OpenCLBackend(**kwargs)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("opencl", marks=needs_opencl),
+        pytest.param("cuda", marks=needs_cuda),
+    ]
+)
+def make_gpu(request: pytest.FixtureRequest) -> GpuFactory:
+    return GpuFactory(request.param)
+
 
 TOL = 1e-4
 
@@ -121,12 +156,12 @@ def _assert_maps_close(ref: RunningMaps, got: RunningMaps) -> None:
         ("non_spherical", 10, False),
     ],
 )
-def test_opencl_equals_cpu(kind: str, n: int, pruned: bool) -> None:
+def test_gpu_equals_cpu(kind: str, n: int, pruned: bool, make_gpu: GpuFactory) -> None:
     inputs = _inputs(kind, n=n)
     mats = _matrices(10)
     ref = _cpu(inputs, mats)
     # 10 rotations: batches of 4, 4, 2
-    backend = opencl.OpenCLBackend(max_batch=4, pruned_forward=pruned)
+    backend = make_gpu(max_batch=4, pruned_forward=pruned)
     backend.prepare(inputs)
     assert backend.plan is not None and backend.plan.batch == 4
     backend.score_rotations(0, mats[:7])  # 7 = 4 + 3: a partial batch mid-run
@@ -142,18 +177,20 @@ def test_opencl_equals_cpu(kind: str, n: int, pruned: bool) -> None:
 
 
 @pytest.mark.parametrize("kind", ["spherical", "non_spherical", "random_phase"])
-def test_snapshot_and_resume_continue_the_search(kind: str) -> None:
+def test_snapshot_and_resume_continue_the_search(
+    kind: str, make_gpu: GpuFactory
+) -> None:
     inputs = _inputs(kind, shape=(32, 32, 34), seed=3)
     mats = _matrices(6, seed=4)
     ref = _cpu(inputs, mats)
-    first = opencl.OpenCLBackend(max_batch=2)
+    first = make_gpu(max_batch=2)
     first.prepare(inputs)
     first.score_rotations(0, mats[:3])
     snap = first.snapshot()
     first.close()
     assert snap.n_rotations_done == 3
     assert np.all(snap.angles < 3) and np.all(snap.angles >= 0)
-    second = opencl.OpenCLBackend(max_batch=1)  # the unbatched plan shapes
+    second = make_gpu(max_batch=1)  # the unbatched plan shapes
     second.prepare(inputs, resume_from=snap)
     second.score_rotations(3, mats[3:])
     got = second.finalize()
@@ -161,7 +198,9 @@ def test_snapshot_and_resume_continue_the_search(kind: str) -> None:
     _assert_angles_equal_or_tied(inputs, mats, ref, got)
 
 
-def test_planted_copy_is_found_at_its_position_and_rotation() -> None:
+def test_planted_copy_is_found_at_its_position_and_rotation(
+    make_gpu: GpuFactory,
+) -> None:
     n, shape = 12, (40, 40, 44)
     rng = np.random.default_rng(7)
     g = np.indices((n,) * 3) - n // 2
@@ -189,7 +228,7 @@ def test_planted_copy_is_found_at_its_position_and_rotation() -> None:
         mask=(r <= n / 2 - 1).astype(np.float32),
         template_weight=np.ones((n, n, n // 2 + 1), dtype=np.float32),
     )
-    backend = opencl.OpenCLBackend()
+    backend = make_gpu()
     backend.prepare(inputs)
     backend.score_rotations(0, mats)
     maps = backend.finalize()
@@ -200,10 +239,12 @@ def test_planted_copy_is_found_at_its_position_and_rotation() -> None:
 
 
 @pytest.mark.parametrize("pruned", [True, False], ids=["pruned_fft", "full_fft"])
-def test_device_buffers_match_the_memory_estimate(pruned: bool) -> None:
+def test_device_buffers_match_the_memory_estimate(
+    pruned: bool, make_gpu: GpuFactory
+) -> None:
     for kind in ("spherical", "non_spherical", "random_phase"):
         inputs = _inputs(kind)
-        backend = opencl.OpenCLBackend(max_batch=3, pruned_forward=pruned)
+        backend = make_gpu(max_batch=3, pruned_forward=pruned)
         backend.prepare(inputs)
         assert backend.plan is not None
         job = backend._job
@@ -229,6 +270,7 @@ def test_device_buffers_match_the_memory_estimate(pruned: bool) -> None:
         backend.close()
 
 
+@pytest.mark.opencl
 def test_batch_shrinks_then_out_of_memory_error_names_the_fix() -> None:
     shape, n = (256, 512, 512), 72
     kwargs = {"mask_is_spherical": True, "with_noise": False, "device_name": "test GPU"}
@@ -268,19 +310,22 @@ def test_batch_shrinks_then_out_of_memory_error_names_the_fix() -> None:
 
 
 def test_prepare_raises_out_of_memory_before_allocating(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, make_gpu: GpuFactory
 ) -> None:
-    backend = opencl.OpenCLBackend()
+    backend = make_gpu()
     monkeypatch.setattr(backend._ops, "memory", lambda: (1024 * 1024, 1024 * 1024))
     with pytest.raises(GpuOutOfMemoryError, match="split the volume"):
         backend.prepare(_inputs("spherical"))
     assert backend._job is None
 
 
-def test_bad_inputs_and_device_index_raise_config_errors() -> None:
-    with pytest.raises(ConfigError, match="device index 99"):
-        opencl.OpenCLBackend(device_index=99)
-    backend = opencl.OpenCLBackend()
+def test_bad_inputs_and_device_index_raise_config_errors(make_gpu: GpuFactory) -> None:
+    with pytest.raises(ConfigError, match="99 does not exist"):
+        if make_gpu.api == "cuda":
+            cuda.CudaBackend(99)
+        else:
+            opencl.OpenCLBackend(device_index=99)
+    backend = make_gpu()
     good = _inputs("spherical")
     with pytest.raises(ConfigError, match="prepare"):
         backend.score_rotations(0, _matrices(1))
@@ -297,7 +342,7 @@ def test_bad_inputs_and_device_index_raise_config_errors() -> None:
         backend.score_rotations(0, np.eye(3))
 
 
-def test_non_hermitian_weight_warns() -> None:
+def test_non_hermitian_weight_warns(make_gpu: GpuFactory) -> None:
     good = _inputs("spherical")
     w = good.template_weight.copy()
     w[1, 2, 0] *= 0.5  # breaks w(k) = w(-k) on the kx = 0 plane
@@ -307,12 +352,13 @@ def test_non_hermitian_weight_warns() -> None:
         mask=good.mask,
         template_weight=w,
     )
-    backend = opencl.OpenCLBackend()
+    backend = make_gpu()
     with pytest.warns(RuntimeWarning, match="not symmetric"):
         backend.prepare(inputs)
     backend.close()
 
 
+@pytest.mark.opencl
 def test_registry_import_loads_no_gpu_library() -> None:
     code = (
         "import sys, tmfast, tmfast.backends.registry, tmfast.backends.base;"
@@ -323,8 +369,10 @@ def test_registry_import_loads_no_gpu_library() -> None:
     assert res.returncode == 0, f"imported GPU modules: {res.stdout} {res.stderr}"
 
 
-def test_second_prepare_reuses_fft_plans_and_stays_correct() -> None:
-    backend = opencl.OpenCLBackend(max_batch=2)
+def test_second_prepare_reuses_fft_plans_and_stays_correct(
+    make_gpu: GpuFactory,
+) -> None:
+    backend = make_gpu(max_batch=2)
     mats = _matrices(3, seed=5)
     backend.prepare(_inputs("spherical", seed=1))
     plans = dict(backend._plans)
@@ -339,7 +387,7 @@ def test_second_prepare_reuses_fft_plans_and_stays_correct() -> None:
     assert backend._plans == {}
 
 
-def test_engine_search_with_opencl_equals_cpu() -> None:
+def test_engine_search_with_gpu_equals_cpu(make_gpu: GpuFactory) -> None:
     from tmfast.matching.engine import search_volume
 
     inputs = _inputs("non_spherical", shape=(32, 40, 44), seed=6)
@@ -354,13 +402,15 @@ def test_engine_search_with_opencl_equals_cpu() -> None:
     }
     args = (inputs.tomogram, inputs.template, inputs.mask, inputs.template_weight)
     ref = search_volume(*args, angles, backends=[CpuBackend(workers=1)], **kwargs)
-    got = search_volume(*args, angles, backends=[opencl.OpenCLBackend()], **kwargs)
+    got = search_volume(*args, angles, backends=[make_gpu()], **kwargs)
     np.testing.assert_allclose(got.scores, ref.scores, atol=TOL, rtol=0)
     assert np.mean(got.angles == ref.angles) > 0.9999
 
 
 @pytest.mark.parametrize("kind", ["spherical", "non_spherical"])
-def test_tomogram_offset_does_not_cost_precision(kind: str) -> None:
+def test_tomogram_offset_does_not_cost_precision(
+    kind: str, make_gpu: GpuFactory
+) -> None:
     """Adding a constant leaves scores unchanged in exact arithmetic (the normalised
     template sums to zero and sigma_local is shift-invariant); float32 spectra of an
     offset volume must not lose that (E[V^2] - E[V]^2 cancellation)."""
@@ -368,14 +418,14 @@ def test_tomogram_offset_does_not_cost_precision(kind: str) -> None:
     offset = dataclasses.replace(centred, tomogram=centred.tomogram + np.float32(50.0))
     mats = _matrices(4, seed=13)
     ref = _cpu(centred, mats)
-    backend = opencl.OpenCLBackend()
+    backend = make_gpu()
     backend.prepare(offset)
     backend.score_rotations(0, mats)
     _assert_maps_close(ref, backend.finalize())
 
 
-def test_fits_agrees_with_the_device_memory() -> None:
-    backend = opencl.OpenCLBackend()
+def test_fits_agrees_with_the_device_memory(make_gpu: GpuFactory) -> None:
+    backend = make_gpu()
     free_b, _ = backend._ops.memory()
     opts = {"mask_is_spherical": True, "with_noise": False}
     assert backend.fits((32, 32, 32), 10, **opts)
@@ -390,11 +440,11 @@ def test_fits_agrees_with_the_device_memory() -> None:
     [("spherical", 11, (33, 35, 45)), ("non_spherical", 9, (27, 25, 30))],
 )
 def test_odd_volume_and_box_sizes(
-    kind: str, n: int, shape: tuple[int, int, int]
+    kind: str, n: int, shape: tuple[int, int, int], make_gpu: GpuFactory
 ) -> None:
     inputs = _inputs(kind, n=n, shape=shape, seed=14)
     mats = _matrices(5, seed=15)
-    backend = opencl.OpenCLBackend(max_batch=2)
+    backend = make_gpu(max_batch=2)
     backend.prepare(inputs)
     backend.score_rotations(0, mats)
     got = backend.finalize()
@@ -446,7 +496,9 @@ def _flat_region_inputs(
 
 
 @pytest.mark.parametrize("kind", ["spherical", "non_spherical"])
-def test_flat_regions_use_the_cpu_variance_floor(kind: str) -> None:
+def test_flat_regions_use_the_cpu_variance_floor(
+    kind: str, make_gpu: GpuFactory
+) -> None:
     """Where the local variance is float32 rounding noise (zero and constant regions)
     the GPU path applies the cpu backend's relative floor (sigma = 1 where the
     variance of the standardised volume is <= 1e-4 (E[V^2] + 1)), so scores there are
@@ -462,7 +514,7 @@ def test_flat_regions_use_the_cpu_variance_floor(kind: str) -> None:
 
     assert _gpu.VAR_REL_FLOOR == cpu_module._VAR_REL_FLOOR
     inputs, mats, pos = _flat_region_inputs(kind)
-    backend = opencl.OpenCLBackend(max_batch=4)
+    backend = make_gpu(max_batch=4)
     backend.prepare(inputs)
     backend.score_rotations(0, mats)
     got = backend.finalize()

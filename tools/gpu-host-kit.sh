@@ -9,6 +9,8 @@
 #   wheels/   Python 3.12 manylinux x86_64 wheels of every run-time and test need of
 #             tmfast, pytom-match-pick (no-deps) and its pure-Python needs
 #   tmfast/   the tmfast abi3 wheel (cp311-abi3: installs on 3.11 and 3.12)
+#   prebuilt/ pycuda and pyvkfft (CUDA) cp312 wheels (tools/gpu-host-prebuild.sh;
+#             PREBUILD=0 skips them)
 #   requirements-host.txt   what tools/gpu-host-run.sh installs from wheels/
 #   MANIFEST.txt            file names, sizes and sha256 of the kit
 # tools/gpu-host-run.sh is copied into the kit so the kit folder alone is enough.
@@ -106,6 +108,14 @@ case "${whl}" in
 esac
 
 cp "${repo}/tools/gpu-host-run.sh" "${kit}/gpu-host-run.sh"
+
+# pycuda and pyvkfft prebuilt here for CPython 3.12 (CUDA 13.0 compiler wheels and
+# a libcuda link stub), so the host does not spend 2-4 min of its lease compiling
+# them; gpu-host-run.sh falls back to the sdists when they do not work there.
+if [[ "${PREBUILD:-1}" == "1" ]]; then
+    KIT="${kit}" bash "${repo}/tools/gpu-host-prebuild.sh" \
+        || log "warning: prebuilding pycuda/pyvkfft failed: the host builds them from the sdists"
+fi
 
 log "manifest"
 (cd "${kit}" && find . -type f ! -name MANIFEST.txt -printf '%P\n' | sort \
