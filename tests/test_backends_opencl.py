@@ -146,24 +146,31 @@ def _assert_maps_close(ref: RunningMaps, got: RunningMaps) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "n", "pruned"),
+    ("kind", "n", "pruned", "fused"),
     [
-        ("spherical", 10, True),
-        ("spherical", 11, True),
-        ("non_spherical", 10, True),
-        ("random_phase", 12, True),
-        ("spherical", 11, False),  # the full 3-D R2C path
-        ("non_spherical", 10, False),
+        ("spherical", 10, True, True),
+        ("spherical", 11, True, True),
+        ("non_spherical", 10, True, True),
+        ("random_phase", 12, True, True),
+        ("spherical", 11, True, False),  # pruned, separate z FFT and 3-D inverse
+        ("non_spherical", 10, True, False),
+        ("random_phase", 12, True, False),
+        ("spherical", 11, False, True),  # the full 3-D R2C path (fused_z unused)
+        ("non_spherical", 10, False, True),
     ],
 )
-def test_gpu_equals_cpu(kind: str, n: int, pruned: bool, make_gpu: GpuFactory) -> None:
+def test_gpu_equals_cpu(
+    kind: str, n: int, pruned: bool, fused: bool, make_gpu: GpuFactory
+) -> None:
     inputs = _inputs(kind, n=n)
     mats = _matrices(10)
     ref = _cpu(inputs, mats)
     # 10 rotations: batches of 4, 4, 2
-    backend = make_gpu(max_batch=4, pruned_forward=pruned)
+    backend = make_gpu(max_batch=4, pruned_forward=pruned, fused_z=fused)
     backend.prepare(inputs)
     assert backend.plan is not None and backend.plan.batch == 4
+    # nz = 32 = 4 * 4 * 2: the fused z stage applies whenever it is asked for
+    assert backend.plan.fused_z == (pruned and fused)
     backend.score_rotations(0, mats[:7])  # 7 = 4 + 3: a partial batch mid-run
     backend.score_rotations(7, mats[7:])
     got = backend.finalize()
@@ -238,13 +245,17 @@ def test_planted_copy_is_found_at_its_position_and_rotation(
     assert maps.scores[pos_zyx] > 0.9
 
 
-@pytest.mark.parametrize("pruned", [True, False], ids=["pruned_fft", "full_fft"])
+@pytest.mark.parametrize(
+    ("pruned", "fused"),
+    [(True, True), (True, False), (False, True)],
+    ids=["pruned_fused_z", "pruned_fft", "full_fft"],
+)
 def test_device_buffers_match_the_memory_estimate(
-    pruned: bool, make_gpu: GpuFactory
+    pruned: bool, fused: bool, make_gpu: GpuFactory
 ) -> None:
     for kind in ("spherical", "non_spherical", "random_phase"):
         inputs = _inputs(kind)
-        backend = make_gpu(max_batch=3, pruned_forward=pruned)
+        backend = make_gpu(max_batch=3, pruned_forward=pruned, fused_z=fused)
         backend.prepare(inputs)
         assert backend.plan is not None
         job = backend._job
@@ -263,11 +274,30 @@ def test_device_buffers_match_the_memory_estimate(
             mask_is_spherical=inputs.mask_is_spherical,
             with_noise=inputs.noise_template is not None,
             pruned_forward=pruned,
+            fused_z=fused,
         )
         assert est == backend.plan.total_bytes
         # the estimate covers what stays allocated and is not a gross overestimate
         assert allocated <= est <= 1.6 * allocated, (kind, allocated, est)
         backend.close()
+
+
+def test_zline_radices_factor_the_z_length_or_refuse() -> None:
+    assert _gpu.zline_radices(256) == (8, 8, 4)
+    assert _gpu.zline_radices(32) == (8, 4)  # the tests' nz: radices 8 and 4
+    assert _gpu.zline_radices(250) == (2, 5, 5, 5)
+    assert _gpu.zline_radices(210) == (2, 3, 5, 7)
+    assert _gpu.zline_radices(1) == ()
+    assert _gpu.zline_radices(202) is None  # 2 * 101
+    assert _gpu.zline_radices(_gpu.ZLINE_LMEM) is None  # a column must fit
+    for nz in (27, 200, 256, 300, 512, 1000, 2048):
+        cols = _gpu.zline_columns(nz)
+        assert 1 <= cols * (nz + 1) <= _gpu.ZLINE_LMEM
+        assert int(np.prod(_gpu.zline_radices(nz))) == nz
+    shape = (202, 64, 64)
+    assert not _gpu.uses_fused_z(shape, pruned_forward=True, fused_z=True)
+    assert _gpu.uses_fused_z((200, 64, 64), pruned_forward=True, fused_z=True)
+    assert not _gpu.uses_fused_z((200, 64, 64), pruned_forward=False, fused_z=True)
 
 
 @pytest.mark.opencl
@@ -437,15 +467,23 @@ def test_fits_agrees_with_the_device_memory(make_gpu: GpuFactory) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "n", "shape"),
-    [("spherical", 11, (33, 35, 45)), ("non_spherical", 9, (27, 25, 30))],
+    [
+        ("spherical", 11, (33, 35, 45)),
+        ("non_spherical", 9, (27, 25, 30)),
+        ("spherical", 9, (35, 24, 28)),  # z FFT of radices 5 and 7
+        ("random_phase", 8, (30, 26, 21)),  # radices 2, 3, 5; odd x
+    ],
 )
 def test_odd_volume_and_box_sizes(
     kind: str, n: int, shape: tuple[int, int, int], make_gpu: GpuFactory
 ) -> None:
     inputs = _inputs(kind, n=n, shape=shape, seed=14)
     mats = _matrices(5, seed=15)
-    backend = make_gpu(max_batch=2)
+    backend = make_gpu(max_batch=2, fused_z=True)
     backend.prepare(inputs)
+    # 27 = 3^3, 35 = 5 * 7 and 30 run the fused z stage; 33 = 3 * 11 cannot
+    assert backend.plan is not None
+    assert backend.plan.fused_z == (shape[0] != 33)
     backend.score_rotations(0, mats)
     got = backend.finalize()
     ref = _cpu(inputs, mats)

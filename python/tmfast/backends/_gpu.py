@@ -20,9 +20,15 @@ until :meth:`GpuMatchBackend.snapshot` or :meth:`GpuMatchBackend.finalize`):
    ever written, so the zero padding is made once per job);
 5. the forward FFT of the padded template, pruned by default: R2C along x of the
    ``n*n`` compact rows, ``scatter_shift`` to the y places and C2C along y of ``n``
-   planes, ``scatter_shift`` to the z places and C2C along z (about 2 spectrum
-   passes instead of the ~6 of a full 3-D R2C); then ``conj_mul`` with the tomogram
-   spectrum (read once per batch) and the batched volume C2R;
+   planes; ``scatter_shift`` to the z places, C2C along z, ``conj_mul`` with the
+   tomogram spectrum (read once per batch) and the batched 3-D C2R. Opt-in
+   (``fused_z=True``): one kernel per work group of (ky, kx) columns in local memory
+   (``zline_corr``; ``zline_corr2`` for the rotated mask's pair) does the planes to
+   their z places, the FFT along z, the product and the inverse FFT along z, and a
+   batched 2-D C2R over (y, x) finishes; it needs one volume spectrum less per
+   rotation of a batch, but measured slower on an H200 (1.35 vs 1.25 ms per
+   rotation, 512x512x256, docs/benchmarks.md), so it is not the default. Without
+   pruning, a full 3-D R2C of the padded volume replaces the first steps;
 6. ``update_scores``: running max + argmax + compensated sum and sum of squares in
    one pass; a spherical mask defers the division by ``N_M * sigma_local`` to
    finalisation, a non-spherical one divides by the per-rotation local sigma there.
@@ -75,6 +81,8 @@ KERNEL_NAMES = (
     "scatter_shift",
     "conj_mul",
     "conj_mul_mask",
+    "zline_corr",
+    "zline_corr2",
     "sigma_denominator",
     "update_scores",
     "update_noise",
@@ -89,6 +97,13 @@ MOMENT_CHUNKS = 32
 MEMORY_HEADROOM = 0.85
 #: Default upper bound on the number of rotations per FFT call.
 DEFAULT_MAX_BATCH = 8
+#: float2 elements in each of zline_corr's two local buffers (36 KiB together):
+#: (nz + 1) * columns must fit, so the fused z stage serves nz <= ZLINE_LMEM - 1.
+ZLINE_LMEM = 2304
+#: Radices of zline_corr's Stockham passes, tried in this order.
+ZLINE_RADICES = (8, 4, 2, 3, 5, 7)
+#: At most this many (ky, kx) columns per zline_corr work group.
+ZLINE_MAX_COLUMNS = 16
 #: sigma_local is taken as 1 where the local variance of the standardised tomogram
 #: is <= VAR_REL_FLOOR * (local mean square + 1): the cpu backend's rule (below it
 #: E[V^2] - E[V]^2 is float32 FFT rounding noise). Compiled into the kernels.
@@ -125,7 +140,46 @@ def build_options() -> list[str]:
     return [
         f"-DTMFAST_REDUCE_WG={REDUCE_WG}",
         f"-DTMFAST_VAR_REL_FLOOR={VAR_REL_FLOOR!r}f",
+        f"-DTMFAST_ZLINE_LMEM={ZLINE_LMEM}",
     ]
+
+
+def zline_radices(nz: int) -> tuple[int, ...] | None:
+    """Return the radices of ``zline_corr``'s FFT passes along z, or None when the
+    fused z stage cannot serve this length (a prime factor above 7, or the column
+    does not fit in local memory).
+
+    Parameters
+    ----------
+    nz
+        FFT length along z (the (sub)volume's z size).
+
+    Returns
+    -------
+    tuple of int or None
+        Radices whose product is ``nz`` (empty for ``nz == 1``).
+    """
+    if nz < 1 or nz + 1 > ZLINE_LMEM:
+        return None
+    radices: list[int] = []
+    rest = nz
+    for r in ZLINE_RADICES:
+        while rest % r == 0:
+            radices.append(r)
+            rest //= r
+    return tuple(radices) if rest == 1 else None
+
+
+def zline_columns(nz: int) -> int:
+    """Return the (ky, kx) columns one ``zline_corr`` work group transforms."""
+    return max(1, min(ZLINE_MAX_COLUMNS, ZLINE_LMEM // (nz + 1)))
+
+
+def uses_fused_z(
+    shape_zyx: tuple[int, int, int], *, pruned_forward: bool, fused_z: bool
+) -> bool:
+    """Return whether a job of this shape runs the fused z stage (``zline_corr``)."""
+    return pruned_forward and fused_z and zline_radices(shape_zyx[0]) is not None
 
 
 def standardise(volume: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -153,7 +207,7 @@ def standardise(volume: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return vol
 
 
-def fft_plan_options(axis: int | None) -> tuple[type, dict[str, Any]]:
+def fft_plan_options(axis: int | str | None) -> tuple[type, dict[str, Any]]:
     """Return the dtype and keyword arguments of a pyvkfft ``VkFFTApp`` plan.
 
     Both APIs plan the same three kinds of out-of-place transform.
@@ -161,8 +215,8 @@ def fft_plan_options(axis: int | None) -> tuple[type, dict[str, Any]]:
     Parameters
     ----------
     axis
-        None: 3-D R2C over the last three axes; -1: R2C along x; -2 or -3: C2C
-        along that axis.
+        None: 3-D R2C over the last three axes; ``"yx"``: 2-D R2C over the last
+        two; -1: R2C along x; -2 or -3: C2C along that axis.
 
     Returns
     -------
@@ -171,6 +225,8 @@ def fft_plan_options(axis: int | None) -> tuple[type, dict[str, Any]]:
     """
     if axis is None:
         return np.float32, {"ndim": 3, "inplace": False, "r2c": True}
+    if axis == "yx":
+        return np.float32, {"ndim": 2, "inplace": False, "r2c": True}
     if axis == -1:
         return np.float32, {"ndim": 1, "inplace": False, "r2c": True}
     return np.complex64, {"inplace": False, "axes": (axis,)}
@@ -210,6 +266,8 @@ class BufferPlan:
         Rotations per FFT call.
     mask_is_spherical, with_noise, pruned_forward
         Job options that decide which buffers exist.
+    fused_z
+        The job runs the fused z stage (:func:`uses_fused_z`).
     fixed_bytes
         Buffers independent of ``batch`` (tomogram spectra, running maps, boxes).
     setup_bytes
@@ -226,6 +284,7 @@ class BufferPlan:
     mask_is_spherical: bool
     with_noise: bool
     pruned_forward: bool
+    fused_z: bool
     fixed_bytes: int
     setup_bytes: int
     per_rotation_bytes: int
@@ -246,8 +305,12 @@ def _sizes(
     mask_is_spherical: bool,
     with_noise: bool,
     pruned_forward: bool,
+    fused_z: bool,
 ) -> tuple[int, int, int, int, int]:
-    """Return (fixed, setup, per_rotation, real_volume, spectrum) byte counts."""
+    """Return (fixed, setup, per_rotation, real_volume, spectrum) byte counts.
+
+    ``fused_z`` says whether the job runs the fused z stage (:func:`uses_fused_z`).
+    """
     nz, ny, nx = shape_zyx
     n_real = nz * ny * nx
     n_spec = nz * ny * (nx // 2 + 1)
@@ -265,7 +328,8 @@ def _sizes(
     # z-spectrum input plus compact rows and planes), its spectrum, the correlation
     if pruned_forward:
         nxh = nx // 2 + 1
-        per_rot = real_b + 2 * spec_b
+        # the fused z stage needs no zero-padded z-spectrum input
+        per_rot = real_b + (1 if fused_z else 2) * spec_b
         per_rot += (
             box_n * box_n * (nx * _F32 + nxh * _C64) + 2 * box_n * ny * nxh * _C64
         )
@@ -291,6 +355,7 @@ def estimate_device_bytes(
     mask_is_spherical: bool,
     with_noise: bool,
     pruned_forward: bool = True,
+    fused_z: bool = False,
 ) -> int:
     """Estimate the peak device memory of a GPU job.
 
@@ -308,6 +373,8 @@ def estimate_device_bytes(
         True with a random-phase noise template.
     pruned_forward
         The template's forward FFT skips the zero rows and planes (the default).
+    fused_z
+        Use the fused z stage where it applies (see :func:`uses_fused_z`).
 
     Returns
     -------
@@ -321,6 +388,7 @@ def estimate_device_bytes(
         mask_is_spherical=mask_is_spherical,
         with_noise=with_noise,
         pruned_forward=pruned_forward,
+        fused_z=uses_fused_z(shape_zyx, pruned_forward=pruned_forward, fused_z=fused_z),
     )
     return fixed + max(setup, batch * per_rot)
 
@@ -336,12 +404,13 @@ def plan_buffers(
     max_batch: int,
     device_name: str,
     pruned_forward: bool = True,
+    fused_z: bool = False,
 ) -> BufferPlan:
     """Choose the largest batch that fits the device and return the buffer plan.
 
     Parameters
     ----------
-    shape_zyx, box_n, mask_is_spherical, with_noise, pruned_forward
+    shape_zyx, box_n, mask_is_spherical, with_noise, pruned_forward, fused_z
         The job, as for :func:`estimate_device_bytes`.
     free_bytes
         Device memory available to this job in bytes.
@@ -363,12 +432,14 @@ def plan_buffers(
         If even one rotation per batch does not fit; the message gives the sizes and
         suggests splitting the volume with ``-s``.
     """
+    fused = uses_fused_z(shape_zyx, pruned_forward=pruned_forward, fused_z=fused_z)
     fixed, setup, per_rot, real_b, spec_b = _sizes(
         shape_zyx,
         box_n,
         mask_is_spherical=mask_is_spherical,
         with_noise=with_noise,
         pruned_forward=pruned_forward,
+        fused_z=fused,
     )
     budget = int(free_bytes * MEMORY_HEADROOM)
     by_memory = (budget - fixed) // per_rot if budget > fixed else 0
@@ -393,6 +464,7 @@ def plan_buffers(
         mask_is_spherical=mask_is_spherical,
         with_noise=with_noise,
         pruned_forward=pruned_forward,
+        fused_z=fused,
         fixed_bytes=fixed,
         setup_bytes=setup,
         per_rotation_bytes=per_rot,
@@ -450,7 +522,7 @@ class DeviceOpsBase:
         """Return the first item of a batched device array (a view)."""
         return dev[0]
 
-    def fft_plan(self, shape: tuple[int, ...], *, axis: int | None = None) -> Any:
+    def fft_plan(self, shape: tuple[int, ...], *, axis: int | str | None = None) -> Any:
         """Plan an out-of-place transform (see :func:`fft_plan_options`)."""
         dtype, options = fft_plan_options(axis)
         try:
@@ -524,7 +596,7 @@ class DeviceOps(Protocol):
         """Enqueue ``kernel`` as ``n_groups`` groups of :data:`REDUCE_WG` items."""
         ...
 
-    def fft_plan(self, shape: tuple[int, ...], *, axis: int | None = None) -> Any:
+    def fft_plan(self, shape: tuple[int, ...], *, axis: int | str | None = None) -> Any:
         """Build an out-of-place float32 FFT plan for arrays of ``shape``.
 
         ``axis=None``: R2C/C2R over the last 3 axes; ``axis=-1``: R2C/C2R along x
@@ -639,6 +711,11 @@ class GpuMatchBackend:
     pruned_forward
         Transform only the rows and planes the pasted template touches (x, then y,
         then z; the default) instead of a full 3-D R2C of the padded volume.
+    fused_z
+        With ``pruned_forward``, run the z stage of the correlation as one kernel
+        (``zline_corr``) where the z length allows it (see :func:`uses_fused_z`):
+        one volume spectrum less per rotation of a batch, but slower than the
+        default separate z FFT, product and 3-D inverse on the GPUs measured.
     """
 
     name: str = "gpu"
@@ -649,14 +726,16 @@ class GpuMatchBackend:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         pruned_forward: bool = True,
+        fused_z: bool = False,
     ) -> None:
         if max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
         self._ops = ops
         self._max_batch = max_batch
         self._pruned_forward = pruned_forward
+        self._fused_z = fused_z
         self._job: dict[str, Any] | None = None
-        self._plans: dict[tuple[tuple[int, ...], int | None], Any] = {}
+        self._plans: dict[tuple[tuple[int, ...], int | str | None], Any] = {}
         self.plan: BufferPlan | None = None
 
     # -- protocol -------------------------------------------------------------------
@@ -792,6 +871,7 @@ class GpuMatchBackend:
             max_batch=max_batch,
             device_name=ops.device_name,
             pruned_forward=self._pruned_forward,
+            fused_z=self._fused_z,
         )
 
     def score_rotations(self, first_index: int, matrices: RotationMatrices) -> None:
@@ -897,15 +977,19 @@ class GpuMatchBackend:
         nxh = nx // 2 + 1
         vol_shape = (batch, *shape) if batch > 1 else shape
         box_shape = (batch, n, n, n) if batch > 1 else (n, n, n)
-        keys: dict[str, tuple[tuple[int, ...], int | None]] = {
-            "vol_plan": (vol_shape, None),
+        keys: dict[str, tuple[tuple[int, ...], int | str | None]] = {
             "single_plan": (shape, None),
             "box_plan": (box_shape, None),
         }
+        if plan.fused_z:
+            keys["yx_plan"] = (vol_shape, "yx")  # the inverse after zline_corr
+        else:
+            keys["vol_plan"] = (vol_shape, None)
         if plan.pruned_forward:
             keys["rows_plan"] = ((batch, n, n, nx), -1)
             keys["y_plan"] = ((batch, n, ny, nxh), -2)
-            keys["z_plan"] = ((batch, nz, ny, nxh), -3)
+            if not plan.fused_z:
+                keys["z_plan"] = ((batch, nz, ny, nxh), -3)
         # FFT plans are kept across prepare() calls with the same shapes (the tiles
         # of one tomogram), as building them compiles GPU code.
         needed = set(keys.values())
@@ -917,6 +1001,22 @@ class GpuMatchBackend:
             job[name] = self._plans[plan_key]
         single_plan = job["single_plan"]
         job["pruned"] = plan.pruned_forward
+        job["fused_z"] = plan.fused_z
+        if plan.fused_z:
+            radices = zline_radices(nz)
+            assert radices is not None  # uses_fused_z checked it
+            cols = zline_columns(nz)
+            phase = -2.0 * np.pi * np.arange(nz, dtype=np.float64) / nz
+            job["zline_tw"] = ops.to_device(
+                (np.cos(phase) + 1j * np.sin(phase)).astype(np.complex64)
+            )
+            # at least one int so that a length-1 z axis still has a buffer
+            job["zline_radices"] = ops.to_device(
+                np.array(radices or (1,), dtype=np.int32)
+            )
+            job["zline_passes"] = len(radices)
+            job["zline_cols"] = cols
+            job["zline_groups"] = ny * (-(-nxh // cols))
 
         # Scores do not change under V -> (V - k) / s, but float32 spectra of an
         # offset volume lose precision (E[V^2] - E[V]^2 cancels), and the variance
@@ -1004,7 +1104,8 @@ class GpuMatchBackend:
             job["rows_spec"] = ops.empty((batch, n, n, nxh), c64t)
             job["plane_in"] = ops.zeros((batch, n, ny, nxh), c64t)
             job["plane_out"] = ops.empty((batch, n, ny, nxh), c64t)
-            job["zspec_in"] = ops.zeros((batch, *spec_shape), c64t)
+            if not plan.fused_z:
+                job["zspec_in"] = ops.zeros((batch, *spec_shape), c64t)
         else:
             job["pad"] = ops.zeros((batch, *shape), f32t)
         job["spec"] = ops.empty((batch, *spec_shape), c64t)
@@ -1123,18 +1224,23 @@ class GpuMatchBackend:
                 i32(1),  # clip the rotated mask to [0, 1]
             )
             self._paste_forward(job, "paste_box", (mbox, i32(1)), nb, "spec_m")
-            ops.launch(
-                "conj_mul_mask",
-                n_spec,
-                job["spec_m"],
-                job["spec_m2"],
-                job["fv"],
-                job["fv2"],
-                i64(n_spec),
-                i32(nb),
-            )
-            ops.irfft(job["vol_plan"], job["spec_m_fft"], job["cc_m_fft"])
-            ops.irfft(job["vol_plan"], job["spec_m2_fft"], job["cc_m2_fft"])
+            if job["fused_z"]:
+                self._zline(job, "fv", "spec_m", nb, also=("fv2", "spec_m2"))
+                inverse = job["yx_plan"]
+            else:
+                ops.launch(
+                    "conj_mul_mask",
+                    n_spec,
+                    job["spec_m"],
+                    job["spec_m2"],
+                    job["fv"],
+                    job["fv2"],
+                    i64(n_spec),
+                    i32(nb),
+                )
+                inverse = job["vol_plan"]
+            ops.irfft(inverse, job["spec_m_fft"], job["cc_m_fft"])
+            ops.irfft(inverse, job["spec_m2_fft"], job["cc_m2_fft"])
             mask_src, mask_batched = mbox, 1
             cc_m, cc_m2 = job["cc_m"], job["cc_m2"]
         else:
@@ -1190,7 +1296,8 @@ class GpuMatchBackend:
         arguments between the destination and the geometry. With the pruned forward
         FFT the boxes go to compact rows (R2C along x of n*n rows), which are
         scattered to their y places (C2C along y of n planes) and then to their z
-        places (C2C along z): zero rows and planes are never transformed.
+        places (C2C along z): zero rows and planes are never transformed. With the
+        fused z stage it stops after y: :meth:`_zline` takes ``plane_out`` from there.
         """
         ops = self._ops
         n = job["n"]
@@ -1236,6 +1343,8 @@ class GpuMatchBackend:
             i32(nb),
         )
         ops.rfft(job["y_plan"], job["plane_in"], job["plane_out"])
+        if job["fused_z"]:
+            return  # zline_corr reads plane_out
         ops.launch(
             "scatter_shift",
             nb * n * ny * nxh,
@@ -1301,6 +1410,10 @@ class GpuMatchBackend:
             nb,
             "spec",
         )
+        if job["fused_z"]:
+            self._zline(job, "fv", "spec", nb)
+            ops.irfft(job["yx_plan"], job["spec_fft"], job["cc_fft"])
+            return
         ops.launch(
             "conj_mul",
             job["n_spec"],
@@ -1310,6 +1423,46 @@ class GpuMatchBackend:
             i32(nb),
         )
         ops.irfft(job["vol_plan"], job["spec_fft"], job["cc_fft"])
+
+    def _zline(
+        self,
+        job: dict[str, Any],
+        spectrum: str,
+        out: str,
+        nb: int,
+        also: tuple[str, str] | None = None,
+    ) -> None:
+        """``job[out]`` <- the fused z stage of ``plane_out`` with the tomogram
+        spectrum ``job[spectrum]`` (``fv`` or ``fv2``): all but the (y, x) inverse.
+        ``also`` = (spectrum, out): a second product from the same forward transform
+        (``zline_corr2``: the rotated mask's F(V) and F(V^2) pair)."""
+        nz, ny, nx = job["shape"]
+        buffers: tuple[Any, ...]
+        if also is None:
+            kernel, buffers = "zline_corr", (job[out], job["plane_out"], job[spectrum])
+        else:
+            kernel = "zline_corr2"
+            buffers = (
+                job[out],
+                job[also[1]],
+                job["plane_out"],
+                job[spectrum],
+                job[also[0]],
+            )
+        self._ops.launch_groups(
+            kernel,
+            job["zline_groups"],
+            *buffers,
+            job["zline_tw"],
+            job["zline_radices"],
+            i32(job["zline_passes"]),
+            i32(job["n"]),
+            i32(nz),
+            i32(ny),
+            i32(nx // 2 + 1),
+            i32(job["zline_cols"]),
+            i32(nb),
+        )
 
 
 @contextlib.contextmanager

@@ -320,6 +320,10 @@ class CudaBackend(_gpu.GpuMatchBackend):
         Upper bound on rotations per FFT call; fewer are used if memory is short.
     pruned_forward
         Skip the zero rows and planes in the template's forward FFT (default).
+    fused_z
+        Run the z stage of the correlation as one kernel where the z length allows
+        it (see :func:`tmfast.backends._gpu.uses_fused_z`): less device memory,
+        but slower than the default path on the GPUs measured.
 
     Raises
     ------
@@ -337,8 +341,12 @@ class CudaBackend(_gpu.GpuMatchBackend):
         *,
         max_batch: int = _gpu.DEFAULT_MAX_BATCH,
         pruned_forward: bool = True,
+        fused_z: bool = False,
     ) -> None:
         super().__init__(
-            _CudaOps(device_id), max_batch=max_batch, pruned_forward=pruned_forward
+            _CudaOps(device_id),
+            max_batch=max_batch,
+            pruned_forward=pruned_forward,
+            fused_z=fused_z,
         )
         self.device_id = device_id

@@ -267,6 +267,279 @@ KERNEL void conj_mul(GLOBAL float2 *spec, GLOBAL const float2 *a, const i64 n_sp
     }
 }
 
+/* ----------------------------------------------------------------------------- */
+/* Fused z stage of the pruned correlation (replaces scatter to z, the forward FFT  */
+/* along z, conj_mul and the z pass of the inverse 3-D FFT): for each (ky, kx)      */
+/* column, the n y-transformed template planes go to their circular z places       */
+/* (j - n/2) mod nz, the zero-padded column is transformed along z, multiplied as  */
+/* in conj_mul (A conj(S)) and transformed back with 1/nz, all in local memory.    */
+/* What remains of the inverse is a 2-D C2R over (y, x) with 1/(ny nx).            */
+/* ----------------------------------------------------------------------------- */
+DEVICE_FN float2 cmul(const float2 a, const float2 b)
+{
+    return MAKE_FLOAT2(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
+}
+
+/* Forward DFTs of radix 2, 4 and 8 without multiplications by table values
+ * (y_p = sum_q v_q exp(-2 pi i p q / R)); radices 3, 5 and 7 use the table. */
+DEVICE_FN float2 cadd(const float2 a, const float2 b) { return MAKE_FLOAT2(a.x + b.x, a.y + b.y); }
+DEVICE_FN float2 csub(const float2 a, const float2 b) { return MAKE_FLOAT2(a.x - b.x, a.y - b.y); }
+/* -i z and +i z */
+DEVICE_FN float2 cmi(const float2 z) { return MAKE_FLOAT2(z.y, -z.x); }
+DEVICE_FN float2 cpi(const float2 z) { return MAKE_FLOAT2(-z.y, z.x); }
+
+DEVICE_FN void dft2(float2 *v)
+{
+    const float2 a = v[0];
+    v[0] = cadd(a, v[1]);
+    v[1] = csub(a, v[1]);
+}
+
+DEVICE_FN void dft4(float2 *v0, float2 *v1, float2 *v2, float2 *v3)
+{
+    const float2 t0 = cadd(*v0, *v2), t1 = csub(*v0, *v2);
+    const float2 t2 = cadd(*v1, *v3), t3 = csub(*v1, *v3);
+    *v0 = cadd(t0, t2);
+    *v2 = csub(t0, t2);
+    *v1 = cadd(t1, cmi(t3));
+    *v3 = cadd(t1, cpi(t3));
+}
+
+DEVICE_FN void dft8(float2 *v)
+{
+    const float h = 0.70710678118654752f;
+    float2 e0 = v[0], e1 = v[2], e2 = v[4], e3 = v[6];
+    float2 o0 = v[1], o1 = v[3], o2 = v[5], o3 = v[7];
+    dft4(&e0, &e1, &e2, &e3);
+    dft4(&o0, &o1, &o2, &o3);
+    /* o_k *= exp(-2 pi i k / 8) */
+    o1 = MAKE_FLOAT2(h * (o1.x + o1.y), h * (o1.y - o1.x));
+    o2 = cmi(o2);
+    o3 = MAKE_FLOAT2(h * (o3.y - o3.x), -h * (o3.x + o3.y));
+    v[0] = cadd(e0, o0);
+    v[4] = csub(e0, o0);
+    v[1] = cadd(e1, o1);
+    v[5] = csub(e1, o1);
+    v[2] = cadd(e2, o2);
+    v[6] = csub(e2, o2);
+    v[3] = cadd(e3, o3);
+    v[7] = csub(e3, o3);
+}
+
+/* y = DFT_R(v) through the table: w_R^{pq} = tw[((p q) mod R) nz / R]. */
+#define TMFAST_ZLINE_DFT_TABLE(R, v, tw, dft_step)                                    \
+    {                                                                                 \
+        float2 y[R];                                                                  \
+        for (int p = 0; p < R; ++p) {                                                 \
+            float2 acc = v[0];                                                        \
+            for (int q = 1; q < R; ++q) {                                             \
+                acc = cadd(acc, cmul(v[q], tw[((p * q) % R) * (dft_step)]));          \
+            }                                                                         \
+            y[p] = acc;                                                               \
+        }                                                                             \
+        for (int p = 0; p < R; ++p) v[p] = y[p];                                      \
+    }
+#define TMFAST_ZLINE_DFT_2(v, tw, dft_step) (void)(dft_step); dft2(v);
+#define TMFAST_ZLINE_DFT_4(v, tw, dft_step) (void)(dft_step); dft4(&v[0], &v[1], &v[2], &v[3]);
+#define TMFAST_ZLINE_DFT_8(v, tw, dft_step) (void)(dft_step); dft8(v);
+#define TMFAST_ZLINE_DFT_3(v, tw, dft_step) TMFAST_ZLINE_DFT_TABLE(3, v, tw, dft_step)
+#define TMFAST_ZLINE_DFT_5(v, tw, dft_step) TMFAST_ZLINE_DFT_TABLE(5, v, tw, dft_step)
+#define TMFAST_ZLINE_DFT_7(v, tw, dft_step) TMFAST_ZLINE_DFT_TABLE(7, v, tw, dft_step)
+
+/* One Stockham autosort pass of radix R over `cols` columns of length nz (column c
+ * at c * ld): sub-transforms of length ns become length ns * R. tw[t] =
+ * exp(-2 pi i t / nz). One function per radix, so that R is a constant, the loops
+ * unroll and v[] stays in registers. */
+#define TMFAST_ZLINE_PASS(R)                                                          \
+    DEVICE_FN void zline_pass_##R(LOCAL_PTR float2 *dst, LOCAL_PTR const float2 *src, \
+                                  GLOBAL const float2 *tw, const int nz, const int ld,\
+                                  const int cols, const int ns)                       \
+    {                                                                                 \
+        const int per_col = nz / R;                                                   \
+        const int tw_step = nz / (ns * R);                                            \
+        const int dft_step = nz / R;                                                  \
+        for (int t = LID0; t < per_col * cols; t += LSIZE0) {                         \
+            const int c = t / per_col;                                                \
+            const int j = t - c * per_col;                                            \
+            const int k = j % ns;                                                     \
+            float2 v[R];                                                              \
+            for (int q = 0; q < R; ++q) {                                             \
+                const float2 x = src[c * ld + j + q * per_col];                       \
+                v[q] = (q > 0 && k > 0) ? cmul(x, tw[k * q * tw_step]) : x;           \
+            }                                                                         \
+            TMFAST_ZLINE_DFT_##R(v, tw, dft_step)                                     \
+            const int base = c * ld + (j - k) * R + k;                                \
+            for (int p = 0; p < R; ++p) dst[base + p * ns] = v[p];                    \
+        }                                                                             \
+    }
+TMFAST_ZLINE_PASS(2)
+TMFAST_ZLINE_PASS(3)
+TMFAST_ZLINE_PASS(4)
+TMFAST_ZLINE_PASS(5)
+TMFAST_ZLINE_PASS(7)
+TMFAST_ZLINE_PASS(8)
+
+/* The forward FFT along z of `cols` columns: passes of radices[0 .. n_passes-1]
+ * (their product is nz), ping-ponging between the two buffers; returns the one
+ * holding the result (natural order). Ends with a barrier. */
+DEVICE_FN LOCAL_PTR float2 *zline_fft(LOCAL_PTR float2 *a, LOCAL_PTR float2 *b,
+                                      GLOBAL const float2 *tw,
+                                      GLOBAL const int *radices, const int n_passes,
+                                      const int nz, const int ld, const int cols)
+{
+    LOCAL_PTR float2 *src = a;
+    LOCAL_PTR float2 *dst = b;
+    int ns = 1;
+    for (int s = 0; s < n_passes; ++s) {
+        const int r = radices[s];
+        switch (r) {
+        case 2: zline_pass_2(dst, src, tw, nz, ld, cols, ns); break;
+        case 3: zline_pass_3(dst, src, tw, nz, ld, cols, ns); break;
+        case 4: zline_pass_4(dst, src, tw, nz, ld, cols, ns); break;
+        case 5: zline_pass_5(dst, src, tw, nz, ld, cols, ns); break;
+        case 7: zline_pass_7(dst, src, tw, nz, ld, cols, ns); break;
+        default: zline_pass_8(dst, src, tw, nz, ld, cols, ns); break;
+        }
+        BARRIER;
+        ns *= r;
+        LOCAL_PTR float2 *tmp = src;
+        src = dst;
+        dst = tmp;
+    }
+    return src;
+}
+
+/* Geometry of one zline work group: columns kx0 .. kx0 + ncol - 1 of row ky. */
+typedef struct {
+    int nz, ld, cols, ncol, n_passes;
+    i64 plane, col0;
+} zline_geom;
+
+DEVICE_FN zline_geom zline_group(const int nz, const int ny, const int nxh,
+                                 const int cols, const int n_passes)
+{
+    zline_geom g;
+    const int groups_per_row = (nxh + cols - 1) / cols;
+    const int ky = GROUP0 / groups_per_row;
+    const int kx0 = (GROUP0 - ky * groups_per_row) * cols;
+    g.nz = nz;
+    g.ld = nz + 1;
+    g.cols = cols;
+    g.ncol = (nxh - kx0 < cols) ? nxh - kx0 : cols;
+    g.n_passes = n_passes;
+    g.plane = (i64)ny * nxh;
+    g.col0 = (i64)ky * nxh + kx0;
+    return g;
+}
+
+/* buf <- the n planes of batch item b at their circular z places, zero elsewhere. */
+DEVICE_FN void zline_load(LOCAL_PTR float2 *buf, GLOBAL const float2 *planes,
+                          const int b, const int n, const zline_geom g)
+{
+    for (int t = LID0; t < g.cols * g.ld; t += LSIZE0) {
+        buf[t] = MAKE_FLOAT2(0.0f, 0.0f);
+    }
+    BARRIER;
+    for (int t = LID0; t < n * g.cols; t += LSIZE0) {
+        const int j = t / g.cols;
+        const int c = t - j * g.cols;
+        if (c < g.ncol) {
+            int zj = j - n / 2;
+            if (zj < 0) zj += g.nz;
+            buf[c * g.ld + zj] = planes[((i64)b * n + j) * g.plane + g.col0 + c];
+        }
+    }
+    BARRIER;
+}
+
+/* out[b] columns <- IFFT_z(A conj(S)) with S the forward transform in res; uses
+ * both buffers. The inverse is conj(FFT(conj(.))) / nz. */
+DEVICE_FN void zline_finish(LOCAL_PTR float2 *res, LOCAL_PTR float2 *other,
+                            GLOBAL const float2 *a, GLOBAL float2 *out, const int b,
+                            GLOBAL const float2 *tw, GLOBAL const int *radices,
+                            const zline_geom g)
+{
+    for (int t = LID0; t < g.nz * g.cols; t += LSIZE0) {
+        const int kz = t / g.cols;
+        const int c = t - kz * g.cols;
+        if (c < g.ncol) {
+            const float2 p = mul_conj(a[(i64)kz * g.plane + g.col0 + c], res[c * g.ld + kz]);
+            res[c * g.ld + kz] = MAKE_FLOAT2(p.x, -p.y);
+        }
+    }
+    BARRIER;
+    LOCAL_PTR float2 *u = zline_fft(res, other, tw, radices, g.n_passes, g.nz, g.ld, g.cols);
+    const float inv_nz = 1.0f / (float)g.nz;
+    for (int t = LID0; t < g.nz * g.cols; t += LSIZE0) {
+        const int z = t / g.cols;
+        const int c = t - z * g.cols;
+        if (c < g.ncol) {
+            const float2 v = u[c * g.ld + z];
+            out[((i64)b * g.nz + z) * g.plane + g.col0 + c] =
+                MAKE_FLOAT2(v.x * inv_nz, -v.y * inv_nz);
+        }
+    }
+    BARRIER;
+}
+
+/* out[b, z, ky, kx] for all z of the columns kx0 .. kx0 + cols - 1 of row ky (one
+ * work group of TMFAST_REDUCE_WG items each); planes is (nb, n, ny, nxh), a and out
+ * (nz, ny, nxh) and (nb, nz, ny, nxh). */
+KERNEL void zline_corr(GLOBAL float2 *out, GLOBAL const float2 *planes,
+                       GLOBAL const float2 *a, GLOBAL const float2 *tw,
+                       GLOBAL const int *radices, const int n_passes, const int n,
+                       const int nz, const int ny, const int nxh, const int cols,
+                       const int nb)
+{
+    LOCAL float2 buf0[TMFAST_ZLINE_LMEM];
+    LOCAL float2 buf1[TMFAST_ZLINE_LMEM];
+    const zline_geom g = zline_group(nz, ny, nxh, cols, n_passes);
+    for (int b = 0; b < nb; ++b) {
+        zline_load(buf0, planes, b, n, g);
+        LOCAL_PTR float2 *res = zline_fft(buf0, buf1, tw, radices, n_passes, nz, g.ld, cols);
+        zline_finish(res, (res == buf0) ? buf1 : buf0, a, out, b, tw, radices, g);
+    }
+}
+
+/* Work items' share of one work group's columns: enough registers to hold them. */
+#define TMFAST_ZLINE_KEEP ((TMFAST_ZLINE_LMEM + TMFAST_REDUCE_WG - 1) / TMFAST_REDUCE_WG)
+
+/* The rotated mask's pair: out[b] with a (F(V)) and out2[b] with a2 (F(V^2)) from
+ * one forward transform, kept in registers while the first product is inverted. */
+KERNEL void zline_corr2(GLOBAL float2 *out, GLOBAL float2 *out2,
+                        GLOBAL const float2 *planes, GLOBAL const float2 *a,
+                        GLOBAL const float2 *a2, GLOBAL const float2 *tw,
+                        GLOBAL const int *radices, const int n_passes, const int n,
+                        const int nz, const int ny, const int nxh, const int cols,
+                        const int nb)
+{
+    LOCAL float2 buf0[TMFAST_ZLINE_LMEM];
+    LOCAL float2 buf1[TMFAST_ZLINE_LMEM];
+    const zline_geom g = zline_group(nz, ny, nxh, cols, n_passes);
+    for (int b = 0; b < nb; ++b) {
+        zline_load(buf0, planes, b, n, g);
+        LOCAL_PTR float2 *res = zline_fft(buf0, buf1, tw, radices, n_passes, nz, g.ld, cols);
+        float2 keep[TMFAST_ZLINE_KEEP];
+        for (int i = 0; i < TMFAST_ZLINE_KEEP; ++i) {
+            const int t = LID0 + i * LSIZE0;
+            if (t < nz * cols) {
+                const int kz = t / cols;
+                keep[i] = res[(t - kz * cols) * g.ld + kz];
+            }
+        }
+        zline_finish(res, (res == buf0) ? buf1 : buf0, a, out, b, tw, radices, g);
+        for (int i = 0; i < TMFAST_ZLINE_KEEP; ++i) {
+            const int t = LID0 + i * LSIZE0;
+            if (t < nz * cols) {
+                const int kz = t / cols;
+                buf0[(t - kz * cols) * g.ld + kz] = keep[i];
+            }
+        }
+        BARRIER;
+        zline_finish(buf0, buf1, a2, out2, b, tw, radices, g);
+    }
+}
+
 /* For a rotated mask: spec_m2[b] <- F(V^2) conj(spec_m[b]) and
  * spec_m[b] <- F(V) conj(spec_m[b]). spec_m2 may alias fv2 when nb is 1 (each
  * element is read before it is written, by the same work item). */
