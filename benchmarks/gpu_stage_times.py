@@ -7,7 +7,7 @@ little above the unwrapped ms per rotation, which is timed first on the same job
 
 Usage (on a GPU host; on PoCL with a small volume for a correctness run):
     python benchmarks/gpu_stage_times.py [--backend cuda] [--kind spherical]
-        [--shape 256 512 512] [--box 72] [--rotations 32]
+        [--shape 256 512 512] [--box 72] [--rotations 32] [--fused-z both]
 Prints one JSON line per kind: ``ms_per_rotation`` (unwrapped) and ``stages``
 (ms per rotation by kernel or FFT plan name, largest first).
 """
@@ -25,12 +25,20 @@ from bench_gpu import KINDS, _gpu_backend, _inputs, _matrices, _sync
 
 
 def stage_times(
-    kind: str, backend_cls: Any, shape: tuple[int, int, int], box: int, n_rot: int
+    kind: str,
+    backend_cls: Any,
+    shape: tuple[int, int, int],
+    box: int,
+    n_rot: int,
+    *,
+    fused_z: bool = False,
+    max_batch: int | None = None,
 ) -> dict[str, Any]:
     """Time ``n_rot`` rotations unwrapped, then again with every call timed."""
     inputs = _inputs(kind, shape, box)
     mats = _matrices(3 * n_rot)
-    gpu = backend_cls()
+    extra = {} if max_batch is None else {"max_batch": max_batch}
+    gpu = backend_cls(fused_z=fused_z, **extra)
     gpu.prepare(inputs)
     batch = gpu.plan.batch
     gpu.score_rotations(0, mats[:batch])  # warm-up: plans, module, caches
@@ -87,6 +95,7 @@ def stage_times(
         "shape_zyx": list(shape),
         "template_box": box,
         "batch": batch,
+        "fused_z": bool(job["fused_z"]),
         "rotations": n_rot,
         "ms_per_rotation": round(plain_ms, 4),
         "wrapped_ms_per_rotation": round(wrapped_ms, 4),
@@ -102,6 +111,13 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(256, 512, 512))
     parser.add_argument("--box", type=int, default=72)
     parser.add_argument("--rotations", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=None)
+    parser.add_argument(
+        "--fused-z",
+        choices=("on", "off", "both"),
+        default="both",
+        help="fused z stage (zline_corr), separate z FFT + 3-D inverse, or both",
+    )
     args = parser.parse_args()
     if args.backend:
         import os
@@ -111,9 +127,19 @@ def main() -> None:
     if found is None:
         raise SystemExit("no GPU backend available (see `tmfast info`)")
     _name, cls = found
+    variants = {"on": (True,), "off": (False,), "both": (True, False)}[args.fused_z]
     for kind in args.kind or KINDS:
-        result = stage_times(kind, cls, tuple(args.shape), args.box, args.rotations)
-        print(json.dumps(result), flush=True)
+        for fused in variants:
+            result = stage_times(
+                kind,
+                cls,
+                tuple(args.shape),
+                args.box,
+                args.rotations,
+                fused_z=fused,
+                max_batch=args.max_batch,
+            )
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
 #   bash tools/gpu-host-run.sh                  # everything
 #   STEPS=install bash tools/gpu-host-run.sh    # only the install (a check)
 #   STEPS="install test" ...                    # install + pytest -m gpu
-# Steps: install test demo bench stages (default: all, run in the order STEPS
+# Steps: install test demo bench stages [stages2: stages again with $STAGES2_ARGS]
+# (default: all but stages2, run in the order STEPS
 # names them, install always first). Each has a time limit
 # (T_TEST, T_DEMO, T_BENCH, T_STAGES seconds) so one hang cannot eat the lease.
 # Environment:
@@ -19,8 +20,9 @@
 #   SITE    folder the kit is installed into and put on PYTHONPATH (default
 #           /tmp/tmfast-site); the host's own CuPy, numpy, scipy, pytest ... are used
 #   TMFAST_BENCH_GPU_ROTATIONS  timed rotations per benchmark case (default 128)
-# Results in $OUT: install.log, info.txt, pytest-gpu.log, demo.log,
-# bench_gpu.jsonl (+ .log), stages.jsonl (+ .log).
+# Results in $OUT (7 files at most, under the device tool's 8): install.log,
+# info.txt, pytest-gpu.log, demo.log, bench_gpu.log, stages.log, stages2.log; the
+# benchmark logs end with one JSON line per job kind (grep '^{').
 set -euo pipefail
 
 repo="$(pwd)"
@@ -147,25 +149,26 @@ do_demo() {
     step "tmfast demo --backend cuda" "${T_DEMO:-120}" demo.log \
         "${vpy}" -m tmfast demo --backend cuda
 }
-do_bench() {  # JSON lines, one per job kind, written as each finishes
+do_bench() {  # JSON lines, one per job kind, printed as each finishes
     step "benchmarks/bench_gpu.py (full size)" "${T_BENCH:-300}" bench_gpu.log \
         env TMFAST_BENCH_GPU_FULL=1 \
         TMFAST_BENCH_GPU_ROTATIONS="${TMFAST_BENCH_GPU_ROTATIONS:-128}" \
         TMFAST_BENCH_GPU_BACKEND="${TMFAST_BENCH_GPU_BACKEND:-cuda}" \
         "${vpy}" benchmarks/bench_gpu.py
-    grep '^{' "${out}/bench_gpu.log" >"${out}/bench_gpu.jsonl" || true
 }
-do_stages() {
-    step "benchmarks/gpu_stage_times.py" "${T_STAGES:-120}" stages.log \
-        "${vpy}" benchmarks/gpu_stage_times.py --backend cuda --rotations 32
-    grep '^{' "${out}/stages.log" >"${out}/stages.jsonl" || true
+do_stages() {  # [LOG NAME]; STAGES_ARGS: extra arguments (--kind spherical ...)
+    local name="${1:-stages}"
+    # shellcheck disable=SC2086  # STAGES_ARGS is a list of arguments
+    step "benchmarks/gpu_stage_times.py ${STAGES_ARGS:-}" "${T_STAGES:-120}" "${name}.log" \
+        "${vpy}" benchmarks/gpu_stage_times.py --backend cuda --rotations 32 ${STAGES_ARGS:-}
 }
 export PYTHONUNBUFFERED=1
 for s in ${steps}; do  # in the order STEPS names them
     case "${s}" in
         install) ;;
         test | demo | bench | stages) "do_${s}" ;;
-        *) log "unknown step '${s}' (install test demo bench stages)"; status=2 ;;
+        stages2) STAGES_ARGS="${STAGES2_ARGS:-}" do_stages stages2 ;;
+        *) log "unknown step '${s}' (install test demo bench stages stages2)"; status=2 ;;
     esac
 done
 exit "${status}"
