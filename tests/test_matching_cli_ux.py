@@ -335,18 +335,29 @@ def test_tilt_angles_first_column(
     assert "-a/--tilt-angles or --tilt-angles-first-column, not both" in _one_error(err)
 
 
-def test_defocus_handedness_recorded_with_a_warning(
+def test_defocus_handedness_needs_per_tilt_ctf_and_is_recorded(
     inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dest = tmp_path / "out"
     args = _args(inputs, dest, "--backend", "cpu", "--defocus-handedness")
+    # without per-tilt weighting and defocus there is no gradient: a warning, 0
     code, err = _run([*args, "-1"], capsys)
     assert code == 0, err
-    warn = [w for w in _warnings(err) if "--defocus-handedness" in w]
-    assert len(warn) == 1 and "does not yet apply" in warn[0], err
+    warn = [w for w in _warnings(err) if "defocus handedness" in w]
+    assert len(warn) == 1 and "--per-tilt-weighting and --defocus" in warn[0], err
+    assert json.loads((dest / "tomo_job.json").read_text())["defocus_handedness"] == 0
+    # with them it is applied (per sub-volume) and recorded, without a warning
+    tlt = tmp_path / "in" / "tilts.tlt"
+    tlt.write_text("".join(f"{t}\n" for t in (-40, -20, 0, 20, 40)))
+    ctf = ["-a", str(tlt), "--per-tilt-weighting", "--defocus", "3.0"]
+    ctf += ["--voltage", "300", "--spherical-aberration", "2.7"]
+    ctf += ["--amplitude-contrast", "0.07", "-s", "2", "1", "1", "--overwrite"]
+    code, err = _run([*args, "-1", *ctf], capsys)
+    assert code == 0, err
+    assert not [w for w in _warnings(err) if "defocus handedness" in w], err
     assert json.loads((dest / "tomo_job.json").read_text())["defocus_handedness"] == -1
     code, err = _run([*args, "0", "--overwrite"], capsys)
-    assert code == 0 and "--defocus-handedness" not in err
+    assert code == 0 and not [w for w in _warnings(err) if "handedness" in w], err
     assert json.loads((dest / "tomo_job.json").read_text())["defocus_handedness"] == 0
     code, err = _run([*args, "2", "--overwrite"], capsys)
     assert code == 2 and "give -1, 0 or 1" in _one_error(err)

@@ -655,6 +655,23 @@ def test_extraction_of_a_pytom_job_equals_pytom_extract_particles(
     )
 
 
+# ------------------------------------------------------------- defocus gradient
+@pytest.mark.parametrize("handedness", [1, -1])
+def test_defocus_offsets_equal_pytom_get_defocus_offsets(handedness: int) -> None:
+    """tmfast's per-tilt defocus change at a sub-volume centre equals pytom's
+    ``get_defocus_offsets`` (Å there, µm here; angles negated for handedness -1)."""
+    from tmfast.filters.defocus_gradient import defocus_offsets_um
+
+    tmjob = _import_behind_cupy_stub("pytom_tm.tmjob")
+    rng = np.random.default_rng(8)
+    tilts = sorted(rng.uniform(-60.0, 60.0, 11).tolist())
+    meta = TiltSeriesMetaData(tilt_angles=tilts, defocus_handedness=handedness)
+    for x_a, z_a in rng.uniform(-3000.0, 3000.0, (4, 2)):
+        want_a = tmjob.get_defocus_offsets(x_a, z_a, meta)
+        got_um = defocus_offsets_um(tilts, x_a, z_a, handedness)
+        np.testing.assert_allclose(got_um * 1e4, want_a, rtol=1e-12, atol=1e-9)
+
+
 # -------------------------------------------------------------------- rotation
 def test_rotation_equals_voltools_about_the_same_centre() -> None:
     """tmfast's rotation of a template (prefiltered cubic B-spline, ZXZ matrix

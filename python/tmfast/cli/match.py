@@ -321,8 +321,11 @@ def match(
     defocus_handedness: int | None = typer.Option(
         None,
         "--defocus-handedness",
-        help="pytom's -1, 0 or 1; recorded in the job only (the per-position "
-        "defocus gradient is not applied yet).",
+        help="Defocus gradient across the tilted specimen: each sub-volume's "
+        "template CTF at its own position (1: Pyle & Zianetti, -1: inverted, 0: "
+        "off; default: the RELION5/AreTomo3 metadata's, else off); needs "
+        "--per-tilt-weighting and --defocus, and -s splits for more than one "
+        "position.",
         rich_help_panel=_FIL,
     ),
     warp_xml_file: Path | None = typer.Option(

@@ -50,8 +50,6 @@ _NOT_RESULT_FIELDS = frozenset(
         "checkpoint_every",
         "checkpoint_interval_s",
         "half_precision",
-        # recorded only: the per-position defocus gradient is not applied yet
-        "defocus_handedness",
     }
 )
 
@@ -171,8 +169,10 @@ class MatchConfig:
         Write a checkpoint every this many rotations and at least every this many
         seconds (0 disables checkpoints).
     defocus_handedness
-        pytom's ``--defocus-handedness`` (-1, 0 or 1), recorded in the job. tmfast
-        does not yet apply the per-position defocus gradient it selects.
+        pytom's ``--defocus-handedness``: -1, 1, 0 (off) or None (the metadata's,
+        from RELION5 or AreTomo3; else off). With per-tilt weighting and per-tilt
+        defocus, each sub-volume's template CTF uses the defocus at its centre
+        (:mod:`tmfast.filters.defocus_gradient`).
     """
 
     template: Path | None = None
@@ -211,7 +211,7 @@ class MatchConfig:
     backend: str = "auto"
     checkpoint_every: int = 2000
     checkpoint_interval_s: float = 300.0
-    defocus_handedness: int = 0
+    defocus_handedness: int | None = None
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -375,11 +375,13 @@ class MatchConfig:
             )
         s(self, "checkpoint_every", int(self.checkpoint_every))
         hand = self.defocus_handedness
-        if isinstance(hand, bool) or hand not in (-1, 0, 1):
-            raise ConfigError(
-                f"--defocus-handedness {hand!r}: give -1, 0 or 1 (pytom's convention)"
-            )
-        s(self, "defocus_handedness", int(hand))
+        if hand is not None:
+            if isinstance(hand, bool) or hand not in (-1, 0, 1):
+                raise ConfigError(
+                    f"--defocus-handedness {hand!r}: give -1, 0 or 1 (pytom's "
+                    "convention)"
+                )
+            s(self, "defocus_handedness", int(hand))
         s(self, "checkpoint_interval_s", float(self.checkpoint_interval_s))
         for name in (
             "non_spherical_mask",

@@ -33,7 +33,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -467,6 +467,7 @@ def search_volume(
     checkpoint_every: int = 0,
     checkpoint_interval_s: float = 0.0,
     keep_sums: bool = False,
+    tile_weight: Callable[[Tile], npt.NDArray[np.float32]] | None = None,
 ) -> SearchMaps:
     """Search a (filtered) tomogram tile by tile; the core of :func:`match_template`.
 
@@ -495,6 +496,9 @@ def search_volume(
     keep_sums
         Also return the per-voxel score sums over the search region (16 bytes per
         voxel); the statistics never need them (see ``roi_sums``).
+    tile_weight
+        The template weight of each tile, replacing ``template_weight`` (the
+        defocus gradient: each tile's CTF at its own position).
 
     Returns
     -------
@@ -576,7 +580,9 @@ def search_volume(
                 tomogram=cut_tile(tomogram, tile),
                 template=template,
                 mask=mask,
-                template_weight=template_weight,
+                template_weight=(
+                    template_weight if tile_weight is None else tile_weight(tile)
+                ),
                 mask_is_spherical=mask_is_spherical,
                 noise_template=noise_template,
                 stats_roi=stats_roi,
@@ -1260,6 +1266,64 @@ def _job_source(path: Path | None, is_array: bool) -> str:
     return "" if path is None else str(path.resolve())
 
 
+def _defocus_handedness(config: MatchConfig, meta: TiltSeriesMetadata | None) -> int:
+    """The defocus-gradient handedness the job applies: ``--defocus-handedness`` when
+    given, else the metadata's (RELION5, AreTomo3); 0 (with a warning) without
+    per-tilt weighting or per-tilt defocus, which it needs (as pytom)."""
+    meta_hand = 0 if meta is None else meta.defocus_handedness
+    hand = meta_hand if config.defocus_handedness is None else config.defocus_handedness
+    if hand != meta_hand and meta_hand:
+        logger.info(
+            "--defocus-handedness %d replaces the metadata's %d", hand, meta_hand
+        )
+    if hand and (
+        not config.per_tilt_weighting or meta is None or meta.defocus_um is None
+    ):
+        logger.warning(
+            "defocus handedness %d: no defocus gradient without per-tilt weighting "
+            "and per-tilt defocus (add --per-tilt-weighting and --defocus)",
+            hand,
+        )
+        return 0
+    return hand
+
+
+def _gradient_weights(
+    meta: TiltSeriesMetadata,
+    shape_zyx: tuple[int, ...],
+    voxel_size_a: float,
+    weight_for: Callable[[TiltSeriesMetadata], npt.NDArray[np.float32]],
+) -> Callable[[Tile], npt.NDArray[np.float32]]:
+    """Return each tile's template weight with the defocus at the centre of the
+    region it scores (its unique region), relative to the tomogram centre; tiles
+    at the same (x, z) share one weight."""
+    from tmfast.filters.defocus_gradient import metadata_at
+
+    cache: dict[tuple[float, float], npt.NDArray[np.float32]] = {}
+
+    def weight(tile: Tile) -> npt.NDArray[np.float32]:
+        z_a, _y_a, x_a = (
+            ((u0 + u1) / 2 - s / 2) * voxel_size_a
+            for u0, u1, s in zip(
+                tile.unique_start_zyx, tile.unique_stop_zyx, shape_zyx, strict=True
+            )
+        )
+        if (x_a, z_a) not in cache:
+            at = metadata_at(meta, x_a, z_a)
+            assert at.defocus_um is not None
+            logger.debug(
+                "tile %d at x %.0f, z %.0f Å: defocus %s µm",
+                tile.index,
+                x_a,
+                z_a,
+                ", ".join(f"{d:.3f}" for d in at.defocus_um),
+            )
+            cache[x_a, z_a] = weight_for(at)
+        return cache[x_a, z_a]
+
+    return weight
+
+
 def match_template(
     config: MatchConfig,
     *,
@@ -1338,13 +1402,7 @@ def match_template(
     )
     if inputs.tilt_range_deg is None and inputs.metadata is None:
         logger.warning("no --tilt-angles: the template gets no missing-wedge weighting")
-    if config.defocus_handedness:
-        logger.warning(
-            "--defocus-handedness %d is recorded in the job, but tmfast does not yet "
-            "apply the per-position defocus gradient: every position gets the "
-            "tilt's defocus as given",
-            config.defocus_handedness,
-        )
+    handedness = _defocus_handedness(config, inputs.metadata)
     angles, search = _angles(config, inputs.voxel_size_a)
     if backend is None:
         from tmfast.backends.registry import get_backends
@@ -1394,17 +1452,30 @@ def match_template(
     inputs = dataclasses.replace(
         inputs, tomogram=filter_tomogram(inputs.tomogram, tomo_weight)
     )
-    weight = template_weight(
-        n_box,
-        vs,
-        tilt_range_deg=inputs.tilt_range_deg,
-        metadata=inputs.metadata,
-        per_tilt_weighting=config.per_tilt_weighting,
-        low_pass_a=config.low_pass_a,
-        high_pass_a=config.high_pass_a,
-        ctf_model=config.tomogram_ctf_model,
-        whitening_profile=profile,
-    )
+
+    def weight_for(meta: TiltSeriesMetadata | None) -> npt.NDArray[np.float32]:
+        return template_weight(
+            n_box,
+            vs,
+            tilt_range_deg=inputs.tilt_range_deg,
+            metadata=meta,
+            per_tilt_weighting=config.per_tilt_weighting,
+            low_pass_a=config.low_pass_a,
+            high_pass_a=config.high_pass_a,
+            ctf_model=config.tomogram_ctf_model,
+            whitening_profile=profile,
+        )
+
+    weight = weight_for(inputs.metadata)
+    tile_weight = None
+    if handedness:
+        assert inputs.metadata is not None
+        tile_weight = _gradient_weights(
+            dataclasses.replace(inputs.metadata, defocus_handedness=handedness),
+            inputs.tomogram.shape,
+            vs,
+            weight_for,
+        )
     ckpt_path = (
         None
         if checkpoint_dir is None
@@ -1453,6 +1524,7 @@ def match_template(
         checkpoint_key=key,
         checkpoint_every=config.checkpoint_every,
         checkpoint_interval_s=config.checkpoint_interval_s,
+        tile_weight=tile_weight,
     )
     elapsed = time.monotonic() - t0
     scores = maps.scores
@@ -1514,7 +1586,7 @@ def match_template(
         resumed_rotations=maps.resumed_rotations,
         backend=backends[0].name,
         half_precision=config.half_precision,
-        defocus_handedness=config.defocus_handedness,
+        defocus_handedness=handedness,
         stats=stats,
         tmfast_version=__version__,
     )

@@ -93,7 +93,8 @@ class MatchJob:
     resumed_rotations: int = 0
     backend: str = "cpu"
     half_precision: bool = False
-    #: pytom's --defocus-handedness as given (the gradient is not applied yet).
+    #: Defocus-gradient handedness the search applied (0: none; see
+    #: tmfast.filters.defocus_gradient).
     defocus_handedness: int = 0
     #: Filled in when matching finishes.
     stats: SearchStats | None = None
