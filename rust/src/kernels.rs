@@ -12,6 +12,8 @@
 //! Both run on rayon's pool; they take slices so the Python layer can call them
 //! without the GIL on buffers the backend owns.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use crate::{Error, Result};
@@ -177,6 +179,38 @@ pub enum Normalisation<'a> {
     Denominator(&'a [f32]),
 }
 
+/// One row's factors under a [`Normalisation`]: scores are the correlations times
+/// them ([`Normalisation::Inverse`]) or over them (the two denominator forms).
+enum RowNorm<'a> {
+    Times(&'a [f32]),
+    Over(Cow<'a, [f32]>),
+}
+
+impl<'a> Normalisation<'a> {
+    /// The factors of the row at `voxel` (map index) / `src` (correlation index of
+    /// rotation `i`), `row_len` values; [`Normalisation::Local`] computes them.
+    #[inline(always)]
+    fn row(&self, i: usize, voxel: usize, src: usize, row_len: usize) -> RowNorm<'_> {
+        match self {
+            Normalisation::Inverse(inv) => RowNorm::Times(&inv[voxel..voxel + row_len]),
+            Normalisation::Denominator(den) => {
+                RowNorm::Over(Cow::Borrowed(&den[src..src + row_len]))
+            }
+            Normalisation::Local {
+                sum_v,
+                sum_v2,
+                n_m,
+                floor_rel,
+            } => RowNorm::Over(Cow::Owned(row_denominators(
+                &sum_v[src..src + row_len],
+                &sum_v2[src..src + row_len],
+                n_m[i],
+                *floor_rel,
+            ))),
+        }
+    }
+}
+
 /// `n_m * sigma` exactly as the numpy path computes it (float32 operations).
 #[inline(always)]
 fn local_denominator(sum_v: f32, sum_v2: f32, n_m: f32, floor_rel: f32) -> f32 {
@@ -295,27 +329,9 @@ pub fn fold_noise(
             for i in 0..b {
                 let src = i * plane + r * row_stride;
                 let nc = &noise_corr[src..src + row_len];
-                match norm {
-                    Normalisation::Inverse(inv) => {
-                        noise_row_max(nz, nc, &inv[voxel..voxel + row_len], |c, f| c * f);
-                    }
-                    Normalisation::Denominator(den) => {
-                        noise_row_max(nz, nc, &den[src..src + row_len], |c, d| c / d);
-                    }
-                    Normalisation::Local {
-                        sum_v,
-                        sum_v2,
-                        n_m,
-                        floor_rel,
-                    } => {
-                        let den = row_denominators(
-                            &sum_v[src..src + row_len],
-                            &sum_v2[src..src + row_len],
-                            n_m[i],
-                            *floor_rel,
-                        );
-                        noise_row_max(nz, nc, &den, |c, d| c / d);
-                    }
+                match norm.row(i, voxel, src, row_len) {
+                    RowNorm::Times(f) => noise_row_max(nz, nc, f, |c, f| c * f),
+                    RowNorm::Over(d) => noise_row_max(nz, nc, &d, |c, d| c / d),
                 }
             }
         });
@@ -736,7 +752,7 @@ fn fold_chunk<S: SumElement, A: AngleIndex>(
     let first_row = c * chunk / row_len;
     let mut tmp = vec![0f32; row_len];
     let mut totals = vec![RoiTotals::default(); b];
-    for i in 0..b {
+    for (i, total) in totals.iter_mut().enumerate() {
         let idx = A::from_index(first_index + i as i32);
         for (r, (best, ang)) in best
             .chunks_mut(row_len)
@@ -756,45 +772,25 @@ fn fold_chunk<S: SumElement, A: AngleIndex>(
                 s2: s2.as_deref_mut().map(|a| &mut a[within.clone()]),
                 roi: roi.map(|a| (a, voxel)),
             };
-            let t = match norm {
-                Normalisation::Inverse(inv) => {
-                    let inv = &inv[voxel..voxel + row_len];
-                    let t = fold_row(row, idx, cr, inv, &mut tmp, |s, f| s * f);
+            // the row's factors (computed once for a rotated mask), also for the noise
+            let t = match norm.row(i, voxel, src, row_len) {
+                RowNorm::Times(f) => {
+                    let t = fold_row(row, idx, cr, f, &mut tmp, |s, f| s * f);
                     if let (Some(nz), Some(nc)) = (nz, nc) {
-                        noise_row_max(nz, nc, inv, |c, f| c * f);
+                        noise_row_max(nz, nc, f, |c, f| c * f);
                     }
                     t
                 }
-                Normalisation::Local {
-                    sum_v,
-                    sum_v2,
-                    n_m,
-                    floor_rel,
-                } => {
-                    // the denominators of this row, reused for the noise map
-                    let den = row_denominators(
-                        &sum_v[src..src + row_len],
-                        &sum_v2[src..src + row_len],
-                        n_m[i],
-                        *floor_rel,
-                    );
-                    let t = fold_row(row, idx, cr, &den, &mut tmp, |s, d| s / d);
+                RowNorm::Over(d) => {
+                    let t = fold_row(row, idx, cr, &d, &mut tmp, |s, d| s / d);
                     if let (Some(nz), Some(nc)) = (nz, nc) {
-                        noise_row_max(nz, nc, &den, |c, d| c / d);
-                    }
-                    t
-                }
-                Normalisation::Denominator(den) => {
-                    let den = &den[src..src + row_len];
-                    let t = fold_row(row, idx, cr, den, &mut tmp, |s, d| s / d);
-                    if let (Some(nz), Some(nc)) = (nz, nc) {
-                        noise_row_max(nz, nc, den, |c, d| c / d);
+                        noise_row_max(nz, nc, &d, |c, d| c / d);
                     }
                     t
                 }
             };
-            totals[i].score_sum += t.score_sum;
-            totals[i].score_sq_sum += t.score_sq_sum;
+            total.score_sum += t.score_sum;
+            total.score_sq_sum += t.score_sq_sum;
         }
     }
     totals
