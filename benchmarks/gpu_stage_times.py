@@ -36,11 +36,11 @@ def stage_times(
 ) -> dict[str, Any]:
     """Time ``n_rot`` rotations unwrapped, then again with every call timed."""
     inputs = _inputs(kind, shape, box)
-    mats = _matrices(3 * n_rot)
     extra = {} if max_batch is None else {"max_batch": max_batch}
     gpu = backend_cls(fused_z=fused_z, **extra)
     gpu.prepare(inputs)
     batch = gpu.plan.batch
+    mats = _matrices(batch + 2 * n_rot)  # warm-up batch, plain run, timed run
     gpu.score_rotations(0, mats[:batch])  # warm-up: plans, module, caches
     _sync(gpu)
     t0 = time.perf_counter()

@@ -344,7 +344,7 @@ def test_defocus_handedness_needs_per_tilt_ctf_and_is_recorded(
     code, err = _run([*args, "-1"], capsys)
     assert code == 0, err
     warn = [w for w in _warnings(err) if "defocus handedness" in w]
-    assert len(warn) == 1 and "--per-tilt-weighting and --defocus" in warn[0], err
+    assert len(warn) == 1 and "--per-tilt-weighting, with --defocus" in warn[0], err
     assert json.loads((dest / "tomo_job.json").read_text())["defocus_handedness"] == 0
     # with them it is applied (per sub-volume) and recorded, without a warning
     tlt = tmp_path / "in" / "tilts.tlt"

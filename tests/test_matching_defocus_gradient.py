@@ -77,21 +77,39 @@ def test_metadata_at_shifts_each_tilts_defocus() -> None:
 
 
 class _Recording(CpuBackend):
-    """A cpu backend that keeps each tile's template weight."""
+    """A cpu backend that keeps each tile's template weight; with ``max_x`` it
+    says that tiles longer than that along x do not fit (as a small GPU would)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_x: int | None = None) -> None:
         super().__init__(workers=1)
         self.weights: list[np.ndarray] = []
+        self.shapes: list[tuple[int, ...]] = []
+        self.max_x = max_x
+
+    def fits(
+        self,
+        shape_zyx: tuple[int, int, int],
+        box_n: int,
+        *,
+        mask_is_spherical: bool,
+        with_noise: bool,
+    ) -> bool:
+        return self.max_x is None or shape_zyx[2] <= self.max_x
 
     def prepare(
         self, inputs: CorrelationInputs, *, resume_from: RunningMaps | None = None
     ) -> None:
         self.weights.append(np.array(inputs.template_weight))
+        self.shapes.append(inputs.tomogram.shape)
         super().prepare(inputs, resume_from=resume_from)
 
 
 def _run(
-    handedness: int | None, *, per_tilt: bool = True, meta_hand: int = 0
+    handedness: int | None,
+    *,
+    per_tilt: bool = True,
+    meta_hand: int = 0,
+    max_x: int | None = None,
 ) -> tuple[_Recording, Any]:
     rng = np.random.default_rng(3)
     meta = TiltSeriesMetadata(
@@ -100,7 +118,7 @@ def _run(
         defocus_handedness=meta_hand,
         **CTF,
     )
-    backend = _Recording()
+    backend = _Recording(max_x)
     config = MatchConfig(
         angular_search="38.53",
         low_pass_a=15.0,
@@ -155,6 +173,24 @@ def test_no_handedness_keeps_one_weight_for_all_tiles(
     backend, result = _run(flag, meta_hand=meta_hand)
     assert result.job.defocus_handedness == 0
     np.testing.assert_array_equal(backend.weights[0], backend.weights[1])
+
+
+def test_tiles_added_for_memory_keep_their_sub_volumes_weight() -> None:
+    """A device that takes only narrower tiles makes the engine split further; each
+    smaller tile keeps the weight of the -s half it lies in, so the maps do not
+    depend on the device's memory."""
+    whole, whole_result = _run(1)
+    small, small_result = _run(1, max_x=min(sh[2] for sh in whole.shapes) - 1)
+    assert len(whole.weights) == 2 and len(small.weights) > 4
+    assert max(sh[2] for sh in small.shapes) < min(sh[2] for sh in whole.shapes)
+    # every smaller tile has one of the two halves' weights, and both occur
+    used = {
+        next(k for k, w in enumerate(whole.weights) if np.array_equal(got, w))
+        for got in small.weights
+    }
+    assert used == {0, 1}
+    np.testing.assert_allclose(small_result.scores, whole_result.scores, atol=1e-5)
+    np.testing.assert_array_equal(small_result.angles, whole_result.angles)
 
 
 def test_handedness_without_per_tilt_weighting_warns_and_does_nothing(

@@ -40,6 +40,9 @@ for sd in pycuda pyvkfft; do
         exit 2
     fi
 done
+newest() { ls "${kit}"/sdist/"$1"-*.tar.gz | sort -V | tail -1; }
+# no stale wheels in the kit if a step below fails
+rm -rf "${kit}/prebuilt"
 
 venv="${work}/venv312"
 if [[ ! -x "${venv}/bin/python" ]]; then
@@ -99,8 +102,8 @@ rm -rf "${out}" "${work}/src"
 mkdir -p "${out}" "${work}/src"
 
 log "pycuda wheel (1-3 min)"
-tar -xzf "${kit}"/sdist/pycuda-*.tar.gz -C "${work}/src"
-src="$(ls -d "${work}"/src/pycuda-*/)"
+tar -xzf "$(newest pycuda)" -C "${work}/src"
+src="$(ls -d "${work}"/src/pycuda-*/ | head -1)"
 (cd "${src}" && "${venv}/bin/python" configure.py --cuda-root="${home}" \
     --cudadrv-lib-dir="${home}/lib64/stubs" --no-cuda-enable-curand >/dev/null)
 (cd "${src}" && "${venv}/bin/python" -m pip wheel -q --no-build-isolation --no-deps \
@@ -109,7 +112,7 @@ src="$(ls -d "${work}"/src/pycuda-*/)"
 
 log "pyvkfft wheel, CUDA backend only"
 VKFFT_BACKEND=cuda "${venv}/bin/python" -m pip wheel -q --no-build-isolation --no-deps \
-    -w "${out}" "${kit}"/sdist/pyvkfft-*.tar.gz >"${work}/pyvkfft-build.log" 2>&1 \
+    -w "${out}" "$(newest pyvkfft)" >"${work}/pyvkfft-build.log" 2>&1 \
     || { tail -30 "${work}/pyvkfft-build.log" >&2; exit 1; }
 
 log "check: the extensions link libcuda.so.1 (and pyvkfft libnvrtc.so.13)"

@@ -71,9 +71,11 @@ fi
 
 # libnvrtc.so.13 (pyvkfft's CUDA backend compiles its FFT kernels at run time) and
 # the toolkit's nvcc: from the system toolkit or the host's nvidia-* wheels.
+# The CUDA 13 one (libnvrtc.so.13, what the prebuilt pyvkfft links) first, so that
+# a CUDA 12 toolkit earlier in the list is not taken.
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
          $("${py}" -c 'import sys, os; print(" ".join(os.path.join(p, "nvidia", s, "lib") for p in sys.path if p for s in ("cu13", "cuda_nvrtc")))' 2>/dev/null); do
-    if ls "${d}"/libnvrtc.so* >/dev/null 2>&1; then
+    if ls "${d}"/libnvrtc.so.13* >/dev/null 2>&1; then
         export LD_LIBRARY_PATH="${d}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
         break
     fi
@@ -111,8 +113,9 @@ if has_step install; then
         log "building pycuda and pyvkfft against CUDA at ${cuda_root} ($(nvcc --version | tail -1))"
         # --no-build-isolation: setuptools, wheel and numpy are the host's; pycuda
         # reads CUDA_ROOT, pyvkfft VKFFT_BACKEND and CUDA_HOME.
+        newest() { ls "${kit}"/sdist/"$1"-*.tar.gz | sort -V | tail -1; }
         (cd /tmp && VKFFT_BACKEND=cuda run_logged "${pip[@]}" --no-build-isolation \
-            --upgrade "${kit}"/sdist/pycuda-*.tar.gz "${kit}"/sdist/pyvkfft-*.tar.gz)
+            --upgrade "$(newest pycuda)" "$(newest pyvkfft)")
     fi
 fi
 
@@ -135,7 +138,8 @@ step() {  # step NAME LIMIT_S LOGFILE COMMAND...: time-limited, output to $OUT/L
     timeout --kill-after=10 "${limit}" "$@" >"${out}/${logf}" 2>&1 || rc=$?
     log "${name}: exit ${rc} after $((SECONDS - t0)) s"
     tail -4 "${out}/${logf}" >&2
-    [[ ${rc} == 0 ]] || status=${rc}
+    # the first failing step's status is the script's
+    [[ ${rc} == 0 || ${status} != 0 ]] || status=${rc}
 }
 do_test() {
     # A test module whose needs the host lacks must not stop the GPU tests, and a

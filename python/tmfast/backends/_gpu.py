@@ -97,9 +97,11 @@ MOMENT_CHUNKS = 32
 MEMORY_HEADROOM = 0.85
 #: Default upper bound on the number of rotations per FFT call.
 DEFAULT_MAX_BATCH = 8
-#: float2 elements in each of zline_corr's two local buffers (36 KiB together):
-#: (nz + 1) * columns must fit, so the fused z stage serves nz <= ZLINE_LMEM - 1.
-ZLINE_LMEM = 2304
+#: float2 elements in each of zline_corr's two local buffers: 32,000 bytes together,
+#: under the 32 KiB of local memory every OpenCL device has (the kernels are built
+#: for every job, fused or not). (nz + 1) * columns must fit, so the fused z stage
+#: serves nz <= ZLINE_LMEM - 1.
+ZLINE_LMEM = 2000
 #: Radices of zline_corr's Stockham passes, tried in this order.
 ZLINE_RADICES = (8, 4, 2, 3, 5, 7)
 #: At most this many (ky, kx) columns per zline_corr work group.
@@ -599,7 +601,8 @@ class DeviceOps(Protocol):
     def fft_plan(self, shape: tuple[int, ...], *, axis: int | str | None = None) -> Any:
         """Build an out-of-place float32 FFT plan for arrays of ``shape``.
 
-        ``axis=None``: R2C/C2R over the last 3 axes; ``axis=-1``: R2C/C2R along x
+        ``axis=None``: R2C/C2R over the last 3 axes; ``axis="yx"``: R2C/C2R over
+        the last 2 (the fused z stage's inverse); ``axis=-1``: R2C/C2R along x
         only; ``axis=-2`` or ``-3``: complex-to-complex along that axis only.
         """
         ...

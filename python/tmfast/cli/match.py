@@ -324,8 +324,8 @@ def match(
         help="Defocus gradient across the tilted specimen: each sub-volume's "
         "template CTF at its own position (1: Pyle & Zianetti, -1: inverted, 0: "
         "off; default: the RELION5/AreTomo3 metadata's, else off); needs "
-        "--per-tilt-weighting and --defocus, and -s splits for more than one "
-        "position.",
+        "--per-tilt-weighting and per-tilt defocus (--defocus or a RELION5/AreTomo3 "
+        "file), and -s splits for more than one position.",
         rich_help_panel=_FIL,
     ),
     warp_xml_file: Path | None = typer.Option(

@@ -50,6 +50,9 @@ _NOT_RESULT_FIELDS = frozenset(
         "checkpoint_every",
         "checkpoint_interval_s",
         "half_precision",
+        # the handedness applied (flag or metadata) goes into the checkpoint key
+        # instead (tmfast.matching.engine), so earlier checkpoints stay valid
+        "defocus_handedness",
     }
 )
 

@@ -1268,8 +1268,9 @@ def _job_source(path: Path | None, is_array: bool) -> str:
 
 def _defocus_handedness(config: MatchConfig, meta: TiltSeriesMetadata | None) -> int:
     """The defocus-gradient handedness the job applies: ``--defocus-handedness`` when
-    given, else the metadata's (RELION5, AreTomo3); 0 (with a warning) without
-    per-tilt weighting or per-tilt defocus, which it needs (as pytom)."""
+    given, else the metadata's (RELION5, AreTomo3); 0 without per-tilt weighting or
+    per-tilt defocus, which it needs (as pytom; a warning only when the flag asked
+    for it, since metadata files carry a handedness whether or not it is used)."""
     meta_hand = 0 if meta is None else meta.defocus_handedness
     hand = meta_hand if config.defocus_handedness is None else config.defocus_handedness
     if hand != meta_hand and meta_hand:
@@ -1279,9 +1280,11 @@ def _defocus_handedness(config: MatchConfig, meta: TiltSeriesMetadata | None) ->
     if hand and (
         not config.per_tilt_weighting or meta is None or meta.defocus_um is None
     ):
-        logger.warning(
+        log = logger.warning if config.defocus_handedness else logger.debug
+        log(
             "defocus handedness %d: no defocus gradient without per-tilt weighting "
-            "and per-tilt defocus (add --per-tilt-weighting and --defocus)",
+            "and per-tilt defocus (--per-tilt-weighting, with --defocus or a "
+            "RELION5/AreTomo3 metadata file)",
             hand,
         )
         return 0
@@ -1293,19 +1296,39 @@ def _gradient_weights(
     shape_zyx: tuple[int, ...],
     voxel_size_a: float,
     weight_for: Callable[[TiltSeriesMetadata], npt.NDArray[np.float32]],
+    cells: Sequence[Tile],
 ) -> Callable[[Tile], npt.NDArray[np.float32]]:
     """Return each tile's template weight with the defocus at the centre of the
-    region it scores (its unique region), relative to the tomogram centre; tiles
+    user's sub-volume (``cells``: the ``-s`` split's tiles) that contains the
+    tile's scored region's centre, relative to the tomogram centre. Tiles the engine
+    adds when a device lacks memory therefore keep their cell's weight (the scores
+    do not depend on the device, except for a tile straddling two cells); cells
     at the same (x, z) share one weight."""
     from tmfast.filters.defocus_gradient import metadata_at
 
     cache: dict[tuple[float, float], npt.NDArray[np.float32]] = {}
 
+    def cell_of(tile: Tile) -> Tile:
+        mid = [
+            (u0 + u1) / 2
+            for u0, u1 in zip(tile.unique_start_zyx, tile.unique_stop_zyx, strict=True)
+        ]
+        for cell in cells:
+            if all(
+                a <= m < b
+                for m, a, b in zip(
+                    mid, cell.unique_start_zyx, cell.unique_stop_zyx, strict=True
+                )
+            ):
+                return cell
+        return tile  # not reached: the cells cover the search region
+
     def weight(tile: Tile) -> npt.NDArray[np.float32]:
+        cell = cell_of(tile)
         z_a, _y_a, x_a = (
             ((u0 + u1) / 2 - s / 2) * voxel_size_a
             for u0, u1, s in zip(
-                tile.unique_start_zyx, tile.unique_stop_zyx, shape_zyx, strict=True
+                cell.unique_start_zyx, cell.unique_stop_zyx, shape_zyx, strict=True
             )
         )
         if (x_a, z_a) not in cache:
@@ -1470,11 +1493,19 @@ def match_template(
     tile_weight = None
     if handedness:
         assert inputs.metadata is not None
+        cells = plan_tiles(
+            inputs.search_origin_zyx,
+            inputs.search_shape_zyx,
+            config.volume_split_xyz,
+            n_box,
+            fast_period(inputs.tomogram.shape),
+        )
         tile_weight = _gradient_weights(
             dataclasses.replace(inputs.metadata, defocus_handedness=handedness),
             inputs.tomogram.shape,
             vs,
             weight_for,
+            cells,
         )
     ckpt_path = (
         None
@@ -1482,6 +1513,8 @@ def match_template(
         else output_paths(Path(checkpoint_dir), config.tomo_id)["checkpoint"]
     )
     base_key = config.result_sha256() + ":" + angle_set_sha256(angles)
+    if handedness:  # the one applied, whether from the flag or the metadata
+        base_key += f":defocus-handedness={handedness}"
     if arrays and ckpt_path is not None:
         # array inputs have no file stamp: the checkpoint key hashes their content
         import hashlib

@@ -63,7 +63,7 @@ typedef long long i64;
  * length nz (+1 padding against bank conflicts) per work group; the host checks
  * (nz + 1) <= TMFAST_ZLINE_LMEM and passes _gpu.ZLINE_LMEM. */
 #ifndef TMFAST_ZLINE_LMEM
-#define TMFAST_ZLINE_LMEM 2304
+#define TMFAST_ZLINE_LMEM 2000
 #endif
 
 #endif /* TMFAST_PORTABILITY_H */
