@@ -23,7 +23,9 @@ kernels and plans, so its setup is not counted) and the Pearson correlation and
 peak agreement of the two score maps are added to the figures. For random-phase
 jobs pytom is given the same noise template (its own phase randomisation draws
 another one, and the corrected maps would then differ by design).
-Three copies of the template are planted so that the peaks are real ones.
+Three copies of the template are planted so that the peaks are real ones; the
+template is ``TMFAST_BENCH_GPU_TEMPLATE`` (``demo``: tmfast's smooth built-in one,
+the default; ``noise``: noise in a Gaussian envelope, as in the 2026-11-26 figures).
 """
 
 from __future__ import annotations
@@ -67,12 +69,26 @@ def _gpu_backend() -> tuple[str, Any] | None:
     return None
 
 
+def _template(n: int, rng: np.random.Generator, envelope: np.ndarray) -> np.ndarray:
+    """``TMFAST_BENCH_GPU_TEMPLATE``: ``demo`` (default; tmfast's smooth built-in
+    asymmetric template, like a low-passed real one) or ``noise`` (Gaussian noise in
+    a Gaussian envelope: rich in high frequencies; the 2026-11-26 H200 figures)."""
+    kind = os.environ.get("TMFAST_BENCH_GPU_TEMPLATE", "demo")
+    if kind == "demo":
+        from tmfast.matching.demo import demo_template
+
+        return np.ascontiguousarray(demo_template(n), dtype=np.float32)
+    if kind == "noise":
+        return (rng.standard_normal((n,) * 3) * envelope + envelope).astype(np.float32)
+    raise ValueError(f"TMFAST_BENCH_GPU_TEMPLATE={kind!r}: use 'demo' or 'noise'")
+
+
 def _inputs(kind: str, shape: tuple[int, int, int], n: int) -> CorrelationInputs:
     rng = np.random.default_rng(0)
     g = np.indices((n,) * 3, dtype=np.float32) - n // 2
     r = np.sqrt((g**2).sum(axis=0))
     envelope = np.exp(-(r**2) / (2 * (n / 5) ** 2))
-    template = (rng.standard_normal((n,) * 3) * envelope + envelope).astype(np.float32)
+    template = _template(n, rng, envelope)
     if kind == "non_spherical":
         z, y, x = g
         ell = np.sqrt((x / 1.3) ** 2 + y**2 + (z * 1.2) ** 2)
