@@ -563,7 +563,8 @@ class DeviceOps(Protocol):
         ...
 
     def memory(self) -> tuple[int, int]:
-        """Return (available bytes, largest single allocation in bytes)."""
+        """Return (available bytes, largest single allocation in bytes); needs no
+        :meth:`activate` around it."""
         ...
 
     def empty(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> Any:
@@ -862,8 +863,7 @@ class GpuMatchBackend:
     ) -> BufferPlan:
         """:func:`plan_buffers` for this device's free memory now."""
         ops = self._ops
-        with ops.activate():
-            free_b, max_alloc = ops.memory()
+        free_b, max_alloc = ops.memory()  # each API makes its own context current
         return plan_buffers(
             shape_zyx,
             box_n,

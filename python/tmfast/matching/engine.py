@@ -1489,7 +1489,6 @@ def match_template(
             whitening_profile=profile,
         )
 
-    weight = weight_for(inputs.metadata)
     tile_weight = None
     if handedness:
         assert inputs.metadata is not None
@@ -1507,6 +1506,10 @@ def match_template(
             weight_for,
             cells,
         )
+        # every tile takes tile_weight's (cached) weight: no separate global one
+        weight = tile_weight(cells[0])
+    else:
+        weight = weight_for(inputs.metadata)
     ckpt_path = (
         None
         if checkpoint_dir is None
