@@ -322,7 +322,8 @@ fn roi_case(rows: usize, row_len: usize, stride: usize) {
             assert_eq!(got.3, full.3);
             assert_eq!(got.4 .1, 0.0);
         } else {
-            assert!((got.4 .1 - want2).abs() <= 1e-9 * want2);
+            // squares in f32, totalled in f64 per block of 64 voxels: a few f32 ulps
+            assert!((got.4 .1 - want2).abs() <= 1e-6 * want2);
         }
     }
     // a sum not kept per voxel needs the region of interest
