@@ -68,8 +68,13 @@ def _case(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return vol, tmpl, weight
 
 
-def _run(inputs: CorrelationInputs, mats: np.ndarray, batches: int = 1) -> RunningMaps:
-    be = CpuBackend(workers=1)
+def _run(
+    inputs: CorrelationInputs,
+    mats: np.ndarray,
+    batches: int = 1,
+    float32_sums: bool = True,
+) -> RunningMaps:
+    be = CpuBackend(workers=1, float32_sums=float32_sums)
     be.prepare(inputs)
     for chunk, first in zip(
         np.array_split(mats, batches),
@@ -307,12 +312,16 @@ def test_stats_roi_totals_equal_the_reduced_per_voxel_sums(
         ),
     }
     full = _run(CorrelationInputs(**kw), mats, batches=2)  # type: ignore[arg-type]
+    # the totals' oracle: per-voxel float64 sums (float32 ones round by ~1e-6 of
+    # sum |s|, more than the cancelled sum s allows)
+    exact = _run(CorrelationInputs(**kw), mats, float32_sums=False)  # type: ignore[arg-type]
+    assert exact.score_sum is not None and exact.score_sq_sum is not None
     totals = _run(CorrelationInputs(**kw, stats_roi=roi), mats, batches=3)  # type: ignore[arg-type]
     np.testing.assert_array_equal(totals.scores, full.scores)
     np.testing.assert_array_equal(totals.angles, full.angles)
     assert totals.score_sq_sum is None
     assert full.score_sum is not None and full.score_sq_sum is not None
-    want2 = float(full.score_sq_sum[roi].sum())
+    want2 = float(exact.score_sq_sum[roi].sum())
     assert totals.roi_score_sq_sum == pytest.approx(want2, rel=1e-6)
     if noise:  # sum_r s stays per voxel for the corrected statistics
         assert totals.score_sum is not None and totals.roi_score_sum == 0.0
@@ -320,7 +329,7 @@ def test_stats_roi_totals_equal_the_reduced_per_voxel_sums(
         np.testing.assert_array_equal(totals.noise_scores, full.noise_scores)  # type: ignore[arg-type]
     else:
         assert totals.score_sum is None
-        want1 = float(full.score_sum[roi].sum())
+        want1 = float(exact.score_sum[roi].sum())
         assert totals.roi_score_sum == pytest.approx(want1, rel=1e-6, abs=1e-9)
     # resume mid-way from a snapshot, and from per-voxel maps of another backend
     for resume_kind in ("totals", "per-voxel"):

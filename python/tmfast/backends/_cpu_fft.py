@@ -182,6 +182,8 @@ class VolumeFft(Protocol):
 
     def irfft_inplace(self, spec: np.ndarray) -> np.ndarray: ...
 
+    def box_weighted(self, boxes: np.ndarray, weight: np.ndarray) -> np.ndarray: ...
+
 
 class ScipyVolumeFft:
     """``scipy.fft`` (pocketfft) engine; ``workers`` threads per transform."""
@@ -237,6 +239,16 @@ class ScipyVolumeFft:
                 real[bi, z0:z1, :, :sx] = plane
         return real
 
+    def box_weighted(self, boxes: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """``irfftn(rfftn(box) * weight)`` of each ``(n, n, n)`` box, float32. One
+        thread: a template box is too small for two to pay (0.74 against 0.89 ms for
+        48^3)."""
+        n = self.box
+        f = sfft.rfftn(boxes, axes=(-3, -2, -1), workers=1)
+        f *= weight
+        out = sfft.irfftn(f, s=(n, n, n), axes=(-3, -2, -1), workers=1)
+        return np.asarray(out, dtype=np.float32)
+
 
 class FftwVolumeFft:
     """FFTW engine (pyFFTW): the same transforms as :class:`ScipyVolumeFft`, planned
@@ -266,6 +278,7 @@ class FftwVolumeFft:
         # plans per buffer slot (one spectrum each), keyed by direction and address
         self._plans: dict[tuple[str, int], Any] = {}
         self._rows: np.ndarray | None = None
+        self._box_plans: tuple[Any, Any, np.ndarray, np.ndarray] | None = None
 
     def _fftw(
         self,
@@ -390,6 +403,27 @@ class FftwVolumeFft:
             for plan in self._inverse_plans(spec[i : i + 1]):
                 plan(normalise_idft=False)
         return spec.view(np.float32)
+
+    def box_weighted(self, boxes: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """``irfftn(rfftn(box) * weight)`` of each ``(n, n, n)`` box, float32, with
+        one-box FFTW plans made once (``workers`` threads; 0.51 against scipy's
+        0.75-1.15 ms per 48^3 box on 2 cores)."""
+        n = self.box
+        if self._box_plans is None:
+            real = self._pyfftw.empty_aligned((n, n, n), dtype=np.float32)
+            spec = self._pyfftw.empty_aligned((n, n, n // 2 + 1), dtype=np.complex64)
+            fwd = self._fftw(real, spec, (0, 1, 2), True, preserve=False)
+            inv = self._fftw(spec, real, (0, 1, 2), False, preserve=False)
+            self._box_plans = (fwd, inv, real, spec)
+        fwd, inv, real, spec = self._box_plans
+        out = np.empty(boxes.shape, dtype=np.float32)
+        for box, dst in zip(boxes, out, strict=True):
+            real[...] = box
+            fwd()
+            spec *= weight
+            inv(normalise_idft=True)
+            dst[...] = real
+        return out
 
 
 def make_volume_fft(
