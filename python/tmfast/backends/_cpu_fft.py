@@ -76,6 +76,10 @@ FFT_ENGINES = ("auto", "scipy", "fftw")
 _C2R_SLAB = 8
 
 
+#: Most FFTW threads for the template-box transforms (a 48^3 box: 0.75 ms with one
+#: thread, 0.51 with two).
+_BOX_THREADS = 4
+
 #: Upper bound of FFTW's planning time per transform, seconds.
 _PLAN_SECONDS = 30.0
 
@@ -287,9 +291,11 @@ class FftwVolumeFft:
         axes: tuple[int, ...],
         forward: bool,
         preserve: bool,
+        threads: int | None = None,
     ) -> Any:
-        """One FFTW plan; ``preserve``: keep the arrays' contents (FFTW_MEASURE
-        overwrites them while timing candidate algorithms)."""
+        """One FFTW plan (``threads``: default ``workers``); ``preserve``: keep the
+        arrays' contents (FFTW_MEASURE overwrites them while timing candidate
+        algorithms)."""
         flags = self._flags if forward else (*self._flags, "FFTW_DESTROY_INPUT")
         measuring = "FFTW_MEASURE" in flags
         saved = [a.copy() for a in (src, dst)] if preserve and measuring else []
@@ -299,7 +305,7 @@ class FftwVolumeFft:
             axes=axes,
             direction="FFTW_FORWARD" if forward else "FFTW_BACKWARD",
             flags=flags,
-            threads=self.workers,
+            threads=self.workers if threads is None else threads,
             planning_timelimit=_PLAN_SECONDS,
         )
         if saved:
@@ -406,14 +412,16 @@ class FftwVolumeFft:
 
     def box_weighted(self, boxes: np.ndarray, weight: np.ndarray) -> np.ndarray:
         """``irfftn(rfftn(box) * weight)`` of each ``(n, n, n)`` box, float32, with
-        one-box FFTW plans made once (``workers`` threads; 0.51 against scipy's
-        0.75-1.15 ms per 48^3 box on 2 cores)."""
+        one-box FFTW plans made once (0.51 against scipy's 0.75-1.15 ms per 48^3 box
+        on 2 cores). At most :data:`_BOX_THREADS` threads: a box is small, and on a
+        many-core node waking every worker would cost more than it saves."""
         n = self.box
         if self._box_plans is None:
             real = self._pyfftw.empty_aligned((n, n, n), dtype=np.float32)
             spec = self._pyfftw.empty_aligned((n, n, n // 2 + 1), dtype=np.complex64)
-            fwd = self._fftw(real, spec, (0, 1, 2), True, preserve=False)
-            inv = self._fftw(spec, real, (0, 1, 2), False, preserve=False)
+            th = min(self.workers, _BOX_THREADS)
+            fwd = self._fftw(real, spec, (0, 1, 2), True, preserve=False, threads=th)
+            inv = self._fftw(spec, real, (0, 1, 2), False, preserve=False, threads=th)
             self._box_plans = (fwd, inv, real, spec)
         fwd, inv, real, spec = self._box_plans
         out = np.empty(boxes.shape, dtype=np.float32)
