@@ -1043,6 +1043,62 @@ fn rotate_plane<const K: usize>(
     }
 }
 
+/// `out = M (T - mu) / sigma_T` with the mask-weighted moments of `values` (`T`) under
+/// `mask` (`M`): `N_M = sum M`, `mu = sum (T M) / N_M`, `sigma^2 = sum (T M) T / N_M -
+/// mu^2`, products in `f32`, sums in `f64` (eight lanes, a value's lane its index mod
+/// 8), the result `(M * (T - f32(mu))) * f32(1 / sigma)` in `f32`; a flat template
+/// (`sigma <= 1e-30`) or an empty mask (`N_M <= 0`) gives zeros. One pass for the sums
+/// and one for the result (the numpy form took five over the box and a float64
+/// temporary).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the lengths differ.
+pub fn normalise_under_mask(values: &[f32], mask: &[f32], out: &mut [f32]) -> Result<()> {
+    if values.len() != mask.len() || out.len() != values.len() {
+        return Err(Error::invalid(format!(
+            "values ({}), mask ({}) and output ({}) must have the same length",
+            values.len(),
+            mask.len(),
+            out.len()
+        )));
+    }
+    const LANES: usize = 8;
+    let (mut sw, mut stw, mut stwt) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
+    let vc = values.chunks_exact(LANES);
+    let mc = mask.chunks_exact(LANES);
+    let (vr, mr) = (vc.remainder(), mc.remainder());
+    for (t, w) in vc.zip(mc) {
+        for k in 0..LANES {
+            let tw = t[k] * w[k];
+            sw[k] += f64::from(w[k]);
+            stw[k] += f64::from(tw);
+            stwt[k] += f64::from(tw) * f64::from(t[k]);
+        }
+    }
+    for (k, (t, w)) in vr.iter().zip(mr).enumerate() {
+        let tw = t * w;
+        sw[k] += f64::from(*w);
+        stw[k] += f64::from(tw);
+        stwt[k] += f64::from(tw) * f64::from(*t);
+    }
+    let n_m: f64 = sw.iter().sum();
+    if n_m.is_nan() || n_m <= 0.0 {
+        // an empty mask (e.g. rotated out of its box) covers nothing: zero, like a
+        // flat template
+        out.fill(0.0);
+        return Ok(());
+    }
+    let mu = stw.iter().sum::<f64>() / n_m;
+    let var = stwt.iter().sum::<f64>() / n_m - mu * mu;
+    let sd = var.max(0.0).sqrt();
+    #[allow(clippy::cast_possible_truncation)]
+    let (mu32, scale) = (mu as f32, if sd <= 1e-30 { 0.0 } else { (1.0 / sd) as f32 });
+    for ((o, t), w) in out.iter_mut().zip(values).zip(mask) {
+        *o = (w * (t - mu32)) * scale;
+    }
+    Ok(())
+}
+
 /// `a <- conj(a) * b` elementwise over interleaved complex values (`re, im` pairs of
 /// `f32`), multi-threaded: the cross-power spectrum of a template (`a`, overwritten)
 /// and a volume (`b`).

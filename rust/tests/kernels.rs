@@ -2,7 +2,8 @@
 
 use _rust::kernels::{
     conj_multiply, conj_multiply_pair, fold_noise, fold_rotations, local_denominators,
-    rotate_bspline, zero_outside_corner, AngleIndex, Normalisation, RoiTotals, RunningMapsMut,
+    normalise_under_mask, rotate_bspline, zero_outside_corner, AngleIndex, Normalisation,
+    RoiTotals, RunningMapsMut,
 };
 
 /// Deterministic pseudo-random values in [-1, 1).
@@ -546,4 +547,49 @@ fn fold_all_roi<A: AngleIndex>(
         row_len,
         row_len,
     )
+}
+
+#[test]
+fn normalise_under_mask_matches_the_f64_formula() {
+    let n = 5 * 5 * 5 + 3; // not a multiple of the lane count
+    let t: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 4.5) * 0.3).collect();
+    let w: Vec<f32> = (0..n)
+        .map(|i| {
+            if i % 3 == 0 {
+                0.0
+            } else {
+                (i % 4) as f32 / 3.0
+            }
+        })
+        .collect();
+    let mut out = vec![0f32; n];
+    normalise_under_mask(&t, &w, &mut out).unwrap();
+    // two-pass float64 reference
+    let n_m: f64 = w.iter().map(|&v| f64::from(v)).sum();
+    let mu: f64 = t
+        .iter()
+        .zip(&w)
+        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+        .sum::<f64>()
+        / n_m;
+    let var: f64 = t
+        .iter()
+        .zip(&w)
+        .map(|(&a, &b)| f64::from(b) * (f64::from(a) - mu).powi(2))
+        .sum::<f64>()
+        / n_m;
+    for ((o, &a), &b) in out.iter().zip(&t).zip(&w) {
+        let want = f64::from(b) * (f64::from(a) - mu) / var.sqrt();
+        assert!((f64::from(*o) - want).abs() < 1e-5, "{o} vs {want}");
+    }
+    // normalised: zero mean and unit variance under the mask
+    let m1: f64 = out.iter().map(|&v| f64::from(v)).sum::<f64>() / n_m;
+    assert!(m1.abs() < 1e-6);
+    // flat template and empty mask give zeros; lengths must agree
+    normalise_under_mask(&vec![2.0; n], &w, &mut out).unwrap();
+    assert!(out.iter().all(|&v| v == 0.0));
+    out.fill(1.0);
+    normalise_under_mask(&t, &vec![0.0; n], &mut out).unwrap();
+    assert!(out.iter().all(|&v| v == 0.0));
+    assert!(normalise_under_mask(&t, &w[1..], &mut out).is_err());
 }

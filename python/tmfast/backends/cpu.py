@@ -492,24 +492,14 @@ class CpuBackend:
     @staticmethod
     def _normalise(boxes: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """``M (T - mu) / sigma_T`` with mask-weighted moments, per box: float32
-        products, float64 sums (``masks`` is one mask or one per box)."""
-        b = np.asarray(boxes, dtype=np.float32)
-        m = np.asarray(masks, dtype=np.float32)
+        products, float64 sums, two passes (Rust; ``masks`` is one mask or one per
+        box). Not numpy's ``np.dot``: a BLAS call leaves OpenBLAS's threads spinning
+        for ~0.1 s, which took one of two cores from the FFTs (loop 1.45x slower)."""
+        b = np.ascontiguousarray(boxes, dtype=np.float32)
         out = np.empty(b.shape, dtype=np.float32)
-        for i in range(b.shape[0]):
-            t = b[i].ravel()
-            w = (m if m.ndim == 3 else m[i]).ravel()
-            n_m = float(w.sum(dtype=np.float64))
-            tw = t * w
-            mu = float(tw.sum(dtype=np.float64)) / n_m
-            # not np.dot: a BLAS call leaves OpenBLAS's threads spinning for ~0.1 s,
-            # which took one of two cores from the FFTs (loop 1.45x slower)
-            var = float(np.multiply(tw, t, dtype=np.float64).sum()) / n_m - mu * mu
-            sd = np.sqrt(max(var, 0.0))
-            # a flat template correlates as zero
-            scale = np.float32(0.0 if sd <= 1e-30 else 1.0 / sd)
-            np.multiply(w, t - np.float32(mu), out=out[i].reshape(-1))
-            out[i] *= scale
+        _rust.normalise_under_mask(
+            b, np.ascontiguousarray(masks, dtype=np.float32), out
+        )
         return out
 
     # ----------------------------------------------------------------- work

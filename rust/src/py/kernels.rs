@@ -313,6 +313,44 @@ fn conj_multiply_py(
     Ok(())
 }
 
+/// `out = M (T - mu) / sigma_T` for each box of `values` (`(B, n, n, n)` or one box)
+/// under `masks` (one mask for all, or one per box); see `kernels::normalise_under_mask`.
+#[pyfunction(name = "normalise_under_mask")]
+fn normalise_under_mask_py(
+    py: Python<'_>,
+    values: PyReadonlyArrayDyn<'_, f32>,
+    masks: PyReadonlyArrayDyn<'_, f32>,
+    mut out: PyReadwriteArrayDyn<'_, f32>,
+) -> PyResult<()> {
+    if out.shape() != values.shape() {
+        return Err(PyValueError::new_err("out must have the shape of values"));
+    }
+    let v = contiguous_ro(values.as_slice(), "values")?;
+    let m = contiguous_ro(masks.as_slice(), "masks")?;
+    let o = contiguous(out.as_slice_mut(), "out")?;
+    if m.is_empty() || v.len() % m.len() != 0 {
+        return Err(PyValueError::new_err(
+            "masks must hold one box or one box per value box",
+        ));
+    }
+    let per_box = m.len() == v.len();
+    let boxes = values.shape().first().copied().unwrap_or(1).max(1);
+    let n = if per_box { v.len() / boxes } else { m.len() };
+    if n == 0 || v.len() % n != 0 {
+        return Err(PyValueError::new_err(
+            "values do not split into mask-sized boxes",
+        ));
+    }
+    py.detach(|| {
+        for (i, (vb, ob)) in v.chunks(n).zip(o.chunks_mut(n)).enumerate() {
+            let mb = if per_box { &m[i * n..(i + 1) * n] } else { m };
+            kernels::normalise_under_mask(vb, mb, ob)?;
+        }
+        Ok::<(), crate::Error>(())
+    })?;
+    Ok(())
+}
+
 /// Overwrite `local_sum` with the denominators `N_M sigma` (see
 /// `kernels::local_denominators`); rows of `row_stride` values, `row_len` used.
 #[pyfunction(name = "local_denominators")]
@@ -413,5 +451,6 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(zero_outside_corner_py, m)?)?;
     m.add_function(wrap_pyfunction!(local_denominators_py, m)?)?;
     m.add_function(wrap_pyfunction!(fold_noise_max_py, m)?)?;
+    m.add_function(wrap_pyfunction!(normalise_under_mask_py, m)?)?;
     Ok(())
 }
