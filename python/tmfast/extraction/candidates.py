@@ -50,6 +50,7 @@ __all__ = [
     "candidates_from_maps",
     "extract_candidates",
     "job_angle_set",
+    "job_tomogram_mask",
     "zxz_to_relion",
 ]
 
@@ -327,6 +328,22 @@ def _load_mask(
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def job_tomogram_mask(job: MatchJob, job_dir: Path | None) -> Path | None:
+    """The tomogram mask recorded in ``job`` as a path to read, or ``None``.
+
+    A relative path is taken as written when it exists (pytom records paths
+    relative to where matching ran), otherwise relative to ``job_dir`` (the job
+    file's folder). ``None`` when the job has no mask or its mask was an in-memory
+    array (``ARRAY_SOURCE``), which cannot be re-read.
+    """
+    if job.tomogram_mask is None or job.tomogram_mask == ARRAY_SOURCE:
+        return None
+    rec = Path(job.tomogram_mask)
+    if not rec.is_absolute() and not rec.exists() and job_dir is not None:
+        rec = job_dir / rec
+    return rec
+
+
 def _particle_diameter(job: MatchJob, particle_diameter_a: float | None) -> float:
     """The diameter to use (given or the job's), checked against the tomogram.
 
@@ -475,12 +492,8 @@ def extract_candidates(
                 "extracting without it (pass tomogram_mask= to use one)",
                 mjob.tomo_id,
             )
-        elif mask_src is None and mjob.tomogram_mask is not None:
-            rec = Path(mjob.tomogram_mask)
-            # a relative path recorded in the job is relative to the job file
-            if not rec.is_absolute() and not rec.exists() and jdir is not None:
-                rec = jdir / rec
-            mask_src = rec
+        elif mask_src is None:
+            mask_src = job_tomogram_mask(mjob, jdir)
     return candidates_from_maps(
         mjob,
         scores_raw,

@@ -354,7 +354,12 @@ def score_map_background(
         ``((n_voxels, mean, std), picks)`` where the statistics are over searched
         voxels (finite scores inside the tomogram mask).
     """
-    from tmfast.extraction.candidates import _load_mask, _read_map, extract_candidates
+    from tmfast.extraction.candidates import (
+        _load_mask,
+        _read_map,
+        extract_candidates,
+        job_tomogram_mask,
+    )
     from tmfast.extraction.pytom_job import load_job, locate_maps
 
     mjob, jpath = load_job(job)
@@ -369,8 +374,10 @@ def score_map_background(
     scores_path, _ = locate_maps(mjob, jpath.parent)
     scores, _ = _read_map(scores_path, "score map")
     mask = None
-    if not ignore_tomogram_mask and mjob.tomogram_mask is not None:
-        mask = _load_mask(mjob.tomogram_mask, mjob)
+    # the same mask as the picks: a relative path is resolved as extraction does
+    mask_path = None if ignore_tomogram_mask else job_tomogram_mask(mjob, jpath.parent)
+    if mask_path is not None:
+        mask = _load_mask(mask_path, mjob)
     # Sums slab by slab in float64: no map-sized float64 temporaries.
     n, s1, s2 = 0, 0.0, 0.0
     for z in range(scores.shape[0]):
