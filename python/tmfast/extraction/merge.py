@@ -44,6 +44,29 @@ _CENTRED = (
 )
 _VOXELS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
 _NAME_COLUMNS = ("rlnTomoName", "rlnMicrographName")
+#: Identifier columns kept exactly as written: a tomogram called ``007`` must not
+#: become the number 7 (RELION matches names as text against tomograms.star).
+_TEXT_COLUMNS = (
+    *_NAME_COLUMNS,
+    "rlnTomoParticleName",
+    "rlnOpticsGroupName",
+    "rlnImageName",
+    "rlnCtfImage",
+    "rlnTomoImportParticleFile",
+)
+
+
+def _read_particle_star(path: Path) -> dict[str, dict[str, Any]]:
+    """Read a STAR file with numbers parsed but identifier columns as written."""
+    blocks = read_star(path)
+    text: dict[str, dict[str, Any]] | None = None
+    for name, block in blocks.items():
+        for col in _TEXT_COLUMNS:
+            if col in block and block[col].dtype.kind != "U":
+                if text is None:
+                    text = read_star(path, as_text=True)
+                block[col] = text[name][col]
+    return blocks
 
 
 def _n_rows(block: dict[str, Any]) -> int:
@@ -58,10 +81,18 @@ def particle_block(
     Raises
     ------
     FormatError
-        If no block holds particle coordinates (and none is called ``particles``).
+        If no block holds particle coordinates, or the ``particles`` block lacks a
+        full set of coordinate columns.
     """
     if "particles" in blocks:
-        return "particles", blocks["particles"]
+        block = blocks["particles"]
+        if not (all(c in block for c in _CENTRED) or all(c in block for c in _VOXELS)):
+            raise FormatError(
+                f"{path}: block 'particles' lacks rlnCenteredCoordinate{{X,Y,Z}}Angst "
+                "or rlnCoordinate{X,Y,Z} (an import index or another table?); give a "
+                "particle STAR file"
+            )
+        return "particles", block
     hits = [(k, b) for k, b in blocks.items() if _CENTRED[0] in b or _VOXELS[0] in b]
     if len(hits) == 1:
         return hits[0]
@@ -116,7 +147,7 @@ def merge_particle_stars(
     first_path = Path(files[0])
     for f in files:
         p = Path(f)
-        blocks = read_star(p)
+        blocks = _read_particle_star(p)
         _, block = particle_block(blocks, p)
         if columns is None:
             columns, first_path = list(block), p
@@ -169,7 +200,11 @@ def merge_particle_stars(
         out["optics"] = {
             "rlnOpticsGroup": np.arange(1, len(optics_rows) + 1, dtype=np.int64),
             **{
-                c: _typed([r[j] for r in optics_rows])
+                c: (
+                    np.array([r[j] for r in optics_rows])
+                    if c in _TEXT_COLUMNS
+                    else _typed([r[j] for r in optics_rows])
+                )
                 for j, c in enumerate(optics_cols)
             },
         }
@@ -209,7 +244,7 @@ def relion5_import_index(
     paths: list[str] = []
     for f in files:
         p = Path(f).resolve()
-        _, block = particle_block(read_star(p), p)
+        _, block = particle_block(_read_particle_star(p), p)
         for name in dict.fromkeys(_tomo_names(block, p, strip_prefix)):
             names.append(name)
             paths.append(str(p))
@@ -307,7 +342,7 @@ def star_to_imod(
     dims_of: dict[str, tuple[int, int, int]] = {}
     for f in files:
         p = Path(f)
-        blocks = read_star(p)
+        blocks = _read_particle_star(p)
         tables = [
             (k, b) for k, b in blocks.items() if _CENTRED[0] in b or _VOXELS[0] in b
         ]
@@ -316,6 +351,9 @@ def star_to_imod(
                 f"{p}: no block with rlnCenteredCoordinate{{X,Y,Z}}Angst or "
                 "rlnCoordinate{X,Y,Z}; give a particle STAR file"
             )
+        if all(_n_rows(b) == 0 for _, b in tables):
+            # an honestly empty extraction result: say so instead of a silent no-op
+            logger.warning("%s: no particles; no IMOD model from this file", p)
         optics = blocks.get("optics")
         for _, b in tables:
             names = _tomo_names(b, p, strip_prefix)
