@@ -20,6 +20,8 @@ from tmfast.errors import ConfigError, FormatError
 
 if TYPE_CHECKING:
     from tmfast.extraction.candidates import CandidateTable
+    from tmfast.extraction.star_columns import Relion5TomogramGeometry
+    from tmfast.matching.job import MatchJob
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +153,7 @@ def extract(
     # The job (a small JSON) names the outputs: refuse existing ones before any work.
     mjob, jpath = load_job(job_file)
     out_dir = output_dir if output_dir is not None else jpath.resolve().parent
+    check_output_folder(out_dir, "-o/--output-dir")
     stem = out_dir / mjob.tomo_id
     star = Path(f"{stem}_particles.star")
     mod = Path(f"{stem}_particles.mod")
@@ -167,6 +170,7 @@ def extract(
     size_unbinned = None
     if relion5_tomograms_star is not None:
         geo = relion5_tomogram_geometry(relion5_tomograms_star, mjob.tomo_id)
+        _check_geometry(geo, mjob, relion5_tomograms_star)
         size_unbinned = geo.size_xyz_unbinned
 
     table = extract_candidates(
@@ -227,6 +231,65 @@ def extract(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     typer.echo(f"{table.tomo_id}: {len(table)} particles -> {star}")
+
+
+def check_output_folder(folder: Path, option: str, target: Path | None = None) -> None:
+    """Refuse an output folder that is, or lies under, an existing non-folder.
+
+    Checked before any work so that a wrong ``-o`` is one error line, not a
+    traceback after the picking. ``target`` is the output file named in the
+    message when ``option`` gives a file rather than ``folder`` itself.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``option`` if ``folder`` or one of its parents is a file.
+    """
+    p = folder
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        named = target if target is not None else folder
+        what = "is a file" if named == p else f"lies under the file {p}"
+        raise ConfigError(f"{named}: {option} {what}, not a folder; give a folder")
+
+
+def _check_geometry(geo: Relion5TomogramGeometry, job: MatchJob, path: Path) -> None:
+    """Refuse a tomograms.star row that does not describe the matched tomogram.
+
+    Its voxel size (tilt-series pixel size x binning) must be the job's, and its
+    bin-1 size divided by the binning the tomogram's size (within 2 voxels or
+    5 %: rounding and padding differ between reconstruction programs): otherwise
+    every centred coordinate would be silently scaled or shifted.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the row and the mismatch.
+    """
+    voxel_a = geo.tilt_series_pixel_size_a * geo.binning
+    if abs(voxel_a - job.voxel_size_a) > 1e-2 * job.voxel_size_a:
+        raise ConfigError(
+            f"{path}: {geo.tomo_name!r} has rlnTomoTiltSeriesPixelSize "
+            f"{geo.tilt_series_pixel_size_a:g} x rlnTomoTomogramBinning "
+            f"{geo.binning:g} = {voxel_a:.4g} Å voxels but job {job.tomo_id!r} "
+            f"matched {job.voxel_size_a:.4g} Å voxels; give the tomograms.star of "
+            "the reconstruction that was matched"
+        )
+    if geo.size_xyz_unbinned is not None:
+        nz, ny, nx = (int(v) for v in job.tomo_shape_zyx)
+        binned = [v / geo.binning for v in geo.size_xyz_unbinned]
+        if any(
+            abs(b - n) > max(2.0, 0.05 * n)
+            for b, n in zip(binned, (nx, ny, nz), strict=True)
+        ):
+            sx, sy, sz = (f"{v:g}" for v in geo.size_xyz_unbinned)
+            raise ConfigError(
+                f"{path}: {geo.tomo_name!r} has rlnTomoSize {sx} x {sy} x {sz} at "
+                f"binning {geo.binning:g} but job {job.tomo_id!r} matched a "
+                f"{nx} x {ny} x {nz} tomogram; give the tomograms.star of the "
+                "reconstruction that was matched"
+            )
 
 
 def _check_options(

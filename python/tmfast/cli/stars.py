@@ -62,9 +62,16 @@ def merge_stars(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output."),
 ) -> None:
     """Concatenate particle STAR files, or write a RELION5 import index."""
+    from tmfast.cli.extract import check_output_folder
+    from tmfast.errors import ConfigError
     from tmfast.extraction.merge import merge_particle_stars, relion5_import_index
     from tmfast.io.star import write_star
 
+    if output_file.is_dir():
+        raise ConfigError(
+            f"{output_file}: -o/--output-file is a folder; give a STAR file name"
+        )
+    check_output_folder(output_file.parent, "-o/--output-file", output_file)
     files = _inputs(input_star_files, more)
     if import_index:
         blocks = relion5_import_index(files, strip_prefix=strip_prefix)
@@ -115,8 +122,10 @@ def to_imod(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs."),
 ) -> None:
     """Write one IMOD .mod per tomogram from particle STAR files (no IMOD needed)."""
+    from tmfast.cli.extract import check_output_folder
     from tmfast.extraction.merge import star_to_imod
 
+    check_output_folder(output_dir, "-o/--output-dir")
     files = _inputs(input_star_files, more)
     written = star_to_imod(
         files,
@@ -178,6 +187,7 @@ def roc(
 ) -> None:
     """Estimate the number of true particles and the best threshold (bimodal fit)."""
     from tmfast._fileio import check_writable
+    from tmfast.cli.extract import check_output_folder
     from tmfast.errors import ConfigError
     from tmfast.extraction.pytom_job import load_job
     from tmfast.extraction.roc import estimate_roc, plot_roc, score_map_background
@@ -203,6 +213,7 @@ def roc(
     # the job names the outputs: refuse existing ones before any work
     mjob, jpath = load_job(job_file)
     out_dir = output_dir if output_dir is not None else jpath.resolve().parent
+    check_output_folder(out_dir, "-o/--output-dir")
     paths = [out_dir / f"{mjob.tomo_id}_roc.svg", out_dir / f"{mjob.tomo_id}_roc.png"]
     for p in paths:
         check_writable(p, overwrite=overwrite)
