@@ -17,6 +17,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tmfast.errors import ConfigError, FormatError
 from tmfast.metadata import TiltSeriesMetadata
 
@@ -38,6 +40,8 @@ _ALIASES = {
     "gpu_ids": "gpu_ids",
     "destination": "destination",
     "output_dir": "destination",
+    # read like -a with a file: the tilt-angle readers take the first column
+    "tilt_angles_first_column": "tilt_angles",
 }
 
 #: Fields that do not change the maps (left out of the checkpoint hash).
@@ -79,6 +83,26 @@ def _opt_pos(name: str, value: Any, flag: str) -> float | None:
     if not (math.isfinite(v) and v > 0):
         raise ConfigError(f"{flag} {value!r}: must be a positive number ({name})")
     return v
+
+
+def _number(flag: str, value: Any, kind: type[int] | type[float]) -> Any:
+    """``value`` as an int or float; ConfigError (not ValueError) for e.g. "x"."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{flag} {value!r}: give a number, not true/false")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{flag} {value!r}: not {what}") from None
+
+
+def _switch(flag: str, value: Any) -> bool:
+    """An on/off option: true/false (or 1/0); a string such as "false" is refused."""
+    if value is None or isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"{flag} {value!r}: give true or false (no quotes in TOML)")
 
 
 def _angular_step(step: float, given: Any) -> float:
@@ -287,7 +311,9 @@ class MatchConfig:
                 "give --angular-search (degrees or an angle file) or "
                 "--particle-diameter (Crowther step)"
             )
-        sym = int(self.z_axis_rotational_symmetry)
+        sym = _number(
+            "--z-axis-rotational-symmetry", self.z_axis_rotational_symmetry, int
+        )
         if sym < 1:
             raise ConfigError(f"--z-axis-rotational-symmetry {sym}: must be >= 1")
         s(self, "z_axis_rotational_symmetry", sym)
@@ -310,7 +336,13 @@ class MatchConfig:
             if isinstance(t, str | os.PathLike):
                 s(self, "tilt_angles", Path(t))
             else:
-                vals = list(t)
+                try:
+                    vals = list(t)
+                except TypeError:  # e.g. one number in a TOML file
+                    raise ConfigError(
+                        f"--tilt-angles {t!r}: give MIN MAX in degrees or a "
+                        ".tlt/.rawtlt file"
+                    ) from None
                 if len(vals) == 1 and isinstance(vals[0], str | os.PathLike):
                     s(self, "tilt_angles", Path(vals[0]))
                 else:
@@ -346,22 +378,32 @@ class MatchConfig:
             if missing:
                 raise ConfigError("--defocus needs " + ", ".join(missing))
         if self.amplitude_contrast is not None:
-            ac = float(self.amplitude_contrast)
+            ac = _number("--amplitude-contrast", self.amplitude_contrast, float)
             if not 0.0 <= ac < 1.0:
                 raise ConfigError(f"--amplitude-contrast {ac}: a fraction in [0, 1)")
             s(self, "amplitude_contrast", ac)
-        s(self, "phase_shift_deg", float(self.phase_shift_deg))
+        phase_deg = _number("--phase-shift", self.phase_shift_deg, float)
+        if not math.isfinite(phase_deg):
+            raise ConfigError(f"--phase-shift {phase_deg}: give a finite angle in °")
+        s(self, "phase_shift_deg", phase_deg)
         if self.tomogram_ctf_model not in (None, "phase-flip"):
             raise ConfigError(
                 f"--tomogram-ctf-model {self.tomogram_ctf_model!r}: only 'phase-flip'"
             )
         if self.rng_seed is not None:
-            seed = int(self.rng_seed)
+            seed = _number("--rng-seed", self.rng_seed, int)
             if seed < 0:
                 raise ConfigError(f"--rng-seed {seed}: must be >= 0")
             s(self, "rng_seed", seed)
         if self.gpu_ids is not None:
-            ids = tuple(int(i) for i in self.gpu_ids)
+            try:
+                given_ids = list(self.gpu_ids)
+            except TypeError:  # e.g. one number in a TOML file
+                raise ConfigError(
+                    f"--gpu-ids {self.gpu_ids!r}: give a list of device indices, "
+                    "e.g. [0, 1]"
+                ) from None
+            ids = tuple(_number("--gpu-ids", i, int) for i in given_ids)
             if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
                 raise ConfigError(
                     f"--gpu-ids {list(ids)}: give distinct non-negative device indices"
@@ -372,11 +414,13 @@ class MatchConfig:
                 f"--backend {self.backend!r}: choose one of "
                 + ", ".join(BACKEND_CHOICES)
             )
-        if int(self.checkpoint_every) < 0 or float(self.checkpoint_interval_s) < 0:
+        every = _number("--checkpoint-every", self.checkpoint_every, int)
+        interval_s = _number("checkpoint_interval_s", self.checkpoint_interval_s, float)
+        if every < 0 or interval_s < 0:
             raise ConfigError(
                 "--checkpoint-every must be >= 0 (0 disables checkpoints)"
             )
-        s(self, "checkpoint_every", int(self.checkpoint_every))
+        s(self, "checkpoint_every", every)
         hand = self.defocus_handedness
         if hand is not None:
             if isinstance(hand, bool) or hand not in (-1, 0, 1):
@@ -385,7 +429,7 @@ class MatchConfig:
                     "convention)"
                 )
             s(self, "defocus_handedness", int(hand))
-        s(self, "checkpoint_interval_s", float(self.checkpoint_interval_s))
+        s(self, "checkpoint_interval_s", interval_s)
         for name in (
             "non_spherical_mask",
             "per_tilt_weighting",
@@ -393,7 +437,8 @@ class MatchConfig:
             "random_phase_correction",
             "half_precision",
         ):
-            s(self, name, bool(getattr(self, name)))
+            flag = "--" + name.replace("_", "-")
+            s(self, name, _switch(flag, getattr(self, name)))
 
     def require_files(self, *, except_: frozenset[str] = frozenset()) -> None:
         """Raise ConfigError if ``template``, ``tomogram`` or ``mask`` is missing.
@@ -468,6 +513,11 @@ class MatchConfig:
             k = _ALIASES.get(k, k)
             if k not in names:
                 raise ConfigError(f"{source}: unknown option {key!r}")
+            if k in kwargs:
+                raise ConfigError(
+                    f"{source}: option {key!r} sets {k}, which another key already "
+                    "sets; keep one of them"
+                )
             kwargs[k] = value
         try:
             return cls(**kwargs)
