@@ -901,8 +901,12 @@ def _metadata(
             logger.warning(
                 "--relion5-tomograms-star given: ignoring %s", ", ".join(given)
             )
-        vs = None
-        if meta.tilt_series_pixel_size_a and meta.binning:
+        vs = None  # --voxel-size-angstrom wins, then the metadata's, then the headers
+        if (
+            config.voxel_size_a is None
+            and meta.tilt_series_pixel_size_a
+            and meta.binning
+        ):
             vs = float(meta.tilt_series_pixel_size_a) * float(meta.binning)
         tilts = meta.tilt_angles_deg
         return (min(tilts), max(tilts)), meta, vs
@@ -1086,6 +1090,23 @@ def check_inputs(
     override = meta_vs if meta_vs is not None else config.voxel_size_a
     if override is not None:
         voxel = float(override)
+        differing = [
+            f"{src} {value:.3f} Å"
+            for src, value in (
+                (src_tomo, tomogram_voxel_size_a),
+                (src_tmpl, template_voxel_size_a),
+            )
+            if value > 0 and round(value, 3) != round(voxel, 3)
+        ]
+        if differing:
+            logger.warning(
+                "using voxel size %.3f Å from %s; it differs from the header of %s",
+                voxel,
+                "the RELION5 metadata"
+                if meta_vs is not None
+                else "--voxel-size-angstrom",
+                ", ".join(differing),
+            )
     else:
         for src, value in (
             (src_tomo, tomogram_voxel_size_a),

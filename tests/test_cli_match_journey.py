@@ -1,0 +1,185 @@
+"""`tmfast match` as a pytom-match-pick user meets it: regressions from a CLI journey.
+
+Each test runs the real command on tiny volumes and pins one bug found that way:
+a RELION5 voxel size silently beating ``--voxel-size-angstrom``, TOML values of the
+wrong type ending in a traceback or (quoted booleans) silently switching an option
+on, pytom's ``--tilt-angles-first-column`` refused in a TOML file, and
+``--phase-shift nan`` giving an all ``-inf`` score map with exit code 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+from _synthetic import SHARED, sphere_mask, write_angle_file, write_mrc
+from tmfast.cli import main
+
+ANGLES = np.array([[0.3 * i, 0.5 + 0.1 * i, 0.2 * i] for i in range(3)])
+VOXEL_A = 21.0
+STAR = SHARED / "data" / "formats" / "relion5_tomograms" / "pytom_job009"
+STAR = STAR / "tomograms.star"
+#: The RELION5 tomogram of STAR used here and its voxel size (pixel size x binning).
+RELION_NAME = "tomo200528_107"
+RELION_VOXEL_A = 1.724 * 8.120650
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(11)
+    d = tmp_path / "in"
+    d.mkdir()
+    return {
+        "t": write_mrc(d / "tmpl.mrc", rng.standard_normal((8,) * 3), VOXEL_A),
+        "v": write_mrc(d / "tomo.mrc", rng.standard_normal((12, 14, 16)), VOXEL_A),
+        "m": write_mrc(d / "mask.mrc", sphere_mask(8, 3.5), VOXEL_A),
+        "ang": write_angle_file(d / "angles.txt", ANGLES),
+    }
+
+
+def _args(inputs: dict[str, Path], dest: Path, *extra: str) -> list[str]:
+    return [
+        "match",
+        "-t", str(inputs["t"]),
+        "-v", str(inputs["v"]),
+        "-m", str(inputs["m"]),
+        "-d", str(dest),
+        "--angular-search", str(inputs["ang"]),
+        "--backend", "cpu",
+        *extra,
+    ]  # fmt: skip
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def _one_error(code: int, err: str) -> str:
+    """Exit code 2 with a single ``tmfast: error:`` line and no traceback."""
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("tmfast: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _relion_tomogram(inputs: dict[str, Path], voxel_a: float) -> Path:
+    """A copy of the tomogram named as in STAR, its header at ``voxel_a``."""
+    if not STAR.exists():
+        pytest.skip(f"{STAR} not present (the shared data folder beside the repo)")
+    tomo = inputs["v"].parent / f"{RELION_NAME}.mrc"
+    write_mrc(tomo, mrcfile.read(inputs["v"]), voxel_a)
+    return tomo
+
+
+def test_voxel_size_flag_beats_relion5_star(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/api.md: --voxel-size-angstrom overrides everything, RELION5 included."""
+    tomo = _relion_tomogram(inputs, VOXEL_A)
+    dest = tmp_path / "out"
+    args = _args(inputs, dest, "--relion5-tomograms-star", str(STAR))
+    args[args.index("-v") + 1] = str(tomo)
+    code, err = _run([*args, "--voxel-size-angstrom", str(VOXEL_A)], capsys)
+    assert code == 0, err
+    job = json.loads((dest / f"{RELION_NAME}_job.json").read_text())
+    assert job["voxel_size_a"] == VOXEL_A
+    with mrcfile.open(dest / f"{RELION_NAME}_scores.mrc") as mrc:
+        assert float(mrc.voxel_size.x) == pytest.approx(VOXEL_A)
+    assert "differs from the header" not in err  # the flag agrees with the headers
+
+
+def test_relion5_voxel_size_unlike_template_header_warns(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A template at 21 Å matched at RELION's 14 Å is named in a warning (as pytom)."""
+    tomo = _relion_tomogram(inputs, RELION_VOXEL_A)
+    dest = tmp_path / "out"
+    args = _args(inputs, dest, "--relion5-tomograms-star", str(STAR))
+    args[args.index("-v") + 1] = str(tomo)
+    code, err = _run(args, capsys)
+    assert code == 0, err
+    job = json.loads((dest / f"{RELION_NAME}_job.json").read_text())
+    assert job["voxel_size_a"] == pytest.approx(RELION_VOXEL_A)
+    warned = [ln for ln in err.splitlines() if "differs from the header" in ln]
+    assert len(warned) == 1, err
+    assert str(inputs["t"]) in warned[0] and str(tomo) not in warned[0]
+
+
+@pytest.mark.parametrize(
+    ("toml_line", "flag"),
+    [
+        ('rng-seed = "abc"', "--rng-seed"),
+        ('z-axis-rotational-symmetry = "two"', "--z-axis-rotational-symmetry"),
+        ('amplitude-contrast = "x"', "--amplitude-contrast"),
+        ('checkpoint-every = "often"', "--checkpoint-every"),
+        ('phase-shift = "x"', "--phase-shift"),
+        ("tilt-angles = 60", "--tilt-angles"),
+        ("gpu-ids = 0", "--gpu-ids"),
+        ('spectral-whitening = "false"', "--spectral-whitening"),
+        ('random-phase-correction = "no"', "--random-phase-correction"),
+    ],
+)
+def test_toml_value_of_wrong_type_is_one_error(
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    toml_line: str,
+    flag: str,
+) -> None:
+    cfg = tmp_path / "match.toml"
+    cfg.write_text(toml_line + "\n")
+    dest = tmp_path / "out"
+    code, err = _run(_args(inputs, dest, "--config", str(cfg)), capsys)
+    line = _one_error(code, err)
+    assert flag in line
+    assert not dest.exists() or not any(dest.iterdir())
+
+
+def test_toml_tilt_angles_first_column(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pytom's --tilt-angles-first-column may be set in the config file too."""
+    tilts = [-42.0, -3.0, 0.0, 27.0, 51.0]
+    tlt = tmp_path / "in" / "ts.rawtlt"
+    tlt.write_text("".join(f"{t:.2f} {i}\n" for i, t in enumerate(tilts)))
+    cfg = tmp_path / "match.toml"
+    cfg.write_text(f'[match]\ntilt-angles-first-column = "{tlt}"\n')
+    dest = tmp_path / "out"
+    code, err = _run(_args(inputs, dest, "--config", str(cfg)), capsys)
+    assert code == 0, err
+    job = json.loads((dest / "tomo_job.json").read_text())
+    assert job["tilt_range_deg"] == [min(tilts), max(tilts)]
+
+
+def test_toml_option_given_twice_is_one_error(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "match.toml"
+    cfg.write_text("low-pass = 60\nlow_pass_a = 80\n")
+    dest = tmp_path / "out"
+    code, err = _run(_args(inputs, dest, "--config", str(cfg)), capsys)
+    assert "low_pass_a" in _one_error(code, err)
+    assert not dest.exists() or not any(dest.iterdir())
+
+
+def test_phase_shift_nan_is_one_error(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before the fix this wrote an all -inf score map and exited 0."""
+    tlt = tmp_path / "in" / "ts.tlt"
+    tlt.write_text("".join(f"{t}\n" for t in range(-60, 61, 20)))
+    dest = tmp_path / "out"
+    ctf = ["--defocus", "3", "--amplitude-contrast", "0.07"]
+    ctf += ["--spherical-aberration", "2.7", "--voltage", "300"]
+    args = _args(inputs, dest, "-a", str(tlt), *ctf, "--phase-shift", "nan")
+    assert "--phase-shift" in _one_error(*_run(args, capsys))
+    assert not dest.exists() or not any(dest.iterdir())
