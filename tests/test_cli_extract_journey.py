@@ -475,3 +475,48 @@ def test_to_imod_of_an_empty_extraction_says_so(tmp_path: Path, capsys, caplog) 
     assert code == 0, out
     assert any("no particles" in r.getMessage() for r in caplog.records)
     assert not (tmp_path / "m").exists()
+
+
+def test_to_imod_warns_about_points_outside_the_tomogram(
+    tmp_path: Path, capsys, caplog
+) -> None:
+    # cylindra's hand-made fixture: rows at y = 765 Å and -728 Å lie beyond the
+    # 136 x 10.52 Å tomogram of its tomograms.star; a wrong geometry is said aloud
+    star = _need(PARTICLES / "cylindra_Picks_particles.star")
+    tomos = _need(TOMOGRAMS / "cylindra_fixture" / "tomograms.star")
+    ref = starfile.read(star)
+    rows = ref[ref["rlnTomoName"] == "TS_01"]
+    y_vox = rows["rlnCenteredCoordinateYAngst"].to_numpy() / 10.52 + 136 / 2
+    n_out = int(((y_vox < -0.5) | (y_vox > 135.5)).sum())
+    assert n_out == 2
+    with caplog.at_level("WARNING"):
+        code, out = run(
+            [
+                "to-imod",
+                "-i",
+                str(star),
+                "--tomograms-star",
+                str(tomos),
+                "-o",
+                str(tmp_path),
+            ],
+            capsys,
+        )
+    assert code == 0, out
+    msgs = [r.getMessage() for r in caplog.records if "outside" in r.getMessage()]
+    assert len(msgs) == 1 and f"{n_out} of 3 points of TS_01" in msgs[0], msgs
+    # our own extraction is inside its tomogram: no warning
+    caplog.clear()
+    job = make_pytom_job(tmp_path / "job")
+    code, out = run(["extract", "-j", str(job), "-n", "5", "--no-plots"], capsys)
+    assert code == 0, out
+    with caplog.at_level("WARNING"):
+        code, out = run(
+            [
+                "to-imod", "-i", str(job.parent / "rec_TS_01_particles.star"),
+                "--dims", "40", "36", "32", "-o", str(tmp_path / "own"),
+            ],
+            capsys,
+        )  # fmt: skip
+    assert code == 0, out
+    assert not [r for r in caplog.records if "outside" in r.getMessage()]

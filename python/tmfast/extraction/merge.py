@@ -403,6 +403,20 @@ def star_to_imod(
                         voxel_a.setdefault(
                             name, float(_column(b, "rlnDetectorPixelSize")[rows][0])
                         )
+                d = np.asarray(dims, dtype=np.float64)
+                outside = int(np.any((vox < -0.5) | (vox > d - 0.5), axis=1).sum())
+                if outside:
+                    # a wrong pixel size, binning or size puts points off the map
+                    logger.warning(
+                        "%s: %d of %d points of %s lie outside its %s voxel "
+                        "tomogram; check the pixel size and binning "
+                        "(tomograms.star, --dims, --binning)",
+                        p,
+                        outside,
+                        len(vox),
+                        name,
+                        " x ".join(str(int(v)) for v in dims),
+                    )
                 points.setdefault(name, []).append(vox)
                 dims_of.setdefault(name, dims)
     out_dir = Path(output_dir)
