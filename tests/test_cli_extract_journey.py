@@ -520,3 +520,12 @@ def test_to_imod_warns_about_points_outside_the_tomogram(
         )  # fmt: skip
     assert code == 0, out
     assert not [r for r in caplog.records if "outside" in r.getMessage()]
+
+
+def test_to_imod_without_input_files_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    code, out = run(
+        ["to-imod", "--dims", "10", "10", "10", "-o", str(tmp_path / "m")], capsys
+    )
+    line = _one_error_line(out)
+    assert code == 2 and "no input files" in line
+    assert not (tmp_path / "m").exists()

@@ -336,6 +336,8 @@ def star_to_imod(
         raise ConfigError(
             "to-imod needs the tomogram size: give --dims X Y Z or --tomograms-star"
         )
+    if not files:
+        raise ConfigError("to-imod: no input files; give -i A.star B.star ...")
     geo = read_relion5_tomograms(tomograms_star) if tomograms_star is not None else {}
     points: dict[str, list[npt.NDArray[np.float64]]] = {}
     voxel_a: dict[str, float] = {}
