@@ -309,7 +309,7 @@ def test_merge_stars_keeps_numeric_tomogram_names(tmp_path: Path, capsys) -> Non
     )
     assert code == 0, out
     got = starfile.read(index, parse_as_string=["rlnTomoName"])
-    assert got["rlnTomoName"].tolist() == ["001", "002"]
+    assert got["rlnTomoName"].tolist() == ["001"]  # one row per file, first name
 
 
 def test_merge_stars_keeps_numeric_optics_group_names(tmp_path: Path, capsys) -> None:
@@ -529,3 +529,87 @@ def test_to_imod_without_input_files_is_one_line_exit_2(tmp_path: Path, capsys) 
     line = _one_error_line(out)
     assert code == 2 and "no input files" in line
     assert not (tmp_path / "m").exists()
+
+
+def _relion_import(index: Path) -> list[str]:
+    """What relion_tomo_import_coordinates does with an index (RELION 5 source):
+    per row, read the whole file; a file with rlnTomoName must start with the
+    row's name, else every particle gets the row's name. Returns the names."""
+    rows = starfile.read(index, parse_as_string=["rlnTomoName"])
+    out: list[str] = []
+    names, files = rows["rlnTomoName"], rows["rlnTomoImportParticleFile"]
+    for name, f in zip(names, files, strict=True):
+        df = starfile.read(f, always_dict=True, parse_as_string=["rlnTomoName"])
+        part = df["particles"]
+        if "rlnTomoName" in part:
+            assert part["rlnTomoName"].iloc[0] == name, (f, name)
+            out += part["rlnTomoName"].tolist()
+        else:
+            out += [name] * len(part)
+    return out
+
+
+def test_import_index_is_what_relion_imports(tmp_path: Path, capsys) -> None:
+    multi = _need(PARTICLES / "cylindra_Picks_particles.star")  # TS_01 and TS_02
+    job = make_pytom_job(tmp_path / "job")
+    code, out = run(["extract", "-j", str(job), "-n", "5", "--no-plots"], capsys)
+    assert code == 0, out
+    ours = job.parent / "rec_TS_01_particles.star"
+    index = tmp_path / "index.star"
+    code, out = run(
+        [
+            "merge-stars",
+            "--import-index",
+            "-i",
+            str(multi),
+            str(ours),
+            "-o",
+            str(index),
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    expect = starfile.read(multi)["rlnTomoName"].tolist() + ["TS_01"] * len(
+        starfile.read(ours)
+    )
+    assert _relion_import(index) == expect  # every particle once, right names
+    # names RELION would compare verbatim cannot be stripped in an index
+    renamed = tmp_path / "rec_names.star"
+    renamed.write_text(multi.read_text().replace("TS_0", "rec_TS_0"))
+    code, out = run(
+        [
+            "merge-stars", "--import-index", "--strip-prefix", "rec_",
+            "-i", str(renamed), "-o", str(tmp_path / "i2.star"),
+        ],
+        capsys,
+    )  # fmt: skip
+    line = _one_error_line(out)
+    assert code == 2 and "rec_TS_01" in line and "without" in line
+    assert not (tmp_path / "i2.star").exists()
+    # pytom's default columns (rlnMicrographName) for two tomograms: refused
+    code, out = run(
+        ["extract", "-j", str(job), "-n", "5", "--no-plots", "--pytom-columns",
+         "-o", str(tmp_path / "py")],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, out
+    two = tmp_path / "two.star"
+    text = (tmp_path / "py" / "rec_TS_01_particles.star").read_text()
+    head, rows = text.split("rlnMicrographName #11\n")
+    lines = rows.strip().splitlines()
+    lines[-1] = lines[-1].replace("rec_TS_01", "rec_TS_02")
+    two.write_text(head + "rlnMicrographName #11\n" + "\n".join(lines) + "\n")
+    assert set(starfile.read(two)["rlnMicrographName"]) == {"rec_TS_01", "rec_TS_02"}
+    code, out = run(
+        [
+            "merge-stars",
+            "--import-index",
+            "-i",
+            str(two),
+            "-o",
+            str(tmp_path / "i3.star"),
+        ],
+        capsys,
+    )
+    line = _one_error_line(out)
+    assert code == 2 and "2 tomograms" in line

@@ -227,16 +227,26 @@ def _typed(values: list[str]) -> npt.NDArray[Any]:
 def relion5_import_index(
     files: Sequence[str | os.PathLike[str]], *, strip_prefix: str = ""
 ) -> dict[str, dict[str, Any]]:
-    """Return RELION5's coordinate-import index: one row per (tomogram, file).
+    """Return RELION5's coordinate-import index: one row per file.
 
-    Columns ``rlnTomoName`` (with ``strip_prefix`` removed) and
-    ``rlnTomoImportParticleFile`` (absolute path), as
-    ``relion_tomo_import_coordinates`` reads them.
+    Columns ``rlnTomoName`` and ``rlnTomoImportParticleFile`` (absolute path), as
+    ``relion_tomo_import_coordinates`` reads them: for each row it appends the
+    *whole* file, and when the file has an ``rlnTomoName`` column it requires the
+    file's first name to equal the row's name verbatim; otherwise it labels every
+    particle with the row's name. So a file with ``rlnTomoName`` gets one row
+    under its first name (its other tomograms come along with their own names),
+    and a file without it (pytom's ``rlnMicrographName`` columns) one row under
+    its only tomogram name, ``strip_prefix`` removed. Files without particles are
+    left out (RELION cannot read a name from them).
 
     Raises
     ------
     FormatError
-        If a file is missing or has no particle table.
+        If a file is missing or has no particle table; if ``strip_prefix`` would
+        change a name written in a file's ``rlnTomoName`` (RELION compares them
+        verbatim: merge with ``--strip-prefix`` instead); or if a file without
+        ``rlnTomoName`` holds several tomograms (RELION would give them all one
+        name).
     """
     if not files:
         raise ConfigError("merge-stars: no input files; give -i A.star B.star ...")
@@ -245,9 +255,31 @@ def relion5_import_index(
     for f in files:
         p = Path(f).resolve()
         _, block = particle_block(_read_particle_star(p), p)
-        for name in dict.fromkeys(_tomo_names(block, p, strip_prefix)):
-            names.append(name)
-            paths.append(str(p))
+        if _n_rows(block) == 0:
+            logger.warning("%s: no particles; left out of the import index", p)
+            continue
+        if "rlnTomoName" in block:
+            written = [str(v) for v in block["rlnTomoName"]]
+            first = written[0]
+            hit = next((n for n in written if _strip(n, strip_prefix) != n), None)
+            if hit is not None:
+                raise FormatError(
+                    f"{p}: rlnTomoName {hit!r} starts with {strip_prefix!r}, but "
+                    "RELION's importer compares the index name with the file's "
+                    "names as written; run merge-stars --strip-prefix without "
+                    "--import-index and import the merged file instead"
+                )
+            names.append(first)
+        else:
+            found = list(dict.fromkeys(_tomo_names(block, p, strip_prefix)))
+            if len(found) > 1:
+                raise FormatError(
+                    f"{p}: {len(found)} tomograms ({', '.join(found[:3])}...) but no "
+                    "rlnTomoName column; RELION's importer would label every "
+                    "particle with one name: write one file per tomogram"
+                )
+            names.append(found[0])
+        paths.append(str(p))
     return {"particles": {"rlnTomoName": names, "rlnTomoImportParticleFile": paths}}
 
 
