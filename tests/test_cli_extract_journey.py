@@ -613,3 +613,35 @@ def test_import_index_is_what_relion_imports(tmp_path: Path, capsys) -> None:
     )
     line = _one_error_line(out)
     assert code == 2 and "2 tomograms" in line
+
+
+def test_merge_stars_refuses_2d_stacks_with_3d_subtomograms(
+    tmp_path: Path, capsys
+) -> None:
+    src = _need(PARTICLES / "cylindra_Class3D_run_it025_data.star")
+    text = src.read_text()
+    assert "_rlnTomoSubTomosAre2DStacks                       1" in text
+    three_d = tmp_path / "subtomos3d.star"
+    three_d.write_text(
+        text.replace(
+            "_rlnTomoSubTomosAre2DStacks                       1",
+            "_rlnTomoSubTomosAre2DStacks 0",
+        )
+    )
+    out_star = tmp_path / "m.star"
+    code, out = run(
+        ["merge-stars", "-i", str(src), str(three_d), "-o", str(out_star)], capsys
+    )
+    line = _one_error_line(out)
+    assert code == 2 and "data_general" in line and str(three_d) in line
+    assert not out_star.exists()
+    # the same kind merges, one data_general kept
+    same = tmp_path / "same.star"
+    same.write_text(text)
+    code, out = run(
+        ["merge-stars", "-i", str(src), str(same), "-o", str(out_star)], capsys
+    )
+    assert code == 0, out
+    got = starfile.read(out_star)
+    assert int(got["general"]["rlnTomoSubTomosAre2DStacks"]) == 1
+    assert len(got["particles"]) == 2 * len(starfile.read(src)["particles"])

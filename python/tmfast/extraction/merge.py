@@ -142,6 +142,7 @@ def merge_particle_stars(
     columns: list[str] | None = None
     parts: list[dict[str, Any]] = []
     general: dict[str, Any] | None = None
+    general_path = Path()
     optics_cols: list[str] | None = None
     optics_rows: list[tuple[Any, ...]] = []
     first_path = Path(files[0])
@@ -160,7 +161,18 @@ def merge_particle_stars(
             )
         block = {k: np.asarray(block[k]) for k in columns}
         if general is None and "general" in blocks:
-            general = blocks["general"]
+            general, general_path = blocks["general"], p
+        elif general is not None and "general" in blocks:
+            # e.g. rlnTomoSubTomosAre2DStacks: one header cannot describe both
+            other = blocks["general"]
+            if {k: str(np.asarray(v).tolist()) for k, v in other.items()} != {
+                k: str(np.asarray(v).tolist()) for k, v in general.items()
+            }:
+                raise FormatError(
+                    f"{p}: data_general differs from {general_path.name}'s "
+                    f"({_general_text(other)} vs {_general_text(general)}); merge "
+                    "particles of the same kind (2D stacks or 3D subtomograms)"
+                )
         if "optics" in blocks:
             ob = blocks["optics"]
             cols = [c for c in ob if c != "rlnOpticsGroup"]
@@ -210,6 +222,10 @@ def merge_particle_stars(
         }
     out["particles"] = merged
     return out
+
+
+def _general_text(block: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {np.asarray(v).ravel()[0]}" for k, v in block.items())
 
 
 def _typed(values: list[str]) -> npt.NDArray[Any]:
