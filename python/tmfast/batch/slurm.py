@@ -352,7 +352,10 @@ def queue_states(jobs: Mapping[int, Sequence[int]]) -> dict[int, str]:
         "-j",
         ",".join(str(j) for j in sorted(jobs)),
         "-o",
-        "%A %a %T",
+        # %F: the array's base job id (the id sbatch printed), %K: the array index
+        # (or a range such as 1-3%2 while unsplit), %T: the state. Not %A/%a: for
+        # array elements %A is each element's own job id and %a is the account.
+        "%F %K %T",
     ]
     proc = _run(argv, "read the queue")
     if proc.returncode != 0:
@@ -376,7 +379,7 @@ def queue_states(jobs: Mapping[int, Sequence[int]]) -> dict[int, str]:
 
 
 def _expand_task_field(task: str) -> list[int] | None:
-    """Array indices in squeue's ``%a`` field; ``None`` when it names none."""
+    """Array indices in squeue's ``%K`` field; ``None`` when it names none."""
     body = task.strip("[]").split("%")[0]
     out: list[int] = []
     for part in body.split(","):
