@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tmfast._fileio import atomic_path
+from tmfast._fileio import atomic_path, check_writable
 from tmfast.batch.manifest import Manifest, ManifestEntry, TomogramEntry
 from tmfast.batch.slurm import (
     SlurmOptions,
@@ -240,12 +240,25 @@ def _find_mask(mask_dir: Path, entry: TomogramEntry) -> Path | None:
     keys = {entry.tomo_name, entry.tomo_id}
     if entry.tomogram is not None:
         keys.add(normalise_tomogram_stem(entry.tomogram.name)[0])
+
+    def mask_key(p: Path) -> str:
+        # '<tomogram stem>_slab_mask.mrc' is what 'tmfast slab-mask' writes by
+        # default; strip the mask suffix before the tomogram-name rules so that
+        # rec_TS_01_slab_mask.mrc, TS_01_10.00Apx_mask.mrc and Pos_1_Vol_mask.mrc
+        # all name their tomogram.
+        stem = p.stem
+        for suffix in ("_slab_mask", "_mask"):
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        return normalise_tomogram_stem(stem + p.suffix)[0]
+
     found = [
         p
         for p in sorted(mask_dir.iterdir())
         if p.is_file()
         and p.suffix.lower() in (".mrc", ".rec", ".map")
-        and normalise_tomogram_stem(p.name)[0].removesuffix("_mask") in keys
+        and mask_key(p) in keys
     ]
     return found[0] if len(found) == 1 else None
 
@@ -519,6 +532,23 @@ def plan_batch(
     )
     script_path = out / SCRIPT_NAME
     if not dry_run:
+        # Refuse before writing anything: a manifest written next to an old script
+        # or old metadata files would be left behind as a partial plan.
+        targets = [manifest_path, script_path]
+        if write_metadata:
+            targets += [
+                out / "metadata" / name
+                for e in planned
+                if e.metadata is not None
+                for name, values in (
+                    (f"{e.key}.tlt", e.metadata.tilt_angles_deg),
+                    (f"{e.key}_defocus.txt", e.metadata.defocus_um),
+                    (f"{e.key}_dose.txt", e.metadata.dose_e_per_a2),
+                )
+                if values is not None
+            ]
+        for target in targets:
+            check_writable(target, overwrite=overwrite)
         old_outputs = [e.key for e in planned if _task_state(e)]
         if old_outputs:
             logger.warning(

@@ -114,7 +114,8 @@ def plan_cmd(
         None,
         "--voxel-size",
         rich_help_panel=_IO,
-        help="Tomogram voxel size in A (default: from the project or MRC header).",
+        help="Tomogram voxel size in A (default: relion5: pixel size x binning of "
+        "tomograms.star; aretomo3: MRC header, else AreTomo3_Session.json).",
     ),
     voltage: float | None = typer.Option(
         None, "--voltage", rich_help_panel=_IO, help="aretomo3: kV if no session file."
@@ -299,10 +300,30 @@ def plan_cmd(
     ),
 ) -> None:
     """Plan a batch: check every tomogram, write manifest.json and submit_array.sh."""
+    import math
     import shlex
 
     from tmfast.batch.plan import plan_aretomo3, plan_relion5
     from tmfast.batch.slurm import SlurmOptions
+
+    for flag, value, low, strict, unit in (
+        ("--voxel-size", voxel_size, 0.0, True, "Å"),
+        ("--dose-per-tilt", dose_per_tilt, 0.0, False, "e-/Å^2"),
+        ("--voltage", voltage, 0.0, True, "kV"),
+        ("--spherical-aberration", spherical_aberration, 0.0, False, "mm"),
+        ("--amplitude-contrast", amplitude_contrast, 0.0, False, "(fraction)"),
+    ):
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise ConfigError(
+                f"{flag} {value:g}: must be {'>' if strict else '>='} {low:g} {unit}"
+            )
+    if amplitude_contrast is not None and amplitude_contrast >= 1.0:
+        raise ConfigError(
+            f"--amplitude-contrast {amplitude_contrast:g}: a fraction below 1 "
+            "(e.g. 0.07 or 0.1)"
+        )
 
     n_gpu = gpus_per_task or _gpus_in_gres(gres)
     match: dict[str, Any] = {
