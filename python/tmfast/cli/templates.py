@@ -116,6 +116,11 @@ def create_template(
     from tmfast.templates.models import read_atom_model, template_from_model
 
     out_a = output_voxel_size_angstrom
+    if low_pass is not None and not (low_pass > 0 and math.isfinite(low_pass)):
+        raise ConfigError(
+            f"--low-pass {low_pass:g}: must be a positive resolution in Å (leave it "
+            "out for the output Nyquist, 2 x voxel)"
+        )
     if output_file is None:
         output_file = Path(f"template_{_stem(input_map)}_{_fmt(out_a)}A.mrc")
     check_writable(output_file, overwrite=overwrite)
@@ -309,6 +314,16 @@ def create_mask(
         if vox is None and tmpl_a > 0:
             vox = tmpl_a
     if vox is None:
+        if units is Units.angstrom:
+            raise ConfigError(
+                "--units angstrom needs the voxel size: "
+                + (
+                    f"{template} holds none in its header; "
+                    if template is not None
+                    else ""
+                )
+                + "pass --voxel-size (Å)"
+            )
         vox = 1.0
     if not (vox > 0 and math.isfinite(vox)):
         raise ConfigError(f"--voxel-size {vox}: must be a positive number of Å")
