@@ -645,3 +645,57 @@ def test_merge_stars_refuses_2d_stacks_with_3d_subtomograms(
     got = starfile.read(out_star)
     assert int(got["general"]["rlnTomoSubTomosAre2DStacks"]) == 1
     assert len(got["particles"]) == 2 * len(starfile.read(src)["particles"])
+
+
+def _imod_header(path: Path) -> tuple[float, int]:
+    """(pixel size in nm, sphere radius in pixels) via imodmodel in a subprocess."""
+    code = (
+        "import imodmodel, sys\n"
+        "m = imodmodel.ImodModel.from_file(sys.argv[1])\n"
+        "print(m.header.pixelsize, m.objects[0].header.pdrawsize)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    size, radius = r.stdout.split()
+    return float(size), int(radius)
+
+
+def test_to_imod_voxel_table_radius_uses_the_tomograms_star_voxel(
+    tmp_path: Path, capsys
+) -> None:
+    tomos = _need(TOMOGRAMS / "cylindra_fixture" / "tomograms.star")  # 10.52 Å
+    star = tmp_path / "voxels.star"
+    star.write_text(
+        "data_particles\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n"
+        "_rlnCoordinateZ #3\n_rlnTomoName #4\n10 20 5 TS_01\n"
+    )
+    code, out = run(
+        [
+            "to-imod", "-i", str(star), "--tomograms-star", str(tomos),
+            "--particle-diameter", "200", "-o", str(tmp_path / "m"),
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, out
+    size_nm, radius = _imod_header(tmp_path / "m" / "TS_01.mod")
+    assert size_nm == pytest.approx(1.052, rel=1e-6)
+    assert radius == round(200 / 2 / 10.52)
+    np.testing.assert_allclose(
+        read_imod_points(tmp_path / "m" / "TS_01.mod"), [[10.5, 20.5, 5]]
+    )
+    # no voxel size anywhere: refused instead of a 100-voxel sphere
+    code, out = run(
+        [
+            "to-imod", "-i", str(star), "--dims", "84", "136", "44",
+            "--particle-diameter", "200", "-o", str(tmp_path / "n"),
+        ],
+        capsys,
+    )  # fmt: skip
+    line = _one_error_line(out)
+    assert code == 2 and "--radius-px" in line
+    assert not (tmp_path / "n").exists()

@@ -453,6 +453,8 @@ def star_to_imod(
                         voxel_a.setdefault(
                             name, float(_column(b, "rlnDetectorPixelSize")[rows][0])
                         )
+                    elif g is not None:
+                        voxel_a.setdefault(name, g.tilt_series_pixel_size_a * b_)
                 d = np.asarray(dims, dtype=np.float64)
                 outside = int(np.any((vox < -0.5) | (vox > d - 0.5), axis=1).sum())
                 if outside:
@@ -473,6 +475,15 @@ def star_to_imod(
     targets = {name: out_dir / f"{name}.mod" for name in points}
     for t in targets.values():
         check_writable(t, overwrite=overwrite)
+    if radius_px is None and particle_diameter_a is not None:
+        unknown = [name for name in points if name not in voxel_a]
+        if unknown:
+            # a 1 Å fallback would draw spheres --particle-diameter/2 voxels wide
+            raise ConfigError(
+                f"{unknown[0]}: no voxel size for --particle-diameter (no "
+                "rlnDetectorPixelSize or rlnTomoTiltSeriesPixelSize, not in "
+                "--tomograms-star); give --radius-px in voxels or --tomograms-star"
+            )
     written: dict[str, tuple[Path, int]] = {}
     for name, chunks in points.items():
         pts = np.concatenate(chunks)
