@@ -297,6 +297,49 @@ def test_batch_tomogram_mask_dir_finds_slab_mask_default_names(
     assert entry["tomogram_mask"] == str(written.resolve())
 
 
+def test_batch_finish_refuses_existing_merge_before_extracting_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second 'batch finish -n 1' without --overwrite used to extract every
+    tomogram again with the new options (rewriting its particle files) and only
+    then refuse the existing merged file, leaving the two out of step."""
+    from tmfast.batch.plan import run_task
+
+    starfile = pytest.importorskip("starfile")
+    proj = _cryoboost_project(tmp_path)
+    rng = np.random.default_rng(5)
+    tomo = rng.normal(size=(16, 24, 24)).astype(np.float32)
+    g = np.arange(8) - 4
+    r2 = g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2
+    for z, y, x in ((8, 7, 7), (8, 16, 16)):  # two planted particles
+        tomo[z - 4 : z + 4, y - 4 : y + 4, x - 4 : x + 4] += 3 * np.exp(-r2 / 4.0)
+    _write_mrc(proj["tomo"], tomo, 14.0)
+    out = tmp_path / "batch"
+    argv = _plan_argv(tmp_path, proj["star"], out)
+    argv[argv.index("--gres") : argv.index("--gres") + 2] = []
+    code, _, err = run([*argv, "--angular-search", "30", "--backend", "cpu"], capsys)
+    assert code == 0, err
+    run_task(out / "manifest.json", 0)
+    code, _, err = run(["batch", "finish", str(out), "-n", "2", "-c", "0.1"], capsys)
+    assert code == 0, err
+    per_tomo = next((out / "tomograms" / "Position_1").glob("*_particles.star"))
+    before = per_tomo.read_bytes()
+    merged = starfile.read(out / "particles.star")
+    assert len(merged) == len(starfile.read(per_tomo)) == 2
+
+    line = _one_error_line(
+        *run(["batch", "finish", str(out), "-n", "1", "-c", "0.1"], capsys)[::2]
+    )
+    assert "particles.star" in line and "--overwrite" in line
+    assert per_tomo.read_bytes() == before
+    code, _, err = run(
+        ["batch", "finish", str(out), "-n", "1", "-c", "0.1", "--overwrite"], capsys
+    )
+    assert code == 0, err
+    assert len(starfile.read(out / "particles.star")) == 1
+    assert len(starfile.read(per_tomo)) == 1
+
+
 # --------------------------------------------------------------------------------
 # batch: AreTomo3 folder from real files; bad numeric options
 

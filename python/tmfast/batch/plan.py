@@ -1181,6 +1181,14 @@ def finish(
         raise ConfigError(
             f"{manifest_path}: no tomogram is matched yet; see 'tmfast batch status'"
         )
+    target = (
+        Path(output)
+        if output is not None
+        else Path(manifest.output_dir) / "particles.star"
+    )
+    # Before extracting: the per-tomogram particle files are rewritten with the
+    # final options, and must not be left out of step with an old merged file.
+    check_writable(target, overwrite=overwrite)
     merged: dict[str, list[Any]] = {}
     counts: dict[str, int] = {}
     for e in matched:
@@ -1188,11 +1196,6 @@ def finish(
         counts[e.key] = n
         for k, v in cols.items():
             merged.setdefault(k, []).extend(list(v))
-    target = (
-        Path(output)
-        if output is not None
-        else Path(manifest.output_dir) / "particles.star"
-    )
     write_star(target, {"particles": merged}, overwrite=overwrite)
     logger.info(
         "merged %d particles from %d tomograms into %s",
