@@ -699,3 +699,58 @@ def test_to_imod_voxel_table_radius_uses_the_tomograms_star_voxel(
     line = _one_error_line(out)
     assert code == 2 and "--radius-px" in line
     assert not (tmp_path / "n").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"job_stats": {}},
+        {"job_stats": {"search_space": "x", "variance": 1.0, "std": 1.0}},
+        {"search_x": [10]},
+        {"particle_diameter": "big"},
+        {"rotational_symmetry": "two"},
+        {"ts_metadata": {"tilt_series_pixel_size": "x"}},
+    ],
+)
+def test_malformed_pytom_job_is_one_line_exit_2(tmp_path: Path, capsys, change) -> None:
+    job = make_pytom_job(tmp_path / "job")
+    data = json.loads(job.read_text())
+    data.update(change)
+    job.write_text(json.dumps(data))
+    for argv in (
+        ["extract", "-j", str(job), "-n", "5"],
+        ["roc", "-j", str(job), "-n", "20"],
+    ):
+        code, out = run([*argv, "-o", str(tmp_path / "out")], capsys)
+        line = _one_error_line(out)
+        assert code == 2 and str(job) in line, out
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"voxel_size_a": "abc"},
+        {"stats": {}},
+        {"search_shape_zyx": [1]},
+        {"n_rotations": "x"},
+    ],
+)
+def test_malformed_tmfast_job_is_one_line_exit_2(
+    tmp_path: Path, capsys, change
+) -> None:
+    from tmfast.extraction.pytom_job import load_job
+
+    pytom = make_pytom_job(tmp_path / "job")
+    job, _ = load_job(pytom)  # a valid job, written in tmfast's own format
+    data = json.loads(json.dumps(job.to_dict()))
+    assert "tomo_shape_zyx" in data
+    data.update(change)
+    own = tmp_path / "job" / "own_job.json"
+    own.write_text(json.dumps(data))
+    code, out = run(
+        ["extract", "-j", str(own), "-n", "5", "-o", str(tmp_path / "o")], capsys
+    )
+    line = _one_error_line(out)
+    assert code == 2 and str(own) in line, out
+    assert not (tmp_path / "o").exists()

@@ -65,6 +65,9 @@ def _pytom_metadata(meta: dict[str, Any] | None) -> TiltSeriesMetadata | None:
 def match_job_from_pytom(data: dict[str, Any], *, source: str = "job") -> MatchJob:
     """Convert pytom-match-pick's job JSON into a :class:`MatchJob`.
 
+    A malformed value (a non-number where a number belongs, a short search range,
+    incomplete ``job_stats``) is a :class:`FormatError` naming the file.
+
     Parameters
     ----------
     data
@@ -81,8 +84,21 @@ def match_job_from_pytom(data: dict[str, Any], *, source: str = "job") -> MatchJ
     Raises
     ------
     FormatError
-        If a key extraction needs is missing or inconsistent.
+        If a key extraction needs is missing, malformed or inconsistent.
     """
+    try:
+        return _match_job_from_pytom(data, source)
+    except FormatError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise FormatError(
+            f"{source}: pytom-match-pick job has a missing or malformed value "
+            f"({type(exc).__name__}: {exc}); give the {{tomo_id}}_job.json written "
+            "by pytom_match_template.py"
+        ) from None
+
+
+def _match_job_from_pytom(data: dict[str, Any], source: str) -> MatchJob:
     try:
         shape_xyz = [int(v) for v in data["tomo_shape"]]
         voxel_size_a = float(data["voxel_size"])
@@ -176,7 +192,32 @@ def load_job(path: str | os.PathLike[str]) -> tuple[MatchJob, Path]:
         raise FormatError(f"{p}: not a tmfast or pytom-match-pick job file")
     if is_pytom_job(data):
         return match_job_from_pytom(data, source=str(p)), p.resolve()
-    return MatchJob.from_dict(data, source=str(p)), p.resolve()
+    try:
+        job = MatchJob.from_dict(data, source=str(p))
+        _check_numbers(job)
+    except FormatError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        # a hand-edited or truncated job: one line naming the file, no traceback
+        raise FormatError(
+            f"{p}: tmfast job has a missing or malformed value "
+            f"({type(exc).__name__}: {exc}); rerun matching or restore the job file"
+        ) from None
+    return job, p.resolve()
+
+
+def _check_numbers(job: MatchJob) -> None:
+    """Convert the numbers extraction uses, raising ValueError/TypeError if bad."""
+    for shape in (job.tomo_shape_zyx, job.search_origin_zyx, job.search_shape_zyx):
+        if len([int(v) for v in shape]) != 3:
+            raise ValueError(f"shape {list(shape)} is not (z, y, x)")
+    if not float(job.voxel_size_a) > 0:
+        raise ValueError(f"voxel_size_a {job.voxel_size_a} is not > 0")
+    int(job.n_rotations)
+    if job.particle_diameter_a is not None:
+        float(job.particle_diameter_a)
+    if job.stats is not None:
+        int(job.stats.search_space), float(job.stats.std)
 
 
 def _resolve(
