@@ -171,6 +171,24 @@ def test_create_mask_angstrom_units_need_a_voxel_size(
     np.testing.assert_allclose(mask, np.where(d <= r, 1.0, edge), atol=1e-6)
 
 
+def test_create_template_names_an_anisotropic_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A (2, 2, 3) Å header used to be reported as 'voxel size 0 (unset); pass
+    --input-voxel-size-angstrom', which would resample z at the wrong scale."""
+    src = tmp_path / "aniso.mrc"
+    with mrcfile.new(src) as m:
+        m.set_data(np.random.default_rng(0).random((16, 16, 16), dtype=np.float32))
+        m.voxel_size = (2.0, 2.0, 3.0)
+    out = tmp_path / "t.mrc"
+    argv = ["create-template", "-i", str(src), "-o", str(out)]
+    line = _one_error_line(
+        *run([*argv, "--output-voxel-size-angstrom", "4"], capsys)[::2]
+    )
+    assert "anisotropic" in line and "2, 2, 3" in line
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------------
 # batch: a tiny RELION5 project made from CryoBoost's real Warp-derived STAR files
 

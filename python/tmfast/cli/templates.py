@@ -41,6 +41,27 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
+def _anisotropic_voxel(path: Path) -> tuple[float, float, float] | None:
+    """The header voxel size ``(x, y, z)`` Å of an MRC file if valid but not cubic.
+
+    ``read_volume(require_voxel_size=False)`` returns 0 for both an unset and an
+    anisotropic voxel size; only the first is fixed by giving the voxel size.
+    """
+    import mrcfile
+
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            vs = mrc.voxel_size
+            sizes = (float(vs.x), float(vs.y), float(vs.z))
+    except (OSError, ValueError):
+        return None
+    if all(math.isfinite(v) and v > 0 for v in sizes) and (
+        max(sizes) - min(sizes) > 1e-3 * max(sizes)
+    ):
+        return sizes
+    return None
+
+
 def create_template(
     input_map: Path = typer.Option(
         ...,
@@ -160,6 +181,15 @@ def create_template(
                 )
             in_a = input_voxel_size_angstrom
             in_src = ""
+        if in_a is None and not em:
+            aniso = _anisotropic_voxel(input_map)
+            if aniso is not None:
+                raise ConfigError(
+                    f"{input_map}: the header voxel size is anisotropic "
+                    f"({', '.join(_fmt(v) for v in aniso)} Å for x, y, z); a "
+                    "template needs cubic voxels: resample the map to cubic voxels "
+                    "first"
+                )
         if in_a is None:
             raise ConfigError(
                 f"{input_map}: "
