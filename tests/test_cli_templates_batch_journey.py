@@ -288,6 +288,21 @@ def test_batch_plan_metadata_files_and_no_partial_plan(
     assert (out / "manifest.json").is_file() and (out / "submit_array.sh").is_file()
 
 
+def test_batch_plan_refuses_mask_box_unlike_template(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 10^3 mask with an 8^3 template used to be planned; every array task then
+    failed on the compute node, after the queue wait."""
+    proj = _cryoboost_project(tmp_path)
+    g = np.arange(10) - 5
+    r2 = g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2
+    _write_mrc(tmp_path / "m.mrc", (r2 <= 9).astype(np.float32), 14.0)
+    out = tmp_path / "batch"
+    line = _one_error_line(*run(_plan_argv(tmp_path, proj["star"], out), capsys)[::2])
+    assert "--mask" in line and "(10, 10, 10)" in line and "(8, 8, 8)" in line
+    assert not out.exists()
+
+
 def test_batch_tomogram_mask_dir_finds_slab_mask_default_names(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

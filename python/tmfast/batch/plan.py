@@ -440,6 +440,14 @@ def plan_batch(
         path = Path(mopts[key])
         shape, hv = _header(path)  # FormatError names the file
         volumes[key] = (path, shape, hv)
+    if volumes["mask"][1] != volumes["template"][1]:
+        # Matching refuses this in every task, after the queue wait: say it now.
+        raise ConfigError(
+            f"--mask {volumes['mask'][0]}: box {volumes['mask'][1][::-1]} (x, y, z) "
+            f"differs from the template's {volumes['template'][1][::-1]}; make the "
+            "mask with the template's box (tmfast create-mask --template "
+            f"{volumes['template'][0].name} ...)"
+        )
 
     problems: list[str] = []
     planned: list[ManifestEntry] = []
