@@ -329,6 +329,16 @@ def test_batch_tomogram_mask_dir_finds_slab_mask_default_names(
     entry = json.loads((out / "manifest.json").read_text())["entries"][0]
     assert entry["tomogram_mask"] == str(written.resolve())
 
+    # A mask of another shape used to be planned; the task then failed on the node.
+    _write_mrc(written, np.ones((16, 24, 20)), 14.0)
+    out2 = tmp_path / "batch2"
+    argv[argv.index(str(out))] = str(out2)
+    code, _, err = run(argv, capsys)
+    assert code == 2, err
+    assert "Position_1_slab_mask.mrc is 20x24x16 (x, y, z)" in err
+    assert "Traceback" not in err
+    assert not out2.exists()
+
 
 def test_batch_finish_refuses_existing_merge_before_extracting_again(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -472,6 +472,20 @@ def plan_batch(
             tmask = None if found is None else str(found.resolve())
         if not eprob and te.tomogram is not None:
             eprob.extend(_volume_problems(te, volumes["template"], volumes["mask"]))
+        if not eprob and te.tomogram is not None and tmask is not None:
+            # Matching refuses a mask of another shape, in the task: check it now.
+            try:
+                mask_zyx, tomo_zyx = _header(tmask)[0], _header(te.tomogram)[0]
+            except FormatError as exc:
+                eprob.append(f"{te.tomo_id}: {exc}")
+            else:
+                if mask_zyx != tomo_zyx:
+                    eprob.append(
+                        f"{te.tomo_id}: tomogram mask {Path(tmask).name} is "
+                        f"{'x'.join(map(str, mask_zyx[::-1]))} (x, y, z) but "
+                        f"{te.tomogram.name} is {'x'.join(map(str, tomo_zyx[::-1]))}; "
+                        "give the mask made from this tomogram"
+                    )
         if te.tomo_id in keys_seen:
             eprob.append(f"{te.tomo_id}: listed twice")
         keys_seen.add(te.tomo_id)
