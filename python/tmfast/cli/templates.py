@@ -436,6 +436,13 @@ def slab_mask(
     from tmfast.templates.slab import SlabFit
     from tmfast.templates.slab import slab_mask as make_slab_mask
 
+    if voxel_size_angstrom is not None and not (
+        voxel_size_angstrom > 0 and math.isfinite(voxel_size_angstrom)
+    ):
+        raise ConfigError(
+            f"--voxel-size-angstrom {voxel_size_angstrom:g}: must be a positive "
+            "number of Å (leave it out to keep the tomogram's)"
+        )
     if output_file is None:
         output_file = Path(f"{_stem(input_tomogram)}_slab_mask.mrc")
     check_writable(output_file, overwrite=overwrite)
