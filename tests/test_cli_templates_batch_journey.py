@@ -326,6 +326,25 @@ def test_batch_plan_metadata_files_and_no_partial_plan(
     assert (out / "manifest.json").is_file() and (out / "submit_array.sh").is_file()
 
 
+def test_batch_tomogram_dir_copy_of_a_listed_tomogram_is_not_an_orphan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rlnTomoReconstructedTomogram exists and is used (as documented); a file for
+    the same tomogram in --tomogram-dir (Warp name) used to be reported as a
+    'reconstruction without a row in tomograms.star' and the row as 'listed twice'."""
+    proj = _cryoboost_project(tmp_path)
+    alt = tmp_path / "alt"
+    alt.mkdir()
+    shutil.copy(proj["tomo"], alt / "Position_1_14.00Apx.mrc")
+    out = tmp_path / "batch"
+    argv = [*_plan_argv(tmp_path, proj["star"], out), "--tomogram-dir", str(alt)]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert "not used" in err
+    entries = json.loads((out / "manifest.json").read_text())["entries"]
+    assert [e["tomogram"] for e in entries] == [str(proj["tomo"].resolve())]
+
+
 def test_batch_plan_refuses_mask_box_unlike_template(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -378,6 +378,7 @@ def read_relion5_project(
     files = _candidate_files(folders)
     entries: list[TomogramEntry] = []
     claimed: dict[Path, str] = {}
+    row_keys: dict[str, str] = {}  # file-name key -> rlnTomoName
     for row in rows:
         name, rec = row.tomo_name, row.values
         problems: list[str] = []
@@ -404,6 +405,8 @@ def read_relion5_project(
         if label in rec:
             keys.append(normalise_tomogram_stem(rec[label])[0])
         keys = [k for k in dict.fromkeys(keys) if k]
+        for k in keys:
+            row_keys.setdefault(k, name)
         halves: list[str | None] = [None]
         if include_halves:
             halves += ["half1", "half2"]
@@ -475,6 +478,18 @@ def read_relion5_project(
             continue
         if half is not None and any(e.tomo_name == name for e in entries):
             continue  # a half set of a listed tomogram that has no half columns
+        owner = row_keys.get(name) or next(
+            (row_keys[k] for k in row_keys if name.endswith("_" + k)), None
+        )
+        if owner is not None:
+            # Named after a row whose STAR path exists and is used: not a
+            # tomogram without metadata, and not a second entry for that row.
+            logger.warning(
+                "%s: not used; %s is matched with its rlnTomoReconstructedTomogram",
+                f,
+                owner,
+            )
+            continue
         entries.append(
             TomogramEntry(
                 tomo_name=name,
