@@ -183,3 +183,23 @@ def test_phase_shift_nan_is_one_error(
     args = _args(inputs, dest, "-a", str(tlt), *ctf, "--phase-shift", "nan")
     assert "--phase-shift" in _one_error(*_run(args, capsys))
     assert not dest.exists() or not any(dest.iterdir())
+
+
+@pytest.mark.parametrize("flag", ["--defocus", "--dose-accumulation"])
+def test_per_tilt_file_with_min_max_tilts_is_one_error(
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+) -> None:
+    """``-a MIN MAX`` with a per-tilt file used to be read as two tilts ("35 values
+    for 2 tilts ... in the order of the tilt-angle file", with no such file)."""
+    values = tmp_path / "in" / "per_tilt.txt"
+    values.write_text("".join(f"{3.0 + 0.01 * i}\n" for i in range(2)))
+    ctf = ["--amplitude-contrast", "0.07", "--spherical-aberration", "2.7"]
+    ctf += ["--voltage", "300"]
+    dest = tmp_path / "out"
+    args = _args(inputs, dest, "-a", "-60", "60", flag, str(values), *ctf)
+    line = _one_error(*_run(args, capsys))
+    assert flag in line and "MIN MAX" in line
+    assert not dest.exists() or not any(dest.iterdir())

@@ -933,6 +933,21 @@ def _metadata(
                 "not MIN MAX"
             )
         tilts = tuple(config.tilt_angles)
+        per_tilt = _flags_set(
+            (
+                (
+                    "--defocus",
+                    config.defocus if isinstance(config.defocus, Path) else None,
+                ),
+                ("--dose-accumulation", config.dose_accumulation),
+            )
+        )
+        if per_tilt:
+            raise ConfigError(
+                f"{', '.join(per_tilt)}: a file of one value per tilt needs "
+                "-a/--tilt-angles as a tilt-angle file (.tlt/.rawtlt), not MIN MAX "
+                f"{tilts[0]:g} {tilts[1]:g}"
+            )
     tilt_range = (float(min(tilts)), float(max(tilts)))
     need_meta = (
         config.per_tilt_weighting
