@@ -203,3 +203,16 @@ def test_per_tilt_file_with_min_max_tilts_is_one_error(
     line = _one_error(*_run(args, capsys))
     assert flag in line and "MIN MAX" in line
     assert not dest.exists() or not any(dest.iterdir())
+
+
+def test_ctf_model_and_phase_shift_without_defocus_warn(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --defocus no CTF is applied, so these two options do nothing: say so."""
+    dest = tmp_path / "out"
+    extra = ["-a", "-60", "60", "--tomogram-ctf-model", "phase-flip"]
+    code, err = _run(_args(inputs, dest, *extra, "--phase-shift", "30"), capsys)
+    assert code == 0, err
+    ignored = [ln for ln in err.splitlines() if "ignored" in ln and "WARNING" in ln]
+    assert len(ignored) == 1, err
+    assert "--tomogram-ctf-model" in ignored[0] and "--phase-shift" in ignored[0]

@@ -911,7 +911,13 @@ def _metadata(
         tilts = meta.tilt_angles_deg
         return (min(tilts), max(tilts)), meta, vs
     if config.defocus is None:
-        unused = _flags_set(_ctf_constant_flags(config))
+        unused = _flags_set(
+            (
+                *_ctf_constant_flags(config),
+                ("--phase-shift", config.phase_shift_deg or None),
+                ("--tomogram-ctf-model", config.tomogram_ctf_model),
+            )
+        )
         if unused:
             logger.warning(
                 "%s ignored: no CTF is applied without --defocus", ", ".join(unused)
