@@ -345,6 +345,29 @@ def test_batch_tomogram_dir_copy_of_a_listed_tomogram_is_not_an_orphan(
     assert [e["tomogram"] for e in entries] == [str(proj["tomo"].resolve())]
 
 
+def test_output_under_a_file_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An output path below a regular file used to end in a FileExistsError
+    traceback from mkdir (create-template, create-mask, slab-mask, batch plan)."""
+    proj = _cryoboost_project(tmp_path)
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    inner = str(blocker / "x.mrc")
+    for argv in (
+        [
+            *("create-template", "-i", str(tmp_path / "t.mrc"), "-o", inner),
+            *("--output-voxel-size-angstrom", "14"),
+        ],
+        ["create-mask", "-b", "16", "-r", "5", "-o", inner],
+        ["slab-mask", "-i", str(proj["tomo"]), "-o", inner],
+        _plan_argv(tmp_path, proj["star"], blocker),
+    ):
+        line = _one_error_line(*run(argv, capsys)[::2])
+        assert "is a file, not a folder" in line
+    assert blocker.read_text() == "not a folder"
+
+
 def test_batch_plan_refuses_mask_box_unlike_template(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

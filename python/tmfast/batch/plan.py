@@ -268,6 +268,22 @@ def _find_mask(mask_dir: Path, entry: TomogramEntry) -> Path | None:
 VOXEL_SIZE_RTOL = 1e-3
 
 
+def _make_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` (and parents), or raise one ConfigError line saying why not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        reason = (
+            f"{blocker} is a file, not a folder"
+            if blocker is not None and not blocker.is_dir()
+            else exc.strerror or str(exc)
+        )
+        raise ConfigError(
+            f"{folder}: cannot create the {what} ({reason}); choose another path"
+        ) from None
+
+
 def _same_voxel(a: float, b: float) -> bool:
     return abs(a - b) <= max(VOXEL_SIZE_RTOL * max(a, b), 5e-4)
 
@@ -571,6 +587,7 @@ def plan_batch(
             ]
         for target in targets:
             check_writable(target, overwrite=overwrite)
+        _make_folder(out, "batch folder")
         old_outputs = [e.key for e in planned if _task_state(e)]
         if old_outputs:
             logger.warning(
@@ -1211,6 +1228,7 @@ def finish(
     # Before extracting: the per-tomogram particle files are rewritten with the
     # final options, and must not be left out of step with an old merged file.
     check_writable(target, overwrite=overwrite)
+    _make_folder(target.parent, "output folder")
     merged: dict[str, list[Any]] = {}
     counts: dict[str, int] = {}
     for e in matched:
