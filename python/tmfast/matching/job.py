@@ -89,7 +89,8 @@ class MatchJob:
     whitening_profile: tuple[float, ...] | None = None
     #: Mean of the noise-template maxima subtracted back in (random-phase correction).
     noise_mean: float | None = None
-    #: Rotations merged from a checkpoint when the run was resumed.
+    #: Rotation-tiles (rotations x sub-volumes searched) merged from a checkpoint
+    #: when the run was resumed; with ``-s`` this can exceed ``n_rotations``.
     resumed_rotations: int = 0
     backend: str = "cpu"
     half_precision: bool = False
