@@ -261,8 +261,9 @@ def match(
     tomogram_mask: Path | None = typer.Option(
         None,
         "--tomogram-mask",
-        help="MRC the size of the tomogram; voxels <= 0 are "
-        "not searched (whole sub-volumes skipped) and excluded from statistics.",
+        help="MRC the size of the tomogram; voxels <= 0 are excluded from the "
+        "statistics (and from extraction); -s sub-volumes with none > 0 are skipped "
+        "(-inf), other voxels keep their scores, as in pytom.",
         rich_help_panel=_REG,
     ),
     particle_diameter: float | None = typer.Option(
