@@ -118,6 +118,7 @@ def test_relion5_voxel_size_unlike_template_header_warns(
     ("toml_line", "flag"),
     [
         ('rng-seed = "abc"', "--rng-seed"),
+        ("z-axis-rotational-symmetry = 2.5", "--z-axis-rotational-symmetry"),
         ('z-axis-rotational-symmetry = "two"', "--z-axis-rotational-symmetry"),
         ('amplitude-contrast = "x"', "--amplitude-contrast"),
         ('checkpoint-every = "often"', "--checkpoint-every"),

@@ -89,6 +89,8 @@ def _number(flag: str, value: Any, kind: type[int] | type[float]) -> Any:
     """``value`` as an int or float; ConfigError (not ValueError) for e.g. "x"."""
     if isinstance(value, bool):
         raise ConfigError(f"{flag} {value!r}: give a number, not true/false")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{flag} {value!r}: not an integer")
     try:
         return kind(value)
     except (TypeError, ValueError):
