@@ -217,3 +217,42 @@ def test_ctf_model_and_phase_shift_without_defocus_warn(
     ignored = [ln for ln in err.splitlines() if "ignored" in ln and "WARNING" in ln]
     assert len(ignored) == 1, err
     assert "--tomogram-ctf-model" in ignored[0] and "--phase-shift" in ignored[0]
+
+
+def test_failed_output_write_leaves_no_scores_map_and_rerun_works(
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Disk full while writing the angle map: the error says "rerun the same
+    command", so the scores map already written must not block that rerun."""
+    import errno
+
+    import tmfast.io.mrc
+
+    real_write = tmfast.io.mrc.write_volume
+    calls: list[Path] = []
+
+    def write_then_fail(path: Path, *args: object, **kwargs: object) -> Path:
+        calls.append(Path(path))
+        if len(calls) == 2:  # the angle map, after the scores map was written
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tmfast.io.mrc, "write_volume", write_then_fail)
+    dest = tmp_path / "out"
+    args = _args(inputs, dest, "-a", "-60", "60")
+    code, err = _run(args, capsys)
+    assert code == 1 and "Traceback" not in err, err
+    assert [ln for ln in err.splitlines() if ln.startswith("tmfast: error:")]
+    assert calls[0].name == "tomo_scores.mrc"
+    left = sorted(p.name for p in dest.iterdir() if p.suffix in (".mrc", ".json"))
+    assert left == [], left
+    monkeypatch.setattr(tmfast.io.mrc, "write_volume", real_write)
+    code, err = _run(args, capsys)  # the same command, no --overwrite
+    assert code == 0, err
+    job = json.loads((dest / "tomo_job.json").read_text())
+    with mrcfile.open(dest / "tomo_angles.mrc") as mrc:
+        assert 0 <= float(mrc.data.min()) and float(mrc.data.max()) < len(ANGLES)
+    assert job["n_rotations"] == len(ANGLES)

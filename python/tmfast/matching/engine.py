@@ -1692,15 +1692,25 @@ def _write_outputs(
 
     vs = result.job.voxel_size_a
     scores = result.scores.astype(np.float16 if config.half_precision else np.float32)
-    write_volume(paths["scores"], scores, vs, overwrite=overwrite)
-    write_volume(
-        paths["angles"], result.angles.astype(np.float32), vs, overwrite=overwrite
-    )
-    job = result.job.with_updates(
-        scores_file=str(paths["scores"].resolve()),
-        angles_file=str(paths["angles"].resolve()),
-    )
-    job.write(paths["job"], overwrite=overwrite)
+    written: list[Path] = []
+    try:
+        write_volume(paths["scores"], scores, vs, overwrite=overwrite)
+        written.append(paths["scores"])
+        write_volume(
+            paths["angles"], result.angles.astype(np.float32), vs, overwrite=overwrite
+        )
+        written.append(paths["angles"])
+        job = result.job.with_updates(
+            scores_file=str(paths["scores"].resolve()),
+            angles_file=str(paths["angles"].resolve()),
+        )
+        job.write(paths["job"], overwrite=overwrite)
+    except BaseException:
+        # no scores map without its job file: a rerun of the same command must
+        # not stop at "output exists" (the checkpoints are kept for it)
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     remove_checkpoints(config.destination, config.tomo_id)
     logger.info("wrote %s, %s, %s", paths["scores"], paths["angles"], paths["job"])
     if _STOP.signum is not None:
