@@ -256,3 +256,14 @@ def test_failed_output_write_leaves_no_scores_map_and_rerun_works(
     with mrcfile.open(dest / "tomo_angles.mrc") as mrc:
         assert 0 <= float(mrc.data.min()) and float(mrc.data.max()) < len(ANGLES)
     assert job["n_rotations"] == len(ANGLES)
+
+
+def test_toml_metadata_table_of_wrong_type_is_one_error(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "match.toml"
+    cfg.write_text('[match.metadata]\ntilt_angles_deg = "x"\n')
+    dest = tmp_path / "out"
+    code, err = _run(_args(inputs, dest, "--config", str(cfg)), capsys)
+    assert "metadata" in _one_error(code, err)
+    assert not dest.exists() or not any(dest.iterdir())

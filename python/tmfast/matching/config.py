@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tmfast.errors import ConfigError, FormatError
+from tmfast.errors import ConfigError, FormatError, TmfastError
 from tmfast.metadata import TiltSeriesMetadata
 
 __all__ = ["BACKEND_CHOICES", "MatchConfig"]
@@ -255,7 +255,14 @@ class MatchConfig:
         s(self, "tomo_id", tid)
         md = self.metadata
         if isinstance(md, dict):
-            md = TiltSeriesMetadata.from_dict(md)
+            try:
+                md = TiltSeriesMetadata.from_dict(md)
+            except TmfastError:
+                raise
+            except (TypeError, ValueError) as exc:  # e.g. tilt_angles_deg = "x"
+                raise ConfigError(
+                    f"metadata: {exc}; give numbers (lists of one value per tilt)"
+                ) from None
         if md is not None and not isinstance(md, TiltSeriesMetadata):
             raise ConfigError(
                 f"metadata {md!r}: give a TiltSeriesMetadata or its to_dict() mapping"
