@@ -267,3 +267,35 @@ def test_toml_metadata_table_of_wrong_type_is_one_error(
     code, err = _run(_args(inputs, dest, "--config", str(cfg)), capsys)
     assert "metadata" in _one_error(code, err)
     assert not dest.exists() or not any(dest.iterdir())
+
+
+def test_toml_sets_run_options_and_flags_switch_them_off(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config file may set every flag: also --overwrite (and -q, --verbose,
+    --log), and a boolean it switches on is switched off by the --no- flag."""
+    dest = tmp_path / "out"
+    code, err = _run(_args(inputs, dest), capsys)
+    assert code == 0, err
+    cfg = tmp_path / "match.toml"
+    cfg.write_text("overwrite = true\nspectral-whitening = true\nquiet = true\n")
+    # without --overwrite on the command line the file's overwrite = true applies
+    code, err = _run(_args(inputs, dest, "--config", str(cfg)), capsys)
+    assert code == 0, err
+    job = json.loads((dest / "tomo_job.json").read_text())
+    assert job["spectral_whitening"] is True
+    code, err = _run(
+        _args(inputs, dest, "--config", str(cfg), "--no-spectral-whitening"), capsys
+    )
+    assert code == 0, err
+    job = json.loads((dest / "tomo_job.json").read_text())
+    assert job["spectral_whitening"] is False
+    # the flag beats the file: --no-overwrite refuses the existing outputs
+    code, err = _run(
+        _args(inputs, dest, "--config", str(cfg), "--no-overwrite"), capsys
+    )
+    assert "exists" in _one_error(code, err)
+    # a run option of the wrong type is one error line
+    cfg.write_text('quiet = "yes"\n')
+    code, err = _run(_args(inputs, dest, "--config", str(cfg)), capsys)
+    assert "quiet" in _one_error(code, err)

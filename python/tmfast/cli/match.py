@@ -251,9 +251,9 @@ def match(
         help="Mask MRC, same box as the template.",
         rich_help_panel=_IO,
     ),
-    non_spherical_mask: bool = typer.Option(
-        False,
-        "--non-spherical-mask",
+    non_spherical_mask: bool | None = typer.Option(
+        None,
+        "--non-spherical-mask/--no-non-spherical-mask",
         help="Rotate the mask with the template and "
         "recompute the local sigma per rotation (slower).",
         rich_help_panel=_IO,
@@ -335,9 +335,9 @@ def match(
         help="Not supported yet: use --relion5-tomograms-star or explicit files.",
         rich_help_panel=_FIL,
     ),
-    per_tilt_weighting: bool = typer.Option(
-        False,
-        "--per-tilt-weighting",
+    per_tilt_weighting: bool | None = typer.Option(
+        None,
+        "--per-tilt-weighting/--no-per-tilt-weighting",
         help="Tilt-weighted wedge with per-tilt CTF and dose (needs a tilt file).",
         rich_help_panel=_FIL,
     ),
@@ -399,16 +399,16 @@ def match(
         "phase-flipped (template weighted with |CTF|).",
         rich_help_panel=_FIL,
     ),
-    spectral_whitening: bool = typer.Option(
-        False,
-        "--spectral-whitening",
+    spectral_whitening: bool | None = typer.Option(
+        None,
+        "--spectral-whitening/--no-spectral-whitening",
         help="Whitening filter estimated from the tomogram.",
         rich_help_panel=_FIL,
     ),
-    random_phase_correction: bool = typer.Option(
-        False,
+    random_phase_correction: bool | None = typer.Option(
+        None,
         "-r",
-        "--random-phase-correction",
+        "--random-phase-correction/--no-random-phase-correction",
         help="Subtract the scores of a phase-randomised template.",
         rich_help_panel=_FIL,
     ),
@@ -424,9 +424,9 @@ def match(
         help="RELION5 tomograms.star: tilts, CTF, dose and voxel size.",
         rich_help_panel=_FIL,
     ),
-    half_precision: bool = typer.Option(
-        False,
-        "--half-precision",
+    half_precision: bool | None = typer.Option(
+        None,
+        "--half-precision/--no-half-precision",
         help="Write the score map as float16.",
         rich_help_panel=_IO,
     ),
@@ -456,8 +456,11 @@ def match(
         help="TOML file setting any option (flags override it).",
         rich_help_panel=_IO,
     ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace existing outputs.", rich_help_panel=_IO
+    overwrite: bool | None = typer.Option(
+        None,
+        "--overwrite/--no-overwrite",
+        help="Replace existing outputs.",
+        rich_help_panel=_IO,
     ),
     log: str | None = typer.Option(
         None,
@@ -465,11 +468,11 @@ def match(
         help="Log level: info or debug (as pytom; same as tmfast -v).",
         rich_help_panel=_IO,
     ),
-    quiet: bool = typer.Option(
-        False, "-q", "--quiet", help="Warnings and errors only.", rich_help_panel=_IO
+    quiet: bool | None = typer.Option(
+        None, "-q", "--quiet", help="Warnings and errors only.", rich_help_panel=_IO
     ),
-    verbose: bool = typer.Option(
-        False,
+    verbose: bool | None = typer.Option(
+        None,
         "--verbose",
         help="Debug log output (-v after match is --tomogram, as in pytom).",
         rich_help_panel=_IO,
@@ -481,6 +484,13 @@ def match(
     from tmfast.matching.engine import run_match
 
     try:
+        if config is not None:  # run options the file sets; flags given win
+            run = MatchConfig.run_options_from_toml(config)
+            overwrite = run.get("overwrite") if overwrite is None else overwrite
+            quiet = run.get("quiet") if quiet is None else quiet
+            verbose = run.get("verbose") if verbose is None else verbose
+            log = run.get("log") if log is None else log
+        overwrite = bool(overwrite)
         if log is not None:
             level = _LOG_LEVELS.get(log.strip().lower())
             if level is None:
@@ -513,7 +523,7 @@ def match(
             "tomogram": tomogram,
             "destination": destination,
             "mask": mask,
-            "non_spherical_mask": non_spherical_mask or None,
+            "non_spherical_mask": non_spherical_mask,
             "tomogram_mask": tomogram_mask,
             "particle_diameter_a": particle_diameter,
             "angular_search": angular_search,
@@ -523,7 +533,7 @@ def match(
             "search_y": search_y,
             "search_z": search_z,
             "tilt_angles": _tilts(tilt_angles),
-            "per_tilt_weighting": per_tilt_weighting or None,
+            "per_tilt_weighting": per_tilt_weighting,
             "voxel_size_a": voxel_size_angstrom,
             "low_pass_a": low_pass,
             "high_pass_a": high_pass,
@@ -534,11 +544,11 @@ def match(
             "voltage_kv": voltage,
             "phase_shift_deg": phase_shift,
             "tomogram_ctf_model": tomogram_ctf_model,
-            "spectral_whitening": spectral_whitening or None,
-            "random_phase_correction": random_phase_correction or None,
+            "spectral_whitening": spectral_whitening,
+            "random_phase_correction": random_phase_correction,
             "rng_seed": rng_seed,
             "relion5_tomograms_star": relion5_tomograms_star,
-            "half_precision": half_precision or None,
+            "half_precision": half_precision,
             "gpu_ids": _gpu_ids(gpu_ids),
             "backend": backend,
             "checkpoint_every": checkpoint_every,

@@ -22,7 +22,7 @@ import numpy as np
 from tmfast.errors import ConfigError, FormatError, TmfastError
 from tmfast.metadata import TiltSeriesMetadata
 
-__all__ = ["BACKEND_CHOICES", "MatchConfig"]
+__all__ = ["BACKEND_CHOICES", "RUN_OPTION_KEYS", "MatchConfig"]
 
 BACKEND_CHOICES = ("auto", "cpu", "cuda", "opencl")
 
@@ -43,6 +43,11 @@ _ALIASES = {
     # read like -a with a file: the tilt-angle readers take the first column
     "tilt_angles_first_column": "tilt_angles",
 }
+
+#: Keys a config file may set that belong to the run, not to the search: the
+#: command's ``--overwrite``, ``--log``, ``-q/--quiet`` and ``--verbose`` (read by
+#: :meth:`MatchConfig.run_options_from_toml`; flags on the command line win).
+RUN_OPTION_KEYS = ("overwrite", "log", "quiet", "verbose")
 
 #: Fields that do not change the maps (left out of the checkpoint hash).
 _NOT_RESULT_FIELDS = frozenset(
@@ -533,17 +538,9 @@ class MatchConfig:
         except TypeError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike[str], **overrides: Any) -> MatchConfig:
-        """Load a TOML file (a ``[match]`` table or top-level keys); apply overrides.
-
-        Raises
-        ------
-        FormatError
-            If the file is missing or not TOML.
-        ConfigError
-            If an option is unknown or invalid.
-        """
+    @staticmethod
+    def _toml_table(path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The options of a TOML config: its ``[match]`` table, or its top level."""
         p = Path(path)
         try:
             data = tomllib.loads(p.read_text())
@@ -553,6 +550,50 @@ class MatchConfig:
             raise FormatError(f"{p}: not a readable TOML file ({exc})") from None
         if isinstance(data.get("match"), dict):
             data = data["match"]
+        return dict(data)
+
+    @classmethod
+    def run_options_from_toml(cls, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The run options (:data:`RUN_OPTION_KEYS`) a config file sets: booleans
+        ``overwrite``, ``quiet``, ``verbose`` and the text ``log``.
+
+        Raises
+        ------
+        FormatError
+            If the file is missing or not TOML.
+        ConfigError
+            If one of them has the wrong type.
+        """
+        out: dict[str, Any] = {}
+        for key, value in cls._toml_table(path).items():
+            k = key.replace("-", "_")
+            if k not in RUN_OPTION_KEYS:
+                continue
+            want = str if k == "log" else bool
+            if not isinstance(value, want):
+                kind = "'info' or 'debug'" if want is str else "true or false"
+                raise ConfigError(f"{path}: option {key!r} = {value!r}: give {kind}")
+            out[k] = value
+        return out
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str], **overrides: Any) -> MatchConfig:
+        """Load a TOML file (a ``[match]`` table or top-level keys); apply overrides.
+        The run options (:data:`RUN_OPTION_KEYS`) are left to the caller.
+
+        Raises
+        ------
+        FormatError
+            If the file is missing or not TOML.
+        ConfigError
+            If an option is unknown or invalid.
+        """
+        p = Path(path)
+        data = {
+            k: v
+            for k, v in cls._toml_table(p).items()
+            if k.replace("-", "_") not in RUN_OPTION_KEYS
+        }
         merged = dict(data)
         for key, value in overrides.items():
             # an override replaces whatever spelling the file used
