@@ -49,3 +49,16 @@ def test_refuses_overwrite_unless_asked(tmp_path: Path) -> None:
     with atomic_path(target, overwrite=True) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new"
+
+
+def test_a_folder_that_cannot_be_made_is_one_config_error(tmp_path: Path) -> None:
+    """An output under a regular file is a user mistake: a ConfigError (one line,
+    exit 2 in the CLI) naming the path, not an OSError traceback."""
+    from tmfast.errors import ConfigError
+
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where a folder was meant")
+    target = blocker / "sub" / "out.star"
+    with pytest.raises(ConfigError, match="cannot write there"), atomic_path(target):
+        pass
+    assert blocker.read_text().startswith("a file")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tmfast.errors import FormatError, OutputExistsError
+from tmfast.errors import ConfigError, FormatError, OutputExistsError
 
 __all__ = ["atomic_path", "check_writable", "read_json"]
 
@@ -80,12 +80,20 @@ def atomic_path(
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
+    ConfigError
+        If the folder cannot be made or written (a file in the way, permissions).
     """
     final = check_writable(path, overwrite=overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=".part", dir=final.parent
-    )
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{final.name}.", suffix=".part", dir=final.parent
+        )
+    except OSError as exc:  # a folder that is a file, lies under one, or is read-only
+        raise ConfigError(
+            f"{final}: cannot write there ({exc.strerror or exc}); choose an output "
+            "folder you can write to"
+        ) from None
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates 0600; give the result the mode a plain open() would (shared
