@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 import typer
 
@@ -94,8 +95,21 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(f"tmfast.cli.{_name}").register(app)
 
 
+def _warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """Python warnings as one line (the default format adds the file and the
+    source line, e.g. ``template = template_from_map(``)."""
+    return f"tmfast: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors print one line and exit with code 2."""
+    warnings.formatwarning = _warning_line
     try:
         app(args=argv, prog_name="tmfast")
     except TmfastError as exc:
