@@ -299,3 +299,18 @@ def test_toml_sets_run_options_and_flags_switch_them_off(
     cfg.write_text('quiet = "yes"\n')
     code, err = _run(_args(inputs, dest, "--config", str(cfg)), capsys)
     assert "quiet" in _one_error(code, err)
+
+
+@pytest.mark.parametrize("value", ["nan", "-5.0", "inf"])
+def test_toml_checkpoint_interval_must_be_finite_seconds(
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    value: str,
+) -> None:
+    """nan compared false against every time and silently disabled time-based
+    checkpoints; it is refused, as negative and infinite values."""
+    cfg = tmp_path / "match.toml"
+    cfg.write_text(f"checkpoint_interval_s = {value}\n")
+    code, err = _run(_args(inputs, tmp_path / "out", "--config", str(cfg)), capsys)
+    assert "checkpoint_interval_s" in _one_error(code, err)

@@ -430,9 +430,14 @@ class MatchConfig:
             )
         every = _number("--checkpoint-every", self.checkpoint_every, int)
         interval_s = _number("checkpoint_interval_s", self.checkpoint_interval_s, float)
-        if every < 0 or interval_s < 0:
+        if every < 0:
             raise ConfigError(
                 "--checkpoint-every must be >= 0 (0 disables checkpoints)"
+            )
+        if not math.isfinite(interval_s) or interval_s < 0:
+            raise ConfigError(
+                f"checkpoint_interval_s {interval_s}: give seconds >= 0 (0: "
+                "checkpoints by rotation count only)"
             )
         s(self, "checkpoint_every", every)
         hand = self.defocus_handedness
