@@ -273,3 +273,46 @@ def test_signal_in_the_last_batch_completes_the_outputs(
     run_match(_config(files, ref), backend=CpuBackend(workers=1))
     for a, b in zip(_maps(dest), _maps(ref), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(
+    __import__("tmfast.backends._cpu_fft", fromlist=["x"]).fftw_available() is not None,
+    reason="pyFFTW not installed: no FFTW plans to keep",
+)
+def test_resume_plans_from_the_checkpoint_not_from_the_cache_file(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint keeps the FFTW wisdom of the run that wrote it and a rerun in
+    a new process plans from it, not from the wisdom cache, which array tasks on one
+    node may have rewritten meanwhile with other plans (other rounding, ~1e-7).
+    Here the cache is garbage by the time of the rerun: read, it would be reported
+    as unreadable and the plans measured again."""
+    ref = tmp_path / "ref"
+    run_match(_config(files, ref), backend=CpuBackend(workers=1))
+    # the children start from the plans the reference run made
+    session = Path(os.environ["TMFAST_FFTW_WISDOM"])
+    cache = tmp_path / "wisdom.json"
+    cache.write_bytes(session.read_bytes())
+    monkeypatch.setenv("TMFAST_FFTW_WISDOM", str(cache))
+    dest = tmp_path / "run"
+    argv = _cli_argv(files, dest)
+    rc, text = _run_cli_signalled(argv, [signal.SIGTERM])
+    assert rc == 143, text
+    ckpt = output_paths(dest, "tomo")["checkpoint"]
+    with np.load(ckpt) as z:
+        state = [str(v) for v in z["plan_state"]]
+    assert any("fftwf" in w for w in state), state  # single-precision wisdom
+    cache.write_text("{ not json")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "python"))
+    env.pop("SLURM_JOB_ID", None)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from tmfast.cli import main; "
+         "main(sys.argv[1:])", *argv, "--log", "debug"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "resuming from checkpoint" in out, out
+    assert "unreadable" not in out, out
+    for a, b in zip(_maps(dest), _maps(ref), strict=True):
+        np.testing.assert_array_equal(a, b)

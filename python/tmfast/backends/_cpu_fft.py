@@ -31,7 +31,12 @@ rewritten (atomically) when planning added to it: once a volume shape has been p
 on a machine, every later run, and every run resumed from a checkpoint, uses the same
 plans and reproduces bit for bit. The file is ``$TMFAST_FFTW_WISDOM`` when set (``off``
 disables the cache), else ``$XDG_CACHE_HOME/tmfast/`` (``~/.cache/tmfast/``) with a name
-keyed by the CPU model, architecture and pyFFTW version. ``planner="estimate"`` needs no
+keyed by the CPU model, architecture and pyFFTW version. The cache alone is not enough
+when several processes plan the same shape at once (array tasks on one node): each
+measures, and the last to write wins, so a run resumed later could find other plans
+than it started with. Checkpoints therefore keep the wisdom of the run that wrote them
+(:func:`fftw_wisdom`, ``CpuBackend.plan_state``) and a resumed run plans from exactly
+that (:func:`adopt_fftw_wisdom`), not from the cache. ``planner="estimate"`` needs no
 cache and is deterministic everywhere. The first plan of a new shape takes a few
 seconds (capped by ``_PLAN_SECONDS`` per transform).
 
@@ -63,7 +68,9 @@ __all__ = [
     "FftwVolumeFft",
     "ScipyVolumeFft",
     "VolumeFft",
+    "adopt_fftw_wisdom",
     "fftw_available",
+    "fftw_wisdom",
     "make_volume_fft",
 ]
 
@@ -143,6 +150,31 @@ def _load_wisdom(path: Path) -> None:
         if path.exists():
             logger.warning("FFTW wisdom %s unreadable (%s): replanning", path, exc)
     _wisdom_loaded[path] = tuple(pyfftw.export_wisdom())
+
+
+def fftw_wisdom() -> tuple[str, ...]:
+    """This process's FFTW wisdom (every plan it made or imported) as text, ``()``
+    without pyFFTW. Checkpoints keep it, so that a resumed run plans exactly as the
+    run that wrote them (:func:`adopt_fftw_wisdom`)."""
+    if fftw_available() is not None:
+        return ()
+    return tuple(w.decode("ascii") for w in _import_pyfftw().export_wisdom())
+
+
+def adopt_fftw_wisdom(wisdom: tuple[str, ...] | list[str]) -> None:
+    """Plan from exactly ``wisdom`` from now on (forgetting the process's own) and
+    do not import the cache file over it.
+
+    A resumed run must use the plans of the run that wrote its checkpoint: the
+    cache file may hold other plans for the same shapes by then (array tasks on one
+    node each measure and rewrite it), and other plans round differently (~1e-7).
+    """
+    pyfftw = _import_pyfftw()
+    pyfftw.forget_wisdom()
+    pyfftw.import_wisdom(tuple(w.encode("ascii") for w in wisdom))
+    path = wisdom_path()
+    if path is not None:  # read already, as far as _load_wisdom is concerned
+        _wisdom_loaded[path] = tuple(pyfftw.export_wisdom())
 
 
 def _save_wisdom(path: Path) -> None:

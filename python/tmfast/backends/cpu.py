@@ -71,7 +71,14 @@ import numpy.typing as npt
 import scipy.fft as sfft
 
 from tmfast import _rust
-from tmfast.backends._cpu_fft import ScipyVolumeFft, VolumeFft, make_volume_fft
+from tmfast.backends._cpu_fft import (
+    ScipyVolumeFft,
+    VolumeFft,
+    adopt_fftw_wisdom,
+    fftw_available,
+    fftw_wisdom,
+    make_volume_fft,
+)
 from tmfast.backends.base import CorrelationInputs, RunningMaps
 from tmfast.errors import ConfigError
 from tmfast.geometry.interpolation import bspline_coefficients, rotate_bspline_many
@@ -501,6 +508,21 @@ class CpuBackend:
             b, np.ascontiguousarray(masks, dtype=np.float32), out
         )
         return out
+
+    # ------------------------------------------------------------ plan state
+    def _uses_fftw(self) -> bool:
+        return self.fft != "scipy" and fftw_available() is None
+
+    def plan_state(self) -> tuple[str, ...]:
+        """What decides this backend's rounding beyond its inputs: FFTW's wisdom when
+        FFTW is the engine (checkpoints keep it), else ``()``."""
+        return fftw_wisdom() if self._uses_fftw() else ()
+
+    def adopt_plan_state(self, state: tuple[str, ...] | list[str]) -> None:
+        """Plan as the run that wrote ``state`` (:meth:`plan_state`) did; call before
+        :meth:`prepare` when resuming. Nothing to do without FFTW or state."""
+        if state and self._uses_fftw():
+            adopt_fftw_wisdom(state)
 
     # ----------------------------------------------------------------- work
     def score_rotations(self, first_index: int, matrices: RotationMatrices) -> None:

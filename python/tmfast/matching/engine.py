@@ -391,12 +391,15 @@ class _Checkpoint:
         tile_pos: int,
         roi_sums: np.ndarray,
         tile_maps: RunningMaps | None,
+        plan_state: tuple[str, ...] = (),
     ) -> None:
         assert self.path is not None
         payload: dict[str, np.ndarray] = {
             "tile_pos": np.array(tile_pos),
             "roi_sums": np.asarray(roi_sums),
         }
+        if plan_state:  # e.g. FFTW's wisdom: a resumed run plans the same way
+            payload["plan_state"] = np.array(list(plan_state))
         if tile_maps is not None:
             payload["tile_n_done"] = np.array(tile_maps.n_rotations_done)
             payload["tile_scores"] = tile_maps.scores
@@ -553,6 +556,12 @@ def search_volume(
                 resumed,
                 total,
             )
+            if "plan_state" in loaded:
+                state = tuple(str(v) for v in loaded["plan_state"])
+                for be in backends:
+                    adopt = getattr(be, "adopt_plan_state", None)
+                    if adopt is not None:
+                        adopt(state)
     done = resumed
     if progress is not None:
         progress(done, total)
@@ -627,7 +636,10 @@ def search_volume(
                 stopping = _STOP.signum is not None and first < n_rot
                 if first < n_rot and (ckpt.due(n_new) or (stopping and ckpt.enabled)):
                     ckpt.save(
-                        pos, assembled["roi_sums"], _merged_snapshot(backends, first)
+                        pos,
+                        assembled["roi_sums"],
+                        _merged_snapshot(backends, first),
+                        _plan_state(backends),
                     )
                 if stopping:
                     assert _STOP.signum is not None
@@ -675,7 +687,7 @@ def search_volume(
                     if k not in ("roi_sums", "searched")
                 }
                 ckpt.save_tile(pos, done_maps)
-                ckpt.save(pos + 1, assembled["roi_sums"], None)
+                ckpt.save(pos + 1, assembled["roi_sums"], None, _plan_state(backends))
             del maps
     finally:
         if pool is not None:
@@ -763,6 +775,13 @@ def _plan_fitting_tiles(
                 "smaller template box or another device (--gpu-ids)"
             )
         split[axis] = min(split[axis] * 2, int(np.ceil(extent[axis] * split[axis])))
+
+
+def _plan_state(backends: Sequence[Any]) -> tuple[str, ...]:
+    """The first backend's plan state (``plan_state()``, e.g. FFTW's wisdom), if it
+    has one: stored in checkpoints so that a resumed run rounds the same way."""
+    get = getattr(backends[0], "plan_state", None)
+    return tuple(get()) if get is not None else ()
 
 
 def _restore(
