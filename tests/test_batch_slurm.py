@@ -132,6 +132,7 @@ def test_default_command_is_this_python(tmp_path: Path) -> None:
     [
         ({"time": "4 hours"}, "--time"),
         ({"mem": "lots"}, "--mem"),
+        ({"mem": "32"}, "megabytes.*32G"),
         ({"array_throttle": 0}, "--array-throttle"),
         ({"job_name": "a b"}, "--job-name"),
         ({"extra_sbatch": ("constraint=a100",)}, "--sbatch-option"),
@@ -141,6 +142,13 @@ def test_bad_options_are_one_clear_line(kwargs: dict[str, object], match: str) -
     with pytest.raises(ConfigError, match=match) as err:
         SlurmOptions(**kwargs)  # type: ignore[arg-type]
     assert "\n" not in str(err.value)
+
+
+def test_unitless_mem_is_megabytes_and_large_values_pass() -> None:
+    """SLURM reads --mem without a unit as MB: a small bare number is refused (it
+    was surely meant as GB), a large one (64000 MB) is a legitimate size."""
+    assert SlurmOptions(mem="64000").mem == "64000"
+    assert SlurmOptions(mem="32G").mem == "32G"
 
 
 def test_array_indices() -> None:

@@ -109,6 +109,12 @@ class SlurmOptions:
             )
         if self.mem is not None and not _MEM_RE.match(self.mem):
             raise ConfigError(f"--mem {self.mem!r} is not a SLURM size; use e.g. 16G")
+        if self.mem is not None and self.mem.isdigit() and int(self.mem) < 1024:
+            # SLURM reads a bare number as megabytes: "32" is 32 MB, surely meant as GB
+            raise ConfigError(
+                f"--mem {self.mem}: SLURM reads a number without a unit as megabytes "
+                f"({self.mem} MB is too little for matching); write {self.mem}G"
+            )
         if not re.match(r"^[\w.+-]+$", self.job_name):
             raise ConfigError(
                 f"--job-name {self.job_name!r}: use letters, digits, '.', '_', '+', '-'"
