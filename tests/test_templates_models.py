@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tmfast.errors import FormatError
+from tmfast.errors import ConfigError, FormatError
 from tmfast.templates.maps import template_from_map
 from tmfast.templates.models import AtomModel, read_atom_model, template_from_model
 
@@ -79,6 +79,9 @@ def test_model_geometry_mirror_invert_and_default_box() -> None:
     auto = template_from_model(m, 2.5)  # mean-centred, box covers atoms + 2 x 5 Å
     reach = np.linalg.norm(np.asarray(xyz) - np.mean(xyz, axis=0), axis=1).max()
     assert auto.shape[0] >= 2 * (reach + 10.0) / 2.5
+    # an explicit box below the smallest template box is refused, as for maps
+    with pytest.raises(ConfigError, match="--box-size 4"):
+        template_from_model(m, 2.5, box_size=4)
 
 
 def test_model_without_atoms_is_a_format_error(tmp_path: Path) -> None:

@@ -33,7 +33,11 @@ import numpy.typing as npt
 import scipy.fft
 
 from tmfast.errors import ConfigError, FormatError
-from tmfast.templates.maps import DEFAULT_LOWPASS_EDGE, lowpass_weights_rfft
+from tmfast.templates.maps import (
+    DEFAULT_LOWPASS_EDGE,
+    MIN_TEMPLATE_BOX,
+    lowpass_weights_rfft,
+)
 from tmfast.types import Volume
 
 __all__ = ["AtomModel", "read_atom_model", "template_from_model"]
@@ -236,6 +240,11 @@ def template_from_model(
     if box_size is None:
         radius = float(np.sqrt(((xyz - center) ** 2).sum(axis=1)).max())
         box_size = 2 * math.ceil((radius + 2 * res) / t)
+    elif box_size < MIN_TEMPLATE_BOX:  # as for maps
+        raise ConfigError(
+            f"--box-size {box_size}: a template needs at least {MIN_TEMPLATE_BOX} "
+            "voxels; use a larger box"
+        )
     if box_size < 1:
         raise ConfigError(f"box size {box_size}: must be a positive number of voxels")
     k = int(oversample)
