@@ -754,3 +754,24 @@ def test_malformed_tmfast_job_is_one_line_exit_2(
     line = _one_error_line(out)
     assert code == 2 and str(own) in line, out
     assert not (tmp_path / "o").exists()
+
+
+def test_overwrite_removes_the_earlier_runs_outputs_it_does_not_write(
+    tmp_path: Path, capsys
+) -> None:
+    """A rerun with --overwrite and fewer outputs (no --imod, --no-plots) must not
+    leave the earlier run's .mod and plots beside its new STAR file."""
+    job = make_pytom_job(tmp_path)
+    code, out = run(["extract", "-j", str(job), "-n", "5", "--imod"], capsys)
+    assert code == 0, out
+    stem = tmp_path / "rec_TS_01"
+    old = [Path(f"{stem}{s}") for s in ("_particles.mod", "_extraction.png")]
+    assert all(p.is_file() for p in old)
+    code, out = run(
+        ["extract", "-j", str(job), "-n", "3", "--no-plots", "--overwrite"], capsys
+    )
+    assert code == 0, out
+    assert len(starfile.read(Path(f"{stem}_particles.star"))) == 3
+    assert not any(p.exists() for p in old)
+    left = [p.name for p in tmp_path.glob("rec_TS_01_*")]
+    assert not [n for n in left if n.endswith((".mod", ".png", ".svg"))], left

@@ -230,6 +230,12 @@ def extract(
             os.replace(src, dst)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    # --overwrite: the outputs of an earlier run that this one did not write (its
+    # .mod, plots or QC picture) would pass for this run's: remove them
+    for p in {star, mod, *plots, qc, *tophat_plots} - set(finals):
+        if p.is_file():
+            p.unlink()
+            logger.info("removed %s, left by an earlier extraction", p.name)
     typer.echo(f"{table.tomo_id}: {len(table)} particles -> {star}")
 
 
