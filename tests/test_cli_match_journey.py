@@ -314,3 +314,16 @@ def test_toml_checkpoint_interval_must_be_finite_seconds(
     cfg.write_text(f"checkpoint_interval_s = {value}\n")
     code, err = _run(_args(inputs, tmp_path / "out", "--config", str(cfg)), capsys)
     assert "checkpoint_interval_s" in _one_error(code, err)
+
+
+def test_a_split_much_costlier_than_unsplit_is_reported(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-s 10 10 10 on a tiny tomogram ran for many minutes without a word: the
+    tiles' overlap multiplies the work, and the run now says so (and by how much)."""
+    code, err = _run(_args(inputs, tmp_path / "out", "-s", "4", "4", "3"), capsys)
+    assert code == 0, err
+    assert "overlap makes the search" in err and "x the work" in err, err
+    code, err = _run(_args(inputs, tmp_path / "one"), capsys)
+    assert code == 0, err
+    assert "overlap makes the search" not in err, err

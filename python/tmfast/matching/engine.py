@@ -529,6 +529,7 @@ def search_volume(
         mask_is_spherical=mask_is_spherical,
         with_noise=noise_template is not None,
     )
+    _warn_costly_split(tiles, search_shape_zyx, n_box)
     active: list[Tile] = []
     for tile in tiles:
         if tomogram_mask is not None and not _tile_roi(tile, tomogram_mask).any():
@@ -715,6 +716,29 @@ def _tile_roi(
     if tomogram_mask is None:
         return np.ones(tuple(r.stop - r.start for r in region), dtype=bool)
     return np.asarray(tomogram_mask[region] > 0)
+
+
+#: Tile voxels over search-region voxels above which a volume split is reported as
+#: costly (each tile carries half a template of overlap on every side).
+_SPLIT_COST_WARN = 2.0
+
+
+def _warn_costly_split(
+    tiles: Sequence[Tile], search_shape_zyx: Sequence[int], n_box: int
+) -> None:
+    """Warn when the tiles' overlap makes the search much slower than unsplit."""
+    searched = float(np.prod(search_shape_zyx))
+    work = float(sum(np.prod(t.shape_zyx) for t in tiles))
+    if len(tiles) > 1 and searched > 0 and work / searched > _SPLIT_COST_WARN:
+        logger.warning(
+            "volume split into %d sub-volumes of about %s voxels around a %d-voxel "
+            "template: their overlap makes the search %.1fx the work of an unsplit "
+            "one; use fewer pieces unless memory needs them",
+            len(tiles),
+            "x".join(str(s) for s in tiles[0].shape_zyx[::-1]),
+            n_box,
+            work / searched,
+        )
 
 
 def _plan_fitting_tiles(
