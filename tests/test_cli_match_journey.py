@@ -321,7 +321,7 @@ def test_a_split_much_costlier_than_unsplit_is_reported(
 ) -> None:
     """-s 10 10 10 on a tiny tomogram ran for many minutes without a word: the
     tiles' overlap multiplies the work, and the run now says so (and by how much)."""
-    code, err = _run(_args(inputs, tmp_path / "out", "-s", "4", "4", "3"), capsys)
+    code, err = _run(_args(inputs, tmp_path / "out", "-s", "2", "2", "2"), capsys)
     assert code == 0, err
     assert "overlap makes the search" in err and "x the work" in err, err
     code, err = _run(_args(inputs, tmp_path / "one"), capsys)
