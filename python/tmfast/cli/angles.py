@@ -82,11 +82,19 @@ def angles(
     from tmfast.errors import ConfigError
     from tmfast.geometry import angles as ga
 
+    # validate every option before any work (the set and its radius take seconds)
+    if not 1000 <= n_samples <= 100_000_000:
+        raise ConfigError(f"--n-samples {n_samples} is invalid; give 1000 to 10^8")
     if angular_search is None:
-        if particle_diameter is None or voxel_size_angstrom is None:
+        if particle_diameter is None:
             raise ConfigError(
                 "no angular sampling given; pass --angular-search DEG|FILE, or "
                 "--particle-diameter and --voxel-size-angstrom"
+            )
+        if voxel_size_angstrom is None:
+            raise ConfigError(
+                f"--particle-diameter {particle_diameter:g} needs the voxel size for "
+                "Crowther's rule; pass --voxel-size-angstrom"
             )
         step = ga.angle_step_from_diameter(
             particle_diameter, voxel_size_angstrom, low_pass
@@ -97,6 +105,12 @@ def angles(
         if particle_diameter is not None:
             raise ConfigError(
                 "give either --angular-search or --particle-diameter, not both"
+            )
+        if voxel_size_angstrom is not None or low_pass is not None:
+            raise ConfigError(
+                "--voxel-size-angstrom and --low-pass only set the step with "
+                "--particle-diameter; drop them, or give --particle-diameter instead "
+                "of --angular-search"
             )
         search = angular_search
     if output is not None:

@@ -24,8 +24,13 @@ def demo(
 ) -> None:
     """Synthesise a tomogram with planted particles, match, extract and check."""
     from tmfast.cli.match import _progress
+    from tmfast.errors import ConfigError
     from tmfast.matching.demo import run_demo
 
+    if n_particles < 1:
+        raise ConfigError(
+            f"--n-particles {n_particles}: plant at least 1 particle (default 8)"
+        )
     report, stop = _progress()
     try:
         result = run_demo(

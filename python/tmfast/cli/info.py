@@ -38,7 +38,9 @@ def collect_info() -> dict[str, Any]:
     dict
         ``tmfast``, ``python``, ``packages`` (name -> version or None), ``backends``
         (name -> ``{"available": bool, "detail": str}``), ``opencl_devices``,
-        ``cuda_devices`` (lists of dicts), ``nvcc`` (path or None) and ``auto`` (the
+        ``cuda_devices`` (lists of dicts), ``nvcc`` (path or None), ``fftw_wisdom``
+        (the CPU backend's FFTW plan cache file, ``"off"``, or None without
+        pyFFTW), ``omp_wait_policy`` (``OMP_WAIT_POLICY`` or None) and ``auto`` (the
         backend ``--backend auto`` would choose).
     """
     from tmfast import __version__, _rust
@@ -50,12 +52,23 @@ def collect_info() -> dict[str, Any]:
     no_fftw = fftw_available()
     fft = "FFTW (pyfftw)" if no_fftw is None else f"scipy.fft; FFTW: {no_fftw}"
     simd = "AVX2+FMA" if _rust.wide_simd() else "baseline"
+    wisdom: str | None = None
+    if no_fftw is None:
+        from tmfast.backends._cpu_fft import wisdom_path
+
+        path = wisdom_path()
+        wisdom = "off" if path is None else str(path)
+    wait_policy = os.environ.get("OMP_WAIT_POLICY")
     backends: dict[str, dict[str, Any]] = {
         "cpu": {
             "available": True,
             "detail": f"numpy + {fft}, {simd} kernels, on {os.cpu_count()} cores",
         }
     }
+    if wisdom is not None:
+        backends["cpu"]["detail"] += (
+            f"; FFTW wisdom {wisdom}; OMP_WAIT_POLICY {wait_policy or 'unset'}"
+        )
     opencl_devices: list[dict[str, Any]] = []
     cuda_devices: list[dict[str, Any]] = []
     for name in ("cuda", "opencl"):
@@ -101,6 +114,8 @@ def collect_info() -> dict[str, Any]:
         "python": f"{platform.python_version()} ({sys.executable})",
         "packages": {p: _pkg_version(p) for p in _PACKAGES},
         "nvcc": find_nvcc(),
+        "fftw_wisdom": wisdom,
+        "omp_wait_policy": wait_policy,
         "backends": backends,
         "opencl_devices": opencl_devices,
         "cuda_devices": cuda_devices,
