@@ -230,12 +230,14 @@ def test_cli_angles_diameter_without_voxel_size_says_so(
 # --- tmfast demo and info --------------------------------------------------------
 
 
-@pytest.mark.parametrize("n", ["0", "-2"])
-def test_cli_demo_refuses_no_particles(
-    n: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "args", [["--n-particles", "0"], ["--n-particles", "-2"], ["--seed", "-1"]]
+)
+def test_cli_demo_refuses_bad_counts_and_seeds(
+    args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = _run_main(["demo", "--n-particles", n], capsys)
-    _assert_one_line_error(code, err, f"--n-particles {n}")
+    code, _, err = _run_main(["demo", *args], capsys)
+    _assert_one_line_error(code, err, " ".join(args))
 
 
 def test_cli_info_shows_the_fftw_wisdom_file(

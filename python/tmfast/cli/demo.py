@@ -31,6 +31,8 @@ def demo(
         raise ConfigError(
             f"--n-particles {n_particles}: plant at least 1 particle (default 8)"
         )
+    if seed < 0:
+        raise ConfigError(f"--seed {seed}: give a seed >= 0 (default 2024)")
     report, stop = _progress()
     try:
         result = run_demo(
