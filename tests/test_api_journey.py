@@ -155,6 +155,46 @@ def test_match_template_takes_header_voxel_size_for_files(tmp_path: Path) -> Non
     assert not (tmp_path / "t_scores.mrc").exists()  # nothing written
 
 
+# --- docs/examples/embed_in_pipeline.py ------------------------------------------
+
+
+def _example_main() -> object:
+    import importlib.util
+
+    path = REPO / "docs" / "examples" / "embed_in_pipeline.py"
+    spec = importlib.util.spec_from_file_location("embed_in_pipeline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_example_finds_the_planted_particles_and_writes_star(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    starfile = pytest.importorskip("starfile")
+    main = _example_main()
+    star = tmp_path / "picks.star"
+    assert main(["--star", str(star)]) == 0  # type: ignore[operator]
+    out = capsys.readouterr().out
+    assert out.count(": found") == 2 and "MISSED" not in out
+    df = starfile.read(star)
+    assert {"rlnCenteredCoordinateXAngst", "rlnLCCmax", "rlnTomoName"} <= set(df)
+    assert (df["rlnTomoName"] == "synthetic").all()
+    assert main(["--star", str(star), "--overwrite"]) == 0  # type: ignore[operator]
+
+
+def test_example_refuses_an_existing_star_before_matching(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    star = tmp_path / "picks.star"
+    star.write_text("keep me")
+    assert _example_main()(["--star", str(star)]) == 2  # type: ignore[operator]
+    out = capsys.readouterr()
+    assert "output exists" in out.err and "picks above" not in out.out
+    assert star.read_text() == "keep me"
+
+
 # --- tmfast angles ---------------------------------------------------------------
 
 # pytom-match-pick's rotation counts, from /work/shared/reference/pytom-match-pick.md

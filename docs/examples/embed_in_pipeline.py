@@ -18,7 +18,8 @@ Run it from anywhere (it leaves no file behind unless ``--star`` is given)::
     python docs/examples/embed_in_pipeline.py
     python docs/examples/embed_in_pipeline.py --star particles.star
 
-It prints the picks and exits with status 1 if a planted particle was not found.
+It prints the picks and exits with status 1 if a planted particle was not found,
+2 (before any work) if the ``--star`` file exists and ``--overwrite`` is not given.
 """
 
 from __future__ import annotations
@@ -118,9 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the example; return 0 when both planted particles are found."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--star", type=Path, help="write the picks to this STAR file")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --star file"
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if args.star is not None and args.star.exists() and not args.overwrite:
+        # check outputs before any work, as tmfast's own writers would only refuse
+        # after the search
+        print(f"{args.star}: output exists; pass --overwrite", file=sys.stderr)
+        return 2
 
     data = synthesise(args.seed)
     table = find_particles(data, n_max=10)
@@ -149,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         ok &= bool(found)
 
     if args.star is not None:
-        tmfast.write_star(args.star, table.to_star_blocks(relion5=True))
+        tmfast.write_star(
+            args.star, table.to_star_blocks(relion5=True), overwrite=args.overwrite
+        )
         print(f"wrote {args.star}")
     return 0 if ok else 1
 
