@@ -297,3 +297,42 @@ def test_cli_info_shows_the_fftw_wisdom_file(
     assert code == 0 and str(wisdom) in stdout
     monkeypatch.setenv("TMFAST_FFTW_WISDOM", "off")
     assert collect_info()["fftw_wisdom"] == "off"
+
+
+@pytest.mark.parametrize("batch", [0, -1, 2.5])
+def test_match_template_refuses_a_batch_of_no_rotations(batch: object) -> None:
+    """``batch_rotations=0`` (or less) looped for ever at 100% CPU without scoring
+    a rotation; it is a ConfigError before any work."""
+    from tmfast.errors import ConfigError
+
+    rng = np.random.default_rng(4)
+    config = tmfast.MatchConfig(angular_search=90.0, backend="cpu")
+    with pytest.raises(ConfigError, match="batch_rotations"):
+        tmfast.match_template(
+            config,
+            tomogram=rng.normal(size=(12, 12, 12)).astype(np.float32),
+            template=rng.normal(size=(6, 6, 6)).astype(np.float32),
+            mask=tmfast.sphere_mask(6, 2.5),
+            voxel_size_a=10.0,
+            batch_rotations=batch,  # type: ignore[arg-type]
+        )
+
+
+def test_usable_cpus_follow_the_affinity_mask() -> None:
+    """FFT threads follow the CPUs this process may use (a SLURM task's cores),
+    not the node's count."""
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs Linux and at least two usable CPUs")
+    code = (
+        "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+        "from tmfast.backends.cpu import CpuBackend; print(CpuBackend().workers)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"

@@ -62,3 +62,16 @@ def test_a_folder_that_cannot_be_made_is_one_config_error(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="cannot write there"), atomic_path(target):
         pass
     assert blocker.read_text().startswith("a file")
+
+
+def test_an_existing_folder_is_not_an_output_file(tmp_path: Path) -> None:
+    """--overwrite used to do all the work and then fail with IsADirectoryError when
+    the output path named a folder; it is one ConfigError up front."""
+    from tmfast._fileio import check_writable
+    from tmfast.errors import ConfigError
+
+    folder = tmp_path / "angles.txt"
+    folder.mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match="is a folder"):
+            check_writable(folder, overwrite=overwrite)

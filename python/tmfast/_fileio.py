@@ -58,8 +58,14 @@ def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
+    ConfigError
+        If ``path`` is a folder.
     """
     p = Path(path)
+    if p.is_dir():  # --overwrite cannot replace a folder with a file
+        raise ConfigError(
+            f"{p}: is a folder; give a file name for this output (e.g. inside it)"
+        )
     if p.exists() and not overwrite:
         raise OutputExistsError(
             f"{p}: output exists; pass --overwrite to replace it (overwrite=True "

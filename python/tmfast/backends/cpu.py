@@ -34,7 +34,8 @@ rounding):
   the running maps by one fused, multi-threaded Rust pass
   (``tmfast._rust.fold_rotations``: normalisation, maximum and index, sums, noise
   maximum). The GIL is released in the Rust kernels; they only touch these private
-  arrays. FFTs use ``workers = os.cpu_count()`` threads, the Rust kernels rayon's pool.
+  arrays. FFTs use ``workers`` = the CPUs this process may use (its affinity: a SLURM
+  task's cores) threads, the Rust kernels rayon's pool (which also respects it).
 - **FFT engine** (:mod:`tmfast.backends._cpu_fft`): FFTW through pyFFTW when it is
   installed (``pip install 'tmfast[fftw]'``; planned once per buffer slot, in place, no
   allocation per rotation), else ``scipy.fft``; ``fft="scipy"`` forces the reference.
@@ -63,7 +64,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import os
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,7 @@ import numpy.typing as npt
 import scipy.fft as sfft
 
 from tmfast import _rust
+from tmfast._cpus import usable_cpu_count
 from tmfast.backends._cpu_fft import (
     ScipyVolumeFft,
     VolumeFft,
@@ -174,7 +175,7 @@ class CpuBackend:
     Parameters
     ----------
     workers
-        Threads for ``scipy.fft``; default ``os.cpu_count()``.
+        FFT threads; default: the CPUs this process may use (its affinity mask).
     max_batch_bytes
         Memory budget for one sub-batch of volume-size FFT buffers (at least one
         rotation is done at a time; batching only pays for small volumes).
@@ -212,7 +213,7 @@ class CpuBackend:
         fft: str = "auto",
         fft_planner: str = "measure",
     ) -> None:
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or usable_cpu_count()
         if fft not in ("auto", "scipy", "fftw"):
             raise ConfigError(f"cpu backend fft={fft!r}: choose auto, scipy or fftw")
         if fft_planner not in ("estimate", "measure"):

@@ -17,6 +17,8 @@ from typing import Any
 
 import typer
 
+from tmfast._cpus import usable_cpu_count
+
 __all__ = ["collect_info", "register"]
 
 #: Optional packages whose versions are reported (read from metadata, not imported).
@@ -62,7 +64,7 @@ def collect_info() -> dict[str, Any]:
     backends: dict[str, dict[str, Any]] = {
         "cpu": {
             "available": True,
-            "detail": f"numpy + {fft}, {simd} kernels, on {os.cpu_count()} cores",
+            "detail": f"numpy + {fft}, {simd} kernels, on {usable_cpu_count()} cores",
         }
     }
     if wisdom is not None:

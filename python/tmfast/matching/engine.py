@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft as sfft
 
+from tmfast._cpus import usable_cpu_count
 from tmfast._fileio import atomic_path, check_writable
 from tmfast._progress import ProgressCallback
 from tmfast.backends.base import CorrelationInputs, MatchBackend, RunningMaps
@@ -277,9 +278,9 @@ def filter_tomogram(tomogram: npt.ArrayLike, weight_for_shape: object) -> Volume
     if weight_for_shape is not None:
         shape = tuple(sfft.next_fast_len(s, real=True) for s in v.shape)
         weight = weight_for_shape(shape)  # type: ignore[operator]
-        f = sfft.rfftn(v, s=shape, workers=os.cpu_count())
+        f = sfft.rfftn(v, s=shape, workers=usable_cpu_count())
         f *= weight
-        v = sfft.irfftn(f, s=shape, workers=os.cpu_count())[
+        v = sfft.irfftn(f, s=shape, workers=usable_cpu_count())[
             : v.shape[0], : v.shape[1], : v.shape[2]
         ].astype(np.float32)
         v -= np.float32(v.mean(dtype=np.float64))
@@ -512,6 +513,16 @@ def search_volume(
 
     if not backends:
         raise ConfigError("no compute backend given")
+    if (
+        isinstance(batch_rotations, bool)
+        or int(batch_rotations) != batch_rotations
+        or (batch_rotations < 1)
+    ):
+        # 0 or less looped for ever without scoring a rotation
+        raise ConfigError(
+            f"batch_rotations {batch_rotations!r}: give a whole number of rotations "
+            ">= 1 per batch"
+        )
     shape_full = tuple(int(s) for s in tomogram.shape)
     if search_shape_zyx is None:
         search_shape_zyx = tuple(  # type: ignore[assignment]
