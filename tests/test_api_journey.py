@@ -280,6 +280,16 @@ def test_cli_demo_refuses_bad_counts_and_seeds(
     _assert_one_line_error(code, err, " ".join(args))
 
 
+@pytest.mark.parametrize("n", ["60", "500"])
+def test_cli_demo_too_many_particles_is_one_line(
+    n: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """More particles than fit the volume (60) or than the angle set has rotations
+    (500) were a RuntimeError / numpy ValueError traceback."""
+    code, _, err = _run_main(["demo", "--n-particles", n], capsys)
+    _assert_one_line_error(code, err, f"{n} particles")
+
+
 def test_cli_info_shows_the_fftw_wisdom_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tmfast._progress import ProgressCallback
+from tmfast.errors import ConfigError
 from tmfast.types import Volume
 
 __all__ = ["DemoReport", "demo_mask", "demo_template", "run_demo"]
@@ -230,12 +231,21 @@ def run_demo(
     template = demo_template(box_size, voxel_size_a=voxel)
     mask = demo_mask(box_size)
     angles = angle_set(angular_step_deg)
+    if not 1 <= n_particles <= len(angles):
+        raise ConfigError(
+            f"demo: {n_particles} particles: give 1 to {len(angles)} (one rotation "
+            f"of the {angular_step_deg:g}-degree set each)"
+        )
     truth_idx = rng.choice(len(angles), size=n_particles, replace=False).astype(
         np.int64
     )
     truth_pos = _positions(shape_zyx, box_size, n_particles, box_size, rng)
     if len(truth_pos) < n_particles:
-        raise RuntimeError("demo: the volume is too small for that many particles")
+        raise ConfigError(
+            f"demo: {n_particles} particles do not fit a {shape_zyx[::-1]} (x, y, z) "
+            f"volume {box_size} voxels apart; found room for {len(truth_pos)}: "
+            "ask for fewer"
+        )
     mats = zxz_to_matrices(angles[truth_idx])
     tomo = synthesise_tomogram(
         shape_zyx, template, truth_pos, mats, noise_sigma=noise_sigma, seed=seed + 1
