@@ -346,3 +346,24 @@ def test_usable_cpus_follow_the_affinity_mask() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def test_metadata_mapping_takes_missing_ctf_constants_from_the_options() -> None:
+    """api.md: CTF constants missing from a metadata mapping (a TOML
+    [match.metadata] table) come from voltage_kv and the others; this was refused."""
+    md = {"tilt_angles_deg": [-30.0, 0.0, 30.0], "defocus_um": [3.0, 3.1, 3.2]}
+    config = tmfast.MatchConfig(
+        particle_diameter_a=20.0,
+        metadata={**md, "voltage_kv": 200.0},
+        voltage_kv=300.0,  # the mapping's own value wins
+        spherical_aberration_mm=2.7,
+        amplitude_contrast=0.07,
+    )
+    assert config.metadata is not None
+    assert config.metadata.voltage_kv == 200.0
+    assert config.metadata.spherical_aberration_mm == 2.7
+    assert config.metadata.amplitude_contrast == 0.07
+    from tmfast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="a CTF needs"):
+        tmfast.MatchConfig(particle_diameter_a=20.0, metadata=md)

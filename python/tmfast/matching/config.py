@@ -49,6 +49,9 @@ _ALIASES = {
 #: :meth:`MatchConfig.run_options_from_toml`; flags on the command line win).
 RUN_OPTION_KEYS = ("overwrite", "log", "quiet", "verbose")
 
+#: The CTF constants a metadata mapping may leave to the options.
+_CTF_CONSTANTS = ("voltage_kv", "spherical_aberration_mm", "amplitude_contrast")
+
 #: Fields that do not change the maps (left out of the checkpoint hash).
 _NOT_RESULT_FIELDS = frozenset(
     {
@@ -154,8 +157,10 @@ class MatchConfig:
     metadata
         Tilt-series metadata (tilt angles, defocus with its handedness, dose, CTF
         parameters), e.g. from an importer; when given it replaces
-        ``tilt_angles``/``defocus``/``dose_accumulation`` (the CTF constants fall
-        back to ``voltage_kv``... when the metadata lack them).
+        ``tilt_angles``/``defocus``/``dose_accumulation``. A mapping (e.g. a TOML
+        ``[match.metadata]`` table) with defocus but without ``voltage_kv``,
+        ``spherical_aberration_mm`` or ``amplitude_contrast`` takes them from these
+        options; a ``TiltSeriesMetadata`` with defocus holds them all already.
     destination
         Output directory for ``{tomo_id}_scores.mrc``, ``_angles.mrc``, ``_job.json``.
     non_spherical_mask
@@ -260,6 +265,13 @@ class MatchConfig:
         s(self, "tomo_id", tid)
         md = self.metadata
         if isinstance(md, dict):
+            md = dict(md)
+            if md.get("defocus_um") is not None:
+                # CTF constants the mapping lacks come from the options (documented;
+                # a TiltSeriesMetadata with defocus must hold them all)
+                for key in _CTF_CONSTANTS:
+                    if md.get(key) is None and getattr(self, key) is not None:
+                        md[key] = getattr(self, key)
             try:
                 md = TiltSeriesMetadata.from_dict(md)
             except TmfastError:
