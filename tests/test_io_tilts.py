@@ -153,3 +153,17 @@ def test_dose_errors(tmp_path: Path) -> None:
     assert read_dose(p) == (0.0, 3.0, 6.0)
     with pytest.raises(FormatError, match="3 dose values for 2 tilts"):
         read_dose(p, n_tilts=2)
+
+
+def test_imod_defocus_rows_are_taken_in_view_order(tmp_path: Path) -> None:
+    """Rows out of view order were assigned to the tilts in file order; they are
+    put in view order, and a view given twice is refused."""
+    p = tmp_path / "shuffled.defocus"
+    p.write_text("3 3 3.0 3.0 2600 2\n1 1 -3.0 -3.0 3000 2\n2 2 0.0 0.0 2800 2\n")
+    assert read_defocus(p) == pytest.approx((3.0, 2.8, 2.6))
+    d = tmp_path / "twice.defocus"
+    d.write_text("1 1 -3.0 -3.0 3000 2\n1 1 -3.0 -3.0 3100 2\n")
+    with pytest.raises(
+        FormatError, match=r"twice\.defocus, line 2: view 1 appears twice"
+    ):
+        read_defocus(d)

@@ -18,6 +18,7 @@ line and the fix on bad input.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -196,8 +197,16 @@ def _read_imod_defocus(path: Path) -> tuple[float, ...]:
         df_nm = _float(path, number, fields[4], "defocus", fix)
         if astigmatic:
             df_nm = 0.5 * (df_nm + _float(path, number, fields[5], "defocus 2", fix))
-        values.append(_check_defocus(path, number, df_nm * 1e-3))
-    return tuple(values)
+        values.append((v1, number, _check_defocus(path, number, df_nm * 1e-3)))
+    # one value per view, in view order (the file's row order need not be)
+    values.sort(key=lambda r: r[0])
+    for (a, _, _), (b, number, _) in itertools.pairwise(values):
+        if a == b:
+            raise FormatError(
+                f"{path}, line {number}: view {b:g} appears twice; give one defocus "
+                "row per view"
+            )
+    return tuple(v for _, _, v in values)
 
 
 def read_defocus(
