@@ -74,6 +74,24 @@ def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     return p
 
 
+def make_folder(folder: Path, what: str, subject: Path | None = None) -> None:
+    """Create ``folder`` (and parents), or raise one ConfigError line saying why not
+    (a file in the way, permissions): ``{subject}: cannot create {what} (...)``,
+    ``subject`` defaulting to the folder."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        reason = (
+            f"{blocker} is a file, not a folder"
+            if blocker is not None and not blocker.is_dir()
+            else exc.strerror or str(exc)
+        )
+        raise ConfigError(
+            f"{subject or folder}: cannot create {what} ({reason}); choose another path"
+        ) from None
+
+
 @contextlib.contextmanager
 def atomic_path(
     path: str | os.PathLike[str], *, overwrite: bool = False
@@ -90,12 +108,12 @@ def atomic_path(
         If the folder cannot be made or written (a file in the way, permissions).
     """
     final = check_writable(path, overwrite=overwrite)
+    make_folder(final.parent, "its folder", final)
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
             prefix=f".{final.name}.", suffix=".part", dir=final.parent
         )
-    except OSError as exc:  # a folder that is a file, lies under one, or is read-only
+    except OSError as exc:  # e.g. a read-only folder
         raise ConfigError(
             f"{final}: cannot write there ({exc.strerror or exc}); choose an output "
             "folder you can write to"

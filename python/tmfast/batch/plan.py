@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tmfast._fileio import atomic_path, check_writable
+from tmfast._fileio import atomic_path, check_writable, make_folder
 from tmfast.batch.manifest import Manifest, ManifestEntry, TomogramEntry
 from tmfast.batch.slurm import (
     SlurmOptions,
@@ -266,22 +266,6 @@ def _find_mask(mask_dir: Path, entry: TomogramEntry) -> Path | None:
 #: Relative voxel-size tolerance of the plan's checks (the engine compares voxel
 #: sizes rounded to 0.001 Å; 0.1 % is as strict for any voxel above 1 Å).
 VOXEL_SIZE_RTOL = 1e-3
-
-
-def _make_folder(folder: Path, what: str) -> None:
-    """Create ``folder`` (and parents), or raise one ConfigError line saying why not."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        reason = (
-            f"{blocker} is a file, not a folder"
-            if blocker is not None and not blocker.is_dir()
-            else exc.strerror or str(exc)
-        )
-        raise ConfigError(
-            f"{folder}: cannot create the {what} ({reason}); choose another path"
-        ) from None
 
 
 def _same_voxel(a: float, b: float) -> bool:
@@ -587,7 +571,7 @@ def plan_batch(
             ]
         for target in targets:
             check_writable(target, overwrite=overwrite)
-        _make_folder(out, "batch folder")
+        make_folder(out, "the batch folder")
         old_outputs = [e.key for e in planned if _task_state(e)]
         if old_outputs:
             logger.warning(
@@ -1228,7 +1212,7 @@ def finish(
     # Before extracting: the per-tomogram particle files are rewritten with the
     # final options, and must not be left out of step with an old merged file.
     check_writable(target, overwrite=overwrite)
-    _make_folder(target.parent, "output folder")
+    make_folder(target.parent, "the output folder")
     merged: dict[str, list[Any]] = {}
     counts: dict[str, int] = {}
     for e in matched:

@@ -41,23 +41,6 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
-def _make_parent(path: Path) -> None:
-    """Create the folder of an output file, or raise one ConfigError line."""
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        reason = (
-            f"{blocker} is a file, not a folder"
-            if blocker is not None and not blocker.is_dir()
-            else exc.strerror or str(exc)
-        )
-        raise ConfigError(
-            f"{path}: cannot create its folder ({reason}); choose another path"
-        ) from None
-
-
 def _anisotropic_voxel(path: Path) -> tuple[float, float, float] | None:
     """The header voxel size ``(x, y, z)`` Å of an MRC file if valid but not cubic.
 
@@ -148,7 +131,7 @@ def create_template(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output."),
 ) -> None:
     """Make a template from an EM map or atomic model at the tomogram's voxel size."""
-    from tmfast._fileio import check_writable
+    from tmfast._fileio import check_writable, make_folder
     from tmfast.io.mrc import read_volume, write_volume
     from tmfast.templates.maps import template_from_map
     from tmfast.templates.models import read_atom_model, template_from_model
@@ -162,7 +145,7 @@ def create_template(
     if output_file is None:
         output_file = Path(f"template_{_stem(input_map)}_{_fmt(out_a)}A.mrc")
     check_writable(output_file, overwrite=overwrite)
-    _make_parent(output_file)
+    make_folder(output_file.parent, "its folder", output_file)
     if _is_model(input_map):
         if center:
             logger.info("--center: models are centred on --model-center-xyz-angstrom")
@@ -338,7 +321,7 @@ def create_mask(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output."),
 ) -> None:
     """Make a spherical, ellipsoidal or template-shaped mask with a soft edge."""
-    from tmfast._fileio import check_writable
+    from tmfast._fileio import check_writable, make_folder
     from tmfast.io.mrc import read_volume, write_volume
     from tmfast.templates.masks import ellipsoid_mask, mask_from_template
 
@@ -410,7 +393,7 @@ def create_mask(
     if output_file is None:
         output_file = Path(default_name)
     check_writable(output_file, overwrite=overwrite)
-    _make_parent(output_file)
+    make_folder(output_file.parent, "its folder", output_file)
     write_volume(output_file, mask, vox, overwrite=overwrite)
     typer.echo(
         f"-> {output_file}: box {mask.shape[0]}, {_fmt(vox)} Å, "
@@ -450,7 +433,7 @@ def slab_mask(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output."),
 ) -> None:
     """Lamella mask: fit the slab's top and bottom planes; usable as --tomogram-mask."""
-    from tmfast._fileio import check_writable
+    from tmfast._fileio import check_writable, make_folder
     from tmfast.io.mrc import read_volume, write_volume
     from tmfast.templates.slab import SlabFit
     from tmfast.templates.slab import slab_mask as make_slab_mask
@@ -465,7 +448,7 @@ def slab_mask(
     if output_file is None:
         output_file = Path(f"{_stem(input_tomogram)}_slab_mask.mrc")
     check_writable(output_file, overwrite=overwrite)
-    _make_parent(output_file)
+    make_folder(output_file.parent, "its folder", output_file)
     tomo, tomo_a = read_volume(input_tomogram, require_voxel_size=False)
     mask, fit = make_slab_mask(
         tomo,
