@@ -60,7 +60,7 @@ def test_a_folder_that_cannot_be_made_is_one_config_error(tmp_path: Path) -> Non
     blocker.write_text("a file where a folder was meant")
     target = blocker / "sub" / "out.star"
     with (
-        pytest.raises(ConfigError, match="cannot create its folder .*is a file"),
+        pytest.raises(ConfigError, match=r"cannot create its folder .*is a file"),
         atomic_path(target),
     ):
         pass
