@@ -15,8 +15,8 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
-from _synthetic import SHARED, sphere_mask, write_angle_file, write_mrc
-from tmfast.cli import main
+from _cli import match_args, match_inputs, run_cli
+from _synthetic import SHARED, write_mrc
 
 ANGLES = np.array([[0.3 * i, 0.5 + 0.1 * i, 0.2 * i] for i in range(3)])
 VOXEL_A = 21.0
@@ -29,37 +29,20 @@ RELION_VOXEL_A = 1.724 * 8.120650
 
 @pytest.fixture()
 def inputs(tmp_path: Path) -> dict[str, Path]:
-    rng = np.random.default_rng(11)
-    d = tmp_path / "in"
-    d.mkdir()
-    return {
-        "t": write_mrc(d / "tmpl.mrc", rng.standard_normal((8,) * 3), VOXEL_A),
-        "v": write_mrc(d / "tomo.mrc", rng.standard_normal((12, 14, 16)), VOXEL_A),
-        "m": write_mrc(d / "mask.mrc", sphere_mask(8, 3.5), VOXEL_A),
-        "ang": write_angle_file(d / "angles.txt", ANGLES),
-    }
+    return match_inputs(
+        tmp_path,
+        seed=11,
+        tomo_shape_zyx=(12, 14, 16),
+        voxel_a=VOXEL_A,
+        angles_zxz_rad=ANGLES,
+    )
 
 
 def _args(inputs: dict[str, Path], dest: Path, *extra: str) -> list[str]:
-    return [
-        "match",
-        "-t", str(inputs["t"]),
-        "-v", str(inputs["v"]),
-        "-m", str(inputs["m"]),
-        "-d", str(dest),
-        "--angular-search", str(inputs["ang"]),
-        "--backend", "cpu",
-        *extra,
-    ]  # fmt: skip
+    return match_args(inputs, dest, "--backend", "cpu", *extra)
 
 
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
+_run = run_cli
 
 
 def _one_error(code: int, err: str) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 import mrcfile
 import numpy as np
 import pytest
-from _synthetic import sphere_mask, write_angle_file, write_mrc
-from tmfast.cli import main
+from _cli import match_args, match_inputs, run_cli
+from _synthetic import write_mrc
 from tmfast.cli import match as cli_match
 
 ANGLES = np.array([[0.2 * i, 0.4 + 0.1 * i, 0.3 * i] for i in range(4)])
@@ -27,36 +27,20 @@ VOXEL_A = 4.0
 
 @pytest.fixture()
 def inputs(tmp_path: Path) -> dict[str, Path]:
-    rng = np.random.default_rng(3)
-    d = tmp_path / "in"
-    d.mkdir()
-    return {
-        "t": write_mrc(d / "tmpl.mrc", rng.standard_normal((8,) * 3), VOXEL_A),
-        "v": write_mrc(d / "tomo.mrc", rng.standard_normal((14, 16, 18)), VOXEL_A),
-        "m": write_mrc(d / "mask.mrc", sphere_mask(8, 3.5), VOXEL_A),
-        "ang": write_angle_file(d / "angles.txt", ANGLES),
-    }
+    return match_inputs(
+        tmp_path,
+        seed=3,
+        tomo_shape_zyx=(14, 16, 18),
+        voxel_a=VOXEL_A,
+        angles_zxz_rad=ANGLES,
+    )
 
 
 def _args(inputs: dict[str, Path], dest: Path, *extra: str) -> list[str]:
-    return [
-        "match",
-        "-t", str(inputs["t"]),
-        "-v", str(inputs["v"]),
-        "-m", str(inputs["m"]),
-        "-d", str(dest),
-        "--angular-search", str(inputs["ang"]),
-        *extra,
-    ]  # fmt: skip
+    return match_args(inputs, dest, *extra)
 
 
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
+_run = run_cli
 
 
 def _error_lines(err: str) -> list[str]:
