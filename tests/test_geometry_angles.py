@@ -187,7 +187,6 @@ def test_read_angle_file_sorts_like_pytom(tmp_path: Path) -> None:
         ("0 0 0\n1 2\n", 2),
         ("0 0 0\n\n# c\n1 2 x\n", 4),
         ("1 2 3 4\n", 1),
-        ("\n# x\n", 0),
     ],
 )
 def test_malformed_angle_file_names_file_and_line(
@@ -610,3 +609,12 @@ def test_cli_angles_bad_file_names_line(
     f.write_text("0 0 0\n1 2\n")
     code, _, err = _run_main(["angles", "-a", str(f)], capsys)
     assert code == 2 and f"{f}: line 2" in err
+
+
+def test_empty_angle_file_names_the_file_not_line_0(tmp_path: Path) -> None:
+    f = tmp_path / "none.txt"
+    f.write_text("# only a comment\n\n")
+    with pytest.raises(FormatError, match="no rotations found") as info:
+        ga.read_angle_file(f)
+    assert "line 0" not in str(info.value)
+    assert str(f) in str(info.value)

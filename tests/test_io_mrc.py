@@ -110,3 +110,11 @@ def test_em_detection_needs_header_and_size_to_agree(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="not a readable MRC file") as err:
         read_volume(em)
     assert "EM file" not in str(err.value)
+
+
+def test_complex_data_is_refused_not_silently_cast(tmp_path: Path) -> None:
+    """A complex volume lost its imaginary part with only numpy's warning."""
+    out = tmp_path / "spec.mrc"
+    with pytest.raises(FormatError, match="complex64"):
+        write_volume(out, np.ones((4, 4, 4), np.complex64), 2.0)
+    assert not out.exists()

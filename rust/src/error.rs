@@ -8,7 +8,7 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
     /// A file could be read but its content is malformed.
-    #[error("{path}: line {line}: {message}")]
+    #[error("{path}: {}{message}", line_label(*.line))]
     Parse {
         path: String,
         line: usize,
@@ -30,5 +30,14 @@ impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidArgument(message.into())
+    }
+}
+
+/// `"line N: "`, or nothing for line 0 (the whole file, e.g. one with no entries).
+fn line_label(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!("line {line}: ")
     }
 }

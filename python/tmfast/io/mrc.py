@@ -195,13 +195,21 @@ def write_volume(
     OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
     FormatError
-        If ``data`` is not 3-D or the voxel size is not positive.
+        If ``data`` is not 3-D or not real numbers, or the voxel size is not positive.
     """
     arr = np.asarray(data)
     if arr.ndim != 3:
         raise FormatError(f"{path}: can only write 3-D volumes, got shape {arr.shape}")
     if not (np.isfinite(voxel_size_a) and voxel_size_a > 0):
         raise FormatError(f"{path}: voxel size {voxel_size_a} Å must be positive")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or (
+        np.issubdtype(arr.dtype, np.complexfloating)
+    ):
+        # a complex volume (e.g. a spectrum) would silently lose its imaginary part
+        raise FormatError(
+            f"{path}: cannot write {arr.dtype} data as a volume; give real numbers "
+            "(e.g. the real part or the magnitude)"
+        )
     if arr.dtype not in (np.float16, np.float32, np.int8, np.int16, np.uint8):
         arr = arr.astype(np.float32)
     arr = np.ascontiguousarray(arr)
