@@ -16,7 +16,13 @@ from typing import Any
 
 from tmfast.errors import ConfigError, FormatError, OutputExistsError
 
-__all__ = ["atomic_path", "check_writable", "read_json"]
+__all__ = [
+    "atomic_path",
+    "check_output_folder",
+    "check_writable",
+    "make_folder",
+    "read_json",
+]
 
 
 def read_json(path: str | os.PathLike[str], *, what: str, fix: str) -> Any:
@@ -72,6 +78,27 @@ def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
             "in the Python API)"
         )
     return p
+
+
+def check_output_folder(folder: Path, option: str, target: Path | None = None) -> None:
+    """Refuse an output folder that is, or lies under, an existing non-folder.
+
+    Checked before any work so that a wrong ``-o`` is one error line, not a
+    traceback after the picking. ``target`` is the output file named in the
+    message when ``option`` gives a file rather than ``folder`` itself.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``option`` if ``folder`` or one of its parents is a file.
+    """
+    p = folder
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        named = target if target is not None else folder
+        what = "is a file" if named == p else f"lies under the file {p}"
+        raise ConfigError(f"{named}: {option} {what}, not a folder; give a folder")
 
 
 def make_folder(folder: Path, what: str, subject: Path | None = None) -> None:

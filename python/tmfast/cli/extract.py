@@ -136,7 +136,7 @@ def extract(
     ),
 ) -> None:
     """Extract particles from score maps: STAR (RELION5), plots, QC picture, IMOD."""
-    from tmfast._fileio import check_writable
+    from tmfast._fileio import check_output_folder, check_writable
     from tmfast.extraction import extract_candidates
     from tmfast.extraction.pytom_job import load_job
     from tmfast.extraction.star_columns import relion5_tomogram_geometry
@@ -237,27 +237,6 @@ def extract(
             p.unlink()
             logger.info("removed %s, left by an earlier extraction", p.name)
     typer.echo(f"{table.tomo_id}: {len(table)} particles -> {star}")
-
-
-def check_output_folder(folder: Path, option: str, target: Path | None = None) -> None:
-    """Refuse an output folder that is, or lies under, an existing non-folder.
-
-    Checked before any work so that a wrong ``-o`` is one error line, not a
-    traceback after the picking. ``target`` is the output file named in the
-    message when ``option`` gives a file rather than ``folder`` itself.
-
-    Raises
-    ------
-    ConfigError
-        Naming ``option`` if ``folder`` or one of its parents is a file.
-    """
-    p = folder
-    while not p.exists() and p.parent != p:
-        p = p.parent
-    if p.exists() and not p.is_dir():
-        named = target if target is not None else folder
-        what = "is a file" if named == p else f"lies under the file {p}"
-        raise ConfigError(f"{named}: {option} {what}, not a folder; give a folder")
 
 
 def _check_geometry(geo: Relion5TomogramGeometry, job: MatchJob, path: Path) -> None:

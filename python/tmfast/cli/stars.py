@@ -62,7 +62,7 @@ def merge_stars(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output."),
 ) -> None:
     """Concatenate particle STAR files, or write a RELION5 import index."""
-    from tmfast.cli.extract import check_output_folder
+    from tmfast._fileio import check_output_folder
     from tmfast.errors import ConfigError
     from tmfast.extraction.merge import merge_particle_stars, relion5_import_index
     from tmfast.io.star import write_star
@@ -122,7 +122,7 @@ def to_imod(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs."),
 ) -> None:
     """Write one IMOD .mod per tomogram from particle STAR files (no IMOD needed)."""
-    from tmfast.cli.extract import check_output_folder
+    from tmfast._fileio import check_output_folder
     from tmfast.extraction.merge import star_to_imod
 
     check_output_folder(output_dir, "-o/--output-dir")
@@ -186,8 +186,7 @@ def roc(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs."),
 ) -> None:
     """Estimate the number of true particles and the best threshold (bimodal fit)."""
-    from tmfast._fileio import check_writable
-    from tmfast.cli.extract import check_output_folder
+    from tmfast._fileio import check_output_folder, check_writable
     from tmfast.errors import ConfigError
     from tmfast.extraction.pytom_job import load_job
     from tmfast.extraction.roc import estimate_roc, plot_roc, score_map_background
