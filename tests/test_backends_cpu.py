@@ -400,6 +400,66 @@ def test_16_bit_angle_map_gives_the_32_bit_results_and_resumes(
         CpuBackend(workers=1).prepare(narrow_inputs, resume_from=bad)
 
 
+@pytest.mark.parametrize("spherical", [True, False])
+def test_angle_bit_planes_beyond_65535_rotations_give_the_32_bit_results(
+    spherical: bool,
+) -> None:
+    """A search of more than 65,535 rotations keeps a uint16 angle map plus bit planes
+    for the index bits above 16 (2 planes for 200,003 rotations): the maps handed out
+    equal the int32 map's, across index batches on both sides of 65,536 and 131,072,
+    and after a resume from a snapshot."""
+    n = 6
+    vol, tmpl, weight = _case(n, seed=12)
+    mats = zxz_to_matrices(np.random.default_rng(4).uniform(0, 3, size=(9, 3)))
+    base = {
+        "tomogram": vol,
+        "template": tmpl,
+        "mask": _sphere(n, 2.6),
+        "template_weight": weight,
+        "mask_is_spherical": spherical,
+    }
+    # (first index, rotations): batches on both sides of 65,536 and 131,072
+    batches = [(65_534, slice(0, 3)), (131_070, slice(3, 6)), (200_000, slice(6, 9))]
+
+    def run(inputs: CorrelationInputs, resume_after: int | None = None) -> RunningMaps:
+        be = CpuBackend(workers=1)
+        be.prepare(inputs)
+        for k, (first, rows) in enumerate(batches):
+            be.score_rotations(first, mats[rows])
+            if k == resume_after:
+                snap = be.snapshot()
+                be.close()
+                be = CpuBackend(workers=1)
+                be.prepare(inputs, resume_from=snap)
+        return be.finalize()
+
+    wide = run(CorrelationInputs(**base))  # type: ignore[arg-type]
+    narrow_inputs = CorrelationInputs(**base, n_rotations=200_003)  # type: ignore[arg-type]
+    be = CpuBackend(workers=1)
+    be.prepare(narrow_inputs)
+    assert be._maps is not None and be._maps.angles.dtype == np.uint16
+    assert be._maps.angle_high is not None and be._maps.angle_high.shape[0] == 2
+    assert (be.snapshot().angles == -1).all()
+    be.close()
+    # voxels won by rotations of every batch: high bits 0 to 3 all occur
+    assert set(np.unique(wide.angles >> 16)) == {0, 1, 2, 3}
+    for resume_after in (None, 0, 1):
+        out = run(narrow_inputs, resume_after)
+        assert out.angles.dtype == np.int32
+        np.testing.assert_array_equal(out.angles, wide.angles)
+        np.testing.assert_array_equal(out.scores, wide.scores)
+    bad = RunningMaps(
+        scores=wide.scores,
+        angles=np.full(wide.angles.shape, 262_143, np.int32),
+        score_sum=wide.score_sum,
+        score_sq_sum=wide.score_sq_sum,
+        noise_scores=None,
+        n_rotations_done=9,
+    )
+    with pytest.raises(ConfigError, match=r"262143, outside -1 \.\. 262142"):
+        CpuBackend(workers=1).prepare(narrow_inputs, resume_from=bad)
+
+
 def test_wide_simd_kernels_give_the_baseline_results(tmp_path: Path) -> None:
     """The Rust fold and rotation run AVX2-compiled copies where the CPU has AVX2 and
     FMA; ``TMFAST_SIMD=baseline`` forces the x86-64 baseline copies. Both must give

@@ -142,6 +142,12 @@ pub struct RunningMapsMut<'a, S: SumElement, A: AngleIndex = i32> {
     /// bit `v % 8` of byte `v / 8` (`numpy.packbits(roi, bitorder="little")`),
     /// `nvox.div_ceil(8)` bytes; required when a per-voxel sum is `None`.
     pub roi: Option<&'a [u8]>,
+    /// The rotation index's bits above the 16 of a `u16` angle map, for searches of
+    /// more than 65,535 rotations at 2 bytes and a few bits per voxel (an `i32` map
+    /// takes 4): bit plane `j` (`nvox.div_ceil(8)` bytes, laid out as `roi`) holds
+    /// bit `16 + j` of each voxel's index; the planes one after the other. An index
+    /// with every bit set, low and high, means "none yet". Only with `u16` angles.
+    pub angle_high: Option<&'a mut [u8]>,
 }
 
 /// Totals over the region of interest of the sums not kept per voxel, in `f64`
@@ -472,13 +478,42 @@ fn roi_row_sums(scores: &[f32], roi: &[u8], start: usize) -> (f64, f64) {
 const ROI_BLOCK: usize = 64;
 
 /// One row of the running maps, as [`fold_row`] updates it.
-struct RowMaps<'r, S, A> {
+struct RowMaps<'r, 'h, S, A> {
     best: &'r mut [f32],
     ang: &'r mut [A],
     s1: Option<&'r mut [S]>,
     s2: Option<&'r mut [S]>,
     /// the region of interest's bits and the row's first voxel
     roi: Option<(&'r [u8], usize)>,
+    /// the chunk's high bit planes of the angles (empty: none), the row's first voxel
+    /// in the chunk and the high bits of this rotation's index
+    high: HighBits<'r, 'h>,
+}
+
+/// A chunk's high bit planes of the angle map ([`RunningMapsMut::angle_high`]), the
+/// first voxel of a row in the chunk, and the index bits above 16 to write there.
+type HighBits<'p, 'a> = (&'p mut Vec<&'a mut [u8]>, usize, u32);
+
+/// Write `set` into the `bits` (at most 16, bit `k` for voxel `first + k`) of every
+/// plane, bit `j` of `high` into plane `j`.
+#[inline(always)]
+fn write_high_bits(planes: &mut [&mut [u8]], first: usize, bits: u32, high: u32) {
+    let (byte, shift) = (first / 8, first % 8);
+    let w = bits << shift; // at most 23 bits: 3 bytes
+    for (j, plane) in planes.iter_mut().enumerate() {
+        let on = (high >> j) & 1 == 1;
+        for (k, part) in [w & 0xFF, (w >> 8) & 0xFF, (w >> 16) & 0xFF]
+            .into_iter()
+            .enumerate()
+        {
+            if part != 0 {
+                #[allow(clippy::cast_possible_truncation)]
+                let part = part as u8;
+                let b = &mut plane[byte + k];
+                *b = if on { *b | part } else { *b & !part };
+            }
+        }
+    }
 }
 
 /// Fold one rotation into one row of the maps: `s = op(cr, f)`. Simple streaming
@@ -487,7 +522,7 @@ struct RowMaps<'r, S, A> {
 /// branch-free select of the maximum and its index.
 #[inline(always)]
 fn fold_row<S: SumElement, A: AngleIndex>(
-    row: RowMaps<'_, S, A>,
+    row: RowMaps<'_, '_, S, A>,
     idx: A,
     cr: &[f32],
     f: &[f32],
@@ -500,6 +535,7 @@ fn fold_row<S: SumElement, A: AngleIndex>(
         s1,
         s2,
         roi,
+        high,
     } = row;
     let n = best.len();
     let tmp = &mut tmp[..n];
@@ -537,7 +573,7 @@ fn fold_row<S: SumElement, A: AngleIndex>(
             }
         }
     }
-    max_row(best, &mut ang[..n], tmp, idx);
+    max_row(best, &mut ang[..n], tmp, idx, high);
     totals
 }
 
@@ -550,7 +586,13 @@ const MAX_GROUP: usize = 16;
 /// through `best` only (measured 2x less memory traffic). Within a group that has
 /// one, bit masks, not `if`, select per voxel.
 #[inline(always)]
-fn max_row<A: AngleIndex>(best: &mut [f32], ang: &mut [A], t: &[f32], idx: A) {
+fn max_row<A: AngleIndex>(
+    best: &mut [f32],
+    ang: &mut [A],
+    t: &[f32],
+    idx: A,
+    high: HighBits<'_, '_>,
+) {
     #[inline(always)]
     fn take<A: AngleIndex>(b: &mut f32, a: &mut A, t: f32, idx: A) {
         let new = t > *b;
@@ -561,7 +603,9 @@ fn max_row<A: AngleIndex>(best: &mut [f32], ang: &mut [A], t: &[f32], idx: A) {
     let mut bg = best.chunks_exact_mut(MAX_GROUP);
     let mut ag = ang.chunks_exact_mut(MAX_GROUP);
     let mut tg = t.chunks_exact(MAX_GROUP);
-    for ((b, a), t) in (&mut bg).zip(&mut ag).zip(&mut tg) {
+    let (planes, row_first, high_bits) = high;
+    let with_high = !planes.is_empty();
+    for (g, ((b, a), t)) in (&mut bg).zip(&mut ag).zip(&mut tg).enumerate() {
         // fixed-size groups: the test and the select unroll into vector code
         let b: &mut [f32; MAX_GROUP] = b.try_into().expect("exact chunk");
         let a: &mut [A; MAX_GROUP] = a.try_into().expect("exact chunk");
@@ -571,13 +615,29 @@ fn max_row<A: AngleIndex>(best: &mut [f32], ang: &mut [A], t: &[f32], idx: A) {
             any |= t[k] > b[k];
         }
         if any {
+            if with_high {
+                let mut bits = 0u32;
+                for k in 0..MAX_GROUP {
+                    bits |= u32::from(t[k] > b[k]) << k;
+                }
+                write_high_bits(planes, row_first + g * MAX_GROUP, bits, high_bits);
+            }
             for k in 0..MAX_GROUP {
                 take(&mut b[k], &mut a[k], t[k], idx);
             }
         }
     }
     let (b, a) = (bg.into_remainder(), ag.into_remainder());
-    for ((b, a), t) in b.iter_mut().zip(a.iter_mut()).zip(tg.remainder()) {
+    let rest = row_first + (t.len() - b.len());
+    for (k, ((b, a), t)) in b
+        .iter_mut()
+        .zip(a.iter_mut())
+        .zip(tg.remainder())
+        .enumerate()
+    {
+        if with_high && *t > *b {
+            write_high_bits(planes, rest + k, 1, high_bits);
+        }
         take(b, a, *t, idx);
     }
 }
@@ -639,11 +699,29 @@ pub fn fold_rotations<S: SumElement, A: AngleIndex>(
         )));
     }
     let b = corr.len() / plane;
+    let roi_bytes = nvox.div_ceil(8);
+    let high_planes = match maps.angle_high.as_deref() {
+        None => 0,
+        Some(h) => {
+            let p = h.len() / roi_bytes;
+            if A::MAX_INDEX != U16_ANGLE_LIMIT - 1 || h.len() % roi_bytes != 0 || p == 0 || p > 15 {
+                return Err(Error::invalid(format!(
+                    "angle_high must hold 1 to 15 bit planes of {roi_bytes} bytes beside a uint16 angle map, got {} bytes",
+                    h.len()
+                )));
+            }
+            p
+        }
+    };
+    let max_index = if high_planes == 0 {
+        A::MAX_INDEX
+    } else {
+        (1i64 << (16 + high_planes)) - 2
+    };
     let last = i64::from(first_index) + b as i64 - 1;
-    if first_index < 0 || last > A::MAX_INDEX {
+    if first_index < 0 || last > max_index {
         return Err(Error::invalid(format!(
-            "rotation indices {first_index}..={last} do not fit the angle map (at most {})",
-            A::MAX_INDEX
+            "rotation indices {first_index}..={last} do not fit the angle map (at most {max_index})"
         )));
     }
     match (&maps.noise_scores, noise_corr) {
@@ -656,9 +734,23 @@ pub fn fold_rotations<S: SumElement, A: AngleIndex>(
         }
     }
     check_norm(norm, nvox, corr.len(), b)?;
-    let chunk = (CHUNK / row_len).max(1) * row_len;
+    let mut rows_per_chunk = (CHUNK / row_len).max(1);
+    if high_planes > 0 {
+        // whole bytes of the bit planes per chunk: no byte is shared by two threads
+        rows_per_chunk = rows_per_chunk.next_multiple_of(8);
+    }
+    let chunk = rows_per_chunk * row_len;
     let n_chunks = nvox.div_ceil(chunk);
     let noise_chunks = optional_chunks(maps.noise_scores, chunk, n_chunks);
+    // each chunk's slice of every bit plane
+    let mut high_chunks: Vec<Vec<&mut [u8]>> = (0..n_chunks).map(|_| Vec::new()).collect();
+    if let Some(h) = maps.angle_high {
+        for plane in h.chunks_mut(roi_bytes) {
+            for (c, part) in plane.chunks_mut(chunk / 8).enumerate() {
+                high_chunks[c].push(part);
+            }
+        }
+    }
     let s1_chunks = optional_chunks(maps.score_sum, chunk, n_chunks);
     let s2_chunks = optional_chunks(maps.score_sq_sum, chunk, n_chunks);
     let roi = maps.roi;
@@ -669,6 +761,7 @@ pub fn fold_rotations<S: SumElement, A: AngleIndex>(
         .zip(s1_chunks)
         .zip(s2_chunks)
         .zip(noise_chunks)
+        .zip(high_chunks)
         .enumerate()
         .collect();
     let job = FoldJob {
@@ -685,13 +778,14 @@ pub fn fold_rotations<S: SumElement, A: AngleIndex>(
     };
     let partial: Vec<Vec<RoiTotals>> = work
         .into_par_iter()
-        .map(|(c, ((((best, ang), s1), s2), noise))| {
+        .map(|(c, (((((best, ang), s1), s2), noise), high))| {
             let maps = ChunkMaps {
                 best,
                 ang,
                 s1,
                 s2,
                 noise,
+                high,
             };
             #[cfg(target_arch = "x86_64")]
             if wide_simd() {
@@ -733,6 +827,8 @@ struct ChunkMaps<'a, S, A> {
     s1: Option<&'a mut [S]>,
     s2: Option<&'a mut [S]>,
     noise: Option<&'a mut [f32]>,
+    /// the chunk's bytes of each high bit plane of the angles (empty: none)
+    high: Vec<&'a mut [u8]>,
 }
 
 /// [`fold_chunk`] compiled for AVX2 and FMA (see [`wide_simd`]).
@@ -774,12 +870,16 @@ fn fold_chunk<S: SumElement, A: AngleIndex>(
         mut s1,
         mut s2,
         mut noise,
+        mut high,
     } = maps;
     let first_row = c * chunk / row_len;
     let mut tmp = vec![0f32; row_len];
     let mut totals = vec![RoiTotals::default(); b];
     for (i, total) in totals.iter_mut().enumerate() {
-        let idx = A::from_index(first_index + i as i32);
+        let index = first_index + i as i32;
+        let idx = A::from_index(index);
+        #[allow(clippy::cast_sign_loss)]
+        let high_bits = (index as u32) >> 16;
         for (r, (best, ang)) in best
             .chunks_mut(row_len)
             .zip(ang.chunks_mut(row_len))
@@ -797,6 +897,7 @@ fn fold_chunk<S: SumElement, A: AngleIndex>(
                 s1: s1.as_deref_mut().map(|a| &mut a[within.clone()]),
                 s2: s2.as_deref_mut().map(|a| &mut a[within.clone()]),
                 roi: roi.map(|a| (a, voxel)),
+                high: (&mut high, r * row_len, high_bits),
             };
             // the row's factors (computed once for a rotated mask), also for the noise
             let t = match norm.row(i, voxel, src, row_len) {

@@ -51,6 +51,7 @@ fn fold_case(rows: usize, row_len: usize, stride: usize, b: usize) {
                 score_sq_sum: Some(&mut s2),
                 noise_scores: Some(&mut nz),
                 roi: None,
+                angle_high: None,
             },
             &corr[start * plane..end * plane],
             Some(&noise[start * plane..end * plane]),
@@ -113,6 +114,7 @@ fn fold_local_normalisation_and_ties() {
             score_sq_sum: Some(&mut s2),
             noise_scores: None,
             roi: None,
+            angle_high: None,
         },
         &corr,
         None,
@@ -182,6 +184,7 @@ fn denominators_and_noise_fold_match_the_combined_fold() {
                 score_sq_sum: Some(&mut s2),
                 noise_scores: if with_noise { Some(&mut nz) } else { None },
                 roi: None,
+                angle_high: None,
             },
             &corr,
             if with_noise { Some(&noise) } else { None },
@@ -283,6 +286,7 @@ fn roi_case(rows: usize, row_len: usize, stride: usize) {
                     score_sq_sum: if keep2 { Some(&mut s2) } else { None },
                     noise_scores: None,
                     roi: Some(&bits),
+                    angle_high: None,
                 },
                 &corr[start * plane..end * plane],
                 None,
@@ -338,6 +342,7 @@ fn roi_case(rows: usize, row_len: usize, stride: usize) {
             score_sq_sum: None,
             noise_scores: None,
             roi: None,
+            angle_high: None,
         },
         &corr[..rows * stride],
         None,
@@ -364,6 +369,7 @@ fn fold_rejects_inconsistent_sizes() {
             score_sq_sum: Some(&mut s2),
             noise_scores: None,
             roi: None,
+            angle_high: None,
         },
         &[0f32; 10],
         None,
@@ -539,6 +545,7 @@ fn fold_all_roi<A: AngleIndex>(
             score_sq_sum: None,
             noise_scores: None,
             roi: Some(roi),
+            angle_high: None,
         },
         corr,
         None,
@@ -592,4 +599,100 @@ fn normalise_under_mask_matches_the_f64_formula() {
     normalise_under_mask(&t, &vec![0.0; n], &mut out).unwrap();
     assert!(out.iter().all(|&v| v == 0.0));
     assert!(normalise_under_mask(&t, &w[1..], &mut out).is_err());
+}
+
+/// A u16 angle map with high bit planes folds to the same indices as an i32 map, over
+/// several chunks (rows not a multiple of 8 voxels, so groups straddle plane bytes)
+/// and index ranges on both sides of each 65,536 boundary.
+#[test]
+fn fold_with_high_angle_bits_equals_the_i32_fold() {
+    let (rows, row_len, stride): (usize, usize, usize) = (700, 37, 38); // 25,900 voxels: two chunks
+    let nvox = rows * row_len;
+    let bytes = nvox.div_ceil(8);
+    let inv = vec![1.0f32; nvox];
+    let planes = 2; // indices up to 2^18 - 2
+    let mut best32 = vec![f32::NEG_INFINITY; nvox];
+    let mut ang32 = vec![-1i32; nvox];
+    let mut best16 = vec![f32::NEG_INFINITY; nvox];
+    let mut ang16 = vec![u16::MAX; nvox];
+    let mut high = vec![0xFFu8; planes * bytes];
+    let roi = vec![0xFFu8; bytes];
+    let plane = rows * stride;
+    // batches at indices 65,534.., 131,070.. and 200,000..: maxima move in later
+    // batches too (the values grow with the batch)
+    for (k, first) in [65_534i32, 131_070, 200_000].into_iter().enumerate() {
+        let b = 4;
+        let corr: Vec<f32> = values(b * plane, 10 + k as u64)
+            .iter()
+            .map(|v| v + k as f32 * 0.5)
+            .collect();
+        fold_rotations(
+            RunningMapsMut::<f32, _> {
+                scores: &mut best32,
+                angles: &mut ang32,
+                score_sum: None,
+                score_sq_sum: None,
+                noise_scores: None,
+                roi: Some(&roi),
+                angle_high: None,
+            },
+            &corr,
+            None,
+            &Normalisation::Inverse(&inv),
+            first,
+            row_len,
+            stride,
+        )
+        .unwrap();
+        fold_rotations(
+            RunningMapsMut::<f32, _> {
+                scores: &mut best16,
+                angles: &mut ang16,
+                score_sum: None,
+                score_sq_sum: None,
+                noise_scores: None,
+                roi: Some(&roi),
+                angle_high: Some(&mut high),
+            },
+            &corr,
+            None,
+            &Normalisation::Inverse(&inv),
+            first,
+            row_len,
+            stride,
+        )
+        .unwrap();
+    }
+    assert_eq!(best16, best32);
+    let mut seen = [false; 4];
+    for v in 0..nvox {
+        let mut index = i64::from(ang16[v]);
+        for j in 0..planes {
+            index |= i64::from((high[j * bytes + v / 8] >> (v % 8)) & 1) << (16 + j);
+        }
+        assert_eq!(index, i64::from(ang32[v]), "voxel {v}");
+        seen[(index >> 16) as usize] = true;
+    }
+    // high bits 2 (plane 0 cleared) and 3 (both planes set) both occur
+    assert!(seen[2] && seen[3], "index ranges seen: {seen:?}");
+    // an index beyond the planes is refused
+    let corr = values(plane, 99);
+    let err = fold_rotations(
+        RunningMapsMut::<f32, _> {
+            scores: &mut best16,
+            angles: &mut ang16,
+            score_sum: None,
+            score_sq_sum: None,
+            noise_scores: None,
+            roi: Some(&roi),
+            angle_high: Some(&mut high),
+        },
+        &corr,
+        None,
+        &Normalisation::Inverse(&inv),
+        (1 << 18) - 1,
+        row_len,
+        stride,
+    );
+    assert!(err.is_err());
 }

@@ -50,8 +50,10 @@ rounding):
   ``tmfast._rust.fold_noise_max``). The real-space tomogram is not kept. Rotations are
   processed in sub-batches sized to ``max_batch_bytes`` (default 32 MiB: one at a time
   at production sizes). The running maps are the float32 maximum, the rotation index
-  (uint16 when ``CorrelationInputs.n_rotations`` is at most 65,535, else int32; int32
-  in every :class:`RunningMaps` handed out), the noise maximum with a noise template
+  (uint16, with one bit plane per index bit above 16 when
+  ``CorrelationInputs.n_rotations`` exceeds 65,535, e.g. 4 planes for the 3-degree
+  set's 576,000; int32 when the count is not given; int32 in every
+  :class:`RunningMaps` handed out), the noise maximum with a noise template
   and, only when the engine asks for per-voxel sums or with a noise template
   (``sum_r s`` then), the per-voxel score sums (float32 by default); otherwise the
   sums are totalled over the statistics' region of interest, held as one bit per
@@ -115,7 +117,8 @@ class _Maps:
     or float64 here (always float64 in the :class:`RunningMaps` handed out)."""
 
     scores: npt.NDArray[np.float32]
-    #: int32, or uint16 (65535: none yet) for searches of at most 65,535 rotations
+    #: int32, or uint16 (65535: none yet) for searches of at most 65,535 rotations;
+    #: for larger searches uint16 plus :attr:`angle_high`
     angles: npt.NDArray[np.int32] | npt.NDArray[np.uint16]
     score_sum: npt.NDArray[np.floating] | None
     score_sq_sum: npt.NDArray[np.floating] | None
@@ -124,19 +127,48 @@ class _Maps:
     #: totals over the region of interest of the sums not kept per voxel (float64)
     roi_score_sum: float = 0.0
     roi_score_sq_sum: float = 0.0
+    #: with uint16 ``angles``, the index bits above 16: ``(planes, ceil(nvox / 8))``
+    #: uint8, plane ``j`` holding bit ``16 + j`` of each voxel's index as
+    #: ``numpy.packbits(..., bitorder="little")`` (every bit set: none yet)
+    angle_high: npt.NDArray[np.uint8] | None = None
 
 
 #: Searches of at most this many rotations keep the angle map in uint16 (the Rust
 #: folds' limit: index 65535 marks "no rotation yet").
 _U16_ROTATIONS = 65535
 _U16_NONE = np.uint16(65535)
+#: Most bit planes above a uint16 angle map (the Rust fold's limit); searches beyond
+#: ``2**31 - 1`` rotations are not possible anyway.
+_MAX_HIGH_PLANES = 15
 
 
-def _angles_out(a: np.ndarray, shift: int) -> npt.NDArray[np.int32]:
-    """The private angle map rolled by ``shift`` as int32, "none yet" as -1."""
+def _high_planes(n_rotations: int) -> int:
+    """Bit planes above 16 bits for indices ``0 .. n_rotations - 1``, every bit set
+    being kept for "none yet"."""
+    planes = 0
+    while (1 << (16 + planes)) - 2 < n_rotations - 1:
+        planes += 1
+    return planes
+
+
+def _angles_out(
+    a: np.ndarray, shift: int, high: np.ndarray | None = None
+) -> npt.NDArray[np.int32]:
+    """The private angle map (and its high bit planes) rolled by ``shift`` as int32,
+    "none yet" as -1."""
     out = _roll3(a, shift, np.int32)
-    if a.dtype == np.uint16:
-        out[out == int(_U16_NONE)] = -1
+    if a.dtype != np.uint16:
+        return out
+    none = int(_U16_NONE)
+    if high is not None:
+        for j, plane in enumerate(high):
+            bits = np.unpackbits(plane, count=a.size, bitorder="little")
+            on = _roll3(bits.reshape(a.shape), shift).view(np.bool_)
+            del bits
+            out[on] |= np.int32(1 << (16 + j))
+            del on
+        none = (1 << (16 + len(high))) - 1
+    out[out == none] = -1
     return out
 
 
@@ -148,6 +180,7 @@ def _empty_maps(
     sum_dtype: npt.DTypeLike,
     keep_sum: bool,
     keep_sq_sum: bool,
+    high_planes: int = 0,
 ) -> _Maps:
     # np.full, not np.zeros: written now, not page-faulted in the first rotation
     def zeros(keep: bool) -> np.ndarray | None:
@@ -166,6 +199,13 @@ def _empty_maps(
             np.full(shape_zyx, -np.inf, dtype=np.float32) if with_noise else None
         ),
         n_rotations_done=0,
+        angle_high=(
+            np.full(
+                (high_planes, (int(np.prod(shape_zyx)) + 7) // 8), 0xFF, dtype=np.uint8
+            )
+            if high_planes
+            else None
+        ),
     )
 
 
@@ -369,11 +409,18 @@ class CpuBackend:
                 _roll3(np.asarray(inputs.stats_roi), -self._c, np.bool_),
                 bitorder="little",
             )
-        # 16-bit angle indices when the whole search fits (half the map's memory)
+        # 16-bit angle indices (half the map's memory), with bit planes for the
+        # index bits above 16 in searches of more than 65,535 rotations (4 planes,
+        # 1/8 of the map's float32 size, for the 3-degree set's 576,000)
         n_rot = inputs.n_rotations
+        self._high_planes = 0 if n_rot is None else _high_planes(int(n_rot))
         self._angle_dtype = (
-            np.uint16 if n_rot is not None and n_rot <= _U16_ROTATIONS else np.int32
+            np.uint16
+            if n_rot is not None and self._high_planes <= _MAX_HIGH_PLANES
+            else np.int32
         )
+        if self._angle_dtype == np.int32:
+            self._high_planes = 0
         self._keep_sum = self._roi is None or with_noise
         self._keep_sq_sum = self._roi is None
         if resume_from is None:
@@ -384,6 +431,7 @@ class CpuBackend:
                 sum_dtype=self._sum_dtype,
                 keep_sum=self._keep_sum,
                 keep_sq_sum=self._keep_sq_sum,
+                high_planes=self._high_planes,
             )
         else:
             self._maps = self._from_external(resume_from, with_noise=with_noise)
@@ -448,9 +496,11 @@ class CpuBackend:
                 "resume maps hold the score sum as a total; a random-phase search "
                 "needs it per voxel: rerun without the checkpoint"
             )
+        angles, angle_high = self._angles_in(np.asarray(maps.angles), c)
         return _Maps(
             scores=_roll3(np.asarray(maps.scores), c, np.float32),
-            angles=self._angles_in(np.asarray(maps.angles), c),
+            angles=angles,
+            angle_high=angle_high,
             score_sum=sums[0],
             score_sq_sum=sums[1],
             noise_scores=(
@@ -464,21 +514,32 @@ class CpuBackend:
         )
 
     # --------------------------------------------------------------- helpers
-    def _angles_in(self, angles: np.ndarray, shift: int) -> np.ndarray:
+    def _angles_in(
+        self, angles: np.ndarray, shift: int
+    ) -> tuple[np.ndarray, npt.NDArray[np.uint8] | None]:
         """A handed-in int32 angle map (-1: none yet) rolled by ``shift`` into this
-        search's angle dtype."""
+        search's angle map: int32, or uint16 and its high bit planes (or None)."""
         if self._angle_dtype == np.int32:
-            return _roll3(angles, shift, np.int32)
-        if angles.size and (
-            int(angles.max()) >= _U16_ROTATIONS or int(angles.min()) < -1
-        ):
+            return _roll3(angles, shift, np.int32), None
+        planes = self._high_planes
+        top = (1 << (16 + planes)) - 2
+        if angles.size and (int(angles.max()) > top or int(angles.min()) < -1):
             raise ConfigError(
                 f"resume maps hold rotation indices {int(angles.min())} .. "
-                f"{int(angles.max())}, outside -1 .. {_U16_ROTATIONS - 1} (this "
-                "search's 16-bit angle map): rerun without the checkpoint"
+                f"{int(angles.max())}, outside -1 .. {top} (this search's "
+                f"{16 + planes}-bit angle map): rerun without the checkpoint"
             )
-        # int32 -> uint16 while copying wraps -1 to 65535, the uint16 "none yet"
-        return _roll3(angles, shift, np.uint16)
+        if not planes:
+            # int32 -> uint16 while copying wraps -1 to 65535, the uint16 "none yet"
+            return _roll3(angles, shift, np.uint16), None
+        full = _roll3(angles, shift, np.int32)
+        high = np.empty((planes, (full.size + 7) // 8), dtype=np.uint8)
+        for j in range(planes):
+            # -1 (none yet) has every bit set, as the fold's marker
+            bits = ((full >> (16 + j)) & 1).astype(np.bool_)
+            high[j] = np.packbits(bits.reshape(-1), bitorder="little")
+            del bits
+        return full.astype(np.uint16), high
 
     def _buffer(self, role: str, count: int) -> np.ndarray:
         """A private ``(count, Z, Y, X//2+1)`` complex64 work buffer, kept between
@@ -601,9 +662,12 @@ class CpuBackend:
         # (per voxel, or totals over the region of interest)
         s1, s2 = maps.score_sum, maps.score_sq_sum
         args = (maps.scores, maps.angles, s1, s2, corr)
+        if maps.angle_high is not None:
+            kw["angle_high"] = maps.angle_high
         totals = _rust.fold_rotations(
             *args, first_index=first_index, roi=self._roi, **kw
         )
+        kw.pop("angle_high", None)
         for t1, t2 in totals:  # rotation by rotation: independent of the batching
             maps.roi_score_sum += t1
             maps.roi_score_sq_sum += t2
@@ -639,7 +703,7 @@ class CpuBackend:
 
         return RunningMaps(
             scores=_roll3(m.scores, c),
-            angles=_angles_out(m.angles, c),
+            angles=_angles_out(m.angles, c, m.angle_high),
             score_sum=sums(m.score_sum),
             score_sq_sum=sums(m.score_sq_sum),
             noise_scores=None if m.noise_scores is None else _roll3(m.noise_scores, c),
@@ -670,7 +734,8 @@ class CpuBackend:
             if a is None:
                 rolled[name] = None
             elif name == "angles":
-                rolled[name] = _angles_out(a, c)
+                rolled[name] = _angles_out(a, c, m.angle_high)
+                m.angle_high = None
             else:
                 rolled[name] = _roll3(a, c, dtype)
             del a

@@ -100,6 +100,7 @@ struct FoldArgs<'py> {
     mask_sums: Option<Vec<f32>>,
     denominator: Option<PyReadonlyArrayDyn<'py, f32>>,
     roi: Option<PyReadonlyArrayDyn<'py, u8>>,
+    angle_high: Option<PyReadwriteArrayDyn<'py, u8>>,
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
@@ -131,6 +132,10 @@ fn fold_impl<S: SumElement + Element, A: AngleIndex + Element>(
         },
         noise_scores: match args.noise_scores.as_mut() {
             Some(a) => Some(contiguous(a.as_slice_mut(), "noise_scores")?),
+            None => None,
+        },
+        angle_high: match args.angle_high.as_mut() {
+            Some(a) => Some(contiguous(a.as_slice_mut(), "angle_high")?),
             None => None,
         },
     };
@@ -172,11 +177,13 @@ fn fold_impl<S: SumElement + Element, A: AngleIndex + Element>(
 /// `score_sum` / `score_sq_sum` may be `None` with a `roi` (uint8, one bit per voxel,
 /// `numpy.packbits(roi, bitorder="little")`): their totals over it are returned, one
 /// `(score_sum_total, score_sq_sum_total)` per rotation (0.0 for a sum kept per voxel).
+/// `angle_high` (uint8, with a uint16 `angles`): bit planes of the index bits above 16
+/// (see `kernels::RunningMapsMut::angle_high`).
 #[pyfunction(name = "fold_rotations")]
 #[pyo3(signature = (scores, angles, score_sum, score_sq_sum, corr, *, first_index,
                     noise_scores=None, noise_corr=None, inverse_norm=None, local_sum=None,
                     local_sq_sum=None, mask_sums=None, denominator=None, roi=None,
-                    floor_rel=1e-4, row_len=0, row_stride=0))]
+                    angle_high=None, floor_rel=1e-4, row_len=0, row_stride=0))]
 #[allow(clippy::too_many_arguments)]
 fn fold_rotations_py(
     py: Python<'_>,
@@ -194,6 +201,7 @@ fn fold_rotations_py(
     mask_sums: Option<Vec<f32>>,
     denominator: Option<PyReadonlyArrayDyn<'_, f32>>,
     roi: Option<PyReadonlyArrayDyn<'_, u8>>,
+    angle_high: Option<PyReadwriteArrayDyn<'_, u8>>,
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
@@ -210,6 +218,7 @@ fn fold_rotations_py(
         mask_sums,
         denominator,
         roi,
+        angle_high,
         floor_rel,
         row_len,
         row_stride,
