@@ -63,6 +63,9 @@ logger = logging.getLogger(__name__)
 SCRIPT_NAME = "submit_array.sh"
 SUBMISSIONS_NAME = "submissions.json"
 TASK_STATE_NAME = "task.json"
+#: Marker in an entry folder whose maps were made with other matching options (a
+#: plan --overwrite changed them): the entry is matched again.
+STALE_NAME = "stale.json"
 
 #: Extraction options and their defaults (``tmfast extract`` names).
 EXTRACT_DEFAULTS: dict[str, Any] = {
@@ -572,14 +575,38 @@ def plan_batch(
         for target in targets:
             check_writable(target, overwrite=overwrite)
         make_folder(out, "the batch folder")
-        old_outputs = [e.key for e in planned if _task_state(e)]
-        if old_outputs:
+        previous: Manifest | None = None
+        if manifest_path.is_file():
+            try:
+                previous = Manifest.read(manifest_path)
+            except FormatError:
+                previous = None
+        stale: dict[str, str] = {}
+        kept: list[str] = []
+        for e in planned:
+            if not (_outputs(e)["job"].is_file() or _task_state(e)):
+                continue
+            reason = _changed_match_inputs(previous, manifest, e)
+            if reason is None:
+                kept.append(e.key)
+            else:
+                stale[e.key] = reason
+        if kept:
             logger.warning(
-                "%s already holds results of %d tomograms (%s...); they count as done "
-                "if complete: use a new batch folder to rerun with other options",
+                "%s already holds results of %d tomograms (%s...) planned with the "
+                "same matching options; they count as done if complete",
                 out,
-                len(old_outputs),
-                old_outputs[0],
+                len(kept),
+                kept[0],
+            )
+        if stale:
+            first = next(iter(stale.items()))
+            logger.warning(
+                "%s: the maps of %d tomograms (%s: %s) were made with other matching "
+                "inputs; 'tmfast batch resume' (or submit) matches them again",
+                out,
+                len(stale),
+                *first,
             )
         manifest.write(manifest_path, overwrite=overwrite)
         with atomic_path(script_path, overwrite=overwrite) as tmp:
@@ -588,6 +615,9 @@ def plan_batch(
         (out / "logs").mkdir(parents=True, exist_ok=True)
         for e in planned:
             Path(e.output_dir).mkdir(parents=True, exist_ok=True)
+            if e.key in stale:
+                with atomic_path(Path(e.output_dir) / STALE_NAME, overwrite=True) as t:
+                    t.write_text(json.dumps({"reason": stale[e.key]}) + "\n")
             if write_metadata and e.metadata is not None:
                 write_metadata_files(
                     e.metadata, out / "metadata", e.key, overwrite=overwrite
@@ -824,9 +854,58 @@ def _outputs(entry: ManifestEntry) -> dict[str, Path]:
 
 def _is_done(entry: ManifestEntry) -> bool:
     o = _outputs(entry)
-    return _task_state(entry).get("state") == "done" and all(
-        o[k].is_file() for k in ("scores", "angles", "job", "particles")
+    return (
+        _task_state(entry).get("state") == "done"
+        and _stale_reason(entry) is None
+        and all(o[k].is_file() for k in ("scores", "angles", "job", "particles"))
     )
+
+
+def _stale_reason(entry: ManifestEntry) -> str | None:
+    """Why the entry's maps are out of date (see :data:`STALE_NAME`), or None."""
+    f = Path(entry.output_dir) / STALE_NAME
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, ValueError):
+        data = {}
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return str(reason or "planned again with other matching options")
+
+
+#: Entry fields that change the maps (index, output folder and rlnTomoSize do not).
+_MATCH_ENTRY_FIELDS = ("tomogram", "voxel_size_a", "metadata", "tomogram_mask")
+
+
+def _changed_match_inputs(
+    old: Manifest | None, new: Manifest, entry: ManifestEntry
+) -> str | None:
+    """What differs between the plan that made ``entry``'s maps and ``new``.
+
+    ``None`` when the matching inputs of the entry are the same in both plans;
+    otherwise a short reason naming the differing options or fields.
+    """
+    if old is None:
+        return "the batch was planned again and its earlier manifest is unreadable"
+    prev = next((e for e in old.entries if e.key == entry.key), None)
+    if prev is None:
+        return "the earlier plan of this batch folder had no such entry"
+    # Compare as JSON, the form the manifest stores (tuples become lists).
+    new_match = json.loads(json.dumps(new.match))
+    keys = sorted(
+        k
+        for k in set(new_match) | set(old.match)
+        if new_match.get(k) != old.match.get(k)
+    )
+    a, b = (
+        json.loads(json.dumps(prev.to_dict())),
+        json.loads(json.dumps(entry.to_dict())),
+    )
+    keys += [k for k in _MATCH_ENTRY_FIELDS if a.get(k) != b.get(k)]
+    if not keys:
+        return None
+    return "planned again with other matching inputs (" + ", ".join(keys) + ")"
 
 
 def batch_status(
@@ -867,6 +946,10 @@ def batch_status(
             result.append(EntryStatus(e.index, e.key, "running", qs.lower()))
         elif qs is not None:
             result.append(EntryStatus(e.index, e.key, "pending", qs.lower()))
+        elif (why := _stale_reason(e)) is not None:
+            result.append(
+                EntryStatus(e.index, e.key, "failed", f"{why}; resume matches it again")
+            )
         elif ts or e.index in submitted:
             state = ts.get("state", "never started")
             detail = {
@@ -1065,7 +1148,11 @@ def run_task(
             progress = throttled_log_progress(
                 logger, f"{entry.key} rotations", interval_s=progress_interval_s
             )
-            run_match(config, progress=progress)
+            # The entry folder belongs to this task: maps without a finished job
+            # file (a task killed while writing, a full disk, maps of options
+            # planned over) are replaced, or 'resume' could never finish it.
+            run_match(config, progress=progress, overwrite=True)
+            (Path(entry.output_dir) / STALE_NAME).unlink(missing_ok=True)
         n, _ = _extract_entry(manifest, entry, overwrite=True)
         logger.info("task %d: %s done, %d particles", index, entry.key, n)
         _set_task_state(entry, "done", n_particles=n)
@@ -1132,9 +1219,22 @@ def _particle_columns(
 def _extract_entry(
     manifest: Manifest, entry: ManifestEntry, *, overwrite: bool, **overrides: Any
 ) -> tuple[int, dict[str, Any]]:
+    cols, table = _particle_columns(manifest, entry, **overrides)
+    _write_entry(manifest, entry, cols, table, overwrite=overwrite)
+    return len(table), cols
+
+
+def _write_entry(
+    manifest: Manifest,
+    entry: ManifestEntry,
+    cols: dict[str, Any],
+    table: Any,
+    *,
+    overwrite: bool,
+) -> None:
+    """Write the entry's ``_particles.star`` (and ``.mod``) from its picks."""
     from tmfast.io.star import write_star
 
-    cols, table = _particle_columns(manifest, entry, **overrides)
     o = _outputs(entry)
     write_star(o["particles"], {"particles": cols}, overwrite=overwrite)
     if manifest.extract.get("write_imod", True):
@@ -1150,7 +1250,11 @@ def _extract_entry(
             model_name=entry.key,
             overwrite=overwrite,
         )
-    return len(table), cols
+
+
+def _is_half_set(entry: ManifestEntry) -> bool:
+    """Whether the entry is a half-set reconstruction (``--include-halves``)."""
+    return entry.key in (f"{entry.tomo_name}_half1", f"{entry.tomo_name}_half2")
 
 
 def finish(
@@ -1162,6 +1266,12 @@ def finish(
     **extract_overrides: Any,
 ) -> tuple[Path, dict[str, int]]:
     """Extract every matched tomogram and merge the particles into one STAR file.
+
+    Every tomogram is picked before any file is written, so a failure leaves the
+    per-tomogram particle files and the merged file as they were. Half-set entries
+    (``--include-halves``) get their own particle files but are left out of the
+    merged file: they carry the full reconstruction's ``rlnTomoName``, and RELION
+    would import their particles again.
 
     Parameters
     ----------
@@ -1200,9 +1310,11 @@ def finish(
             f"{', ...' if len(missing) > 5 else ''}); run 'tmfast batch resume' or "
             "pass --allow-incomplete"
         )
-    if not matched:
+    if not any(not _is_half_set(e) for e in matched):
         raise ConfigError(
-            f"{manifest_path}: no tomogram is matched yet; see 'tmfast batch status'"
+            f"{manifest_path}: no tomogram is matched yet"
+            + (" (only half sets)" if matched else "")
+            + "; see 'tmfast batch status'"
         )
     target = (
         Path(output)
@@ -1213,13 +1325,31 @@ def finish(
     # final options, and must not be left out of step with an old merged file.
     check_writable(target, overwrite=overwrite)
     make_folder(target.parent, "the output folder")
+    # Pick every tomogram before writing any file: an extraction that fails (a
+    # broken job file, an option no tomogram allows) leaves the earlier particle
+    # files and the merged file as they were, not half of them redone.
+    picked = [
+        (e, *_particle_columns(manifest, e, **extract_overrides)) for e in matched
+    ]
     merged: dict[str, list[Any]] = {}
     counts: dict[str, int] = {}
-    for e in matched:
-        n, cols = _extract_entry(manifest, e, overwrite=True, **extract_overrides)
-        counts[e.key] = n
+    halves: list[str] = []
+    for e, cols, table in picked:
+        _write_entry(manifest, e, cols, table, overwrite=True)
+        if _is_half_set(e):
+            # Same rlnTomoName as the full reconstruction: merged, every particle
+            # would be imported two or three times.
+            halves.append(e.key)
+            continue
+        counts[e.key] = len(table)
         for k, v in cols.items():
             merged.setdefault(k, []).extend(list(v))
+    if halves:
+        logger.info(
+            "half-set entries %s: particles written per tomogram, not merged (they "
+            "repeat the full reconstructions' particles)",
+            ", ".join(halves),
+        )
     write_star(target, {"particles": merged}, overwrite=overwrite)
     logger.info(
         "merged %d particles from %d tomograms into %s",
@@ -1231,6 +1361,8 @@ def finish(
 
 
 def _job_finished(entry: ManifestEntry) -> bool:
+    if _stale_reason(entry) is not None:
+        return False
     o = _outputs(entry)
     if not all(o[k].is_file() for k in ("scores", "angles", "job")):
         return False

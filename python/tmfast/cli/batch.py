@@ -417,7 +417,10 @@ def plan_cmd(
         typer.echo(
             f"{len(plan.manifest.entries)} tomograms planned: {plan.manifest_path}"
         )
-        typer.echo(f"submit with: tmfast batch submit {plan.manifest_path}")
+        # quoted: a path with spaces pasted as is would be two arguments
+        typer.echo(
+            "submit with: tmfast batch submit " + shlex.quote(str(plan.manifest_path))
+        )
 
 
 @batch_app.command("submit")

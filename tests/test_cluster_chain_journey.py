@@ -1,0 +1,346 @@
+"""A facility user's whole chain, command to command (docs/tutorial-batch.md).
+
+RELION5 project in a folder with a space, tomogram names with dots: ``batch plan``
+-> the generated array script run by hand per ``SLURM_ARRAY_TASK_ID`` -> ``status``
+-> ``resume`` situations (partial outputs, a replan with other options) ->
+``finish`` -> ``merge-stars --relion5-compat`` -> ``to-imod`` -> ``extract`` per
+job (ArtiaX). Tomograms are 48³ with a 9³ template and a 30° step (576 rotations),
+so a task takes about a second. The SLURM round trip itself is in
+test_batch_slurm_cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+from slurm_cluster import BINNING, PLANTED_ZYX, TOMO_SHAPE, make_relion5_project
+from tmfast.batch.manifest import Manifest
+from tmfast.batch.plan import batch_status, finish, plan_relion5, run_task
+from tmfast.cli import main
+from tmfast.errors import ConfigError, FormatError
+from tmfast.io.star import read_star
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REAL_PARTICLES = SHARED / "data" / "formats" / "relion5_particles"
+
+
+def _match(proj: dict[str, Path], **kw: object) -> dict[str, object]:
+    return {
+        "template": proj["template"],
+        "mask": proj["mask"],
+        "angular_search": 30.0,
+        "particle_diameter_a": 90.0,
+        "backend": "cpu",
+        **kw,
+    }
+
+
+def _plan_argv(proj: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return [
+        "batch",
+        "plan",
+        "relion5",
+        "--tomograms-star",
+        str(proj["tomograms_star"]),
+        "-o",
+        str(out),
+        "-t",
+        str(proj["template"]),
+        "-m",
+        str(proj["mask"]),
+        "--particle-diameter",
+        "90",
+        "--angular-search",
+        "30",
+        "--backend",
+        "cpu",
+        "-n",
+        "5",
+        "-c",
+        "0.3",
+        "--cpus-per-task",
+        "1",
+        *extra,
+    ]
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run ``tmfast ARGV`` as the console script does: exit code, stdout + stderr."""
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    got = capsys.readouterr()
+    return code, got.out + got.err
+
+
+def _ok(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    code, text = _cli(argv, capsys)
+    assert code == 0, text
+    return text
+
+
+def test_relion5_chain_through_the_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command of the tutorial reads what the one before wrote."""
+    root = tmp_path / "data ribo"
+    proj = make_relion5_project(root, names=("TS.01", "TS_02"))
+    out = root / "tm" / "batch 1"
+    text = _ok(_plan_argv(proj, out), capsys)
+    # the printed next command works when pasted: the path with a space is quoted
+    hint = next(ln for ln in text.splitlines() if ln.startswith("submit with:"))
+    argv = shlex.split(hint.split(":", 1)[1])
+    assert argv[:3] == ["tmfast", "batch", "submit"]
+    assert Path(argv[3]) == out / "manifest.json"
+
+    # the generated script, run by hand as SLURM would run each array task
+    script = out / "submit_array.sh"
+    for index in (0, 1):
+        env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(index)}
+        proc = subprocess.run(
+            ["bash", str(script)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [s.state for s in batch_status(out, query_queue=False)] == ["done"] * 2
+    assert "2 done" in _ok(["batch", "status", str(out), "--no-queue"], capsys)
+
+    _ok(["batch", "finish", str(out / "manifest.json")], capsys)
+    merged = read_star(out / "particles.star", as_text=True)["particles"]
+    names = set(merged["rlnTomoName"])
+    assert names == {"TS.01", "TS_02"}  # tomograms.star names, dots kept
+    if (REAL_PARTICLES / "cryoboost_candidatesPytomRel5.star").is_file():
+        real = read_star(
+            REAL_PARTICLES / "cryoboost_candidatesPytomRel5.star", as_text=True
+        )["particles"]
+        assert list(merged) == list(real)  # pytom --relion5-compat columns, in order
+
+    # per-tomogram files -> RELION5 import index (absolute paths, one row each)
+    stars = sorted(out.glob("tomograms/*/*_particles.star"))
+    assert len(stars) == 2
+    _ok(
+        [
+            "merge-stars",
+            "--relion5-compat",
+            "-o",
+            str(out / "import_index.star"),
+            "-i",
+            *map(str, stars),
+        ],
+        capsys,
+    )
+    index = read_star(out / "import_index.star", as_text=True)["particles"]
+    assert sorted(index["rlnTomoName"]) == ["TS.01", "TS_02"]
+    assert all(Path(p).is_file() for p in index["rlnTomoImportParticleFile"])
+
+    # merged file -> one IMOD model per tomogram, at the planted voxels
+    imodmodel = pytest.importorskip("imodmodel")
+    imod_dir = root / "tm" / "imod"
+    _ok(
+        [
+            "to-imod",
+            "-i",
+            str(out / "particles.star"),
+            "--tomograms-star",
+            str(proj["tomograms_star"]),
+            "-o",
+            str(imod_dir),
+        ],
+        capsys,
+    )
+    assert sorted(p.name for p in imod_dir.iterdir()) == ["TS.01.mod", "TS_02.mod"]
+    per = imodmodel.read(out / "tomograms" / "TS.01" / "rec_TS.01_particles.mod")
+    merged_mod = imodmodel.read(imod_dir / "TS.01.mod")
+    np.testing.assert_allclose(
+        np.sort(merged_mod["z"].to_numpy()), np.sort(per["z"].to_numpy()), atol=1e-3
+    )
+    for z, _y, _x in PLANTED_ZYX:
+        assert np.abs(merged_mod["z"].to_numpy() - z).min() <= 1.0
+
+    # ArtiaX: pixel-coordinate lists from every job file, in one folder
+    for job in sorted(out.glob("tomograms/*/*_job.json")):
+        _ok(
+            [
+                *("extract", "-j", str(job), "-n", "5", "-c", "0.3"),
+                *("--pytom-columns", "-o", str(root / "tm" / "artiax"), "--no-plots"),
+            ],
+            capsys,
+        )
+    art = read_star(root / "tm" / "artiax" / "rec_TS.01_particles.star", as_text=True)
+    cols = art["particles"]
+    assert "rlnCoordinateX" in cols and "rlnCenteredCoordinateXAngst" not in cols
+
+
+def test_resume_finishes_a_task_whose_maps_exist_without_a_job_file(
+    tmp_path: Path,
+) -> None:
+    """Maps left without a job file (killed while writing, disk full) are redone.
+
+    Before, the task failed with 'output exists; pass --overwrite', an option
+    neither run-task nor resume has, so resume could never finish the entry.
+    """
+    proj = make_relion5_project(tmp_path / "proj", names=("TS_01",))
+    plan = plan_relion5(
+        proj["tomograms_star"],
+        tmp_path / "batch",
+        match=_match(proj),
+        extract={"n_particles": 5, "cutoff": 0.3},
+    )
+    run_task(plan.manifest_path, 0, progress_interval_s=0)
+    (entry,) = Manifest.read(plan.manifest_path).entries
+    job = Path(entry.output_dir) / f"{entry.tomo_id}_job.json"
+    job.unlink()
+    (st,) = batch_status(plan.manifest_path, query_queue=False)
+    assert st.state == "failed"
+    run_task(plan.manifest_path, 0, progress_interval_s=0)
+    assert job.is_file()
+    (st,) = batch_status(plan.manifest_path, query_queue=False)
+    assert st.state == "done", st.detail
+
+
+def test_replan_with_other_matching_options_matches_again(tmp_path: Path) -> None:
+    """plan --overwrite with another low-pass: the old maps no longer count as done.
+
+    Before, status said done, resume had nothing to do and finish merged maps made
+    with the old options; only a warning hinted at it.
+    """
+    proj = make_relion5_project(tmp_path / "proj", names=("TS_01", "TS_02"))
+    out = tmp_path / "batch"
+    ext = {"n_particles": 5, "cutoff": 0.3}
+    plan = plan_relion5(proj["tomograms_star"], out, match=_match(proj), extract=ext)
+    run_task(plan.manifest_path, 0, progress_interval_s=0)
+    run_task(plan.manifest_path, 1, progress_interval_s=0)
+
+    # the same options again (other extraction options): results kept
+    plan_relion5(
+        proj["tomograms_star"],
+        out,
+        match=_match(proj),
+        extract={**ext, "n_particles": 3},
+        overwrite=True,
+    )
+    assert [s.state for s in batch_status(out, query_queue=False)] == ["done"] * 2
+
+    # another low-pass: both entries must be matched again
+    plan_relion5(
+        proj["tomograms_star"],
+        out,
+        match=_match(proj, low_pass_a=40.0),
+        extract=ext,
+        overwrite=True,
+    )
+    states = batch_status(out, query_queue=False)
+    assert [s.state for s in states] == ["failed"] * 2
+    assert all("low_pass_a" in s.detail for s in states), states
+    with pytest.raises(ConfigError, match="not matched yet"):
+        finish(out)
+    run_task(out / "manifest.json", 0, progress_interval_s=0)
+    m = Manifest.read(out / "manifest.json")
+    job = json.loads(
+        (Path(m.entries[0].output_dir) / f"{m.entries[0].tomo_id}_job.json").read_text()
+    )
+    assert job["low_pass_a"] == 40.0  # matched again, not 'extracting only'
+    assert [s.state for s in batch_status(out, query_queue=False)] == [
+        "done",
+        "failed",
+    ]
+
+
+def test_finish_picks_every_tomogram_before_writing(tmp_path: Path) -> None:
+    """A tomogram whose maps fail to read leaves every particle file as it was."""
+    proj = make_relion5_project(tmp_path / "proj", names=("TS_01", "TS_02"))
+    plan = plan_relion5(
+        proj["tomograms_star"],
+        tmp_path / "batch",
+        match=_match(proj),
+        extract={"n_particles": 5, "cutoff": 0.3},
+    )
+    run_task(plan.manifest_path, 0, progress_interval_s=0)
+    run_task(plan.manifest_path, 1, progress_interval_s=0)
+    merged, _ = finish(plan.manifest_path)
+    m = Manifest.read(plan.manifest_path)
+    first = Path(m.entries[0].output_dir) / f"{m.entries[0].tomo_id}_particles.star"
+    before = (first.read_bytes(), merged.read_bytes())
+    # the second tomogram's score map is damaged after matching
+    scores = Path(m.entries[1].output_dir) / f"{m.entries[1].tomo_id}_scores.mrc"
+    scores.write_bytes(b"not an MRC file")
+    with pytest.raises(FormatError, match=r"_scores\.mrc"):
+        finish(plan.manifest_path, overwrite=True, n_particles=2)
+    assert (first.read_bytes(), merged.read_bytes()) == before
+
+
+def test_finish_leaves_half_sets_out_of_the_merged_file(tmp_path: Path) -> None:
+    """--include-halves: half-set picks repeat the full reconstruction's particles
+    under the same rlnTomoName; merged, RELION would import them three times."""
+    proj = make_relion5_project(tmp_path / "proj", names=("TS_01",))
+    tomos = proj["tomograms_star"].parent / "tomograms"
+    with mrcfile.open(tomos / "rec_TS_01.mrc") as f:
+        vol, vs = f.data.copy(), float(f.voxel_size.x)
+    for half in ("half1", "half2"):
+        mrcfile.write(tomos / f"rec_TS_01_{half}.mrc", vol, voxel_size=vs)
+    plan = plan_relion5(
+        proj["tomograms_star"],
+        tmp_path / "batch",
+        match=_match(proj),
+        extract={"n_particles": 5, "cutoff": 0.3},
+        include_halves=True,
+    )
+    keys = [e.key for e in plan.manifest.entries]
+    assert keys == ["TS_01", "TS_01_half1", "TS_01_half2"]
+    for i in range(3):
+        run_task(plan.manifest_path, i, progress_interval_s=0)
+    merged, counts = finish(plan.manifest_path)
+    assert list(counts) == ["TS_01"]
+    rows = read_star(merged, as_text=True)["particles"]["rlnTomoName"]
+    assert len(rows) == counts["TS_01"] >= len(PLANTED_ZYX)
+    for e in plan.manifest.entries[1:]:  # still written per tomogram
+        per = Path(e.output_dir) / f"{e.tomo_id}_particles.star"
+        assert len(read_star(per, as_text=True)["particles"]["rlnTomoName"]) > 0
+
+
+def test_aretomo3_style_merged_file_to_imod_with_dims(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a tomograms.star (AreTomo3), to-imod takes --dims and --binning, as
+    docs/tutorial-batch.md says; the models equal the per-tomogram ones."""
+    imodmodel = pytest.importorskip("imodmodel")
+    proj = make_relion5_project(tmp_path / "proj", names=("TS_01",))
+    plan = plan_relion5(
+        proj["tomograms_star"],
+        tmp_path / "batch",
+        match=_match(proj),
+        extract={"n_particles": 5, "cutoff": 0.3},
+    )
+    run_task(plan.manifest_path, 0, progress_interval_s=0)
+    merged, _ = finish(plan.manifest_path)
+    code, text = _cli(["to-imod", "-i", str(merged), "-o", str(tmp_path)], capsys)
+    assert code == 2 and "--dims" in text
+    n = str(TOMO_SHAPE)
+    _ok(
+        [
+            *("to-imod", "-i", str(merged), "--dims", n, n, n),
+            *("--binning", str(BINNING), "-o", str(tmp_path / "imod")),
+        ],
+        capsys,
+    )
+    (e,) = plan.manifest.entries
+    per = imodmodel.read(Path(e.output_dir) / f"{e.tomo_id}_particles.mod")
+    got = imodmodel.read(tmp_path / "imod" / "TS_01.mod")
+    for axis in "xyz":
+        np.testing.assert_allclose(
+            np.sort(got[axis].to_numpy()), np.sort(per[axis].to_numpy()), atol=1e-3
+        )
