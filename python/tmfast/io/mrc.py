@@ -2,7 +2,15 @@
 
 Reading uses :func:`mrcfile.mmap` for files over ``mmap_threshold_bytes`` so large
 tomograms are paged in as needed; the returned array is then a read-only float32 view
-when the file is float32 (no copy) and a converted copy otherwise.
+when the file is float32 (no copy) and a converted copy otherwise. Gzip and bzip2
+files (``.mrc.gz``) are read whole, never mapped.
+
+Files as other programs write them: mode 0 bytes are signed (MRC2014) unless IMOD's
+header stamp says unsigned (``imodFlags`` bit 1 clear), or, without the stamp, the
+header's ``dmin >= 0`` and ``dmax > 127`` can only be unsigned bytes (old IMOD, other
+writers); the ``mapc/mapr/maps`` axis order is honoured (older EMDB maps); complex
+modes 3 and 4 are refused (a Fourier transform is not a map), and a file shorter
+than its header says is named as truncated.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import numpy.typing as npt
+from mrcfile.mrcmemmap import MrcMemmap
 
 from tmfast._fileio import atomic_path
 from tmfast.errors import FormatError
@@ -26,6 +35,107 @@ __all__ = ["read_header", "read_volume", "write_volume"]
 logger = logging.getLogger(__name__)
 
 _MMAP_THRESHOLD_BYTES = 256 * 2**20
+
+#: IMOD's header stamp (bytes 152-155, "IMOD") and its "bytes are signed" flag.
+_IMOD_STAMP = 1146047817
+_IMOD_FLAG_SIGNED_BYTES = 1
+_IMOD_STAMP_OFFSET_IN_EXTRA2 = 152 - 112
+
+#: Bytes per voxel of each MRC mode (3 and 4 are complex).
+_MODE_BYTES = {0: 1, 1: 2, 2: 4, 3: 4, 4: 8, 6: 2, 12: 2}
+_REAL_MODES = "0 (int8), 1 (int16), 2 (float32), 6 (uint16) and 12 (float16)"
+
+
+def _is_compressed(path: Path) -> bool:
+    """Whether ``path`` starts with the gzip or bzip2 magic (mrcfile reads both)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(3)
+    except OSError:
+        return False
+    return head[:2] == b"\x1f\x8b" or head == b"BZh"
+
+
+def _complex_mode(path: Path, mode: int) -> FormatError:
+    return FormatError(
+        f"{path}: MRC mode {mode} holds complex numbers (a Fourier transform), not a "
+        f"real-space map; tmfast reads modes {_REAL_MODES}: give the real-space "
+        "volume (inverse-transform it in the program that wrote it)"
+    )
+
+
+def _diagnose(path: Path) -> FormatError | None:
+    """A specific error for an uncompressed file mrcfile refused, when the header
+    explains it: a complex or unknown mode, or fewer data bytes than it describes."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(1024)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if _is_compressed(path):
+        return None
+    if len(head) < 1024:
+        return FormatError(
+            f"{path}: not a readable MRC file (only {size} bytes, shorter than the "
+            "1024-byte MRC header); check the path, or write the file again if it "
+            "was cut short"
+        )
+    has_id = head[208:212] == b"MAP "
+    for order in "<>":
+        nx, ny, nz, mode = (int(v) for v in np.frombuffer(head[:16], f"{order}i4"))
+        if (mode in _MODE_BYTES or (has_id and 0 <= mode < 1000)) and min(
+            nx, ny, nz
+        ) >= 1:
+            break
+    else:
+        return None
+    if mode in (3, 4):
+        return _complex_mode(path, mode)
+    if mode not in _MODE_BYTES:
+        return FormatError(
+            f"{path}: MRC mode {mode} is not a data type tmfast reads (modes "
+            f"{_REAL_MODES}); convert the file to float32, e.g. `newstack -mode 2`"
+        )
+    nsymbt = int(np.frombuffer(head[92:96], f"{order}i4")[0])
+    expected = 1024 + max(nsymbt, 0) + nx * ny * nz * _MODE_BYTES[mode]
+    if size < expected:
+        return FormatError(
+            f"{path}: truncated: the header describes {nx}x{ny}x{nz} voxels of mode "
+            f"{mode} ({expected} bytes with the header) but the file has {size} "
+            "bytes; copy or write the file again (an interrupted transfer or a full "
+            "disk)"
+        )
+    return None
+
+
+def _bytes_unsigned(header: np.recarray) -> bool:  # type: ignore[type-arg]
+    """Whether mode 0 data are unsigned bytes (see the module notes)."""
+    if int(header.mode) != 0:
+        return False
+    stamp, flags = (
+        int(v)
+        for v in np.frombuffer(
+            bytes(header.extra2)[
+                _IMOD_STAMP_OFFSET_IN_EXTRA2 : _IMOD_STAMP_OFFSET_IN_EXTRA2 + 8
+            ],
+            header.mode.dtype,
+        )
+    )
+    if stamp == _IMOD_STAMP:
+        return not flags & _IMOD_FLAG_SIGNED_BYTES
+    return float(header.dmin) >= 0 and float(header.dmax) > 127
+
+
+def _axis_order(header: np.recarray) -> tuple[int, int, int] | None:  # type: ignore[type-arg]
+    """The transpose taking mrcfile's (section, row, column) array to (z, y, x), or
+    None when the file is in the standard order (or its mapc/mapr/maps are unset)."""
+    crs = (int(header.mapc), int(header.mapr), int(header.maps))
+    if crs == (1, 2, 3) or sorted(crs) != [1, 2, 3]:
+        return None
+    labels = (crs[2], crs[1], crs[0])  # what array axes 0, 1, 2 run along
+    z, y, x = (labels.index(a) for a in (3, 2, 1))
+    return z, y, x
 
 
 def _voxel_size(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> float:
@@ -54,6 +164,9 @@ def _em_description(path: Path) -> str | None:
 
 def _not_mrc(path: Path, reason: object) -> FormatError:
     em = _em_description(path)
+    specific = None if em is not None else _diagnose(path)
+    if specific is not None:
+        return specific
     if em is not None:
         return FormatError(
             f"{path}: this is an EM file (TOM/pytom/cryoCAT format, {em}), which "
@@ -65,8 +178,22 @@ def _not_mrc(path: Path, reason: object) -> FormatError:
 
 
 def _open(path: Path, *, mmap: bool) -> mrcfile.mrcfile.MrcFile:
+    """Open ``path`` read-only; refuse complex modes (see :func:`_open_any`)."""
+    mrc = _open_any(path, mmap=mmap)
+    mode = int(mrc.header.mode)
+    if mode in (3, 4):
+        mrc.close()
+        raise _complex_mode(path, mode)
+    return mrc
+
+
+def _open_any(path: Path, *, mmap: bool) -> mrcfile.mrcfile.MrcFile:
+    if path.is_dir():
+        raise FormatError(f"{path}: is a folder, not an MRC file; give the file")
     if not path.is_file():
         raise FormatError(f"{path}: file not found; check the path")
+    if mmap and _is_compressed(path):
+        mmap = False  # a compressed stream cannot be mapped
     opener = mrcfile.mmap if mmap else mrcfile.open
     try:
         with warnings.catch_warnings():
@@ -113,6 +240,9 @@ def read_header(
     p = Path(path)
     with _open(p, mmap=True) as mrc:
         shape = tuple(int(s) for s in mrc.data.shape)
+        order = _axis_order(mrc.header) if len(shape) == 3 else None
+        if order is not None:
+            shape = tuple(shape[a] for a in order)
         try:
             vs: float | None = _voxel_size(mrc, p)
         except FormatError:
@@ -150,12 +280,13 @@ def read_volume(
     Raises
     ------
     FormatError
-        If the file is missing, not MRC, truncated, not 3-D, or has a zero voxel size
-        (with ``require_voxel_size``).
+        If the file is missing, not MRC, truncated, complex (modes 3 and 4), not
+        3-D, or has a zero voxel size (with ``require_voxel_size``).
     """
     p = Path(path)
     big = p.is_file() and p.stat().st_size > mmap_threshold_bytes
     mrc = _open(p, mmap=big)
+    keep_open = False
     try:
         data = mrc.data
         if data is None or data.ndim != 3:
@@ -167,13 +298,28 @@ def read_volume(
             if require_voxel_size:
                 raise
             vs = 0.0
-        if big and data.dtype == np.float32:
-            vol: Volume = data
-            # keep the mmap alive as long as the array: do not close it here
-            return vol, vs
-        vol = np.array(data, dtype=np.float32, copy=True)
+        if _bytes_unsigned(mrc.header):
+            logger.debug("%s: mode 0 read as unsigned bytes", p)
+            data = data.view(np.uint8)
+        order = _axis_order(mrc.header)
+        if order is not None:
+            logger.info(
+                "%s: axis order mapc/mapr/maps = %d/%d/%d; transposed to (z, y, x)",
+                p,
+                int(mrc.header.mapc),
+                int(mrc.header.mapr),
+                int(mrc.header.maps),
+            )
+            data = data.transpose(order)
+        if isinstance(mrc, MrcMemmap) and data.dtype == np.float32:
+            if data.flags.c_contiguous:
+                # keep the mmap alive as long as the array: do not close it here
+                keep_open = True
+                vol: Volume = data
+                return vol, vs
+        vol = np.array(data, dtype=np.float32, order="C", copy=True)
     finally:
-        if not (big and mrc.data is not None and mrc.data.dtype == np.float32):
+        if not keep_open:
             mrc.close()
     return vol, vs
 

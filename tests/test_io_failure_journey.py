@@ -1,0 +1,255 @@
+"""Files in the wild and I/O failures: MRC files as other programs write them, and
+outputs that cannot be written (read-only, full disk, existing, interrupted).
+
+Every bad input must be one ``tmfast: error:`` line naming the file, exit 2, and
+leave no output file behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import numpy.typing as npt
+import pytest
+from tmfast.cli import main
+from tmfast.errors import FormatError
+from tmfast.io.mrc import read_header, read_volume
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+SHAPE = (6, 7, 8)  # (z, y, x); not cubic, so a wrong axis order shows
+
+
+def _base() -> npt.NDArray[np.float32]:
+    return np.random.default_rng(7).standard_normal(SHAPE).astype(np.float32)
+
+
+def _new(path: Path, data: npt.ArrayLike, voxel: float | None = 4.0) -> Path:
+    with mrcfile.new(path, overwrite=True) as m:
+        m.set_data(np.asarray(data))
+        if voxel is not None:
+            m.voxel_size = voxel
+    return path
+
+
+def _imod_stamp(path: Path, flags: int) -> None:
+    """Write IMOD's header stamp and flags (bytes 152-159), as IMOD does."""
+    with mrcfile.open(path, mode="r+") as m:
+        extra2 = bytearray(bytes(m.header.extra2))
+        extra2[40:48] = np.array([1146047817, flags], "<i4").tobytes()
+        m.header.extra2 = bytes(extra2)
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def _one_error_line(err: str, *needles: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("tmfast: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# --- every MRC mode ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "mode"),
+    [(np.int8, 0), (np.int16, 1), (np.float32, 2), (np.uint16, 6), (np.float16, 12)],
+)
+def test_every_real_mode_reads_as_float32_with_its_values(
+    tmp_path: Path, dtype: type, mode: int
+) -> None:
+    scale = 1.0 if np.dtype(dtype).kind == "f" else 30.0
+    offset = 1000.0 if dtype is np.uint16 else 0.0
+    data = (_base() * scale + offset).astype(dtype)
+    path = _new(tmp_path / f"m{mode}.mrc", data)
+    with mrcfile.open(path) as m:
+        assert int(m.header.mode) == mode
+    for threshold in (2**40, 0):  # read whole, and memory-mapped
+        vol, voxel = read_volume(path, mmap_threshold_bytes=threshold)
+        assert vol.dtype == np.float32 and vol.shape == SHAPE
+        np.testing.assert_array_equal(vol, data.astype(np.float32))
+        assert voxel == pytest.approx(4.0)
+
+
+def _complex_file(tmp_path: Path, mode: int) -> Path:
+    if mode == 4:
+        return _new(tmp_path / "fft4.mrc", _base().astype(np.complex64))
+    # mrcfile cannot write mode 3 (complex int16): an int16 file relabelled, as
+    # old Fourier-space writers leave it
+    path = _new(tmp_path / "fft3.mrc", np.zeros((6, 7, 4), np.int16))
+    raw = bytearray(path.read_bytes())
+    raw[12:16] = np.array([3], "<i4").tobytes()
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("mode", [3, 4])
+def test_complex_modes_are_refused_by_name(
+    tmp_path: Path, mode: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Mode 4 was read with the imaginary part silently dropped; mode 3 was
+    'not a readable MRC file (Unrecognised mode '3')'."""
+    path = _complex_file(tmp_path, mode)
+    for read in (read_volume, read_header):
+        with pytest.raises(FormatError, match=rf"MRC mode {mode} holds complex"):
+            read(path)
+    out = tmp_path / "t.mrc"
+    args = [
+        "create-template", "-i", str(path), "-o", str(out),
+        "--output-voxel-size-angstrom", "8", "--input-voxel-size-angstrom", "4",
+    ]  # fmt: skip
+    code, err = _cli(args, capsys)
+    assert code == 2
+    _one_error_line(err, str(path), f"mode {mode}", "real-space")
+    assert not out.exists()
+
+
+# --- IMOD's unsigned bytes ------------------------------------------------------
+
+
+def _bytes_file(tmp_path: Path, name: str) -> tuple[Path, npt.NDArray[np.uint8]]:
+    u8 = np.clip(_base() * 50 + 128, 0, 255).astype(np.uint8)
+    assert u8.max() > 127  # the values a signed reading wraps
+    return _new(tmp_path / name, u8.view(np.int8)), u8
+
+
+def test_imod_unsigned_mode_0_is_read_unsigned(tmp_path: Path) -> None:
+    """IMOD writes mode 0 unsigned unless imodFlags bit 1 is set: read as int8,
+    every voxel above 127 wrapped to a negative value."""
+    path, u8 = _bytes_file(tmp_path, "imod_u8.mrc")
+    _imod_stamp(path, flags=0)
+    for threshold in (2**40, 0):
+        vol, _ = read_volume(path, mmap_threshold_bytes=threshold)
+        np.testing.assert_array_equal(vol, u8.astype(np.float32))
+    # the same bytes with IMOD's "signed" flag are signed
+    _imod_stamp(path, flags=1)
+    vol, _ = read_volume(path)
+    np.testing.assert_array_equal(vol, u8.view(np.int8).astype(np.float32))
+
+
+def test_unstamped_mode_0_follows_the_header_range(tmp_path: Path) -> None:
+    """Without IMOD's stamp, bytes are signed (MRC2014) unless dmin/dmax can only
+    describe unsigned ones."""
+    path, u8 = _bytes_file(tmp_path, "old_u8.mrc")
+    vol, _ = read_volume(path)  # mrcfile's own stats: signed range
+    np.testing.assert_array_equal(vol, u8.view(np.int8).astype(np.float32))
+    with mrcfile.open(path, mode="r+") as m:
+        m.header.dmin, m.header.dmax = float(u8.min()), float(u8.max())
+    vol, _ = read_volume(path)
+    np.testing.assert_array_equal(vol, u8.astype(np.float32))
+
+
+# --- header variants --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("crs", "stored_axes"),
+    [((3, 2, 1), (2, 1, 0)), ((2, 1, 3), (0, 2, 1)), ((2, 3, 1), (2, 0, 1))],
+)
+def test_axis_order_mapc_mapr_maps_is_honoured(
+    tmp_path: Path, crs: tuple[int, int, int], stored_axes: tuple[int, int, int]
+) -> None:
+    """Older EMDB maps store other axis orders; read as is, a template is
+    transposed (its handedness flipped)."""
+    base = _base()
+    stored = np.ascontiguousarray(base.transpose(stored_axes))
+    path = _new(tmp_path / "crs.mrc", stored)
+    with mrcfile.open(path, mode="r+") as m:
+        m.header.mapc, m.header.mapr, m.header.maps = crs
+    for threshold in (2**40, 0):
+        vol, _ = read_volume(path, mmap_threshold_bytes=threshold)
+        assert vol.flags.c_contiguous
+        np.testing.assert_array_equal(vol, base)
+    assert read_header(path) == (SHAPE, pytest.approx(4.0))
+
+
+def _big_endian(path: Path, data: npt.NDArray[np.float32]) -> Path:
+    """A big-endian file as old SGI/IBM and some Java writers leave it."""
+    from mrcfile.dtypes import HEADER_DTYPE
+
+    little = _new(path.with_suffix(".le"), data)
+    head = np.frombuffer(little.read_bytes()[:1024], HEADER_DTYPE)
+    swapped = head.astype(HEADER_DTYPE.newbyteorder(">"))
+    swapped["machst"] = np.frombuffer(b"\x11\x11\x00\x00", np.uint8)
+    path.write_bytes(swapped.tobytes() + data.astype(">f4").tobytes())
+    little.unlink()
+    return path
+
+
+def test_header_variants_read_the_same_volume(tmp_path: Path) -> None:
+    base = _base()
+    files = {"plain": _new(tmp_path / "plain.mrc", base)}
+    files["big-endian"] = _big_endian(tmp_path / "be.mrc", base)
+    with mrcfile.new(tmp_path / "fei.mrc") as m:  # FEI extended header
+        m.set_data(base)
+        m.voxel_size = 4.0
+        m.set_extended_header(np.zeros(768, dtype="V1"))
+        m.header.exttyp = b"FEI1"
+    files["extended header"] = tmp_path / "fei.mrc"
+    with mrcfile.new(tmp_path / "mx.mrc") as m:  # nx != mx, voxel from cella/mx
+        m.set_data(base)
+        m.header.mx, m.header.my, m.header.mz = 4, 4, 4
+        m.header.cella = (16.0, 16.0, 16.0)
+        m.header.origin = (100.0, -20.0, 3.5)
+    files["mx != nx, origin"] = tmp_path / "mx.mrc"
+    with mrcfile.new(tmp_path / "stack.mrcs") as m:  # ispg 0
+        m.set_data(base)
+        m.set_image_stack()
+        m.voxel_size = 4.0
+    files["image stack"] = tmp_path / "stack.mrcs"
+    for ext in (".rec", ".st", ".map"):
+        files[ext] = Path(shutil.copy(files["plain"], tmp_path / f"v{ext}"))
+    for comp in ("gzip", "bzip2"):
+        path = tmp_path / f"c.mrc.{comp}"
+        with mrcfile.new(path, compression=comp) as m:
+            m.set_data(base)
+            m.voxel_size = 4.0
+        files[comp] = path
+    for what, path in files.items():
+        for threshold in (2**40, 0):  # a compressed file is never mapped
+            vol, voxel = read_volume(path, mmap_threshold_bytes=threshold)
+            np.testing.assert_array_equal(vol, base, err_msg=what)
+            assert voxel == pytest.approx(4.0), what
+        # read_header maps the file: compressed ones said "not a readable MRC"
+        assert read_header(path) == (SHAPE, pytest.approx(4.0)), what
+
+
+def test_truncated_and_short_files_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _new(tmp_path / "good.mrc", _base())
+    cut = tmp_path / "cut.mrc"
+    cut.write_bytes(good.read_bytes()[:-100])
+    size = good.stat().st_size
+    for read in (read_volume, read_header):
+        with pytest.raises(FormatError, match="truncated") as info:
+            read(cut)
+        assert f"{size} bytes with the header" in str(info.value)
+        assert f"file has {size - 100} bytes" in str(info.value)
+    tiny = tmp_path / "tiny.mrc"
+    tiny.write_bytes(b"\0" * 100)
+    with pytest.raises(FormatError, match="only 100 bytes, shorter than the 1024-byte"):
+        read_volume(tiny)
+    out = tmp_path / "mask.mrc"
+    code, err = _cli(["create-mask", "--template", str(cut), "-o", str(out)], capsys)
+    assert code == 2
+    _one_error_line(err, str(cut), "truncated")
+    assert not out.exists()
+
+
+def test_a_folder_is_not_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="is a folder, not an MRC file"):
+        read_volume(tmp_path)
