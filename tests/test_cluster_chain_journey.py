@@ -344,3 +344,128 @@ def test_aretomo3_style_merged_file_to_imod_with_dims(
         np.testing.assert_allclose(
             np.sort(got[axis].to_numpy()), np.sort(per[axis].to_numpy()), atol=1e-3
         )
+
+
+# --------------------------------------------------------------------------------
+# Errors: the Python API names its parameters, each command its flags
+
+
+@pytest.fixture(scope="module")
+def matched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The manifest of a one-tomogram batch whose task has run (read-only use)."""
+    root = tmp_path_factory.mktemp("matched")
+    proj = make_relion5_project(root / "proj", names=("TS_01",))
+    plan = plan_relion5(
+        proj["tomograms_star"],
+        root / "batch",
+        match=_match(proj),
+        extract={"n_particles": 5, "cutoff": 0.3},
+    )
+    run_task(plan.manifest_path, 0, progress_interval_s=0)
+    return plan.manifest_path
+
+
+def _job(manifest: Path) -> Path:
+    (e,) = Manifest.read(manifest).entries
+    return Path(e.output_dir) / f"{e.tomo_id}_job.json"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"n_particles": 0}, "n_particles=0 must be at least 1"),
+        ({"particle_diameter_a": -3.0}, "particle_diameter_a=-3 Å must be a positive"),
+        ({"particle_diameter_a": 1e6}, "particle_diameter_a=1e+06 Å is larger"),
+        ({"n_false_positives": 0.0}, "n_false_positives=0.0 must be in"),
+        (
+            {"tophat_filter": True, "tophat_connectivity": 4},
+            "tophat_connectivity=4 must be 1, 2 or 3",
+        ),
+        ({"tophat_filter": True, "tophat_bins": 3}, "tophat_bins=3 must be at least 8"),
+        (
+            {"tomogram_mask": "/nonexistent/m.mrc"},
+            "pass an existing file as tomogram_mask or set ignore_tomogram_mask=True",
+        ),
+    ],
+)
+def test_extraction_api_errors_name_the_parameter(
+    matched: Path, kwargs: dict[str, object], named: str
+) -> None:
+    from tmfast.errors import TmfastError
+    from tmfast.extraction import extract_candidates
+
+    args: dict[str, object] = {"n_particles": 5, **kwargs}
+    with pytest.raises(TmfastError) as info:
+        extract_candidates(_job(matched), **args)  # type: ignore[arg-type]
+    assert named in str(info.value)
+    assert "--" not in str(info.value)  # no command-line flag from the library
+
+
+def test_to_imod_and_finish_api_errors_name_the_parameter(
+    matched: Path, tmp_path: Path
+) -> None:
+    from tmfast.extraction.merge import star_to_imod
+
+    star = next(Path(Manifest.read(matched).output_dir).glob("tomograms/*/*.star"))
+    for kwargs, named in (
+        ({}, "pass dims_xyz=(X, Y, Z) or tomograms_star"),
+        ({"dims_xyz": (48, 48, 0)}, "dims_xyz=(48, 48, 0)"),
+        ({"dims_xyz": (48, 48, 48), "radius_px": 0.0}, "radius_px=0 must"),
+        ({"dims_xyz": (48, 48, 48), "binning": -1.0}, "binning=-1 must"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            star_to_imod([star], tmp_path, **kwargs)  # type: ignore[arg-type]
+        assert named in str(info.value) and "--" not in str(info.value)
+    with pytest.raises(ConfigError, match="no input files") as info:
+        star_to_imod([], tmp_path, dims_xyz=(48, 48, 48))
+    assert "-i " not in str(info.value)
+    for kwargs, named in (
+        ({"n_particles": 0}, "n_particles=0 must be at least 1"),
+        ({"cutoff": float("nan")}, "cutoff=nan must be a finite score"),
+        ({"n_false_positives": -1.0}, "n_false_positives=-1.0 must be > 0"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            finish(matched, output=tmp_path / "p.star", **kwargs)  # type: ignore[arg-type]
+        assert named in str(info.value) and "--" not in str(info.value)
+        assert not (tmp_path / "p.star").exists()
+
+
+def test_commands_name_their_flags_for_library_errors(
+    matched: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = str(_job(matched))
+    missing = str(tmp_path / "no_mask.mrc")
+    argv = ["extract", "-j", job, "-n", "5", "--tomogram-mask", missing]
+    code, text = _cli([*argv, "-o", str(tmp_path / "x")], capsys)
+    assert code == 2
+    fix = "pass an existing file as --tomogram-mask or use --ignore-tomogram-mask"
+    assert fix in text
+    assert "tomogram_mask" not in text.replace("no_mask", "")
+    code, text = _cli(["batch", "finish", str(matched), "-n", "0"], capsys)
+    assert code == 2 and "-n/--number-of-particles 0 must be at least 1" in text
+    code, text = _cli(["batch", "finish", str(matched), "-c", "nan"], capsys)
+    assert code == 2 and "-c/--cutoff nan must be a finite score" in text
+    # a job whose recorded mask file is gone: roc says how to go on without it
+    data = json.loads(Path(job).read_text())
+    data["tomogram_mask"] = missing
+    job2 = tmp_path / "rec_TS_01_job.json"
+    job2.write_text(json.dumps(data))
+    code, text = _cli(["roc", "-j", str(job2), "-n", "30", "-o", str(tmp_path)], capsys)
+    assert code == 2 and "use --ignore-tomogram-mask" in text, text
+    assert "ignore_tomogram_mask" not in text
+
+
+def test_cli_terms_leave_file_names_alone() -> None:
+    from tmfast.cli.extract import EXTRACT_FLAGS, cli_terms
+
+    msg = (
+        "/data/tomogram_mask.mrc: tomogram mask not found; pass an existing file as "
+        "tomogram_mask or set ignore_tomogram_mask=True (TS_01_n_particles.star)"
+    )
+    assert cli_terms(msg, EXTRACT_FLAGS) == (
+        "/data/tomogram_mask.mrc: tomogram mask not found; pass an existing file as "
+        "--tomogram-mask or use --ignore-tomogram-mask (TS_01_n_particles.star)"
+    )
+    assert cli_terms("give a manual cutoff=VALUE", EXTRACT_FLAGS) == (
+        "give a manual -c/--cut-off VALUE"
+    )

@@ -23,6 +23,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import math
 import os
 import signal
 import warnings
@@ -1302,6 +1303,7 @@ def finish(
     unknown = set(extract_overrides) - set(EXTRACT_DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown extraction options {sorted(unknown)}")
+    _check_extract_overrides(extract_overrides)
     matched = [e for e in manifest.entries if _job_finished(e)]
     missing = [e.key for e in manifest.entries if e not in matched]
     if missing and not allow_incomplete:
@@ -1358,6 +1360,27 @@ def finish(
         target,
     )
     return target, counts
+
+
+def _check_extract_overrides(overrides: dict[str, Any]) -> None:
+    """Refuse bad extraction overrides before any file is read or written.
+
+    Raises
+    ------
+    ConfigError
+        Naming the parameter (the CLI names its flag).
+    """
+    n = overrides.get("n_particles")
+    if n is not None and int(n) < 1:
+        raise ConfigError(f"n_particles={n} must be at least 1")
+    c = overrides.get("cutoff")
+    if c is not None and not math.isfinite(float(c)):
+        raise ConfigError(f"cutoff={c} must be a finite score (negative: no cutoff)")
+    fp = overrides.get("n_false_positives")
+    if fp is not None and not (math.isfinite(float(fp)) and float(fp) > 0):
+        raise ConfigError(
+            f"n_false_positives={fp} must be > 0 (e.g. 1; < 1 is stricter)"
+        )
 
 
 def _job_finished(entry: ManifestEntry) -> bool:

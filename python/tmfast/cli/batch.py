@@ -494,16 +494,24 @@ def finish_cmd(
 ) -> None:
     """Extract every matched tomogram and merge the particles into one STAR file."""
     from tmfast.batch.plan import finish
+    from tmfast.cli.extract import cli_flags
 
-    path, counts = finish(
-        manifest,
-        output=output,
-        overwrite=overwrite,
-        allow_incomplete=allow_incomplete,
-        n_particles=number_of_particles,
-        cutoff=cutoff,
-        n_false_positives=number_of_false_positives,
-    )
+    flags = {
+        "n_particles": "-n/--number-of-particles",
+        "cutoff": "-c/--cutoff",
+        "n_false_positives": "--number-of-false-positives",
+        "particle_diameter_a": "--particle-diameter (of batch plan)",
+    }
+    with cli_flags(flags):
+        path, counts = finish(
+            manifest,
+            output=output,
+            overwrite=overwrite,
+            allow_incomplete=allow_incomplete,
+            n_particles=number_of_particles,
+            cutoff=cutoff,
+            n_false_positives=number_of_false_positives,
+        )
     typer.echo(f"{sum(counts.values())} particles from {len(counts)} tomograms: {path}")
 
 

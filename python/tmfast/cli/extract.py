@@ -9,14 +9,17 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from tmfast.errors import ConfigError, FormatError
+from tmfast.errors import ConfigError, FormatError, TmfastError
 
 if TYPE_CHECKING:
     from tmfast.extraction.candidates import CandidateTable
@@ -28,6 +31,52 @@ logger = logging.getLogger(__name__)
 _IO = "Input / Output"
 _PICK = "Picking"
 _OUT = "Output format"
+
+#: Python parameter names (and phrases) of tmfast.extraction errors -> the flags of
+#: ``tmfast extract``. The library names its parameters (it is called from Python
+#: too); the command line says which flag to change.
+EXTRACT_FLAGS: dict[str, str] = {
+    "set ignore_tomogram_mask=True": "use --ignore-tomogram-mask",
+    "run with tophat_filter=False": "run without --tophat-filter",
+    "n_particles": "-n/--number-of-particles",
+    "particle_diameter_a": "--particle-diameter",
+    "cutoff": "-c/--cut-off",
+    "n_false_positives": "--number-of-false-positives",
+    "tomogram_mask": "--tomogram-mask",
+    "tophat_connectivity": "--tophat-connectivity",
+    "tophat_bins": "--tophat-bins",
+}
+
+
+def cli_terms(message: str, flags: Mapping[str, str]) -> str:
+    """Rewrite the Python parameter names in a library error as command flags.
+
+    ``flags`` maps a parameter name to its flag (``name=VALUE`` becomes
+    ``FLAG VALUE``; a bare name with an underscore becomes ``FLAG``) or a phrase to
+    its command-line wording (replaced as written). Longer keys go first; a name
+    inside a word or a path (``TS_01_tomogram_mask.mrc``) is left alone.
+    """
+    for key in sorted(flags, key=len, reverse=True):
+        flag = flags[key]
+        if not re.fullmatch(r"\w+", key):
+            message = message.replace(key, flag)
+            continue
+        before = r"(?<![\w./-])"
+        message = re.sub(before + re.escape(key) + "=", flag + " ", message)
+        if "_" in key:
+            message = re.sub(before + re.escape(key) + r"(?=[\s,;:)]|$)", flag, message)
+    return message
+
+
+@contextmanager
+def cli_flags(flags: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a :class:`TmfastError` with its parameter names as ``flags``."""
+    try:
+        yield
+    except TmfastError as exc:
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (cli_terms(exc.args[0], flags), *exc.args[1:])
+        raise
 
 
 def extract(
@@ -151,7 +200,8 @@ def extract(
         plot_bins=plot_bins,
     )
     # The job (a small JSON) names the outputs: refuse existing ones before any work.
-    mjob, jpath = load_job(job_file)
+    with cli_flags({"check the path of the job file": "check the -j path"}):
+        mjob, jpath = load_job(job_file)
     out_dir = output_dir if output_dir is not None else jpath.resolve().parent
     check_output_folder(out_dir, "-o/--output-dir")
     stem = out_dir / mjob.tomo_id
@@ -173,19 +223,20 @@ def extract(
         _check_geometry(geo, mjob, relion5_tomograms_star)
         size_unbinned = geo.size_xyz_unbinned
 
-    table = extract_candidates(
-        mjob,
-        n_particles=n_particles,
-        particle_diameter_a=particle_diameter,
-        cutoff=cut_off,
-        n_false_positives=n_false_positives,
-        tomogram_mask=tomogram_mask,
-        ignore_tomogram_mask=ignore_tomogram_mask,
-        tophat_filter=tophat_filter,
-        tophat_connectivity=tophat_connectivity,
-        tophat_bins=tophat_bins,
-        job_dir=jpath.parent,
-    )
+    with cli_flags(EXTRACT_FLAGS):
+        table = extract_candidates(
+            mjob,
+            n_particles=n_particles,
+            particle_diameter_a=particle_diameter,
+            cutoff=cut_off,
+            n_false_positives=n_false_positives,
+            tomogram_mask=tomogram_mask,
+            ignore_tomogram_mask=ignore_tomogram_mask,
+            tophat_filter=tophat_filter,
+            tophat_connectivity=tophat_connectivity,
+            tophat_bins=tophat_bins,
+            job_dir=jpath.parent,
+        )
     if geo is not None and table.tilt_series_pixel_size_a is None:
         table = dataclasses.replace(
             table,

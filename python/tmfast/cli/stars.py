@@ -10,6 +10,34 @@ import typer
 
 _IO = "Input / Output"
 
+#: Library wording -> merge-stars wording (see tmfast.cli.extract.cli_terms).
+_MERGE_FLAGS = {
+    "pass the particle STAR files as files": "give -i A.star B.star ...",
+    "merge the files with strip_prefix (merge_particle_stars) and import the "
+    "merged file instead": "run merge-stars --strip-prefix without --import-index "
+    "and import the merged file instead",
+}
+#: Library parameter names -> to-imod flags.
+_TO_IMOD_FLAGS = {
+    "pass the particle STAR files as files": "give -i A.star B.star ...",
+    "dims_xyz=(X, Y, Z)": "--dims X Y Z",
+    "tomograms_star": "--tomograms-star",
+    "radius_px": "--radius-px",
+    "particle_diameter_a": "--particle-diameter",
+    "binning": "--binning",
+}
+#: Library parameter names -> roc flags.
+_ROC_FLAGS = {
+    "pass an existing file as tomogram_mask or set ignore_tomogram_mask=True": (
+        "restore the job's mask file or use --ignore-tomogram-mask"
+    ),
+    "n_particles": "-n/--number-of-particles",
+    "particle_diameter_a": "--particle-diameter",
+    "n_bins": "--bins",
+    "gaussian_peak": "--gaussian-peak",
+    "n_false_positives": "--number-of-false-positives",
+}
+
 #: The particle STAR files of merge-stars and to-imod: ``-i A.star B.star ...``
 #: (Click takes ``-i A`` plus the positional ``B ...``; :func:`_inputs` joins them).
 _InputStarFiles = Annotated[
@@ -72,11 +100,14 @@ def merge_stars(
             f"{output_file}: -o/--output-file is a folder; give a STAR file name"
         )
     check_output_folder(output_file.parent, "-o/--output-file", output_file)
+    from tmfast.cli.extract import cli_flags
+
     files = _inputs(input_star_files, more)
-    if import_index:
-        blocks = relion5_import_index(files, strip_prefix=strip_prefix)
-    else:
-        blocks = merge_particle_stars(files, strip_prefix=strip_prefix)
+    with cli_flags(_MERGE_FLAGS):
+        if import_index:
+            blocks = relion5_import_index(files, strip_prefix=strip_prefix)
+        else:
+            blocks = merge_particle_stars(files, strip_prefix=strip_prefix)
     write_star(output_file, blocks, overwrite=overwrite)
     n = len(next(iter(blocks["particles"].values()), []))
     typer.echo(f"{len(files)} files -> {output_file} ({n} rows)")
@@ -123,21 +154,47 @@ def to_imod(
 ) -> None:
     """Write one IMOD .mod per tomogram from particle STAR files (no IMOD needed)."""
     from tmfast._fileio import check_output_folder
+    from tmfast.cli.extract import cli_flags
+    from tmfast.errors import ConfigError
     from tmfast.extraction.merge import star_to_imod
 
+    # every option by its flag, before any file is read
+    if radius_px is not None and not (math.isfinite(radius_px) and radius_px > 0):
+        raise ConfigError(
+            f"--radius-px {radius_px:g} must be a positive sphere radius in voxels"
+        )
+    if particle_diameter is not None and not (
+        math.isfinite(particle_diameter) and particle_diameter > 0
+    ):
+        raise ConfigError(
+            f"--particle-diameter {particle_diameter:g} must be a positive "
+            "diameter in Å"
+        )
+    if not (math.isfinite(binning) and binning > 0):
+        raise ConfigError(f"--binning {binning:g} must be > 0 (e.g. 1 or 4)")
+    if dims is not None and any(int(v) < 1 for v in dims):
+        x, y, z = dims
+        raise ConfigError(
+            f"--dims {x} {y} {z}: the tomogram size X Y Z must be positive voxels"
+        )
+    if dims is None and tomograms_star is None:
+        raise ConfigError(
+            "to-imod needs the tomogram size: give --dims X Y Z or --tomograms-star"
+        )
     check_output_folder(output_dir, "-o/--output-dir")
     files = _inputs(input_star_files, more)
-    written = star_to_imod(
-        files,
-        output_dir,
-        dims_xyz=dims,
-        tomograms_star=tomograms_star,
-        binning=binning,
-        radius_px=radius_px,
-        particle_diameter_a=particle_diameter,
-        strip_prefix=strip_prefix,
-        overwrite=overwrite,
-    )
+    with cli_flags(_TO_IMOD_FLAGS):
+        written = star_to_imod(
+            files,
+            output_dir,
+            dims_xyz=dims,
+            tomograms_star=tomograms_star,
+            binning=binning,
+            radius_px=radius_px,
+            particle_diameter_a=particle_diameter,
+            strip_prefix=strip_prefix,
+            overwrite=overwrite,
+        )
     for name, (path, n) in written.items():
         typer.echo(f"{name}: {n} points -> {path}")
 
@@ -216,21 +273,24 @@ def roc(
     paths = [out_dir / f"{mjob.tomo_id}_roc.svg", out_dir / f"{mjob.tomo_id}_roc.png"]
     for p in paths:
         check_writable(p, overwrite=overwrite)
-    bg, table = score_map_background(
-        job_file,
-        n_particles=n_particles,
-        particle_diameter_a=particle_diameter,
-        ignore_tomogram_mask=ignore_tomogram_mask,
-    )
-    res = estimate_roc(
-        table.scores,
-        n_background=bg[0],
-        background_mean=bg[1],
-        background_std=bg[2],
-        n_bins=bins,
-        gaussian_peak=gaussian_peak,
-        force_peak=force_peak,
-    )
+    from tmfast.cli.extract import cli_flags
+
+    with cli_flags(_ROC_FLAGS):
+        bg, table = score_map_background(
+            job_file,
+            n_particles=n_particles,
+            particle_diameter_a=particle_diameter,
+            ignore_tomogram_mask=ignore_tomogram_mask,
+        )
+        res = estimate_roc(
+            table.scores,
+            n_background=bg[0],
+            background_mean=bg[1],
+            background_std=bg[2],
+            n_bins=bins,
+            gaussian_peak=gaussian_peak,
+            force_peak=force_peak,
+        )
     plot_roc(
         res,
         paths,

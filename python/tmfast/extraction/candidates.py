@@ -297,8 +297,8 @@ def _load_mask(
         p = Path(mask)
         if not p.is_file():
             raise FormatError(
-                f"{p}: tomogram mask not found; pass an existing file to "
-                "--tomogram-mask or use --ignore-tomogram-mask"
+                f"{p}: tomogram mask not found; pass an existing file as "
+                "tomogram_mask or set ignore_tomogram_mask=True"
             )
         arr = _mmap_mask(p)
         name = str(p)
@@ -354,24 +354,24 @@ def _particle_diameter(job: MatchJob, particle_diameter_a: float | None) -> floa
         tomogram's smallest extent (no particle would fit).
     """
     if particle_diameter_a is not None:
-        d, src = float(particle_diameter_a), "--particle-diameter"
+        d, src = float(particle_diameter_a), "particle_diameter_a="
     elif job.particle_diameter_a is not None:
         d, src = (
             float(job.particle_diameter_a),
-            f"job {job.tomo_id!r}: particle diameter",
+            f"job {job.tomo_id!r}: particle diameter ",
         )
     else:
         raise ConfigError(
-            f"job {job.tomo_id!r} records no particle diameter; give "
-            "--particle-diameter in Å (> 0)"
+            f"job {job.tomo_id!r} records no particle diameter; pass "
+            "particle_diameter_a=DIAMETER (Å, > 0)"
         )
     if not (math.isfinite(d) and d > 0):
-        raise ConfigError(f"{src} {d:g} Å must be a positive diameter in Å")
+        raise ConfigError(f"{src}{d:g} Å must be a positive diameter in Å")
     extent_a = min(int(v) for v in job.tomo_shape_zyx) * float(job.voxel_size_a)
     if d > extent_a:
         nz, ny, nx = (int(v) for v in job.tomo_shape_zyx)
         raise ConfigError(
-            f"{src} {d:g} Å is larger than the tomogram ({nx} x {ny} x {nz} voxels "
+            f"{src}{d:g} Å is larger than the tomogram ({nx} x {ny} x {nz} voxels "
             f"of {job.voxel_size_a:g} Å, smallest extent {extent_a:g} Å); give the "
             "particle diameter in Å"
         )
@@ -463,7 +463,7 @@ def extract_candidates(
         mjob, jpath = load_job(job)
         jdir = jpath.parent
     if n_particles < 1:
-        raise ConfigError(f"--number-of-particles {n_particles} must be at least 1")
+        raise ConfigError(f"n_particles={n_particles} must be at least 1")
     _particle_diameter(mjob, particle_diameter_a)  # refuse before reading the maps
     if isinstance(mjob.angular_search, str) and jdir is not None:
         # a relative rotation-file path recorded in the job is relative to the job
@@ -550,7 +550,7 @@ def candidates_from_maps(
     mjob = job
     scores_path, angles_path = map_names
     if n_particles < 1:
-        raise ConfigError(f"--number-of-particles {n_particles} must be at least 1")
+        raise ConfigError(f"n_particles={n_particles} must be at least 1")
     diameter = _particle_diameter(mjob, particle_diameter_a)
     radius_vox = diameter / 2.0 / mjob.voxel_size_a
     border_vox = int(radius_vox)
@@ -570,6 +570,12 @@ def candidates_from_maps(
     if angles_f.dtype not in (np.float32, np.int32):
         angles_f = np.ascontiguousarray(angles_f, dtype=np.float32)
 
+    if tophat_filter and tophat_connectivity not in (1, 2, 3):
+        raise ConfigError(
+            f"tophat_connectivity={tophat_connectivity} must be 1, 2 or 3"
+        )
+    if tophat_filter and tophat_bins < 8:
+        raise ConfigError(f"tophat_bins={tophat_bins} must be at least 8")
     th = None
     mask: npt.NDArray[np.float32] | None = None
     if tomogram_mask is not None:
@@ -593,7 +599,7 @@ def candidates_from_maps(
         if stats is None:
             raise ConfigError(
                 f"job {mjob.tomo_id!r} has no search statistics (matching did not "
-                "finish?); give a manual cutoff with -c"
+                "finish?); give a manual cutoff=VALUE"
             )
         used_cutoff = false_alarm_cutoff(
             search_std, search_space, n_false_positives=n_false_positives

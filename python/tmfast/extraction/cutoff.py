@@ -53,16 +53,16 @@ def false_alarm_cutoff(
     if not (math.isfinite(search_std) and search_std > 0):
         raise ConfigError(
             f"search std {search_std} must be finite and > 0; the job's statistics "
-            "are broken, rerun matching or give a manual cutoff with -c"
+            "are broken, rerun matching or give a manual cutoff=VALUE"
         )
     if search_space <= 0:
         raise ConfigError(
             f"search space {search_space} must be > 0; rerun matching or give a "
-            "manual cutoff with -c"
+            "manual cutoff=VALUE"
         )
     if not (0.0 < n_false_positives <= search_space / 2):
         raise ConfigError(
-            f"--number-of-false-positives {n_false_positives} must be in "
+            f"n_false_positives={n_false_positives} must be in "
             f"(0, {search_space / 2:g}] (half the search space)"
         )
     return float(

@@ -138,7 +138,7 @@ def merge_particle_stars(
         If a file is missing, has no particle table, or the column sets differ.
     """
     if not files:
-        raise ConfigError("merge-stars: no input files; give -i A.star B.star ...")
+        raise ConfigError("no input files: pass the particle STAR files as files")
     columns: list[str] | None = None
     parts: list[dict[str, Any]] = []
     general: dict[str, Any] | None = None
@@ -260,12 +260,12 @@ def relion5_import_index(
     FormatError
         If a file is missing or has no particle table; if ``strip_prefix`` would
         change a name written in a file's ``rlnTomoName`` (RELION compares them
-        verbatim: merge with ``--strip-prefix`` instead); or if a file without
+        verbatim: merge with ``strip_prefix`` instead); or if a file without
         ``rlnTomoName`` holds several tomograms (RELION would give them all one
         name).
     """
     if not files:
-        raise ConfigError("merge-stars: no input files; give -i A.star B.star ...")
+        raise ConfigError("no input files: pass the particle STAR files as files")
     names: list[str] = []
     paths: list[str] = []
     for f in files:
@@ -282,8 +282,8 @@ def relion5_import_index(
                 raise FormatError(
                     f"{p}: rlnTomoName {hit!r} starts with {strip_prefix!r}, but "
                     "RELION's importer compares the index name with the file's "
-                    "names as written; run merge-stars --strip-prefix without "
-                    "--import-index and import the merged file instead"
+                    "names as written; merge the files with strip_prefix "
+                    "(merge_particle_stars) and import the merged file instead"
                 )
             names.append(first)
         else:
@@ -361,31 +361,31 @@ def star_to_imod(
     from tmfast._fileio import check_writable
     from tmfast.io.imod import write_imod_points
 
-    # option checks in CLI terms, before any file is read
+    # option checks, before any file is read (the CLI names its flags)
     if radius_px is not None and not (math.isfinite(radius_px) and radius_px > 0):
         raise ConfigError(
-            f"--radius-px {radius_px:g} must be a positive sphere radius in voxels"
+            f"radius_px={radius_px:g} must be a positive sphere radius in voxels"
         )
     if particle_diameter_a is not None and not (
         math.isfinite(particle_diameter_a) and particle_diameter_a > 0
     ):
         raise ConfigError(
-            f"--particle-diameter {particle_diameter_a:g} must be a positive "
+            f"particle_diameter_a={particle_diameter_a:g} must be a positive "
             "diameter in Å"
         )
     if not (math.isfinite(binning) and binning > 0):
-        raise ConfigError(f"--binning {binning:g} must be > 0 (e.g. 1 or 4)")
+        raise ConfigError(f"binning={binning:g} must be > 0 (e.g. 1 or 4)")
     if dims_xyz is not None and any(int(v) < 1 for v in dims_xyz):
         x, y, z = dims_xyz
         raise ConfigError(
-            f"--dims {x} {y} {z}: the tomogram size X Y Z must be positive voxels"
+            f"dims_xyz=({x}, {y}, {z}): the tomogram size X Y Z must be positive voxels"
         )
     if dims_xyz is None and tomograms_star is None:
         raise ConfigError(
-            "to-imod needs the tomogram size: give --dims X Y Z or --tomograms-star"
+            "the tomogram size is needed: pass dims_xyz=(X, Y, Z) or tomograms_star"
         )
     if not files:
-        raise ConfigError("to-imod: no input files; give -i A.star B.star ...")
+        raise ConfigError("no input files: pass the particle STAR files as files")
     geo = read_relion5_tomograms(tomograms_star) if tomograms_star is not None else {}
     points: dict[str, list[npt.NDArray[np.float64]]] = {}
     voxel_a: dict[str, float] = {}
@@ -424,7 +424,7 @@ def star_to_imod(
                 if g is None and tomograms_star is not None and dims_xyz is None:
                     raise FormatError(
                         f"{tomograms_star}: no rlnTomoName {name!r} (from {p.name}); "
-                        "give the matching tomograms.star or --dims"
+                        "give the matching tomograms.star or dims_xyz=(X, Y, Z)"
                     )
                 if g is not None and g.size_xyz_unbinned is not None:
                     b_ = g.binning
@@ -434,7 +434,7 @@ def star_to_imod(
                     if dims_xyz is None:
                         raise FormatError(
                             f"{tomograms_star}: no rlnTomoSize columns for {name!r}; "
-                            "give --dims X Y Z"
+                            "pass dims_xyz=(X, Y, Z)"
                         )
                     b_ = g.binning if g is not None else binning
                     dims = tuple(int(v) for v in dims_xyz)
@@ -462,7 +462,7 @@ def star_to_imod(
                     logger.warning(
                         "%s: %d of %d points of %s lie outside its %s voxel "
                         "tomogram; check the pixel size and binning "
-                        "(tomograms.star, --dims, --binning)",
+                        "(tomograms.star, tomogram size, binning)",
                         p,
                         outside,
                         len(vox),
@@ -480,9 +480,9 @@ def star_to_imod(
         if unknown:
             # a 1 Å fallback would draw spheres --particle-diameter/2 voxels wide
             raise ConfigError(
-                f"{unknown[0]}: no voxel size for --particle-diameter (no "
+                f"{unknown[0]}: no voxel size for particle_diameter_a (no "
                 "rlnDetectorPixelSize or rlnTomoTiltSeriesPixelSize, not in "
-                "--tomograms-star); give --radius-px in voxels or --tomograms-star"
+                "tomograms_star); pass radius_px in voxels or tomograms_star"
             )
     written: dict[str, tuple[Path, int]] = {}
     for name, chunks in points.items():
@@ -533,5 +533,5 @@ def _pixel_sizes(
         return np.array([geo[n].tilt_series_pixel_size_a for n in names])
     raise FormatError(
         f"{path}: no rlnTomoTiltSeriesPixelSize (particles, optics or "
-        "tomograms.star); give --tomograms-star"
+        "tomograms.star); pass tomograms_star"
     )

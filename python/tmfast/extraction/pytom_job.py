@@ -187,7 +187,7 @@ def load_job(path: str | os.PathLike[str]) -> tuple[MatchJob, Path]:
         If the file is missing, not JSON, or not a job of either tool.
     """
     p = Path(path)
-    data = read_json(p, what="job file", fix="check the -j path")
+    data = read_json(p, what="job file", fix="check the path of the job file")
     if not isinstance(data, dict):
         raise FormatError(f"{p}: not a tmfast or pytom-match-pick job file")
     if is_pytom_job(data):

@@ -117,16 +117,14 @@ def plot_qc(
                 src, require_voxel_size=False, mmap_threshold_bytes=64 << 20
             )
         except FormatError as exc:
-            raise FormatError(
-                f"{exc} (QC picture; pass --no-plots to skip it)"
-            ) from None
+            raise FormatError(f"{exc} (tomogram of the QC picture)") from None
     else:
         vol = np.asarray(src)
     if vol is None or tuple(vol.shape) != tuple(table.tomo_shape_zyx):
         raise FormatError(
             f"tomogram shape {None if vol is None else tuple(vol.shape)} differs from "
-            f"the job's {tuple(table.tomo_shape_zyx)}; pass --no-plots to skip the QC "
-            "picture"
+            f"the job's {tuple(table.tomo_shape_zyx)}; the QC picture needs the "
+            "matched tomogram"
         )
     r = table.particle_radius_vox
     cz, cy, cx = slice_zyx or densest_point_zyx(table.positions_zyx, vol.shape, r)

@@ -125,8 +125,8 @@ def estimate_roc(
     s = s[np.isfinite(s)]
     if len(s) < 20:
         raise ConfigError(
-            f"ROC estimate: only {len(s)} picks; extract more (-n about 3x the "
-            "expected number of particles)"
+            f"ROC estimate: only {len(s)} picks; extract more picks (n_particles "
+            "about 3x the expected number of particles)"
         )
     if not (background_std > 0 and n_background > 0):
         raise ConfigError("ROC estimate: background std and count must be > 0")
@@ -216,8 +216,8 @@ def estimate_roc(
                 best_fit = (cost, p)
     if best_fit is None:
         raise ConfigError(
-            "ROC estimate: bimodal fit did not converge; try other "
-            "--bins or --gaussian-peak"
+            "ROC estimate: bimodal fit did not converge; try another n_bins or "
+            "gaussian_peak"
         )
     p = best_fit[1]
     sd, n_true, mu, sp = (float(v) for v in p)

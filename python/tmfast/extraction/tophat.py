@@ -104,12 +104,12 @@ def tophat_mask(
     ConfigError
         If ``connectivity`` or ``n_bins`` is out of range, or the histogram has too
         few populated bins to fit a Gaussian (the scores are not Gaussian; run
-        without --tophat-filter).
+        with tophat_filter=False).
     """
     if connectivity not in (1, 2, 3):
-        raise ConfigError(f"--tophat-connectivity {connectivity} must be 1, 2 or 3")
+        raise ConfigError(f"connectivity={connectivity} must be 1, 2 or 3")
     if n_bins < 8:
-        raise ConfigError(f"--tophat-bins {n_bins} must be at least 8")
+        raise ConfigError(f"n_bins={n_bins} must be at least 8")
     s = np.asarray(scores, dtype=np.float32)
     searched = np.isfinite(s)
     s = np.where(searched, s, np.float32(0.0))
@@ -119,8 +119,8 @@ def tophat_mask(
     values = values[values > 0]  # flat regions give exact zeros: not background
     if values.size < 100:
         raise ConfigError(
-            "top-hat filter: fewer than 100 voxels with a peak; run without "
-            "--tophat-filter"
+            "top-hat filter: fewer than 100 voxels with a peak; run with "
+            "tophat_filter=False"
         )
     # Bin the bulk only: a few strong peaks would otherwise squeeze it into one bin.
     top = float(np.percentile(values, 99.0)) * 3.0
@@ -131,7 +131,7 @@ def tophat_mask(
     if populated.sum() < 4:
         raise ConfigError(
             "top-hat filter: fewer than 4 populated histogram bins to fit; the "
-            "scores are not Gaussian here, run without --tophat-filter"
+            "scores are not Gaussian here, run with tophat_filter=False"
         )
     # Fit range: from the start up to where the curvature of log(counts) turns from
     # negative (Gaussian bulk) to positive (the tail of sharp peaks).
@@ -165,11 +165,11 @@ def tophat_mask(
             )
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(
-            f"top-hat filter: Gaussian fit failed ({exc}); run without --tophat-filter"
+            f"top-hat filter: Gaussian fit failed ({exc}); run with tophat_filter=False"
         ) from None
     if not np.all(np.isfinite(p)):
         raise ConfigError(
-            "top-hat filter: Gaussian fit failed; run without --tophat-filter"
+            "top-hat filter: Gaussian fit failed; run with tophat_filter=False"
         )
     amp = abs(float(p[0])) * float(ys.max())
     mu = mu0 + float(p[1]) * sd0
