@@ -469,3 +469,48 @@ def test_cli_terms_leave_file_names_alone() -> None:
     assert cli_terms("give a manual cutoff=VALUE", EXTRACT_FLAGS) == (
         "give a manual -c/--cut-off VALUE"
     )
+
+
+def test_relative_angle_file_is_found_by_tasks_run_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--angular-search FILE relative to where plan ran: the manifest kept it
+    relative, so a task started in another folder (sbatch from elsewhere, a
+    container) failed after the queue wait; a container did not bind it either."""
+    from tmfast.batch.slurm import SlurmOptions
+    from tmfast.geometry.angles import pytom_angle_set
+
+    proj = make_relion5_project(tmp_path / "proj", names=("TS_01",))
+    work = tmp_path / "work dir"
+    (work / "tm").mkdir(parents=True)
+    np.savetxt(work / "tm" / "angles.txt", np.asarray(pytom_angle_set(40.0))[:40])
+    monkeypatch.chdir(work)
+    with pytest.raises(ConfigError, match=r"--angular-search tm/nope\.txt"):
+        plan_relion5(
+            proj["tomograms_star"],
+            tmp_path / "never",
+            match=_match(proj, angular_search="tm/nope.txt"),
+        )
+    assert not (tmp_path / "never").exists()
+    plan = plan_relion5(
+        proj["tomograms_star"],
+        tmp_path / "batch",
+        match=_match(proj, angular_search="tm/angles.txt"),
+        extract={"n_particles": 5, "cutoff": 0.3},
+        slurm=SlurmOptions(container="/images/tmfast.sif"),
+        dry_run=True,
+    )
+    assert f"--bind {shlex.quote(str(work / 'tm'))}" in plan.script
+    plan = plan_relion5(
+        proj["tomograms_star"],
+        tmp_path / "batch",
+        match=_match(proj, angular_search="tm/angles.txt"),
+        extract={"n_particles": 5, "cutoff": 0.3},
+    )
+    assert Manifest.read(plan.manifest_path).match["angular_search"] == str(
+        work / "tm" / "angles.txt"
+    )
+    monkeypatch.chdir(tmp_path)  # the task runs somewhere else
+    run_task(plan.manifest_path, 0, progress_interval_s=0)
+    (st,) = batch_status(plan.manifest_path, query_queue=False)
+    assert st.state == "done", st.detail

@@ -171,7 +171,23 @@ def _match_options(match: dict[str, Any]) -> dict[str, Any]:
         if key not in out:
             raise ConfigError(f"--{key} is required")
         out[key] = str(Path(out[key]).resolve())
+    search = _angle_file(out.get("angular_search"))
+    if search is not None:
+        # The tasks run in sbatch's folder (or a container): a path relative to
+        # where plan ran would not be found there, after the queue wait.
+        out["angular_search"] = str(search.resolve())
     return out
+
+
+def _angle_file(angular_search: Any) -> Path | None:
+    """The angle file named by ``angular_search``; None for a step in degrees."""
+    if angular_search is None or isinstance(angular_search, (int, float)):
+        return None
+    try:
+        float(str(angular_search))
+    except ValueError:
+        return Path(str(angular_search))
+    return None
 
 
 def build_match_config(
@@ -231,6 +247,9 @@ def _bind_paths(manifest: Manifest) -> list[Path]:
     for key in ("template", "mask"):
         if manifest.match.get(key):
             paths.add(Path(manifest.match[key]).resolve().parent)
+    angle_file = _angle_file(manifest.match.get("angular_search"))
+    if angle_file is not None:
+        paths.add(angle_file.resolve().parent)
     for e in manifest.entries:
         paths.add(Path(e.tomogram).resolve().parent)
         if e.tomogram_mask:
@@ -432,6 +451,12 @@ def plan_batch(
             global_problems.append(f"--{key} is required")
         elif not Path(v).is_file():
             global_problems.append(f"--{key} {v}: file not found")
+    angle_file = _angle_file(match.get("angular_search"))
+    if angle_file is not None and not angle_file.is_file():
+        global_problems.append(
+            f"--angular-search {angle_file}: neither a step in degrees nor an "
+            "existing angle file (tmfast angles -o FILE writes one)"
+        )
     mask_dir = None if tomogram_mask_dir is None else Path(tomogram_mask_dir)
     if mask_dir is not None and not mask_dir.is_dir():
         global_problems.append(f"--tomogram-mask-dir {mask_dir}: folder not found")
