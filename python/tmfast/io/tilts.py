@@ -11,6 +11,9 @@ Formats (pytom-match-pick's inputs, ../shared/reference/formats.md §4e):
   ``v1 v2 t1 t2 df_nm ...``); nm are converted to µm and astigmatic pairs averaged;
 - dose: a ``.txt`` with the accumulated exposure in e⁻/Å² before each tilt.
 
+Defocus and dose text files hold one value per line (as pytom reads them): a line
+with several columns is refused rather than read by a guessed column.
+
 Blank lines and lines starting with ``#`` are skipped. Every reader returns a tuple
 of Python floats and raises :class:`tmfast.errors.FormatError` naming the file, the
 line and the fix on bad input.
@@ -66,6 +69,20 @@ def _float(path: Path, number: int, token: str, what: str, fix: str) -> float:
     if not math.isfinite(v):
         raise FormatError(f"{path}, line {number}: {what} {token!r} is not finite")
     return v
+
+
+def _one_column(path: Path, number: int, fields: list[str], what: str) -> str:
+    """The only field of a per-tilt value line; several are refused: which column
+    holds the value is a guess (an AreTomo3 ``_CTF.txt`` starts with the image
+    number, and its defocus is in Å)."""
+    if len(fields) != 1:
+        raise FormatError(
+            f"{path}, line {number}: {len(fields)} columns; a {what} file holds one "
+            f"value per line, in tilt order (an AreTomo3 _CTF.txt or another "
+            "program's table is not one: write that column to a file of its own, or "
+            "use the project's metadata with tmfast batch)"
+        )
+    return fields[0]
 
 
 def _is_pair(value: object) -> bool:
@@ -151,8 +168,8 @@ def _check_defocus(path: Path | None, number: int | None, value: float) -> float
         where = f"{path}, line {number}" if path is not None else "defocus"
         raise FormatError(
             f"{where}: defocus {value:g} µm is implausibly large; defocus is given "
-            "in µm (underfocus positive); if these are nm, divide by 1000 or use an "
-            "IMOD .defocus file"
+            "in µm (underfocus positive); if these are nm, divide by 1000 (Å: by "
+            "10000) or use an IMOD .defocus file"
         )
     return value
 
@@ -259,7 +276,15 @@ def read_defocus(
         fix = "the file needs one defocus in µm per line, in tilt order"
         values = tuple(
             _check_defocus(
-                path, number, _float(path, number, fields[0], "defocus", fix)
+                path,
+                number,
+                _float(
+                    path,
+                    number,
+                    _one_column(path, number, fields, "defocus (µm)"),
+                    "defocus",
+                    fix,
+                ),
             )
             for number, fields in _lines(path, "defocus")
         )
@@ -296,7 +321,7 @@ def read_dose(path: PathLike, *, n_tilts: int | None = None) -> tuple[float, ...
     fix = "the file needs one accumulated dose in e-/Å² per line, in tilt order"
     values = []
     for number, fields in _lines(p, "dose"):
-        v = _float(p, number, fields[0], "dose", fix)
+        v = _float(p, number, _one_column(p, number, fields, "dose"), "dose", fix)
         if v < 0:
             raise FormatError(
                 f"{p}, line {number}: negative dose {v}; the file needs the "
