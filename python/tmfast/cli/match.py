@@ -576,7 +576,10 @@ def match(
         ) from None
     report, stop = _progress()
     try:
-        job = run_match(cfg, progress=report, overwrite=overwrite)
+        # a stopped run's checkpoint with other options is kept unless --overwrite
+        run_match(
+            cfg, progress=report, overwrite=overwrite, protect_other_checkpoints=True
+        )
     except KeyboardInterrupt:
         raise MatchAborted(
             "aborted by Ctrl-C: the current batch is lost; rerunning the same "
@@ -584,15 +587,7 @@ def match(
         ) from None
     finally:
         stop()
-    stats = job.stats
-    logger.info(
-        "%s: %d rotations, backend %s; search sigma %.4g over %d voxel-rotations",
-        job.tomo_id,
-        job.n_rotations,
-        job.backend,
-        stats.std if stats else float("nan"),
-        stats.search_space if stats else 0,
-    )
+    # the engine has logged the rotations, backend, sigma and files written
 
 
 def register(app: typer.Typer) -> None:

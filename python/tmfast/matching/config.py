@@ -69,6 +69,34 @@ _NOT_RESULT_FIELDS = frozenset(
 )
 
 
+#: Fields that may name an input file (checkpoints compare the files, not names).
+_INPUT_FILE_FIELDS = (
+    "template",
+    "tomogram",
+    "mask",
+    "tomogram_mask",
+    "tilt_angles",
+    "defocus",
+    "dose_accumulation",
+    "relion5_tomograms_star",
+    "angular_search",
+)
+
+
+_NOT_FLAGS = ("voxel_size", "output_dir", "tilt_angles_first_column")
+
+
+def flag_name(field: str) -> str:
+    """The ``tmfast match`` flag of a :class:`MatchConfig` field (``low_pass_a`` ->
+    ``--low-pass``); fields without a flag keep their name."""
+    for flag, target in _ALIASES.items():
+        if target == field and flag not in _NOT_FLAGS:
+            return "--" + flag.replace("_", "-")
+    if field in ("tomo_id", "metadata", "checkpoint_interval_s"):
+        return field
+    return "--" + field.replace("_", "-")
+
+
 def _opt_path(value: Any) -> Path | None:
     return None if value is None or value == "" else Path(value)
 
@@ -511,19 +539,37 @@ class MatchConfig:
             out[f.name] = v
         return out
 
+    def result_fields(self) -> dict[str, Any]:
+        """The options that determine the maps, as JSON values (for checkpoints).
+
+        Input files (template, tomogram, masks, tilt/defocus/dose files, RELION5
+        STAR, angle file) are given as ``[absolute path, size, mtime_ns]``: a rerun
+        from another working directory matches, an edited file does not.
+        """
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_RESULT_FIELDS}
+        for key in _INPUT_FILE_FIELDS:
+            value = d.get(key)
+            if not isinstance(value, str) or not value:
+                continue  # None, a number (defocus, angular step) or MIN MAX
+            if key == "angular_search":
+                try:
+                    float(value)
+                    continue  # a step in degrees
+                except ValueError:
+                    pass
+            p = Path(value)
+            st = p.stat() if p.exists() else None
+            d[key] = [
+                str(p.resolve()),
+                st.st_size if st else None,
+                st.st_mtime_ns if st else None,
+            ]
+        normalised: dict[str, Any] = json.loads(json.dumps(d))
+        return normalised
+
     def result_sha256(self) -> str:
         """Hash of the options that determine the maps (for checkpoint matching)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_RESULT_FIELDS}
-        for key in ("template", "tomogram", "mask", "tomogram_mask"):
-            if d.get(key):
-                p = Path(d[key])
-                st = p.stat() if p.exists() else None
-                d[key] = [
-                    str(p.resolve()),
-                    st.st_size if st else None,
-                    st.st_mtime_ns if st else None,
-                ]
-        blob = json.dumps(d, sort_keys=True).encode()
+        blob = json.dumps(self.result_fields(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
     @classmethod

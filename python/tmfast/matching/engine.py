@@ -27,6 +27,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -45,7 +47,7 @@ from tmfast._cpus import usable_cpu_count
 from tmfast._fileio import atomic_path, check_writable
 from tmfast._progress import ProgressCallback
 from tmfast.backends.base import CorrelationInputs, MatchBackend, RunningMaps
-from tmfast.errors import ConfigError, FormatError, TmfastError
+from tmfast.errors import ConfigError, FormatError, OutputExistsError, TmfastError
 from tmfast.matching.config import MatchConfig
 from tmfast.matching.job import ARRAY_SOURCE, MatchJob, SearchStats
 from tmfast.matching.random_phase import phase_randomised_template
@@ -318,10 +320,16 @@ class _Checkpoint:
     """
 
     def __init__(
-        self, path: Path | None, key: str, every: int, interval_s: float
+        self,
+        path: Path | None,
+        key: str,
+        every: int,
+        interval_s: float,
+        info: str = "",
     ) -> None:
         self.path = path
         self.key = key
+        self.info = info
         self.every = every
         self.interval_s = interval_s
         self.last_time = time.monotonic()
@@ -357,7 +365,10 @@ class _Checkpoint:
             or int(data.get("format", -1)) != _CHECKPOINT_FORMAT
         ):
             logger.warning(
-                "ignoring checkpoint %s: it belongs to a different configuration", path
+                "not resuming from checkpoint %s: it was written for other options "
+                "or inputs (a file changed since?); matching from the start and "
+                "replacing it",
+                path,
             )
             return None
         return data
@@ -374,6 +385,8 @@ class _Checkpoint:
     def _write(self, path: Path, payload: dict[str, np.ndarray]) -> None:
         payload["key"] = np.array(self.key)
         payload["format"] = np.array(_CHECKPOINT_FORMAT)
+        if self.info:  # the run's options, to name what differs (checkpoint_options)
+            payload["options"] = np.array(self.info)
         try:
             with atomic_path(path, overwrite=True) as tmp:
                 with open(tmp, "wb") as fh:
@@ -472,6 +485,7 @@ def search_volume(
     checkpoint_interval_s: float = 0.0,
     keep_sums: bool = False,
     tile_weight: Callable[[Tile], npt.NDArray[np.float32]] | None = None,
+    checkpoint_options: str = "",
 ) -> SearchMaps:
     """Search a (filtered) tomogram tile by tile; the core of :func:`match_template`.
 
@@ -503,6 +517,9 @@ def search_volume(
     tile_weight
         The template weight of each tile, replacing ``template_weight`` (the
         defocus gradient: each tile's CTF at its own position).
+    checkpoint_options
+        Text stored in each checkpoint (:func:`run_match` stores the options, as
+        JSON, to name what differs when a later run finds the checkpoint).
 
     Returns
     -------
@@ -551,7 +568,11 @@ def search_volume(
     total = n_rot * len(active)
     with_noise = noise_template is not None
     ckpt = _Checkpoint(
-        checkpoint_path, checkpoint_key, checkpoint_every, checkpoint_interval_s
+        checkpoint_path,
+        checkpoint_key,
+        checkpoint_every,
+        checkpoint_interval_s,
+        checkpoint_options,
     )
     assembled = _empty_search_maps(search_shape_zyx, with_noise, keep_sums)
     start_pos, resume = 0, None
@@ -654,13 +675,8 @@ def search_volume(
                         _plan_state(backends),
                     )
                 if stopping:
+                    # no log line here: the exception's message is the one report
                     assert _STOP.signum is not None
-                    logger.warning(
-                        "stopping after %d of %d rotation-tiles (%s)",
-                        done,
-                        total,
-                        "checkpoint written" if ckpt.enabled else "no checkpoint",
-                    )
                     raise MatchInterrupted(
                         _STOP.signum, ckpt.path if ckpt.enabled else None, done, total
                     )
@@ -1009,6 +1025,12 @@ def _metadata(
                 f"{tilts[0]:g} {tilts[1]:g}"
             )
     tilt_range = (float(min(tilts)), float(max(tilts)))
+    if config.dose_accumulation is not None and not config.per_tilt_weighting:
+        logger.warning(
+            "--dose-accumulation %s ignored: the dose weights only the per-tilt "
+            "wedge; add --per-tilt-weighting to use it",
+            config.dose_accumulation,
+        )
     need_meta = (
         config.per_tilt_weighting
         or config.defocus is not None
@@ -1612,12 +1634,17 @@ def match_template(
         else output_paths(Path(checkpoint_dir), config.tomo_id)["checkpoint"]
     )
     base_key = config.result_sha256() + ":" + angle_set_sha256(angles)
+    if inputs.metadata is not None:
+        # the tilts, defocus and dose as read (a tilt-series STAR beside a
+        # tomograms.star, or a file edited in place, change them under one name)
+        blob = json.dumps(inputs.metadata.to_dict(), sort_keys=True).encode()
+        base_key += ":metadata=" + hashlib.sha256(blob).hexdigest()
+    if inputs.tilt_range_deg is not None:
+        base_key += f":tilt-range={inputs.tilt_range_deg!r}"
     if handedness:  # the one applied, whether from the flag or the metadata
         base_key += f":defocus-handedness={handedness}"
     if arrays and ckpt_path is not None:
         # array inputs have no file stamp: the checkpoint key hashes their content
-        import hashlib
-
         h = hashlib.sha256(base_key.encode())
         for name in sorted(arrays):
             a = np.ascontiguousarray(arrays[name], dtype=np.float32)
@@ -1657,6 +1684,7 @@ def match_template(
         checkpoint_every=config.checkpoint_every,
         checkpoint_interval_s=config.checkpoint_interval_s,
         tile_weight=tile_weight,
+        checkpoint_options=json.dumps(config.result_fields(), sort_keys=True),
     )
     elapsed = time.monotonic() - t0
     scores = maps.scores
@@ -1810,6 +1838,123 @@ def _prepare_destination(dest: Path) -> list[Path]:
     return created
 
 
+def _lock_path(destination: Path, tomo_id: str) -> Path:
+    return destination / f".{tomo_id}_match.lock"
+
+
+@contextlib.contextmanager
+def _one_run_at_a_time(destination: Path, tomo_id: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``{destination}/.{tomo_id}_match.lock``.
+
+    Two runs writing one tomogram's outputs and checkpoint into one folder would
+    take each other's checkpoints and the second would fail after its whole search
+    on the outputs the first wrote. The lock (``flock``: released by the kernel when
+    a process dies, so never stale) makes the second refuse at once. The file is
+    removed when the run ends. Where the file system has no locks, runs go on.
+
+    Raises
+    ------
+    ConfigError
+        If another run holds the lock (exit code 2).
+    """
+    import fcntl
+
+    path = _lock_path(destination, tomo_id)
+    fd = -1
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 200).decode("utf-8", "replace").strip()
+            except OSError:
+                holder = ""
+            os.close(fd)
+            raise ConfigError(
+                f"{destination}: another tmfast match ({holder or 'unknown process'}) "
+                f"is writing {tomo_id}_* in this folder now; wait for it to finish, "
+                "or give this run another -d/--destination"
+            ) from None
+        except OSError as exc:  # no locks on this file system
+            logger.debug("no run lock in %s (%s)", destination, exc)
+            os.close(fd)
+            fd = -1
+            break
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file the previous holder removed before we locked it
+            break
+        os.close(fd)
+        fd = -1
+    if fd >= 0:
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())
+        except OSError:
+            pass
+    try:
+        yield
+    finally:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            os.close(fd)
+
+
+def _checkpoint_options(path: Path) -> dict[str, Any] | None:
+    """The options a checkpoint was written with, or None (unreadable, or written
+    by a tmfast that did not store them)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "options" not in z.files:
+                return None
+            options = json.loads(str(z["options"]))
+    except (OSError, ValueError):
+        return None
+    return options if isinstance(options, dict) else None
+
+
+def _keep_other_runs_checkpoint(config: MatchConfig, path: Path) -> None:
+    """Refuse to replace the checkpoint of a stopped run with other options.
+
+    Raises
+    ------
+    ConfigError
+        If ``path`` exists and was written with other options or input files.
+    """
+    from tmfast.matching.config import flag_name
+
+    if not path.exists():
+        return
+    stored = _checkpoint_options(path)
+    current = config.result_fields()
+    if stored == current:
+        return
+    if stored is None:
+        what = "a stopped run (of another tmfast version, or unreadable)"
+    else:
+        names = []
+        for key in sorted(stored.keys() | current.keys()):
+            old, new = stored.get(key), current.get(key)
+            if old == new:
+                continue
+            changed_file = (
+                isinstance(old, list)
+                and isinstance(new, list)
+                and len(old) == len(new) == 3
+                and old[0] == new[0]
+            )
+            names.append(flag_name(key) + (" (file changed)" if changed_file else ""))
+        what = "a stopped run with other " + ", ".join(names)
+    raise ConfigError(
+        f"{path}: checkpoint of {what}; rerun that run's command to resume it, pass "
+        "--overwrite to discard it, or give this run another -d/--destination"
+    )
+
+
 def _remove_if_empty(folders: list[Path]) -> None:
     """Remove the folders (deepest first) that are still empty."""
     for folder in folders:
@@ -1826,6 +1971,7 @@ def run_match(
     overwrite: bool = False,
     backend: MatchBackend | Sequence[MatchBackend] | None = None,
     batch_rotations: int = DEFAULT_BATCH_ROTATIONS,
+    protect_other_checkpoints: bool = False,
 ) -> MatchJob:
     """Run :func:`match_template` and write the maps and the job file atomically.
 
@@ -1834,7 +1980,10 @@ def run_match(
     called from the main thread) the current batch of rotations is finished, a
     checkpoint written atomically and :class:`MatchInterrupted` raised (after
     calling a Python handler the caller had installed for that signal); the same
-    call then resumes from exactly there.
+    call then resumes from exactly there. A checkpoint of other options or input
+    files is not resumed: it is replaced, or with ``protect_other_checkpoints``
+    (the CLI) refused unless ``overwrite``. One run at a time may write a
+    tomogram's outputs into a folder (a lock file ``.{tomo_id}_match.lock`` there).
 
     Returns
     -------
@@ -1846,7 +1995,9 @@ def run_match(
     OutputExistsError
         If an output exists and ``overwrite`` is false (checked before matching).
     ConfigError
-        If the destination cannot be created or written (checked before matching).
+        If the destination cannot be created or written, another run is writing
+        this tomogram's outputs there, or (``protect_other_checkpoints``) a
+        checkpoint of other options is there (all checked before matching).
     OutputWriteError
         If writing the outputs fails after matching.
     MatchInterrupted
@@ -1861,8 +2012,16 @@ def run_match(
     # created it and it is still empty) when the run fails on bad input
     created = _prepare_destination(dest)
     interrupted: MatchInterrupted | None = None
-    with _stop_on_signals() as previous:
+    with contextlib.ExitStack() as stack:
         try:
+            stack.enter_context(_one_run_at_a_time(dest, config.tomo_id))
+        except BaseException:
+            _remove_if_empty(created)
+            raise
+        previous = stack.enter_context(_stop_on_signals())
+        try:
+            if protect_other_checkpoints and not overwrite:
+                _keep_other_runs_checkpoint(config, paths["checkpoint"])
             result = match_template(
                 config,
                 backend=backend,
@@ -1871,9 +2030,11 @@ def run_match(
                 batch_rotations=batch_rotations,
             )
         except MatchInterrupted as exc:
-            logger.warning("%s", exc)
+            # reported once, by whoever catches it (the CLI prints it as its one
+            # error line; the batch task logs it): logging it here too doubled it
             interrupted = exc
         except BaseException:
+            stack.close()  # the lock file goes first: the folder may be empty now
             _remove_if_empty(created)
             raise
         else:
@@ -1881,6 +2042,8 @@ def run_match(
             # rerun then finds complete outputs, never a scores file without a job
             try:
                 job = _write_outputs(config, result, paths, overwrite=overwrite)
+            except OutputExistsError:
+                raise  # its own message (check_writable) says what to do
             except OSError as exc:
                 raise OutputWriteError(
                     f"{dest}: writing the outputs failed ({exc.strerror or exc}); "

@@ -1,0 +1,320 @@
+"""`tmfast match` as a pytom user drives it: real tilt/defocus/RELION5 inputs, and
+stopping, resuming and sharing an output folder.
+
+Each test runs the CLI on a tiny random volume (16x18x20, 8-voxel template); a
+stop is a real signal sent by the CPU backend to this process while it scores a
+batch (the engine finishes the batch, checkpoints and exits 128 + signum).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+from _cli import match_args, match_inputs, run_cli
+from _synthetic import SHARED
+from tmfast.backends.cpu import CpuBackend
+from tmfast.matching.engine import output_paths
+
+FORMATS = SHARED / "data" / "formats"
+N_ROT = 70  # three batches of 32 (the CLI's batch size)
+ANGLES = np.array([[0.09 * i, 0.2 + 0.037 * i, 0.31 * i] for i in range(N_ROT)])
+SHAPE = (16, 18, 20)
+
+
+def _inputs(tmp_path: Path, voxel_a: float = 10.0) -> dict[str, Path]:
+    return match_inputs(
+        tmp_path, seed=4, tomo_shape_zyx=SHAPE, voxel_a=voxel_a, angles_zxz_rad=ANGLES
+    )
+
+
+def _signal_on_batch(
+    monkeypatch: pytest.MonkeyPatch, signum: signal.Signals, at: int = 2
+) -> None:
+    """Make the CPU backend send ``signum`` to this process in its ``at``-th batch."""
+    original = CpuBackend.score_rotations
+    calls = {"n": 0}
+
+    def score(self: CpuBackend, first_index: int, matrices: np.ndarray) -> None:
+        calls["n"] += 1
+        if calls["n"] == at:
+            os.kill(os.getpid(), signum)
+        original(self, first_index, matrices)
+
+    monkeypatch.setattr(CpuBackend, "score_rotations", score)
+
+
+def _job(dest: Path) -> dict[str, object]:
+    job: dict[str, object] = json.loads(
+        output_paths(dest, "tomo")["job"].read_text(encoding="utf-8")
+    )
+    return job
+
+
+def _scores(dest: Path) -> np.ndarray:
+    return np.asarray(mrcfile.read(output_paths(dest, "tomo")["scores"]))
+
+
+def _write_tilts(path: Path, angles: list[float]) -> Path:
+    path.write_text("".join(f"{a:6.1f}\n" for a in angles))
+    return path
+
+
+# ---------------------------------------------------------------- stop and resume
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_is_reported_once_and_the_rerun_resumes(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    sig: signal.Signals,
+    code: int,
+) -> None:
+    """The stop is one error line (it was logged twice more as warnings before)."""
+    inputs = _inputs(tmp_path)
+    dest = tmp_path / "out"
+    args = match_args(inputs, dest, "-a", "-60", "60", "--backend", "cpu")
+    with monkeypatch.context() as m:
+        _signal_on_batch(m, sig)
+        rc, err = run_cli(args, capsys)
+    assert rc == code, err
+    ckpt = output_paths(dest, "tomo")["checkpoint"]
+    assert ckpt.exists()
+    reports = [line for line in err.splitlines() if "rotation-tiles" in line]
+    assert len(reports) == 1, err
+    assert reports[0].startswith(f"tmfast: error: stopped by {sig.name}"), err
+    assert str(ckpt) in reports[0] and "rerun the same command" in reports[0]
+
+    rc, err = run_cli(args, capsys)
+    assert rc == 0, err
+    assert 0 < int(_job(dest)["resumed_rotations"]) < N_ROT  # type: ignore[call-overload]
+    assert not ckpt.exists()
+
+
+def test_other_options_into_the_same_folder_keep_the_stopped_runs_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second run with another --low-pass used to say only 'ignoring checkpoint'
+    and replace the stopped run's progress. Now it stops with one line naming the
+    option, leaves the checkpoint alone, and --overwrite discards it."""
+    inputs = _inputs(tmp_path)
+    dest = tmp_path / "out"
+    extra = ["-a", "-60", "60", "--backend", "cpu"]
+    first = match_args(inputs, dest, *extra)
+    second = [*first, "--low-pass", "40"]
+    with monkeypatch.context() as m:
+        _signal_on_batch(m, signal.SIGTERM)
+        assert run_cli(first, capsys)[0] == 143
+    ckpt = output_paths(dest, "tomo")["checkpoint"]
+    before = ckpt.read_bytes()
+
+    rc, err = run_cli(second, capsys)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tmfast: error: {ckpt}:"), err
+    assert "--low-pass" in lines[0] and "--overwrite" in lines[0], err
+    assert ckpt.read_bytes() == before
+    assert not output_paths(dest, "tomo")["scores"].exists()
+
+    rc, err = run_cli([*second, "--overwrite"], capsys)
+    assert rc == 0, err
+    assert _job(dest)["resumed_rotations"] == 0
+    assert _job(dest)["low_pass_a"] == 40.0
+    fresh = tmp_path / "fresh"
+    assert (
+        run_cli(match_args(inputs, fresh, *extra, "--low-pass", "40"), capsys)[0] == 0
+    )
+    np.testing.assert_array_equal(_scores(dest), _scores(fresh))
+
+
+_SLOW_CHILD = """
+import sys, time
+from tmfast.backends.cpu import CpuBackend
+orig = CpuBackend.score_rotations
+def slow(self, first, mats):
+    orig(self, first, mats)
+    time.sleep(1.0)
+CpuBackend.score_rotations = slow
+from tmfast.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs of one tomogram into one -d: the second used to take the first's
+    checkpoint, search in full, then fail with 'writing the outputs failed ...
+    free space or fix the folder'. Now it refuses before any work."""
+    inputs = _inputs(tmp_path)
+    dest = tmp_path / "out"
+    first = match_args(inputs, dest, "-a", "-60", "60", "--backend", "cpu")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "python"))
+    env.pop("SLURM_JOB_ID", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_CHILD, *first],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:  # wait until it is matching
+            if "matching: 0/" in line:
+                break
+            assert time.monotonic() < deadline, line
+        rc, err = run_cli([*first, "--low-pass", "40", "--overwrite"], capsys)
+        running = proc.poll() is None
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert running, "the first run ended before the second started; slow it more"
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "another tmfast match" in lines[0] and "-d/--destination" in lines[0]
+    assert proc.returncode == 0, out
+    assert _job(dest)["low_pass_a"] is None  # the first run's outputs, complete
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "tomo_angles.mrc",
+        "tomo_job.json",
+        "tomo_scores.mrc",
+    ]
+
+
+def test_a_tilt_file_edited_in_place_is_not_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same name, same size, same mtime, other tilts: the checkpoint of the old
+    tilts must not be mixed into the new search (its key held only the path)."""
+    inputs = _inputs(tmp_path)
+    tlt = _write_tilts(tmp_path / "ts.tlt", [-60.0, -30.0, 0.0, 30.0, 60.0])
+    stamp = tlt.stat()
+    dest = tmp_path / "out"
+    extra = ["-a", str(tlt), "--per-tilt-weighting", "--backend", "cpu"]
+    args = match_args(inputs, dest, *extra)
+    with monkeypatch.context() as m:
+        _signal_on_batch(m, signal.SIGTERM)
+        assert run_cli(args, capsys)[0] == 143
+    _write_tilts(tlt, [-40.0, -20.0, 0.0, 20.0, 40.0])
+    os.utime(tlt, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert tlt.stat().st_size == stamp.st_size
+
+    rc, err = run_cli(args, capsys)
+    assert rc == 0, err
+    assert "not resuming from checkpoint" in err
+    assert _job(dest)["resumed_rotations"] == 0
+    fresh = tmp_path / "fresh"
+    assert run_cli(match_args(inputs, fresh, *extra), capsys)[0] == 0
+    np.testing.assert_array_equal(_scores(dest), _scores(fresh))
+
+
+def test_a_rerun_from_another_working_directory_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Relative -a and --angular-search paths named other files to the checkpoint
+    key when the rerun started elsewhere, so the progress was thrown away."""
+    inputs = _inputs(tmp_path)
+    _write_tilts(tmp_path / "in" / "ts.tlt", [-60.0, -30.0, 0.0, 30.0, 60.0])
+    dest = tmp_path / "out"
+    extra = ["-a", "ts.tlt", "--per-tilt-weighting", "--backend", "cpu"]
+    monkeypatch.chdir(tmp_path / "in")
+    args = match_args(inputs, dest, *extra)
+    args[args.index("--angular-search") + 1] = "angles.txt"
+    with monkeypatch.context() as m:
+        _signal_on_batch(m, signal.SIGTERM)
+        assert run_cli(args, capsys)[0] == 143
+    monkeypatch.chdir(tmp_path)
+    args[args.index("-a") + 1] = "in/ts.tlt"
+    args[args.index("--angular-search") + 1] = "in/angles.txt"
+    rc, err = run_cli(args, capsys)
+    assert rc == 0, err
+    assert int(_job(dest)["resumed_rotations"]) > 0, err  # type: ignore[call-overload]
+
+
+# ---------------------------------------------------------------- real input files
+def test_an_aretomo3_ctf_table_is_not_read_as_defocus(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """AreTomo3's _CTF.txt starts with the image number: it was read as defocus
+    1, 2, 3 µm without a word. pytom refuses such a file too."""
+    ctf = FORMATS / "aretomo3" / "test_CTF.txt"
+    if not ctf.exists():
+        pytest.skip(f"{ctf} absent (shared example data)")
+    inputs = _inputs(tmp_path)
+    tlt = _write_tilts(tmp_path / "ts.tlt", [-3.0, 0.0, 3.0])  # the file has 3 rows
+    dest = tmp_path / "out"
+    rc, err = run_cli(
+        match_args(
+            inputs, dest, "-a", str(tlt), "--per-tilt-weighting",
+            "--defocus", str(ctf), "--amplitude-contrast", "0.07",
+            "--spherical-aberration", "2.7", "--voltage", "300",
+        ),
+        capsys,
+    )  # fmt: skip
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"{ctf}, line 2: 7 columns" in lines[0], err
+    assert not dest.exists()
+
+
+def test_a_multi_column_dose_file_is_refused_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """AreTomo3's _TLT.txt (tilt, image number, ...) works for -a (first column,
+    as --tilt-angles-first-column) but is not a dose file."""
+    tlt = FORMATS / "aretomo3" / "test_TLT.txt"
+    if not tlt.exists():
+        pytest.skip(f"{tlt} absent (shared example data)")
+    inputs = _inputs(tmp_path)
+    dest = tmp_path / "out"
+    base = match_args(inputs, dest, "-a", str(tlt), "--per-tilt-weighting")
+    rc, err = run_cli([*base, "--dose-accumulation", str(tlt)], capsys)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"{tlt}, line 1: 3 columns" in lines[0], err
+    rc, err = run_cli([*base, "--backend", "cpu"], capsys)
+    assert rc == 0, err
+    first_column = [float(line.split()[0]) for line in tlt.read_text().splitlines()]
+    metadata = _job(dest)["metadata"]
+    assert isinstance(metadata, dict)
+    assert metadata["tilt_angles_deg"] == first_column
+
+
+def test_a_dose_file_without_per_tilt_weighting_is_reported_unused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pytom's test_dose.txt with its .rawtlt: the dose only weights the per-tilt
+    wedge, so without --per-tilt-weighting the maps are those of no dose file; that
+    used to pass in silence."""
+    pytom = FORMATS / "pytom_inputs"
+    if not (pytom / "test_dose.txt").exists():
+        pytest.skip(f"{pytom} absent (shared example data)")
+    inputs = _inputs(tmp_path)
+    tilts = ["-a", str(pytom / "test_angles.rawtlt"), "--backend", "cpu"]
+    dose = ["--dose-accumulation", str(pytom / "test_dose.txt")]
+    rc, err = run_cli(match_args(inputs, tmp_path / "dose", *tilts, *dose), capsys)
+    assert rc == 0, err
+    warned = [line for line in err.splitlines() if "WARNING" in line]
+    assert len(warned) == 1 and "--dose-accumulation" in warned[0], err
+    assert "--per-tilt-weighting" in warned[0]
+    assert run_cli(match_args(inputs, tmp_path / "none", *tilts), capsys)[0] == 0
+    np.testing.assert_array_equal(
+        _scores(tmp_path / "dose"), _scores(tmp_path / "none")
+    )
+    rc, err = run_cli(
+        match_args(inputs, tmp_path / "ptw", *tilts, *dose, "--per-tilt-weighting"),
+        capsys,
+    )
+    assert rc == 0 and "WARNING" not in err, err
