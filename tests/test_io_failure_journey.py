@@ -7,7 +7,10 @@ leave no output file behind.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import mrcfile
@@ -253,3 +256,203 @@ def test_truncated_and_short_files_say_so(
 def test_a_folder_is_not_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="is a folder, not an MRC file"):
         read_volume(tmp_path)
+
+
+# --- templates from files that are not particle maps ------------------------------
+
+
+# --- outputs that cannot be written ---------------------------------------------
+
+
+def _mask_args(out: Path, *extra: str) -> list[str]:
+    return ["create-mask", "-b", "24", "-r", "6", "-o", str(out), *extra]
+
+
+def _angles_args(out: Path, *extra: str) -> list[str]:
+    return ["angles", "-a", "40", "--n-samples", "1000", "-o", str(out), *extra]
+
+
+def _template_args(src: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "create-template", "-i", str(src), "-o", str(out),
+        "--output-voxel-size-angstrom", "4", "-b", "12", *extra,
+    ]  # fmt: skip
+
+
+def _slab_args(src: Path, out: Path, *extra: str) -> list[str]:
+    return ["slab-mask", "-i", str(src), "-o", str(out), *extra]
+
+
+def _sources(tmp_path: Path) -> tuple[Path, Path]:
+    """A small map and a small tomogram-like volume."""
+    rng = np.random.default_rng(3)
+    src = tmp_path / "src"
+    src.mkdir()
+    template = _new(src / "map.mrc", rng.standard_normal((12,) * 3, np.float32), 4.0)
+    tomo = _new(src / "tomo.mrc", rng.standard_normal((16, 32, 32), np.float32), 10.0)
+    return template, tomo
+
+
+def test_existing_outputs_are_kept_without_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template, tomo = _sources(tmp_path)
+    cases = {
+        "create-template": lambda out, *x: _template_args(template, out, *x),
+        "create-mask": _mask_args,
+        "slab-mask": lambda out, *x: _slab_args(tomo, out, *x),
+        "angles": _angles_args,
+    }
+    for name, make in cases.items():
+        out = tmp_path / f"{name}.out"
+        out.write_bytes(b"earlier result")
+        code, err = _cli(make(out), capsys)
+        assert code == 2, (name, err)
+        _one_error_line(err, str(out), "--overwrite")
+        assert out.read_bytes() == b"earlier result", name
+        code, err = _cli(make(out, "--overwrite"), capsys)
+        assert code == 0, (name, err)
+        assert out.read_bytes() != b"earlier result", name
+        assert sorted(p.name for p in out.parent.iterdir() if p.is_file()) == sorted(
+            f"{n}.out" for n in list(cases)[: list(cases).index(name) + 1]
+        ), "no temporary files left"
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (root only): a real full disk."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def _fill(folder: Path, leave_bytes: int) -> None:
+    """Fill the file system of ``folder`` up to ``leave_bytes`` free."""
+    free = shutil.disk_usage(folder).free - leave_bytes
+    (folder / "filler").write_bytes(b"\0" * max(free, 0))
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(
+    tiny_tmpfs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk was a traceback from mrcfile's flush or numpy's savetxt."""
+    _fill(tiny_tmpfs, 8192)
+    for args in (
+        _mask_args(tiny_tmpfs / "mask.mrc"),  # 24^3 float32 = 55 KB
+        ["angles", "-a", "10", "--n-samples", "1000", "-o", str(tiny_tmpfs / "a.txt")],
+    ):
+        code, err = _cli(args, capsys)
+        assert code == 1, err
+        _one_error_line(err, str(tiny_tmpfs), "the disk is full", "nothing was written")
+    assert [p.name for p in tiny_tmpfs.iterdir()] == ["filler"]
+
+
+def test_a_file_size_limit_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """The same failure without root: ``ulimit -f`` makes writes fail (EFBIG)."""
+    import resource
+    import signal
+    import sys
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+
+    out = tmp_path / "mask.mrc"
+    done = subprocess.run(
+        [sys.executable, "-m", "tmfast", *_mask_args(out)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    _one_error_line(done.stderr, str(out), "file-size limit")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder this process cannot write: a read-only tmpfs as root, else 0555."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip("root cannot be kept out of a folder without a mount")
+        yield folder
+        subprocess.run(["umount", str(folder)], check=False)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def test_a_read_only_destination_is_one_line(
+    tmp_path: Path, read_only_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template, tomo = _sources(tmp_path)
+    for out in (read_only_folder / "x.out", read_only_folder / "sub" / "x.out"):
+        for args in (
+            _template_args(template, out),
+            _mask_args(out),
+            _slab_args(tomo, out),
+            _angles_args(out),
+        ):
+            code, err = _cli(args, capsys)
+            assert code == 2, (args, err)
+            _one_error_line(err, str(out))
+    assert list(read_only_folder.iterdir()) == []
+
+
+# --- Ctrl-C while writing ------------------------------------------------------------
+
+
+def test_ctrl_c_while_writing_leaves_the_old_file_and_no_partial_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mrcfile.mrcinterpreter import MrcInterpreter
+
+    out = tmp_path / "mask.mrc"
+    assert _cli(_mask_args(out), capsys)[0] == 0
+    before = out.read_bytes()
+    flush = MrcInterpreter.flush
+
+    def interrupted_flush(self: MrcInterpreter) -> None:
+        self._iostream.write(b"\0" * 4096)  # part of the data is on disk
+        self._iostream.close()  # as the interpreter would on exit
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MrcInterpreter, "flush", interrupted_flush)
+    code, err = _cli(_mask_args(out, "-r", "8", "--overwrite"), capsys)
+    monkeypatch.setattr(MrcInterpreter, "flush", flush)
+    assert code == 130, err  # typer's exit status for Ctrl-C
+    assert [p.name for p in tmp_path.iterdir()] == ["mask.mrc"]
+    assert out.read_bytes() == before
+
+    def interrupted_savetxt(fname: object, *args: object, **kwargs: object) -> None:
+        Path(str(fname)).write_text("0 0 0\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savetxt", interrupted_savetxt)
+    code, err = _cli(_angles_args(tmp_path / "a.txt"), capsys)
+    assert code == 130, err
+    assert [p.name for p in tmp_path.iterdir()] == ["mask.mrc"]
+
+
+# --- progress lines ------------------------------------------------------------------

@@ -7,6 +7,7 @@ results are never silently overwritten.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -14,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tmfast.errors import ConfigError, FormatError, OutputExistsError
+from tmfast.errors import ConfigError, FormatError, OutputExistsError, TmfastError
 
 __all__ = [
+    "DestinationWriteError",
     "atomic_path",
     "check_output_folder",
     "check_writable",
@@ -119,6 +121,38 @@ def make_folder(folder: Path, what: str, subject: Path | None = None) -> None:
         ) from None
 
 
+#: Write failures that are the destination's, not the program's: said in one line.
+_DESTINATION_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "the file is over the file-size limit (ulimit -f)",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+class DestinationWriteError(TmfastError, OSError):
+    """Writing an output failed for the destination's sake (full disk, quota,
+    read-only file system); nothing was written.
+
+    An :class:`OSError` with the original ``errno`` and ``strerror``, so callers
+    that catch ``OSError`` around their writes keep working; as a
+    :class:`~tmfast.errors.TmfastError` the CLI prints its one-line message and
+    exits 1 (a runtime failure, like ``tmfast.matching.engine.OutputWriteError``).
+    """
+
+    exit_code = 1
+
+    def __init__(self, path: Path, exc: OSError, why: str) -> None:
+        super().__init__(exc.errno, exc.strerror, str(path))
+        self.message = (
+            f"{path}: cannot write it ({why}: {exc.strerror}); nothing was "
+            "written: free space there or choose another output folder"
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @contextlib.contextmanager
 def atomic_path(
     path: str | os.PathLike[str], *, overwrite: bool = False
@@ -133,6 +167,9 @@ def atomic_path(
         If ``path`` exists and ``overwrite`` is false.
     ConfigError
         If the folder cannot be made or written (a file in the way, permissions).
+    DestinationWriteError
+        If writing fails for want of space or quota, or on a read-only file
+        system (the partial file is removed).
     """
     final = check_writable(path, overwrite=overwrite)
     make_folder(final.parent, "its folder", final)
@@ -155,6 +192,12 @@ def atomic_path(
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        why = _DESTINATION_ERRNOS.get(exc.errno or 0)
+        if why is None:
+            raise
+        raise DestinationWriteError(final, exc, why) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

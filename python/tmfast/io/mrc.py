@@ -362,7 +362,16 @@ def write_volume(
     with atomic_path(path, overwrite=overwrite) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # -inf in score maps
-            with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc = mrcfile.new(tmp, overwrite=True)
+            try:
                 mrc.set_data(arr)
                 mrc.voxel_size = float(voxel_size_a)
+                mrc.close()  # writes the header and data
+            except BaseException:
+                # mrcfile's close() writes first, so after a failed write (a full
+                # disk) it never closes its file; do it so nothing stays open
+                stream = getattr(mrc, "_iostream", None)
+                if stream is not None:
+                    stream.close()
+                raise
     return Path(path)
