@@ -318,6 +318,32 @@ def test_existing_outputs_are_kept_without_overwrite(
         ), "no temporary files left"
 
 
+def test_an_output_under_a_file_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tmfast angles -o file/x.txt` built the set and printed its radius first."""
+    template, tomo = _sources(tmp_path)
+    blocker = tmp_path / "notafolder"
+    blocker.write_text("a file")
+    out = blocker / "x.out"
+    for args in (
+        _template_args(template, out),
+        _mask_args(out),
+        _slab_args(tomo, out),
+        _angles_args(out),
+    ):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        assert code == 2, (args[0], captured.err)
+        _one_error_line(captured.err, str(out), str(blocker))
+        assert captured.out == "", (args[0], captured.out)  # nothing computed
+    assert blocker.read_text() == "a file"
+
+
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs (root only): a real full disk."""

@@ -114,10 +114,12 @@ def angles(
             )
         search = angular_search
     if output is not None:
-        # refuse early, before any work, if the output exists
-        from tmfast._fileio import check_writable
+        # refuse early, before any work, if the output exists or its folder cannot
+        # be one (a file in the way)
+        from tmfast._fileio import check_output_folder, check_writable
 
         check_writable(output, overwrite=overwrite)
+        check_output_folder(output.parent, "-o/--output", output)
 
     rotations = ga.angle_set(search, symmetry=symmetry, optimal=optimal)
     typer.echo(f"rotations: {len(rotations)}")
