@@ -261,6 +261,28 @@ def test_a_folder_is_not_a_missing_file(tmp_path: Path) -> None:
 # --- templates from files that are not particle maps ------------------------------
 
 
+def test_a_motive_list_is_not_padded_into_a_huge_template(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An EM motive list (1 x N x 20) was padded to an N^3 cube: with cryoCAT's
+    1023-particle list the process was killed for memory after a minute."""
+    motl = np.zeros((1, 300, 20), np.float32)
+    head = np.zeros(512, np.uint8)
+    head[0], head[3] = 6, 5  # PC byte order, float32
+    head[4:16] = np.frombuffer(np.array([20, 300, 1], "<i4").tobytes(), np.uint8)
+    path = tmp_path / "motl.em"
+    path.write_bytes(head.tobytes() + motl.tobytes())
+    out = tmp_path / "t.mrc"
+    args = [
+        "create-template", "-i", str(path), "-o", str(out),
+        "--output-voxel-size-angstrom", "8", "--input-voxel-size-angstrom", "4",
+    ]  # fmt: skip
+    code, err = _cli(args, capsys)
+    assert code == 2
+    _one_error_line(err, "(1, 300, 20)", "not a particle map")
+    assert not out.exists()
+
+
 # --- outputs that cannot be written ---------------------------------------------
 
 

@@ -35,6 +35,7 @@ from tmfast.types import Volume
 __all__ = [
     "DEFAULT_LOWPASS_EDGE",
     "MAX_DOWNSAMPLING",
+    "MAX_MAP_ASPECT",
     "MIN_TEMPLATE_BOX",
     "center_of_mass_zyx",
     "density_outside_box",
@@ -303,6 +304,9 @@ def fourier_resample(
 MIN_TEMPLATE_BOX = 8
 #: Downsampling factor above which the input voxel size is questioned.
 MAX_DOWNSAMPLING = 8.0
+#: Largest ratio of a map's longest to its shortest axis (padding it to a cube
+#: multiplies its size by up to this squared).
+MAX_MAP_ASPECT = 4.0
 
 
 def density_outside_box(
@@ -413,7 +417,9 @@ def template_from_map(
     ------
     ConfigError
         Missing or non-positive voxel size, upsampling without permission, a box
-        below :data:`MIN_TEMPLATE_BOX` voxels (usually a wrong input voxel size).
+        below :data:`MIN_TEMPLATE_BOX` voxels (usually a wrong input voxel size), a
+        map with an axis under :data:`MIN_TEMPLATE_BOX` voxels or longer than
+        :data:`MAX_MAP_ASPECT` times another (not a particle map).
 
     Warns
     -----
@@ -426,6 +432,17 @@ def template_from_map(
     vol = np.asarray(volume, dtype=np.float32)
     if vol.ndim != 3:
         raise ConfigError(f"map shape {vol.shape}: need a 3D volume")
+    if min(vol.shape) < MIN_TEMPLATE_BOX or max(vol.shape) > (
+        MAX_MAP_ASPECT * min(vol.shape)
+    ):
+        # padded to a cube, a (1, 1023, 20) motive list became 1023^3 voxels and
+        # the process was killed for memory
+        raise ConfigError(
+            f"map shape {vol.shape} (z, y, x) is not a particle map: an axis under "
+            f"{MIN_TEMPLATE_BOX} voxels or more than {MAX_MAP_ASPECT:g}x another "
+            "(a 2-D image, an image stack, a motive list or a whole tomogram?); "
+            "give the 3-D density map of the particle"
+        )
     if len(set(vol.shape)) != 1:
         warnings.warn(
             f"map shape {vol.shape} (z, y, x) is not cubic; zero-padded to a cube",
@@ -445,7 +462,8 @@ def template_from_map(
             raise ConfigError(
                 f"input voxel {a_in:g} Å{src} gives a {box}-voxel template at "
                 f"{a_out:g} Å: the{' header' if src else ''} voxel size looks "
-                "wrong; pass --input-voxel-size-angstrom"
+                "wrong; pass --input-voxel-size-angstrom (or, for a particle this "
+                f"small, --box-size {MIN_TEMPLATE_BOX} or more)"
             )
         if ratio > MAX_DOWNSAMPLING:
             warnings.warn(
