@@ -7,6 +7,7 @@ leave no output file behind.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -504,3 +505,30 @@ def test_ctrl_c_while_writing_leaves_the_old_file_and_no_partial_one(
 
 
 # --- progress lines ------------------------------------------------------------------
+
+
+def test_throttled_progress_eta_counts_only_this_runs_work(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch task resumed at 900/1000 rotations said 'ETA 1 s' after 10 s at
+    1 rotation/s: the rate counted the rotations of the earlier run."""
+    import tmfast._progress as progress
+
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    log = logging.getLogger("tmfast.test_io_failure_journey")
+    caplog.set_level(logging.INFO, logger=log.name)
+    report = progress.throttled_log_progress(log, "t1", interval_s=30.0)
+    report(900, 1000)  # resumed from the checkpoint
+    now[0] += 10.0
+    report(910, 1000)  # throttled: within 30 s
+    now[0] += 30.0
+    report(940, 1000)
+    now[0] += 60.0
+    report(1000, 1000)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "t1: 900/1000 (90.0%, 0 s elapsed, ETA ?)",
+        "t1: 940/1000 (94.0%, 40 s elapsed, ETA 60 s)",
+        "t1: 1000/1000 (100.0%, 100 s elapsed, ETA 0 s)",
+    ]

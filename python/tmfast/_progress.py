@@ -21,21 +21,31 @@ def throttled_log_progress(
 ) -> ProgressCallback:
     """Return a callback logging ``label: done/total (pct, ETA)``.
 
-    At most one line per ``interval_s`` (plus the last); the ETA is ``?`` until
-    something is done.
+    At most one line per ``interval_s`` (plus the first and the last). The ETA is
+    the rate of this run: work already done when the first call comes (a job
+    resumed from its checkpoint) does not count, and it is ``?`` until this run
+    has done something.
     """
     start = time.monotonic()
     last = [-float("inf")]
+    first: list[int] = []  # ``done`` at the first call
 
     def report(done: int, total: int) -> None:
         now = time.monotonic()
+        if not first:
+            first.append(done)
         if done < total and now - last[0] < interval_s:
             return
         last[0] = now
         elapsed = now - start
         pct = 100.0 * done / total if total else 100.0
-        # no rate yet at 0 done: say so rather than "ETA nan s"
-        eta = f"{elapsed / done * (total - done):.0f} s" if done else "?"
+        done_here = done - first[0]
+        # no rate yet: say so rather than "ETA nan s" or a resumed job's 0 s
+        eta = (
+            f"{elapsed / done_here * (total - done):.0f} s"
+            if done_here > 0
+            else ("0 s" if done >= total else "?")
+        )
         logger.info(
             "%s: %d/%d (%.1f%%, %.0f s elapsed, ETA %s)",
             label,
