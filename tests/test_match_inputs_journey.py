@@ -292,6 +292,42 @@ def test_a_multi_column_dose_file_is_refused_with_its_line(
     assert metadata["tilt_angles_deg"] == first_column
 
 
+def test_relion5_star_weights_per_tilt_as_pytom_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pytom_match_template.py turns per-tilt weighting on with RELION5 metadata;
+    tmfast used a binary wedge, leaving the star's defocus and dose unused."""
+    star = FORMATS / "relion5_tomograms" / "pytom_job009" / "tomograms.star"
+    ts = star.parent / "tilt_series" / "tomo200528_107.star"
+    if not ts.exists():
+        pytest.skip(f"{ts} absent (shared example data)")
+    inputs = _inputs(tmp_path, voxel_a=1.724 * 8.12065)
+    tomo = inputs["v"].rename(inputs["v"].with_name("rec_tomo200528_107.mrc"))
+    inputs["v"] = tomo
+    runs = {"default": (), "off": ("--no-per-tilt-weighting",)}
+    for name, extra in runs.items():
+        dest = tmp_path / name
+        args = match_args(
+            inputs, dest, "--relion5-tomograms-star", str(star), "--backend", "cpu",
+            *extra,
+        )  # fmt: skip
+        rc, err = run_cli(args, capsys)
+        assert rc == 0, err
+    jobs = {
+        name: json.loads(
+            output_paths(tmp_path / name, "rec_tomo200528_107")["job"].read_text()
+        )
+        for name in runs
+    }
+    assert jobs["default"]["per_tilt_weighting"] is True
+    assert jobs["off"]["per_tilt_weighting"] is False
+    maps = [
+        mrcfile.read(output_paths(tmp_path / name, "rec_tomo200528_107")["scores"])
+        for name in runs
+    ]
+    assert not np.allclose(maps[0], maps[1])
+
+
 def test_a_dose_file_without_per_tilt_weighting_is_reported_unused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -69,6 +69,13 @@ def _tilts(value: str | None) -> tuple[float, float] | str | None:
     return value
 
 
+def _toml_sets(path: Path, field: str) -> bool:
+    """Whether the config file sets ``field`` (by its field or flag name)."""
+    from tmfast.matching.config import MatchConfig
+
+    return any(key.replace("-", "_") == field for key in MatchConfig._toml_table(path))
+
+
 def _gpu_ids(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -338,7 +345,8 @@ def match(
     per_tilt_weighting: bool | None = typer.Option(
         None,
         "--per-tilt-weighting/--no-per-tilt-weighting",
-        help="Tilt-weighted wedge with per-tilt CTF and dose (needs a tilt file).",
+        help="Tilt-weighted wedge with per-tilt CTF and dose (needs a tilt file; "
+        "on by default with --relion5-tomograms-star, as in pytom).",
         rich_help_panel=_FIL,
     ),
     voxel_size_angstrom: float | None = typer.Option(
@@ -421,7 +429,8 @@ def match(
     relion5_tomograms_star: Path | None = typer.Option(
         None,
         "--relion5-tomograms-star",
-        help="RELION5 tomograms.star: tilts, CTF, dose and voxel size.",
+        help="RELION5 tomograms.star: tilts, CTF, dose and voxel size; turns on "
+        "--per-tilt-weighting (as pytom) unless --no-per-tilt-weighting.",
         rich_help_panel=_FIL,
     ),
     half_precision: bool | None = typer.Option(
@@ -562,6 +571,15 @@ def match(
         for name, flags in _REQUIRED.items():
             if getattr(cfg, name) is None:
                 raise ConfigError(f"{flags} is required")
+        if (
+            per_tilt_weighting is None
+            and cfg.relion5_tomograms_star is not None
+            and not cfg.per_tilt_weighting
+            and not (config is not None and _toml_sets(config, "per_tilt_weighting"))
+        ):
+            # pytom_match_template.py always weights per tilt with RELION5 metadata:
+            # without it the star's per-tilt defocus and dose would go unused
+            cfg = cfg.with_updates(per_tilt_weighting=True)
         if not overwrite:  # refuse existing outputs before any warning or compute
             from tmfast._fileio import check_writable
             from tmfast.matching.engine import output_paths
