@@ -514,3 +514,44 @@ def test_relative_angle_file_is_found_by_tasks_run_elsewhere(
     run_task(plan.manifest_path, 0, progress_interval_s=0)
     (st,) = batch_status(plan.manifest_path, query_queue=False)
     assert st.state == "done", st.detail
+
+
+def test_status_sees_tasks_of_a_job_submitted_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """submit_array.sh given to sbatch directly: the batch has no record of the
+    job. A running task looked stopped ('failed'), and resume started a second
+    task on the same folder. status now asks squeue about the job id the task
+    recorded in its task.json."""
+    from tmfast.batch.plan import resume
+
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    calls = tmp_path / "calls.txt"
+    for name, body in (
+        ("sbatch", f'echo "sbatch $*" >> {shlex.quote(str(calls))}\necho 4300\n'),
+        (
+            "squeue",
+            f'echo "squeue $*" >> {shlex.quote(str(calls))}\n'
+            'case "$*" in *5555*) echo "5555 1 RUNNING";; esac\n',
+        ),
+    ):
+        (bins / name).write_text("#!/bin/bash\n" + body)
+        (bins / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bins) + os.pathsep + os.environ["PATH"])
+    proj = make_relion5_project(tmp_path / "proj", names=("TS_01", "TS_02"))
+    plan = plan_relion5(proj["tomograms_star"], tmp_path / "batch", match=_match(proj))
+    e1 = plan.manifest.entries[1]
+    # what run-task writes when SLURM starts array task 1 of job 5555
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "5555")
+    from tmfast.batch.plan import _set_task_state
+
+    _set_task_state(e1, "running", host="node1")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
+    states = batch_status(plan.manifest_path)
+    assert [(s.state, s.detail) for s in states] == [
+        ("not-submitted", ""),
+        ("running", "running"),
+    ]
+    assert resume(plan.manifest_path) == (4300, [0])  # not a second task 1
+    assert "--array=0" in calls.read_text()

@@ -955,11 +955,19 @@ def batch_status(
     manifest = Manifest.read(manifest_path)
     out = Path(manifest.output_dir)
     subs = _submissions(out)
+    jobs: dict[int, list[int]] = {int(s["job_id"]): s["indices"] for s in subs}
+    for e in manifest.entries:
+        # A task started by a job this folder has no record of (the script given
+        # to sbatch by hand): without asking about its job it would pass for
+        # stopped, and resume would start a second task on the same folder.
+        jid = str(_task_state(e).get("slurm_job_id") or "")
+        if _task_state(e).get("state") == "running" and jid.isdigit():
+            jobs.setdefault(int(jid), [e.index])
     queue: dict[int, str] = {}
-    if query_queue and subs:
+    if query_queue and jobs:
         # The queue answer is keyed by array index; only the latest job per index
         # matters, and squeue reports the higher job id last.
-        queue = queue_states({int(s["job_id"]): s["indices"] for s in subs})
+        queue = queue_states(jobs)
     submitted = {i for s in subs for i in s["indices"]}
     result: list[EntryStatus] = []
     for e in manifest.entries:
