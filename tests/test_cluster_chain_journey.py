@@ -225,11 +225,11 @@ def test_replan_with_other_matching_options_matches_again(tmp_path: Path) -> Non
     run_task(plan.manifest_path, 0, progress_interval_s=0)
     run_task(plan.manifest_path, 1, progress_interval_s=0)
 
-    # the same options again (other extraction options): results kept
+    # the same maps again (other extraction and checkpoint options): results kept
     plan_relion5(
         proj["tomograms_star"],
         out,
-        match=_match(proj),
+        match=_match(proj, checkpoint_every=50),
         extract={**ext, "n_particles": 3},
         overwrite=True,
     )

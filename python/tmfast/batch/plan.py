@@ -902,6 +902,11 @@ def _stale_reason(entry: ManifestEntry) -> str | None:
 
 #: Entry fields that change the maps (index, output folder and rlnTomoSize do not).
 _MATCH_ENTRY_FIELDS = ("tomogram", "voxel_size_a", "metadata", "tomogram_mask")
+#: Matching options that do not change the maps (the engine resumes checkpoints
+#: across them too): where and how often the work runs and is saved.
+_RUN_ONLY_OPTIONS = frozenset(
+    {"backend", "gpu_ids", "checkpoint_every", "checkpoint_interval_s"}
+)
 
 
 def _changed_match_inputs(
@@ -922,7 +927,7 @@ def _changed_match_inputs(
     keys = sorted(
         k
         for k in set(new_match) | set(old.match)
-        if new_match.get(k) != old.match.get(k)
+        if k not in _RUN_ONLY_OPTIONS and new_match.get(k) != old.match.get(k)
     )
     a, b = (
         json.loads(json.dumps(prev.to_dict())),
