@@ -532,3 +532,14 @@ def test_throttled_progress_eta_counts_only_this_runs_work(
         "t1: 940/1000 (94.0%, 40 s elapsed, ETA 60 s)",
         "t1: 1000/1000 (100.0%, 100 s elapsed, ETA 0 s)",
     ]
+
+
+def test_a_job_folder_given_as_the_job_file_names_the_file_inside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tmfast extract -j out/` said "not a readable JSON job file ([Errno 21] Is a
+    directory: 'out')"."""
+    (tmp_path / "tomo_job.json").write_text("{}")
+    code, err = _cli(["extract", "-j", str(tmp_path)], capsys)
+    assert code == 2
+    _one_error_line(err, f"{tmp_path}: is a folder", "tomo_job.json", "-j")

@@ -47,10 +47,16 @@ def read_json(path: str | os.PathLike[str], *, what: str, fix: str) -> Any:
     Raises
     ------
     FormatError
-        ``"<path>: <what> not found; <fix>"`` or
-        ``"<path>: not a readable JSON <what> (<reason>)"``.
+        ``"<path>: <what> not found; <fix>"``, ``"<path>: is a folder, not a
+        <what>; ..."`` or ``"<path>: not a readable JSON <what> (<reason>)"``.
     """
     p = Path(path)
+    if p.is_dir():
+        held = sorted(q.name for q in p.glob("*.json"))
+        inside = f" (it holds {', '.join(held[:3])})" if held else ""
+        raise FormatError(
+            f"{p}: is a folder, not a {what}{inside}; give the file itself ({fix})"
+        )
     try:
         return json.loads(p.read_text())
     except FileNotFoundError:
