@@ -354,3 +354,28 @@ def test_a_dose_file_without_per_tilt_weighting_is_reported_unused(
         capsys,
     )
     assert rc == 0 and "WARNING" not in err, err
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("-s", "30", "1", "1"),  # more pieces than the 20 voxels along x
+        ("--search-x", "0", "4", "-s", "5", "1", "1"),  # than the search region
+        ("--angular-search", "BAD"),  # an angle file with a 2-value line
+    ],
+)
+def test_bad_split_or_angle_file_without_tilts_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...]
+) -> None:
+    """Without -a the 'no missing-wedge weighting' warning came first, so the
+    error was the second of two lines."""
+    inputs = _inputs(tmp_path)
+    bad = tmp_path / "bad_angles.txt"
+    bad.write_text("0 0 0\n1 2\n")
+    args = match_args(inputs, tmp_path / "out", "--backend", "cpu")
+    args += [str(bad) if v == "BAD" else v for v in extra]
+    rc, err = run_cli(args, capsys)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tmfast: error: "), err
+    assert not (tmp_path / "out").exists()

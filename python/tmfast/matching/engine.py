@@ -1541,10 +1541,17 @@ def match_template(
         tomogram_mask=tomogram_mask,
         voxel_size_a=voxel_size_a,
     )
-    if inputs.tilt_range_deg is None and inputs.metadata is None:
-        logger.warning("no --tilt-angles: the template gets no missing-wedge weighting")
     handedness = _defocus_handedness(config, inputs.metadata)
     angles, search = _angles(config, inputs.voxel_size_a)
+    n_box = inputs.template.shape[0]
+    # an impossible -s is bad input: one error line, before any warning or work
+    plan_tiles(
+        inputs.search_origin_zyx,
+        inputs.search_shape_zyx,
+        config.volume_split_xyz,
+        n_box,
+        fast_period(inputs.tomogram.shape),
+    )
     if backend is None:
         from tmfast.backends.registry import get_backends
 
@@ -1555,7 +1562,8 @@ def match_template(
         backends = list(backend)
     else:
         backends = [backend]
-    n_box = inputs.template.shape[0]
+    if inputs.tilt_range_deg is None and inputs.metadata is None:
+        logger.warning("no --tilt-angles: the template gets no missing-wedge weighting")
     profile = None
     if config.spectral_whitening:
         from tmfast.filters.whitening import estimate_whitening_profile
