@@ -540,6 +540,6 @@ def test_a_job_folder_given_as_the_job_file_names_the_file_inside(
     """`tmfast extract -j out/` said "not a readable JSON job file ([Errno 21] Is a
     directory: 'out')"."""
     (tmp_path / "tomo_job.json").write_text("{}")
-    code, err = _cli(["extract", "-j", str(tmp_path)], capsys)
+    code, err = _cli(["extract", "-j", str(tmp_path), "-n", "5"], capsys)
     assert code == 2
     _one_error_line(err, f"{tmp_path}: is a folder", "tomo_job.json", "-j")
