@@ -555,3 +555,46 @@ def test_status_sees_tasks_of_a_job_submitted_by_hand(
     ]
     assert resume(plan.manifest_path) == (4300, [0])  # not a second task 1
     assert "--array=0" in calls.read_text()
+
+
+def test_replan_refused_while_tasks_of_the_batch_are_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pending task of the earlier plan reads the new manifest when it starts and
+    would match whatever tomogram the new plan puts at its index."""
+    from tmfast.batch.plan import submit
+
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    state = tmp_path / "queue.txt"
+    state.write_text("7001 [0-1] PENDING\n")
+    for name, body in (
+        ("sbatch", "echo 7001\n"),
+        ("squeue", f"cat {shlex.quote(str(state))}\n"),
+    ):
+        (bins / name).write_text("#!/bin/bash\n" + body)
+        (bins / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bins) + os.pathsep + os.environ["PATH"])
+    proj = make_relion5_project(tmp_path / "proj", names=("TS_01", "TS_02"))
+    out = tmp_path / "batch"
+    plan = plan_relion5(proj["tomograms_star"], out, match=_match(proj))
+    assert submit(plan.manifest_path) == 7001
+    before = plan.manifest_path.read_bytes()
+    with pytest.raises(ConfigError, match=r"still queued or running \(jobs 7001\)"):
+        plan_relion5(
+            proj["tomograms_star"],
+            out,
+            match=_match(proj),
+            tomo_names=["TS_02"],
+            overwrite=True,
+        )
+    assert plan.manifest_path.read_bytes() == before
+    state.write_text("")  # the job has left the queue
+    replanned = plan_relion5(
+        proj["tomograms_star"],
+        out,
+        match=_match(proj),
+        tomo_names=["TS_02"],
+        overwrite=True,
+    )
+    assert [e.key for e in replanned.manifest.entries] == ["TS_02"]

@@ -600,6 +600,7 @@ def plan_batch(
             ]
         for target in targets:
             check_writable(target, overwrite=overwrite)
+        _refuse_while_queued(out)
         make_folder(out, "the batch folder")
         previous: Manifest | None = None
         if manifest_path.is_file():
@@ -907,6 +908,38 @@ _MATCH_ENTRY_FIELDS = ("tomogram", "voxel_size_a", "metadata", "tomogram_mask")
 _RUN_ONLY_OPTIONS = frozenset(
     {"backend", "gpu_ids", "checkpoint_every", "checkpoint_interval_s"}
 )
+
+
+def _refuse_while_queued(out: Path) -> None:
+    """Refuse to plan over a batch whose array tasks are still queued or running.
+
+    A task reads the manifest when it starts and takes the entry of its array
+    index: a pending task of the earlier plan would match whatever tomogram the
+    new plan puts at that index, next to the new submission's task.
+
+    Raises
+    ------
+    ConfigError
+        Naming the jobs to cancel or wait for.
+    """
+    subs = _submissions(out)
+    if not subs:
+        return
+    from tmfast.batch.slurm import SlurmError
+
+    try:
+        queued = queue_states({int(s["job_id"]): s["indices"] for s in subs})
+    except SlurmError as exc:
+        logger.warning("%s: cannot check for queued tasks of it (%s)", out, exc)
+        return
+    if queued:
+        jobs = sorted({int(s["job_id"]) for s in subs})
+        raise ConfigError(
+            f"{out}: {len(queued)} array task(s) of this batch are still queued or "
+            f"running (jobs {', '.join(map(str, jobs))}); a task reads the manifest "
+            "when it starts, so wait for them or cancel them (scancel JOBID), then "
+            "plan again"
+        )
 
 
 def _changed_match_inputs(
