@@ -543,3 +543,17 @@ def test_a_job_folder_given_as_the_job_file_names_the_file_inside(
     code, err = _cli(["extract", "-j", str(tmp_path), "-n", "5"], capsys)
     assert code == 2
     _one_error_line(err, f"{tmp_path}: is a folder", "tomo_job.json", "-j")
+
+
+def test_slab_mask_of_a_single_section_does_not_suggest_binning_less(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1-section file said 'binned by 1 has only 1 z sections; use a smaller
+    --bin-factor', a fix that cannot exist."""
+    image = _new(tmp_path / "image.mrc", _base()[:1])
+    out = tmp_path / "slab.mrc"
+    code, err = _cli(_slab_args(image, out), capsys)
+    assert code == 2
+    line = _one_error_line(err, "(1, 7, 8)", "3-D tomogram", "this has 1")
+    assert "--bin-factor" not in line
+    assert not out.exists()

@@ -213,6 +213,12 @@ def fit_slab(
     s = max(1, math.ceil(max(shape) / 256)) if bin_factor is None else int(bin_factor)
     if s < 1 or box_z < 1 or box_xy < 1:
         raise ConfigError("bin factor and box sizes must be >= 1")
+    if shape[0] < 4:
+        # no --bin-factor helps: a 2-D image or a single section, not a tomogram
+        raise ConfigError(
+            f"tomogram shape {shape} (z, y, x): slab-mask needs a 3-D tomogram of "
+            f"at least 4 z sections, this has {shape[0]}"
+        )
     binned = _bin_mean(tomogram, s)
     nzb, nyb, nxb = binned.shape
     if nzb < 4:
