@@ -492,12 +492,25 @@ def test_relative_angle_file_is_found_by_tasks_run_elsewhere(
             match=_match(proj, angular_search="tm/nope.txt"),
         )
     assert not (tmp_path / "never").exists()
+    sif = tmp_path / "images" / "tmfast.sif"
+    with pytest.raises(
+        ConfigError, match=r"--container .*tmfast\.sif: image not found"
+    ):
+        plan_relion5(
+            proj["tomograms_star"],
+            tmp_path / "batch",
+            match=_match(proj, angular_search="tm/angles.txt"),
+            slurm=SlurmOptions(container=str(sif)),
+            dry_run=True,
+        )
+    sif.parent.mkdir()
+    sif.write_bytes(b"")
     plan = plan_relion5(
         proj["tomograms_star"],
         tmp_path / "batch",
         match=_match(proj, angular_search="tm/angles.txt"),
         extract={"n_particles": 5, "cutoff": 0.3},
-        slurm=SlurmOptions(container="/images/tmfast.sif"),
+        slurm=SlurmOptions(container=str(sif)),
         dry_run=True,
     )
     assert f"--bind {shlex.quote(str(work / 'tm'))}" in plan.script

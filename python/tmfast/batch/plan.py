@@ -451,6 +451,12 @@ def plan_batch(
             global_problems.append(f"--{key} is required")
         elif not Path(v).is_file():
             global_problems.append(f"--{key} {v}: file not found")
+    if slurm.container and not Path(slurm.container).is_file():
+        # every task would fail in 'apptainer exec', after the queue wait
+        global_problems.append(
+            f"--container {slurm.container}: image not found; give the path of the "
+            "Apptainer .sif file"
+        )
     angle_file = _angle_file(match.get("angular_search"))
     if angle_file is not None and not angle_file.is_file():
         global_problems.append(
