@@ -379,3 +379,39 @@ def test_bad_split_or_angle_file_without_tilts_is_one_line(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tmfast: error: "), err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("filename", "tomo_name"),
+    [
+        ("tomo200528_107_denoised.mrc", "tomo200528_107"),
+        ("rec_tomo200528_107_bin8.mrc", "tomo200528_107"),
+        ("tomo200528_100_vs_tomo200528_101.mrc", None),  # two names: ambiguous
+    ],
+)
+def test_relion5_tomogram_found_by_a_name_inside_the_file_name(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    filename: str,
+    tomo_name: str | None,
+) -> None:
+    """pytom takes the one rlnTomoName that occurs in the tomogram's file name;
+    tmfast refused any name but the exact one ('no tomogram named ...')."""
+    star = FORMATS / "relion5_tomograms" / "pytom_job009" / "tomograms.star"
+    if not (star.parent / "tilt_series" / "tomo200528_107.star").exists():
+        pytest.skip(f"{star.parent} absent (shared example data)")
+    inputs = _inputs(tmp_path, voxel_a=1.724 * 8.12065)
+    inputs["v"] = inputs["v"].rename(inputs["v"].with_name(filename))
+    dest = tmp_path / "out"
+    args = match_args(inputs, dest, "--relion5-tomograms-star", str(star))
+    rc, err = run_cli([*args, "--backend", "cpu"], capsys)
+    if tomo_name is None:
+        assert rc == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "tomo200528_100, tomo200528_101" in lines[0], err
+        assert not dest.exists()
+        return
+    assert rc == 0, err
+    job = json.loads(next(dest.glob("*_job.json")).read_text())
+    assert job["metadata"]["tomo_name"] == tomo_name
+    assert len(job["metadata"]["tilt_angles_deg"]) > 2  # the tilt series' tilts

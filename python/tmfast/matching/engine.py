@@ -944,6 +944,43 @@ def _flags_set(pairs: Iterable[tuple[str, object]]) -> list[str]:
     return [flag for flag, value in pairs if value is not None]
 
 
+def _relion5_name(star: Path, name: str, tomogram: Path) -> str:
+    """The ``rlnTomoName`` of ``tomogram`` in a RELION5 ``tomograms.star``.
+
+    ``name`` (the file name without ``rec_``, extension, ...) if the star has it;
+    else, as pytom matches, the one name that is part of the file's stem (e.g.
+    ``tomo200528_107`` for ``tomo200528_107_denoised.mrc``). Otherwise ``name``
+    is returned and the reader's error lists the names there.
+
+    Raises
+    ------
+    FormatError
+        If several names of the star are part of the file's stem.
+    """
+    from tmfast.extraction.star_columns import read_relion5_tomogram_rows
+
+    names = [row.tomo_name for row in read_relion5_tomogram_rows(star)]
+    if name in names:
+        return name
+    stem = tomogram.name.split(".")[0]
+    hits = [n for n in names if n and n in stem]
+    if len(hits) > 1:
+        raise FormatError(
+            f"{star}: the tomogram names {', '.join(hits)} are all part of the file "
+            f"name {tomogram.name}; rename the tomogram to its rlnTomoName (a "
+            "'rec_' prefix and the extension may stay)"
+        )
+    if hits:
+        logger.info(
+            "%s: RELION5 tomogram %s (the name in %s that is part of the file name)",
+            tomogram.name,
+            hits[0],
+            star.name,
+        )
+        return hits[0]
+    return name
+
+
 def _metadata(
     config: MatchConfig,
 ) -> tuple[tuple[float, float] | None, TiltSeriesMetadata | None, float | None]:
@@ -956,7 +993,11 @@ def _metadata(
         name = (
             config.tomo_id
             if config.tomogram is None
-            else normalise_tomogram_stem(config.tomogram.name)[0]
+            else _relion5_name(
+                config.relion5_tomograms_star,
+                normalise_tomogram_stem(config.tomogram.name)[0],
+                config.tomogram,
+            )
         )
         meta = read_relion5_metadata(config.relion5_tomograms_star, name)
         given = _flags_set(
