@@ -557,3 +557,53 @@ def test_slab_mask_of_a_single_section_does_not_suggest_binning_less(
     line = _one_error_line(err, "(1, 7, 8)", "3-D tomogram", "this has 1")
     assert "--bin-factor" not in line
     assert not out.exists()
+
+
+# --- STAR files as other programs write them ---------------------------------------
+
+_STAR = (
+    b"# version 50001\n\ndata_particles\n\nloop_\n_rlnTomoName #1\n"
+    b"_rlnCoordinateX #2\n007 1.5\n008 2.5\n"
+)
+
+
+@pytest.mark.parametrize("variant", ["utf-8 BOM", "gzip", "gzip + BOM", "CRLF"])
+def test_star_files_with_a_bom_or_gzip_read_as_their_text(
+    tmp_path: Path, variant: str
+) -> None:
+    """A byte-order mark (Windows editors) was 'line 1: "\\u{feff}#" appears
+    before any data_ block'; a .star.gz was 'binary data; an MRC map?'."""
+    import gzip
+
+    from tmfast.io.star import read_star, star_version
+
+    data = _STAR.replace(b"\n", b"\r\n") if variant == "CRLF" else _STAR
+    if "BOM" in variant:
+        data = b"\xef\xbb\xbf" + data
+    if "gzip" in variant:
+        data = gzip.compress(data)
+    path = tmp_path / "p.star"
+    path.write_bytes(data)
+    blocks = read_star(path, as_text=True)
+    assert list(blocks) == ["particles"]
+    np.testing.assert_array_equal(blocks["particles"]["rlnTomoName"], ["007", "008"])
+    np.testing.assert_array_equal(blocks["particles"]["rlnCoordinateX"], ["1.5", "2.5"])
+    assert star_version(path) == 50001
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_bad_gzipped_star_names_the_file_not_a_temporary_copy(tmp_path: Path) -> None:
+    import gzip
+
+    from tmfast.io.star import read_star
+
+    path = tmp_path / "bad.star.gz"
+    path.write_bytes(gzip.compress(b"data_x\nloop_\n_a #1\n_b #2\n1 2 3\n"))
+    with pytest.raises(FormatError) as info:
+        read_star(path)
+    assert str(info.value).startswith(f"{path}: line 2: ")
+    assert "do not fill rows" in str(info.value)
+    cut = tmp_path / "cut.star.gz"
+    cut.write_bytes(gzip.compress(_STAR)[:20])
+    with pytest.raises(FormatError, match="gzip-compressed but cannot be"):
+        read_star(cut)

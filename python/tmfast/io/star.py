@@ -20,10 +20,14 @@ strings with whitespace (or that could be mistaken for STAR syntax) are quoted.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+import tempfile
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -253,14 +257,22 @@ def read_star(
     ------
     FormatError
         If the file is missing, unreadable or malformed, or repeats a block name.
+
+    Notes
+    -----
+    A gzip-compressed file (``.star.gz``) and a leading UTF-8 byte-order mark are
+    read as the plain text they hold.
     """
     p = Path(path)
     if not p.is_file():
         raise FormatError(f"{p}: STAR file not found; check the path")
-    try:
-        raw = _rust.read_star(str(p), as_text=as_text)
-    except (OSError, ValueError) as exc:
-        raise FormatError(_read_error_message(p, exc)) from exc
+    with _plain_text(p) as readable:
+        try:
+            raw = _rust.read_star(str(readable), as_text=as_text)
+        except (OSError, ValueError) as exc:
+            raise FormatError(
+                _read_error_message(readable, exc).replace(str(readable), str(p))
+            ) from exc
     out: dict[str, dict[str, np.ndarray[Any, Any]]] = {}
     for name, _is_loop, cols in raw:
         if name in out:
@@ -275,6 +287,44 @@ def read_star(
                 block[label] = values
         out[name] = block
     return out
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+@contextlib.contextmanager
+def _plain_text(path: Path) -> Iterator[Path]:
+    """``path``, or a temporary plain copy when it is gzip-compressed or starts with
+    a UTF-8 byte-order mark (Windows editors), which the STAR parser refuses."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(3)
+    except OSError:
+        head = b""
+    if head[:2] != _GZIP_MAGIC and head != _UTF8_BOM:
+        yield path
+        return
+    try:
+        data = (
+            gzip.decompress(path.read_bytes())
+            if head[:2] == _GZIP_MAGIC
+            else path.read_bytes()
+        )
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FormatError(
+            f"{path}: gzip-compressed but cannot be decompressed ({exc}); "
+            "write the file again"
+        ) from None
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM) :]
+    fd, name = tempfile.mkstemp(prefix=f"{path.stem}.", suffix=".star")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 #: Longest excerpt of file content quoted in an error message.
@@ -315,7 +365,10 @@ def star_version(path: str | os.PathLike[str]) -> int | None:
     unreadable or malformed comment gives ``None``.
     """
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with (
+            _plain_text(Path(path)) as readable,
+            open(readable, encoding="utf-8-sig", errors="replace") as fh,
+        ):
             for line in fh:
                 s = line.strip()
                 if s.startswith("# version"):
@@ -325,6 +378,6 @@ def star_version(path: str | os.PathLike[str]) -> int | None:
                         return None
                 if s.startswith("data_"):
                     return None
-    except OSError:
+    except (OSError, FormatError):
         return None
     return None
