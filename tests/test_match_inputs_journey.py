@@ -415,3 +415,30 @@ def test_relion5_tomogram_found_by_a_name_inside_the_file_name(
     job = json.loads(next(dest.glob("*_job.json")).read_text())
     assert job["metadata"]["tomo_name"] == tomo_name
     assert len(job["metadata"]["tilt_angles_deg"]) > 2  # the tilt series' tilts
+
+
+def test_a_second_template_into_the_same_folder_names_the_first_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ribosome then proteasome against one tomogram into one -d: outputs are named
+    after the tomogram, and the old 'output exists; pass --overwrite' advice would
+    have replaced the first template's results."""
+    inputs = _inputs(tmp_path)
+    dest = tmp_path / "out"
+    extra = ("-a", "-60", "60", "--backend", "cpu")
+    assert run_cli(match_args(inputs, dest, *extra), capsys)[0] == 0
+    before = output_paths(dest, "tomo")["scores"].read_bytes()
+    other = dict(inputs, t=tmp_path / "in" / "proteasome.mrc")
+    other["t"].write_bytes(inputs["t"].read_bytes())
+    rc, err = run_cli(match_args(other, dest, *extra), capsys)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(inputs["t"].resolve()) in lines[0] and "-d/--destination" in lines[0]
+    assert output_paths(dest, "tomo")["scores"].read_bytes() == before
+    # the same search again keeps the plain message
+    rc, err = run_cli(match_args(inputs, dest, *extra), capsys)
+    assert rc == 2 and "output exists; pass --overwrite" in err, err
+    rc, err = run_cli(match_args(other, dest, *extra, "--overwrite"), capsys)
+    assert rc == 0, err
+    assert _job(dest)["template"] == str(other["t"].resolve())

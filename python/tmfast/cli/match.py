@@ -192,6 +192,42 @@ _REQUIRED = {
 }
 
 
+def _refuse_other_search(cfg: Any, job_path: Path) -> None:
+    """Name the search whose outputs are in the way when it is another one.
+
+    Outputs are named after the tomogram only, so a second template matched
+    against the same tomogram into the same folder met 'output exists; pass
+    --overwrite', which would replace the first template's results.
+
+    Raises
+    ------
+    ConfigError
+        If ``job_path`` records another template or tomogram file.
+    """
+    import json
+
+    try:
+        old = json.loads(job_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no job file (or not one of ours): the usual check speaks
+    if not isinstance(old, dict):
+        return
+    differs = [
+        name
+        for name in ("template", "tomogram")
+        if isinstance(old.get(name), str)
+        and getattr(cfg, name) is not None
+        and old[name] != str(Path(getattr(cfg, name)).resolve())
+    ]
+    if differs:
+        raise ConfigError(
+            f"{job_path}: this folder holds the results of matching "
+            f"{old.get('template')} against {old.get('tomogram')} (outputs are "
+            "named after the tomogram only); give this run another "
+            "-d/--destination, or pass --overwrite to replace those results"
+        )
+
+
 def _check_gpu_request(gpu_ids: tuple[int, ...] | None, backend: str) -> None:
     """Refuse ``-g`` when no GPU backend can run; warn when ``--backend cpu``.
 
@@ -585,6 +621,7 @@ def match(
             from tmfast.matching.engine import output_paths
 
             paths = output_paths(cfg.destination, cfg.tomo_id)
+            _refuse_other_search(cfg, paths["job"])
             for name in ("scores", "angles", "job"):
                 check_writable(paths[name], overwrite=False)
         _check_gpu_request(cfg.gpu_ids, cfg.backend)
