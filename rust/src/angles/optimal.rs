@@ -70,6 +70,15 @@
 //!   degrees needs 1.85), and it needs a 4D convex hull per step; k-centre steps
 //!   towards the farthest of random test rotations overfit fixed samples (1.93 ->
 //!   2.27 on independent ones) and drift with fresh ones (2.05-2.10).
+//! * A BCC lattice along the Hopf fibration (stop 14): BCC is a triangular lattice of
+//!   columns with ABC-staggered points, so icosahedral geodesic grids on the sphere
+//!   of z axes (frequency 2-8) carried columns of `m` psi steps, each column's psi
+//!   offset set by minimising the frustrated XY energy `sum cos(2 pi (o_q - o_p -
+//!   twist_pq) / h)` over grid edges (`twist_pq`: the Hopf connection between the
+//!   columns' frames; its 120-degree ground state is the ABC stagger): densities
+//!   1.82-1.89 at 336-1,472 rotations and 2.07 at 25,680-28,248. The bundle's
+//!   curvature (4 pi in all) forces about `2 m` phase vortices whatever the offsets
+//!   (energy -0.42 to -0.46 against -0.5 for a perfect stagger), each a hole.
 
 use super::covering::{canonical, covering_radius, normalize, Quat};
 use super::{pytom_angle_set, sort_zxz, Zxz};
