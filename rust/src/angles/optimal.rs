@@ -76,7 +76,8 @@
 //!   offset set by minimising the frustrated XY energy `sum cos(2 pi (o_q - o_p -
 //!   twist_pq) / h)` over grid edges (`twist_pq`: the Hopf connection between the
 //!   columns' frames; its 120-degree ground state is the ABC stagger): densities
-//!   1.82-1.89 at 336-1,472 rotations and 2.07 at 25,680-28,248. The bundle's
+//!   1.82-2.01 at 336-1,656 rotations (frequency 2-3; 25 degrees needs 1.84 at 1,215)
+//!   and 2.02-2.08 at 2,916-28,248 (frequency 4-8). The bundle's
 //!   curvature (4 pi in all) forces about `2 m` phase vortices whatever the offsets
 //!   (energy -0.42 to -0.46 against -0.5 for a perfect stagger), each a hole.
 
