@@ -7,6 +7,7 @@ leave no output file behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -607,3 +608,40 @@ def test_a_bad_gzipped_star_names_the_file_not_a_temporary_copy(tmp_path: Path) 
     cut.write_bytes(gzip.compress(_STAR)[:20])
     with pytest.raises(FormatError, match="gzip-compressed but cannot be"):
         read_star(cut)
+
+
+# --- tmfast info ---------------------------------------------------------------------
+
+
+def test_info_says_when_the_fftw_wisdom_file_cannot_be_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`TMFAST_FFTW_WISDOM` naming a folder, a place under a file or a non-JSON
+    file was shown as if fine; matching then replanned on every run."""
+    pytest.importorskip("pyfftw", reason="the wisdom file belongs to pyFFTW")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    junk = tmp_path / "junk.json"
+    junk.write_text("not json")
+    good = tmp_path / "good.json"
+    good.write_text('{"format": "tmfast-fftw-wisdom-1", "wisdom": []}')
+    expected = {
+        tmp_path: "a folder, not usable",
+        blocker / "w.json": f"cannot be created ({blocker} is a file)",
+        junk: "unreadable (",
+        good: "readable",
+        tmp_path / "new" / "w.json": "not written yet",
+    }
+    for path, state in expected.items():
+        monkeypatch.setenv("TMFAST_FFTW_WISDOM", str(path))
+        for args in (["info"], ["info", "--json"]):
+            try:
+                main(args)
+            except SystemExit as exc:
+                assert not exc.code
+            out = capsys.readouterr().out
+            if "--json" in args:
+                assert json.loads(out)["fftw_wisdom_state"].startswith(state), out
+            else:
+                assert f"FFTW wisdom {path} ({state}" in out, out
+    assert not (tmp_path / "new").exists()  # info only looks

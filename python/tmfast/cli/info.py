@@ -13,6 +13,7 @@ import platform
 import sys
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -32,6 +33,32 @@ def _pkg_version(name: str) -> str | None:
         return None
 
 
+def _wisdom_state(path: Path) -> str:
+    """Whether the FFTW wisdom file can be used: its plan count, or why not.
+
+    Matching only logs a warning when the cache cannot be read or written, so
+    this is where a wrong ``TMFAST_FFTW_WISDOM`` (a folder, a read-only place)
+    shows before a long run replans every time.
+    """
+    if path.is_dir():
+        return "a folder, not usable: set TMFAST_FFTW_WISDOM to a file name"
+    if path.exists():
+        try:
+            if not isinstance(json.loads(path.read_text())["wisdom"], list):
+                raise TypeError("no list of plans")
+            return "readable"
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"unreadable ({exc}): every run plans again"
+    folder = path.parent
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"cannot be created ({folder} is a file): every run plans again"
+    if not os.access(folder, os.W_OK):
+        return f"cannot be created ({folder} is not writable): every run plans again"
+    return "not written yet"
+
+
 def collect_info() -> dict[str, Any]:
     """Gather versions, backend availability and devices.
 
@@ -42,8 +69,9 @@ def collect_info() -> dict[str, Any]:
         (name -> ``{"available": bool, "detail": str}``), ``opencl_devices``,
         ``cuda_devices`` (lists of dicts), ``nvcc`` (path or None), ``fftw_wisdom``
         (the CPU backend's FFTW plan cache file, ``"off"``, or None without
-        pyFFTW), ``omp_wait_policy`` (``OMP_WAIT_POLICY`` or None) and ``auto`` (the
-        backend ``--backend auto`` would choose).
+        pyFFTW), ``fftw_wisdom_state`` (its plan count or why it cannot be used,
+        else None), ``omp_wait_policy`` (``OMP_WAIT_POLICY`` or None) and ``auto``
+        (the backend ``--backend auto`` would choose).
     """
     from tmfast import __version__, _rust
     from tmfast.backends._cpu_fft import fftw_available
@@ -55,11 +83,13 @@ def collect_info() -> dict[str, Any]:
     fft = "FFTW (pyfftw)" if no_fftw is None else f"scipy.fft; FFTW: {no_fftw}"
     simd = "AVX2+FMA" if _rust.wide_simd() else "baseline"
     wisdom: str | None = None
+    wisdom_state: str | None = None
     if no_fftw is None:
         from tmfast.backends._cpu_fft import wisdom_path
 
         path = wisdom_path()
         wisdom = "off" if path is None else str(path)
+        wisdom_state = None if path is None else _wisdom_state(path)
     wait_policy = os.environ.get("OMP_WAIT_POLICY")
     backends: dict[str, dict[str, Any]] = {
         "cpu": {
@@ -68,8 +98,9 @@ def collect_info() -> dict[str, Any]:
         }
     }
     if wisdom is not None:
+        state = f" ({wisdom_state})" if wisdom_state else ""
         backends["cpu"]["detail"] += (
-            f"; FFTW wisdom {wisdom}; OMP_WAIT_POLICY {wait_policy or 'unset'}"
+            f"; FFTW wisdom {wisdom}{state}; OMP_WAIT_POLICY {wait_policy or 'unset'}"
         )
     opencl_devices: list[dict[str, Any]] = []
     cuda_devices: list[dict[str, Any]] = []
@@ -117,6 +148,7 @@ def collect_info() -> dict[str, Any]:
         "packages": {p: _pkg_version(p) for p in _PACKAGES},
         "nvcc": find_nvcc(),
         "fftw_wisdom": wisdom,
+        "fftw_wisdom_state": wisdom_state,
         "omp_wait_policy": wait_policy,
         "backends": backends,
         "opencl_devices": opencl_devices,
