@@ -442,3 +442,38 @@ def test_a_second_template_into_the_same_folder_names_the_first_search(
     rc, err = run_cli(match_args(other, dest, *extra, "--overwrite"), capsys)
     assert rc == 0, err
     assert _job(dest)["template"] == str(other["t"].resolve())
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--voltage", "300000", "give kV"),  # volts
+        ("--spherical-aberration", "2700", "give mm"),  # micrometres
+        ("--defocus", "3um", "no unit"),  # a unit after the number
+    ],
+)
+def test_ctf_unit_slips_are_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+    words: str,
+) -> None:
+    """pytom runs these with a meaningless CTF ('3um' was read as a missing
+    per-tilt file: 'needs -a as a tilt-angle file')."""
+    inputs = _inputs(tmp_path)
+    ctf = {
+        "--defocus": "3",
+        "--amplitude-contrast": "0.07",
+        "--spherical-aberration": "2.7",
+        "--voltage": "300",
+    }
+    ctf[flag] = value
+    extra = [v for pair in ctf.items() for v in pair]
+    dest = tmp_path / "out"
+    rc, err = run_cli(match_args(inputs, dest, "-a", "-60", "60", *extra), capsys)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"{flag} {value}" in lines[0], err
+    assert words in lines[0], err
+    assert not dest.exists()

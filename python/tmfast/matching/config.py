@@ -69,6 +69,11 @@ _NOT_RESULT_FIELDS = frozenset(
 )
 
 
+#: Largest plausible --voltage (kV) and --spherical-aberration (mm): above them the
+#: value is a unit slip (V, µm).
+MAX_VOLTAGE_KV = 1000.0
+MAX_SPHERICAL_ABERRATION_MM = 20.0
+
 #: Fields that may name an input file (checkpoints compare the files, not names).
 _INPUT_FILE_FIELDS = (
     "template",
@@ -343,6 +348,18 @@ class MatchConfig:
             _opt_pos("mm", self.spherical_aberration_mm, "--spherical-aberration"),
         )
         s(self, "voltage_kv", _opt_pos("kV", self.voltage_kv, "--voltage"))
+        # a unit slip (V for kV, µm for mm) would run with a meaningless CTF
+        if self.voltage_kv is not None and self.voltage_kv > MAX_VOLTAGE_KV:
+            raise ConfigError(
+                f"--voltage {self.voltage_kv:g}: beyond any electron microscope; "
+                "give kV (e.g. 300), not V"
+            )
+        cs = self.spherical_aberration_mm
+        if cs is not None and cs > MAX_SPHERICAL_ABERRATION_MM:
+            raise ConfigError(
+                f"--spherical-aberration {cs:g}: beyond any objective lens; give mm "
+                "(e.g. 2.7), not µm"
+            )
         # angular search
         a = self.angular_search
         if isinstance(a, bool):

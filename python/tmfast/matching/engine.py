@@ -1033,6 +1033,11 @@ def _metadata(
             logger.warning(
                 "%s ignored: no CTF is applied without --defocus", ", ".join(unused)
             )
+    if isinstance(config.defocus, Path) and not config.defocus.exists():
+        raise ConfigError(
+            f"--defocus {config.defocus}: not a number and no such file; give the "
+            "defocus in µm (e.g. 3.5, no unit) or a .txt/.defocus file"
+        )
     if config.tilt_angles is None:
         if config.per_tilt_weighting or config.defocus is not None:
             raise ConfigError(
