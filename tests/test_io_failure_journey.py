@@ -645,3 +645,37 @@ def test_info_says_when_the_fftw_wisdom_file_cannot_be_used(
             else:
                 assert f"FFTW wisdom {path} ({state}" in out, out
     assert not (tmp_path / "new").exists()  # info only looks
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_a_kill_signal_while_writing_leaves_no_partial_file(
+    tmp_path: Path, signame: str
+) -> None:
+    """SLURM's time limit (SIGTERM) or a closed terminal (SIGHUP) during a write
+    left the hidden ``.name.XXXX.part`` file behind; the process still ends by
+    the signal."""
+    import signal
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from tmfast._fileio import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'partial')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    out = tmp_path / "out.mrc"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "writing"
+    assert len(list(tmp_path.iterdir())) == 1  # the temporary file
+    sig = getattr(signal, signame)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == -sig
+    proc.stdout.close()
+    assert list(tmp_path.iterdir()) == []

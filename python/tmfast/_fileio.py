@@ -10,7 +10,9 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,13 +161,53 @@ class DestinationWriteError(TmfastError, OSError):
         return self.message
 
 
+#: Signals that end the process without running cleanup code when left at their
+#: default action (SLURM's time limit and scancel send SIGTERM; a closed terminal
+#: SIGHUP).
+_FATAL_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+#: Temporary files of the atomic writes in progress.
+_LIVE_TEMPORARIES: set[Path] = set()
+
+
+def _remove_temporaries_and_die(signum: int, frame: object) -> None:
+    """Remove the temporaries of writes in progress, then end as the signal would."""
+    for tmp in list(_LIVE_TEMPORARIES):
+        tmp.unlink(missing_ok=True)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+@contextlib.contextmanager
+def _temporaries_removed_on_fatal_signals(tmp: Path) -> Iterator[None]:
+    """While the body runs, a SIGTERM or SIGHUP that would kill the process (no
+    handler of the program's own) first removes ``tmp``. Only the main thread can
+    install signal handlers; elsewhere this does nothing."""
+    installed: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in _FATAL_SIGNALS:
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                installed[signum] = signal.signal(signum, _remove_temporaries_and_die)
+    _LIVE_TEMPORARIES.add(tmp)
+    try:
+        yield
+    finally:
+        _LIVE_TEMPORARIES.discard(tmp)
+        for signum, previous in installed.items():
+            if signal.getsignal(signum) is _remove_temporaries_and_die:
+                signal.signal(signum, previous)
+
+
 @contextlib.contextmanager
 def atomic_path(
     path: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Iterator[Path]:
     """Yield a temporary path in the target folder; rename it to ``path`` on success.
 
-    The temporary file is removed if the body raises, so no partial output remains.
+    The temporary file is removed if the body raises, so no partial output remains,
+    and also on a SIGTERM or SIGHUP that would end the process (one the program
+    handles itself is left to it).
 
     Raises
     ------
@@ -196,8 +238,9 @@ def atomic_path(
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     try:
-        yield tmp
-        os.replace(tmp, final)
+        with _temporaries_removed_on_fatal_signals(tmp):
+            yield tmp
+            os.replace(tmp, final)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         why = _DESTINATION_ERRNOS.get(exc.errno or 0)
