@@ -477,3 +477,28 @@ def test_ctf_unit_slips_are_one_line(
     assert len(lines) == 1 and f"{flag} {value}" in lines[0], err
     assert words in lines[0], err
     assert not dest.exists()
+
+
+def test_a_stop_while_the_inputs_load_says_nothing_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while the tomogram is read and filtered: the message spoke of 'a whole
+    batch' and '0/70 rotation-tiles', and the new output folder was left empty."""
+    import tmfast.matching.engine as engine
+
+    inputs = _inputs(tmp_path)
+    dest = tmp_path / "new" / "out"
+    load = engine._load_inputs
+
+    def interrupted_load(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGINT)
+        return load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "_load_inputs", interrupted_load)
+    rc, err = run_cli(match_args(inputs, dest, "--backend", "cpu"), capsys)
+    assert rc == 130, err
+    errors = [line for line in err.splitlines() if line.startswith("tmfast:")]
+    assert errors == [
+        "tmfast: error: stopped by SIGINT before the search started; nothing written"
+    ], err
+    assert not (tmp_path / "new").exists()

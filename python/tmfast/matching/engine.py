@@ -94,14 +94,20 @@ class MatchInterrupted(TmfastError):
 
     def __init__(self, signum: int, checkpoint: Path | None, done: int, total: int):
         name = signal.Signals(signum).name
-        where = (
-            f"checkpoint {checkpoint} holds {done}/{total} rotation-tiles; rerun the "
-            "same command to resume"
-            if checkpoint is not None
-            else f"{done}/{total} rotation-tiles done, no checkpoint written "
-            "(nothing to save yet, or checkpoints disabled)"
-        )
-        super().__init__(f"stopped by {name} after a whole batch: {where}")
+        if checkpoint is None and done == 0:
+            # e.g. while the inputs were read and filtered
+            super().__init__(
+                f"stopped by {name} before the search started; nothing written"
+            )
+        else:
+            where = (
+                f"checkpoint {checkpoint} holds {done}/{total} rotation-tiles; "
+                "rerun the same command to resume"
+                if checkpoint is not None
+                else f"{done}/{total} rotation-tiles done, no checkpoint written "
+                "(checkpoints disabled)"
+            )
+            super().__init__(f"stopped by {name} after a whole batch: {where}")
         self.signum = signum
         self.checkpoint = checkpoint
         self.exit_code = 128 + int(signum)
@@ -2087,6 +2093,9 @@ def run_match(
             # reported once, by whoever catches it (the CLI prints it as its one
             # error line; the batch task logs it): logging it here too doubled it
             interrupted = exc
+            if exc.checkpoint is None:
+                stack.close()
+                _remove_if_empty(created)  # a folder this run made, left empty
         except BaseException:
             stack.close()  # the lock file goes first: the folder may be empty now
             _remove_if_empty(created)
