@@ -502,3 +502,25 @@ def test_a_stop_while_the_inputs_load_says_nothing_was_written(
         "tmfast: error: stopped by SIGINT before the search started; nothing written"
     ], err
     assert not (tmp_path / "new").exists()
+
+
+def test_random_phase_with_skipped_sub_volumes_prints_no_numpy_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-r with a tomogram mask that leaves a -s sub-volume unsearched printed
+    'tmfast: warning: invalid value encountered in subtract' (-inf - -inf)."""
+    inputs = _inputs(tmp_path)
+    mask = np.zeros(SHAPE, np.float32)
+    mask[:, :, 12:] = 1.0  # the first of two x pieces lies outside
+    with mrcfile.new(tmp_path / "in" / "tmask.mrc") as m:
+        m.set_data(mask)
+        m.voxel_size = 10.0
+    dest = tmp_path / "out"
+    extra = ["-a", "-60", "60", "-r", "--rng-seed", "3", "-s", "2", "1", "1"]
+    extra += ["--tomogram-mask", str(tmp_path / "in" / "tmask.mrc")]
+    rc, err = run_cli(match_args(inputs, dest, *extra, "--backend", "cpu"), capsys)
+    assert rc == 0, err
+    assert "invalid value" not in err and "tmfast: warning" not in err, err
+    scores = _scores(dest)
+    assert np.isneginf(scores[:, :, :10]).all()  # the skipped piece: unsearched
+    assert np.isfinite(scores[:, :, 10:]).all()

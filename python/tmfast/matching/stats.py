@@ -130,7 +130,8 @@ def noise_corrected_scores(
         m = float(noise_scores[sel].astype(np.float64).mean()) if sel.any() else 0.0
     else:
         m = float(noise_mean)
-    out = scores.astype(np.float64) - noise_scores + m
+    with np.errstate(invalid="ignore"):  # -inf - -inf in unsearched voxels
+        out = scores.astype(np.float64) - noise_scores + m
     out[~np.isfinite(scores)] = -np.inf
     return out.astype(np.float32), m
 
