@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def _base() -> npt.NDArray[np.float32]:
 
 
 def _new(path: Path, data: npt.ArrayLike, voxel: float | None = 4.0) -> Path:
-    with mrcfile.new(path, overwrite=True) as m:
+    with warnings.catch_warnings(), mrcfile.new(path, overwrite=True) as m:
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN data on purpose
         m.set_data(np.asarray(data))
         if voxel is not None:
             m.voxel_size = voxel
@@ -268,7 +270,7 @@ def test_a_motive_list_is_not_padded_into_a_huge_template(
 ) -> None:
     """An EM motive list (1 x N x 20) was padded to an N^3 cube: with cryoCAT's
     1023-particle list the process was killed for memory after a minute."""
-    motl = np.zeros((1, 300, 20), np.float32)
+    motl = np.random.default_rng(5).uniform(0, 500, (1, 300, 20)).astype(np.float32)
     head = np.zeros(512, np.uint8)
     head[0], head[3] = 6, 5  # PC byte order, float32
     head[4:16] = np.frombuffer(np.array([20, 300, 1], "<i4").tobytes(), np.uint8)
@@ -679,3 +681,30 @@ def test_a_kill_signal_while_writing_leaves_no_partial_file(
     assert proc.wait(timeout=30) == -sig
     proc.stdout.close()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "constant"])
+def test_maps_without_density_are_refused_not_written_as_templates(
+    tmp_path: Path, bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A map with one NaN gave an all-NaN template, an all-zero map an all-zero
+    one, both written with exit 0; create-mask said 'mask threshold nan is above
+    the template's maximum nan'."""
+    vol = np.random.default_rng(2).standard_normal((12,) * 3).astype(np.float32)
+    if bad == "constant":
+        vol[:] = 0.0
+    else:
+        vol[3, 4, 5] = float(bad)
+    src = _new(tmp_path / "map.mrc", vol)
+    out = tmp_path / "t.mrc"
+    code, err = _cli(_template_args(src, out), capsys)
+    assert code == 2
+    needle = "every voxel is 0" if bad == "constant" else "1 of 1728 voxels are NaN"
+    _one_error_line(err, str(src), needle)
+    assert not out.exists()
+    if bad != "constant":
+        mask_args = ["create-mask", "--template", str(src), "-o", str(out)]
+        code, err = _cli(mask_args, capsys)
+        assert code == 2
+        _one_error_line(err, str(src), "1 of 1728 voxels are NaN or infinite")
+        assert not out.exists()

@@ -133,7 +133,7 @@ def create_template(
     """Make a template from an EM map or atomic model at the tomogram's voxel size."""
     from tmfast._fileio import check_writable, make_folder
     from tmfast.io.mrc import read_volume, write_volume
-    from tmfast.templates.maps import template_from_map
+    from tmfast.templates.maps import check_map_values, template_from_map
     from tmfast.templates.models import read_atom_model, template_from_model
 
     out_a = output_voxel_size_angstrom
@@ -169,6 +169,7 @@ def create_template(
             volume, header_a = read_em_volume(input_map), 0.0
         else:
             volume, header_a = read_volume(input_map, require_voxel_size=False)
+        check_map_values(volume, str(input_map))
         in_a: float | None = header_a if header_a > 0 else None
         in_src = "header"
         if input_voxel_size_angstrom is not None:
@@ -328,6 +329,8 @@ def create_mask(
     tmpl = None
     vox = voxel_size
     if template is not None:
+        import numpy as np
+
         from tmfast.templates.em import is_em_file, read_em_volume
 
         if template.is_file() and is_em_file(template):
@@ -336,6 +339,11 @@ def create_mask(
             tmpl, tmpl_a = read_volume(template, require_voxel_size=False)
         if len(set(tmpl.shape)) != 1:
             raise ConfigError(f"{template}: template shape {tmpl.shape} is not cubic")
+        if not np.all(np.isfinite(tmpl)):
+            raise ConfigError(
+                f"{template}: {int(np.count_nonzero(~np.isfinite(tmpl)))} of "
+                f"{tmpl.size} voxels are NaN or infinite; fix the template first"
+            )
         if box_size is not None and box_size != tmpl.shape[0]:
             raise ConfigError(
                 f"--box-size {box_size} differs from the template's {tmpl.shape[0]}; "

@@ -38,6 +38,7 @@ __all__ = [
     "MAX_MAP_ASPECT",
     "MIN_TEMPLATE_BOX",
     "center_of_mass_zyx",
+    "check_map_values",
     "density_outside_box",
     "fourier_resample",
     "lowpass_weights_rfft",
@@ -362,6 +363,43 @@ def density_outside_box(
     return outside / total, extent
 
 
+def check_map_values(volume: npt.NDArray[np.generic], subject: str = "map") -> None:
+    """Refuse a map with NaN or infinite voxels, or with one value everywhere.
+
+    Either gave a template of NaN or of zeros, written without a word, which then
+    matched nothing.
+
+    Parameters
+    ----------
+    volume
+        The map, any shape.
+    subject
+        What to name in the message (the file, or ``"map"``).
+
+    Raises
+    ------
+    ConfigError
+        ``"<subject>: N of M voxels are NaN or infinite; ..."`` or
+        ``"<subject>: every voxel is V; ..."``.
+    """
+    v = np.asarray(volume)
+    if v.size == 0:
+        raise ConfigError(f"{subject}: the map is empty; give a 3-D density map")
+    if v.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(v)))
+        if bad:
+            raise ConfigError(
+                f"{subject}: {bad} of {v.size} voxels are NaN or infinite; fix or "
+                "replace the map (e.g. set them to the background value)"
+            )
+    lo, hi = v.min(), v.max()
+    if lo == hi:
+        raise ConfigError(
+            f"{subject}: every voxel is {float(lo):g}; the map holds no density "
+            "(an empty or failed reconstruction?): give the particle's map"
+        )
+
+
 def template_from_map(
     volume: npt.NDArray[np.floating],
     input_voxel_size_a: float | None,
@@ -419,7 +457,8 @@ def template_from_map(
         Missing or non-positive voxel size, upsampling without permission, a box
         below :data:`MIN_TEMPLATE_BOX` voxels (usually a wrong input voxel size), a
         map with an axis under :data:`MIN_TEMPLATE_BOX` voxels or longer than
-        :data:`MAX_MAP_ASPECT` times another (not a particle map).
+        :data:`MAX_MAP_ASPECT` times another (not a particle map), NaN or
+        infinite voxels, or one value everywhere (:func:`check_map_values`).
 
     Warns
     -----
@@ -432,6 +471,7 @@ def template_from_map(
     vol = np.asarray(volume, dtype=np.float32)
     if vol.ndim != 3:
         raise ConfigError(f"map shape {vol.shape}: need a 3D volume")
+    check_map_values(vol)
     if min(vol.shape) < MIN_TEMPLATE_BOX or max(vol.shape) > (
         MAX_MAP_ASPECT * min(vol.shape)
     ):

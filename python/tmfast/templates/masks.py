@@ -200,8 +200,8 @@ def mask_from_template(
     Raises
     ------
     ConfigError
-        If the template is constant, the threshold selects nothing, or a parameter
-        is out of range.
+        If the template is constant or not finite, the threshold selects nothing,
+        or a parameter is out of range.
     """
     t = np.asarray(template, dtype=np.float64)
     if t.ndim != 3:
@@ -213,6 +213,12 @@ def mask_from_template(
     if not 0 < threshold_fraction < 1:
         raise ConfigError(
             f"threshold fraction {threshold_fraction!r}: must be in (0, 1)"
+        )
+    if not np.all(np.isfinite(t)):
+        bad = int(np.count_nonzero(~np.isfinite(t)))
+        raise ConfigError(
+            f"template: {bad} of {t.size} voxels are NaN or infinite; fix the "
+            "template first"
         )
     density = t - np.median(t)
     if -density.min() > density.max():
