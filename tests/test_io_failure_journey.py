@@ -708,3 +708,38 @@ def test_maps_without_density_are_refused_not_written_as_templates(
         assert code == 2
         _one_error_line(err, str(src), "1 of 1728 voxels are NaN or infinite")
         assert not out.exists()
+
+
+# --- atomic models -------------------------------------------------------------------
+
+
+def _pdb_lines(n: int) -> str:
+    return "".join(
+        f"ATOM  {i + 1:5d}  CA  ALA A{i + 1:4d}    "
+        f"{3.8 * i:8.3f}{1.0 * (i % 3):8.3f}{0.5 * (i % 5):8.3f}"
+        "  1.00  0.00           C  \n"
+        for i in range(n)
+    )
+
+
+def test_broken_models_are_one_line_naming_the_cause(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An MRC map named .pdb was 'the model holds no atoms'; a cut-short PDB gave
+    gemmi's two-line message (the offending line on a line of its own)."""
+    pytest.importorskip("gemmi")
+    disguised = tmp_path / "map.pdb"
+    shutil.copy(_new(tmp_path / "map.mrc", _base()), disguised)
+    cut = tmp_path / "cut.pdb"
+    cut.write_text(_pdb_lines(40) + "ATOM     41\n")
+    for model, needle in ((disguised, "it is an MRC map"), (cut, "cut-short")):
+        out = tmp_path / "t.mrc"
+        args = [
+            "create-template", "-i", str(model), "-o", str(out),
+            "--output-voxel-size-angstrom", "8",
+        ]  # fmt: skip
+        code, err = _cli(args, capsys)
+        assert code == 2, err
+        _one_error_line(err, str(model), needle)
+        assert len(err.strip().splitlines()) == 1, err
+        assert not out.exists()

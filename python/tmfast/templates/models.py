@@ -67,6 +67,26 @@ class AtomModel:
     occupancies: npt.NDArray[np.float64]
 
 
+def _binary_content(path: Path) -> str | None:
+    """Why ``path`` (after gzip) is no text model, or None: gemmi reads an MRC
+    map named ``.pdb`` as a model with no atoms, and says nothing of it."""
+    import gzip
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as fh:
+            text = fh.read(4096)
+    except (OSError, EOFError) as exc:
+        return f"cannot be read: {exc}"
+    if b"\0" not in text:
+        return None
+    if len(text) >= 212 and text[208:212] == b"MAP ":
+        return "it is an MRC map: use its .mrc name, or give the model file"
+    return "binary data, not text"
+
+
 def read_atom_model(path: str | os.PathLike[str]) -> AtomModel:
     """Read atoms from a PDB or mmCIF file (optionally gzipped) with gemmi.
 
@@ -94,10 +114,20 @@ def read_atom_model(path: str | os.PathLike[str]) -> AtomModel:
         raise FormatError(
             f"{p}: reading atomic models needs gemmi; pip install 'tmfast[models]'"
         ) from exc
+    binary = _binary_content(p)
+    if binary is not None:
+        raise FormatError(f"{p}: not a PDB/mmCIF model ({binary})")
     try:
         st = gemmi.read_structure(str(p))
     except (RuntimeError, ValueError, OSError) as exc:
-        raise FormatError(f"{p}: not a readable PDB/mmCIF model ({exc})") from exc
+        # gemmi quotes the offending line on a line of its own: keep one line
+        reason = " ".join(str(exc).split())
+        if len(reason) > 160:
+            reason = reason[:160] + "..."
+        raise FormatError(
+            f"{p}: not a readable PDB/mmCIF model ({reason}); check that the file "
+            "is complete (a cut-short download or copy?)"
+        ) from None
     st.remove_waters()
     if len(st) == 0:
         raise FormatError(
