@@ -524,3 +524,23 @@ def test_random_phase_with_skipped_sub_volumes_prints_no_numpy_warning(
     scores = _scores(dest)
     assert np.isneginf(scores[:, :, :10]).all()  # the skipped piece: unsearched
     assert np.isfinite(scores[:, :, 10:]).all()
+
+
+def test_a_high_pass_finer_than_nyquist_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--high-pass 15 at 10 Å/voxel (the low-pass value given to the wrong flag)
+    weighted most of the band down without a word; --low-pass already warned."""
+    inputs = _inputs(tmp_path)
+    extra = ["-a", "-60", "60", "--backend", "cpu"]
+    rc, err = run_cli(
+        match_args(inputs, tmp_path / "a", *extra, "--high-pass", "15"), capsys
+    )
+    assert rc == 0, err
+    warned = [line for line in err.splitlines() if "WARNING" in line]
+    assert len(warned) == 1 and "--high-pass 15" in warned[0], err
+    assert "Nyquist (20 Å" in warned[0]
+    rc, err = run_cli(
+        match_args(inputs, tmp_path / "b", *extra, "--high-pass", "300"), capsys
+    )
+    assert rc == 0 and "WARNING" not in err, err

@@ -1292,6 +1292,15 @@ def check_inputs(
             voxel,
             2.0 * voxel,
         )
+    if config.high_pass_a is not None and config.high_pass_a <= 2.0 * voxel:
+        logger.warning(
+            "--high-pass %g Å is at or finer than Nyquist (%g Å at %g Å/voxel): it "
+            "removes most of the signal; --high-pass takes the longest wavelength "
+            "to remove (e.g. 400 Å), --low-pass the shortest to keep",
+            config.high_pass_a,
+            2.0 * voxel,
+            voxel,
+        )
     tmask = None
     if tomogram_mask is not None:
         src = sources["tomogram_mask"]
