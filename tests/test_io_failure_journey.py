@@ -743,3 +743,25 @@ def test_broken_models_are_one_line_naming_the_cause(
         _one_error_line(err, str(model), needle)
         assert len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_a_tilt_series_stack_read_as_a_volume_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tilt series (.st, ispg 0) given for the tomogram was read silently."""
+    caplog.set_level(logging.WARNING, logger="tmfast.io.mrc")
+    for name, stack in (("ts.st", True), ("ts.rec", True), ("vol.st", False)):
+        path = tmp_path / name
+        with mrcfile.new(path) as m:
+            m.set_data(_base())
+            m.voxel_size = 4.0
+            if stack:
+                m.set_image_stack()  # ispg 0
+        caplog.clear()
+        read_volume(path)
+        warned = [r.getMessage() for r in caplog.records]
+        if name == "ts.st":
+            assert len(warned) == 1 and "stack of 2-D images" in warned[0], warned
+            assert warned[0].startswith(f"{path}: ")
+        else:  # ispg 0 alone is common in real volumes; a .st marked as volume
+            assert warned == [], (name, warned)

@@ -127,6 +127,25 @@ def _bytes_unsigned(header: np.recarray) -> bool:  # type: ignore[type-arg]
     return float(header.dmin) >= 0 and float(header.dmax) > 127
 
 
+#: Names that IMOD, RELION and others give to stacks of 2-D images.
+_STACK_SUFFIXES = (".st", ".ali", ".mrcs", ".preali")
+
+
+def _warn_if_image_stack(path: Path, header: np.recarray) -> None:  # type: ignore[type-arg]
+    """Warn when ``path`` is named and marked (ispg 0) as a stack of 2-D images,
+    e.g. a tilt series given where the tomogram was meant. Only both together:
+    many real volumes carry ispg 0."""
+    name = path.name.lower().removesuffix(".gz").removesuffix(".bz2")
+    if int(header.ispg) == 0 and name.endswith(_STACK_SUFFIXES):
+        logger.warning(
+            "%s: named and marked (ispg 0) as a stack of 2-D images, e.g. a tilt "
+            "series, not a volume; reading its %d images as z sections (give the "
+            "reconstructed tomogram if this is not one)",
+            path,
+            int(header.nz),
+        )
+
+
 def _axis_order(header: np.recarray) -> tuple[int, int, int] | None:  # type: ignore[type-arg]
     """The transpose taking mrcfile's (section, row, column) array to (z, y, x), or
     None when the file is in the standard order (or its mapc/mapr/maps are unset)."""
@@ -298,6 +317,7 @@ def read_volume(
             if require_voxel_size:
                 raise
             vs = 0.0
+        _warn_if_image_stack(p, mrc.header)
         if _bytes_unsigned(mrc.header):
             logger.debug("%s: mode 0 read as unsigned bytes", p)
             data = data.view(np.uint8)
