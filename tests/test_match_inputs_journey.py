@@ -544,3 +544,20 @@ def test_a_high_pass_finer_than_nyquist_warns(
         match_args(inputs, tmp_path / "b", *extra, "--high-pass", "300"), capsys
     )
     assert rc == 0 and "WARNING" not in err, err
+
+
+def test_progress_with_a_volume_split_counts_rotation_tiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With -s 2 1 1 the log said 'matching: 140/140 rotations' for a 70-rotation
+    search; the stop message already spoke of rotation-tiles."""
+    inputs = _inputs(tmp_path)
+    extra = ["-a", "-60", "60", "--backend", "cpu"]
+    rc, err = run_cli(
+        match_args(inputs, tmp_path / "s", *extra, "-s", "2", "1", "1"), capsys
+    )
+    assert rc == 0, err
+    assert f"matching: {2 * N_ROT}/{2 * N_ROT} rotation-tiles (100.0%)" in err, err
+    rc, err = run_cli(match_args(inputs, tmp_path / "u", *extra), capsys)
+    assert rc == 0, err
+    assert f"matching: {N_ROT}/{N_ROT} rotations (100.0%)" in err, err

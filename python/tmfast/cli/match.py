@@ -95,6 +95,7 @@ def _log_progress(
     interval_s: float = LOG_INTERVAL_S,
     *,
     clock: Callable[[], float] = time.monotonic,
+    unit: str = "rotations",
 ) -> Callable[[int, int], None]:
     """Progress as log lines, at most one per ``interval_s`` (plus the first and last).
 
@@ -118,9 +119,10 @@ def _log_progress(
         rate = (done - first) / elapsed if elapsed > 0 else 0.0
         left = (total - done) / rate if rate > 0 else float("nan")
         logger.info(
-            "matching: %d/%d rotations (%.1f%%), %.1f rot/s, %s left",
+            "matching: %d/%d %s (%.1f%%), %.1f rot/s, %s left",
             done,
             total,
+            unit,
             100.0 * done / total if total else 100.0,
             rate,
             "?" if left != left else f"{left:.0f} s",
@@ -129,8 +131,14 @@ def _log_progress(
     return report
 
 
-def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """Return (callback, closer): a rich bar on a terminal, throttled logs otherwise."""
+def _progress(
+    unit: str = "rotations",
+) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """Return (callback, closer): a rich bar on a terminal, throttled logs otherwise.
+
+    ``unit`` names what is counted: rotations, or rotation-tiles (rotations times
+    sub-volumes) with ``-s``, whose total is then a multiple of the rotations.
+    """
     import os
 
     if sys.stderr.isatty() and "SLURM_JOB_ID" not in os.environ:
@@ -149,6 +157,8 @@ def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
             TextColumn("matching"),
             BarColumn(),
             MofNCompleteColumn(),
+            # the count's unit when it is not plain rotations
+            *([] if unit == "rotations" else [TextColumn(unit)]),
             TaskProgressColumn(),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
@@ -173,7 +183,7 @@ def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
             bar.update(task, completed=done, total=total, rate=f"{rate:.1f} rot/s")
 
         return report, bar.stop
-    return _log_progress(), lambda: None
+    return _log_progress(unit=unit), lambda: None
 
 
 class MatchAborted(TmfastError):
@@ -629,7 +639,10 @@ def match(
         raise MatchAborted(
             "interrupted (Ctrl-C) before matching started; nothing written"
         ) from None
-    report, stop = _progress()
+    split = cfg.volume_split_xyz
+    report, stop = _progress(
+        "rotation-tiles" if split[0] * split[1] * split[2] > 1 else "rotations"
+    )
     try:
         # a stopped run's checkpoint with other options is kept unless --overwrite
         run_match(
