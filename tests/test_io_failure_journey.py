@@ -754,9 +754,9 @@ def test_a_tilt_series_stack_read_as_a_volume_is_named(
         path = tmp_path / name
         with mrcfile.new(path) as m:
             m.set_data(_base())
-            m.voxel_size = 4.0
             if stack:
                 m.set_image_stack()  # ispg 0
+            m.voxel_size = 4.0
         caplog.clear()
         read_volume(path)
         warned = [r.getMessage() for r in caplog.records]
