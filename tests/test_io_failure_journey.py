@@ -183,6 +183,19 @@ def test_axis_order_mapc_mapr_maps_is_honoured(
     assert read_header(path) == (SHAPE, pytest.approx(4.0))
 
 
+def test_unset_sampling_mx_my_mz_counts_as_the_grid(tmp_path: Path) -> None:
+    """Writers that leave mx/my/mz at 0 made mrcfile divide by zero: a
+    RuntimeWarning, then 'voxel size [inf, inf, inf] is zero or invalid'."""
+    path = _new(tmp_path / "mx0.mrc", _base(), voxel=None)
+    with mrcfile.open(path, mode="r+") as m:
+        m.header.mx = m.header.my = m.header.mz = 0
+        m.header.cella = (8 * 3.5, 7 * 3.5, 6 * 3.5)  # x, y, z lengths in Å
+    vol, voxel = read_volume(path)  # warnings are errors in the test run
+    np.testing.assert_array_equal(vol, _base())
+    assert voxel == pytest.approx(3.5)
+    assert read_header(path) == (SHAPE, pytest.approx(3.5))
+
+
 def _big_endian(path: Path, data: npt.NDArray[np.float32]) -> Path:
     """A big-endian file as old SGI/IBM and some Java writers leave it."""
     from mrcfile.dtypes import HEADER_DTYPE

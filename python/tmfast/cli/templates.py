@@ -49,10 +49,12 @@ def _anisotropic_voxel(path: Path) -> tuple[float, float, float] | None:
     """
     import mrcfile
 
+    from tmfast.io.mrc import _header_voxel_sizes
+
     try:
         with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-            vs = mrc.voxel_size
-            sizes = (float(vs.x), float(vs.y), float(vs.z))
+            x, y, z = _header_voxel_sizes(mrc.header)
+            sizes = (x, y, z)
     except (OSError, ValueError):
         return None
     if all(math.isfinite(v) and v > 0 for v in sizes) and (

@@ -157,9 +157,26 @@ def _axis_order(header: np.recarray) -> tuple[int, int, int] | None:  # type: ig
     return z, y, x
 
 
+def _header_voxel_sizes(header: np.recarray) -> list[float]:  # type: ignore[type-arg]
+    """Voxel size along x, y, z in Å: ``cella / (mx, my, mz)`` as mrcfile computes
+    it, except that an unset (0) sampling counts as the grid size along that axis
+    (some writers leave mx/my/mz at 0; mrcfile then divides by zero)."""
+    cella = [float(header.cella.x), float(header.cella.y), float(header.cella.z)]
+    sampling = [int(header.mx), int(header.my), int(header.mz)]
+    grid_crs = [int(header.nx), int(header.ny), int(header.nz)]
+    crs = [int(header.mapc), int(header.mapr), int(header.maps)]
+    if sorted(crs) != [1, 2, 3]:
+        crs = [1, 2, 3]
+    grid_xyz = [grid_crs[crs.index(axis)] for axis in (1, 2, 3)]
+    sizes = []
+    for length, m, n in zip(cella, sampling, grid_xyz, strict=True):
+        div = m if m > 0 else n
+        sizes.append(length / div if div > 0 else 0.0)
+    return sizes
+
+
 def _voxel_size(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> float:
-    vs = mrc.voxel_size
-    sizes = [float(vs.x), float(vs.y), float(vs.z)]
+    sizes = _header_voxel_sizes(mrc.header)
     if not all(np.isfinite(s) and s > 0 for s in sizes):
         raise FormatError(
             f"{path}: voxel size {sizes} Å in the header is zero or invalid; set it "
