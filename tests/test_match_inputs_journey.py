@@ -561,3 +561,29 @@ def test_progress_with_a_volume_split_counts_rotation_tiles(
     rc, err = run_cli(match_args(inputs, tmp_path / "u", *extra), capsys)
     assert rc == 0, err
     assert f"matching: {N_ROT}/{N_ROT} rotations (100.0%)" in err, err
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("Position_16_3.aln", "an AreTomo alignment file"),
+        ("test_CTF.txt", "first column counts the images (1, 2, 3, ...)"),
+    ],
+)
+def test_a_table_whose_first_column_counts_images_is_not_read_as_tilts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, words: str
+) -> None:
+    """-a Position_16_3.aln ran with tilts 1, 2, 3, ... 31 degrees (its SEC
+    column) and no word; pytom refuses such files (one float per line)."""
+    table = FORMATS / "aretomo3" / name
+    if not table.exists():
+        pytest.skip(f"{table} absent (shared example data)")
+    inputs = _inputs(tmp_path)
+    dest = tmp_path / "out"
+    args = match_args(inputs, dest, "-a", str(table), "--per-tilt-weighting")
+    rc, err = run_cli(args, capsys)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tmfast: error: {table}: "), err
+    assert words in lines[0], err
+    assert not dest.exists()

@@ -145,8 +145,17 @@ def read_tilt_angles(
             f"tilt angles {path_or_range!r}: give a .tlt/.rawtlt file or MIN MAX"
         )
     path = Path(path_or_range)
+    if path.suffix.lower() == ".aln":
+        raise FormatError(
+            f"{path}: an AreTomo alignment file, whose first column is the image "
+            "number; give the tilt angles as a .tlt/.rawtlt (AreTomo3 writes "
+            "<name>_TLT.txt, or a .tlt with -OutImod), or match an AreTomo3 project "
+            "with tmfast batch"
+        )
+    rows = _lines(path, "tilt angle")
+    _refuse_index_column(path, rows)
     angles = []
-    for number, fields in _lines(path, "tilt angle"):
+    for number, fields in rows:
         a = _float(
             path,
             number,
@@ -161,6 +170,24 @@ def read_tilt_angles(
             )
         angles.append(a)
     return tuple(angles)
+
+
+def _refuse_index_column(path: Path, rows: list[tuple[int, list[str]]]) -> None:
+    """Refuse a multi-column file whose first column counts the images (1, 2, 3...
+    or 0, 1, 2...): its tilt angles are in another column."""
+    if len(rows) < 3 or any(len(fields) < 2 for _, fields in rows):
+        return
+    try:
+        first = [float(fields[0]) for _, fields in rows]
+    except ValueError:
+        return  # the angle reader names the line
+    for start in (0.0, 1.0):
+        if first == [start + i for i in range(len(first))]:
+            raise FormatError(
+                f"{path}: its first column counts the images ({first[0]:g}, "
+                f"{first[1]:g}, {first[2]:g}, ...), so it holds no tilt angles; "
+                "give a .tlt/.rawtlt with the tilt angles in the first column"
+            )
 
 
 def _check_defocus(path: Path | None, number: int | None, value: float) -> float:
