@@ -114,7 +114,9 @@ def read_tilt_angles(
     ------
     FormatError
         If the file is missing, empty or holds a non-number or an angle outside
-        [-90, 90], or the pair is not ``min <= max`` within [-90, 90].
+        [-90, 90]; if it is an AreTomo ``.aln`` or its first column counts the
+        images (0..N-1 or 1..N beside other columns); or the pair is not
+        ``min <= max`` within [-90, 90].
     """
     if (
         isinstance(path_or_range, Sequence)
