@@ -611,3 +611,23 @@ def test_replan_refused_while_tasks_of_the_batch_are_queued(
         overwrite=True,
     )
     assert [e.key for e in replanned.manifest.entries] == ["TS_02"]
+
+
+def test_log_folder_with_a_percent_sign_is_escaped_for_sbatch() -> None:
+    """sbatch reads '%A', '%j', ... in --output as patterns; a batch folder named
+    like 'ribo_%A' sent the logs elsewhere. '%%' is sbatch's literal '%'."""
+    from tmfast.batch.slurm import SlurmOptions, render_array_script
+
+    script = render_array_script(
+        manifest_path=Path("/data/ribo_%A run/manifest.json"),
+        n_tasks=2,
+        log_dir=Path("/data/ribo_%A run/logs"),
+        options=SlurmOptions(),
+    )
+    (line,) = [ln for ln in script.splitlines() if "--output=" in ln]
+    assert shlex.split(line) == [
+        "#SBATCH",
+        "--output=/data/ribo_%%A run/logs/%x_%A_%a.out",
+    ]
+    # the manifest path on the command line is not a pattern: left as it is
+    assert "'/data/ribo_%A run/manifest.json'" in script

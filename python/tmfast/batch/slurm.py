@@ -217,7 +217,8 @@ def render_array_script(
     sb: list[tuple[str, str | int | None]] = [
         ("job-name", o.job_name),
         ("array", format_array_indices(range(n_tasks), o.array_throttle)),
-        ("output", str(log_dir / "%x_%A_%a.out")),
+        # '%' in a folder name would be read as a filename pattern: '%%' is a '%'
+        ("output", str(log_dir).replace("%", "%%") + "/%x_%A_%a.out"),
         ("ntasks", 1),
         ("partition", o.partition),
         ("qos", o.qos),
