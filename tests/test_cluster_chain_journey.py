@@ -631,3 +631,23 @@ def test_log_folder_with_a_percent_sign_is_escaped_for_sbatch() -> None:
     ]
     # the manifest path on the command line is not a pattern: left as it is
     assert "'/data/ribo_%A run/manifest.json'" in script
+
+
+def test_container_refuses_folders_apptainer_cannot_bind(tmp_path: Path) -> None:
+    """apptainer --bind splits at ',' and ':': the task would not see the files."""
+    from tmfast.batch.slurm import SlurmOptions
+
+    proj = make_relion5_project(tmp_path / "proj", names=("TS_01",))
+    sif = tmp_path / "tmfast.sif"
+    sif.write_bytes(b"")
+    opts = SlurmOptions(container=str(sif))
+    with pytest.raises(ConfigError, match=r"batch,v2: apptainer --bind cannot take"):
+        plan_relion5(
+            proj["tomograms_star"], tmp_path / "batch,v2", match=_match(proj),
+            slurm=opts,
+        )  # fmt: skip
+    assert not (tmp_path / "batch,v2").exists()
+    plan = plan_relion5(
+        proj["tomograms_star"], tmp_path / "batch v2", match=_match(proj), slurm=opts
+    )
+    assert "--bind " + shlex.quote(str(tmp_path / "batch v2")) in plan.script

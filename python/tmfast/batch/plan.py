@@ -580,12 +580,22 @@ def plan_batch(
         if bad:
             raise ConfigError("invalid matching options:\n  " + "\n  ".join(bad))
     manifest_path = out / "manifest.json"
+    binds = _bind_paths(manifest)
+    if slurm.container:
+        # apptainer --bind reads 'src[:dst[:opts]][,src...]': such a folder
+        # would be cut into other paths and the task would not see its files
+        cut = [str(b) for b in (*binds, *slurm.binds) if set(str(b)) & {":", ","}]
+        if cut:
+            raise ConfigError(
+                f"{cut[0]}: apptainer --bind cannot take a folder name with ':' or "
+                "','; rename the folder or use a symbolic link without them"
+            )
     script = render_array_script(
         manifest_path=manifest_path,
         n_tasks=len(planned),
         log_dir=out / "logs",
         options=slurm,
-        bind_paths=_bind_paths(manifest),
+        bind_paths=binds,
     )
     script_path = out / SCRIPT_NAME
     if not dry_run:
