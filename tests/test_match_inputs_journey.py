@@ -587,3 +587,20 @@ def test_a_table_whose_first_column_counts_images_is_not_read_as_tilts(
     assert len(lines) == 1 and lines[0].startswith(f"tmfast: error: {table}: "), err
     assert words in lines[0], err
     assert not dest.exists()
+
+
+def test_whitening_over_a_too_thin_search_region_names_the_region(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The error spoke of a 'whitening patch size 3' the user never gave."""
+    inputs = _inputs(tmp_path)
+    dest = tmp_path / "out"
+    args = match_args(
+        inputs, dest, "-a", "-60", "60", "--spectral-whitening", "--search-x", "0", "3"
+    )
+    rc, err = run_cli(args, capsys)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "--spectral-whitening" in lines[0], err
+    assert "--search-x" in lines[0] and "patch size" not in lines[0], err
+    assert not dest.exists()

@@ -1613,6 +1613,14 @@ def match_template(
         n_box,
         fast_period(inputs.tomogram.shape),
     )
+    thinnest = min(*inputs.search_shape_zyx, *inputs.tomogram.shape)
+    if config.spectral_whitening and thinnest < 4:
+        raise ConfigError(
+            f"--spectral-whitening: the search region is {thinnest} voxels thin "
+            "along one axis; the whitening filter is estimated from patches of the "
+            "search region, at least 4 voxels on a side: widen --search-x/-y/-z or "
+            "drop --spectral-whitening"
+        )
     if backend is None:
         from tmfast.backends.registry import get_backends
 
