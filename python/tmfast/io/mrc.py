@@ -6,7 +6,7 @@ when the file is float32 (no copy) and a converted copy otherwise. Gzip and bzip
 files (``.mrc.gz``) are read whole, never mapped.
 
 Files as other programs write them: mode 0 bytes are signed (MRC2014) unless IMOD's
-header stamp says unsigned (``imodFlags`` bit 1 clear), or, without the stamp, the
+header stamp says unsigned (``imodFlags & 1`` clear), or, without the stamp, the
 header's ``dmin >= 0`` and ``dmax > 127`` can only be unsigned bytes (old IMOD, other
 writers); the ``mapc/mapr/maps`` axis order is honoured (older EMDB maps); complex
 modes 3 and 4 are refused (a Fourier transform is not a map), and a file shorter
