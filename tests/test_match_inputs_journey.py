@@ -604,3 +604,25 @@ def test_whitening_over_a_too_thin_search_region_names_the_region(
     assert len(lines) == 1 and "--spectral-whitening" in lines[0], err
     assert "--search-x" in lines[0] and "patch size" not in lines[0], err
     assert not dest.exists()
+
+
+def test_a_0_255_byte_mask_read_as_signed_gets_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 0/255 mask in MRC mode 0 (signed bytes) reads as 0/-1: 'nothing to
+    search' alone did not say why."""
+    inputs = _inputs(tmp_path)
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[4:12] = 255
+    path = tmp_path / "in" / "mask_u8.mrc"
+    with mrcfile.new(path) as m:
+        m.set_data(mask.view(np.int8))
+        m.voxel_size = 10.0
+    dest = tmp_path / "out"
+    args = match_args(inputs, dest, "-a", "-60", "60", "--tomogram-mask", str(path))
+    rc, err = run_cli(args, capsys)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "nothing to search" in lines[0], err
+    assert "down to -1" in lines[0] and "0/255 byte mask" in lines[0], err
+    assert not dest.exists()

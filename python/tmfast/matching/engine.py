@@ -1336,9 +1336,17 @@ def check_inputs(
     if tmask is not None:
         region = tuple(slice(o, o + s) for o, s in zip(origin, shape, strict=True))
         if not (tmask[region] > 0).any():
+            hint = ""
+            if not (tmask > 0).any() and (tmask < 0).any():
+                # e.g. an IMOD 0/255 byte mask (unsigned) read as signed: 0/-1
+                hint = (
+                    f" (it holds only values <= 0, down to {float(tmask.min()):g}: "
+                    "a 0/255 byte mask read as signed bytes? write it as 0/1, e.g. "
+                    "float32)"
+                )
             raise ConfigError(
                 f"{sources['tomogram_mask']}: no voxel of the search region is inside "
-                "the tomogram mask (> 0); nothing to search"
+                f"the tomogram mask (> 0); nothing to search{hint}"
             )
     return _Inputs(
         tomogram=tomo,
