@@ -651,3 +651,44 @@ def test_container_refuses_folders_apptainer_cannot_bind(tmp_path: Path) -> None
         proj["tomograms_star"], tmp_path / "batch v2", match=_match(proj), slurm=opts
     )
     assert "--bind " + shlex.quote(str(tmp_path / "batch v2")) in plan.script
+
+
+def test_extract_finds_the_tomograms_star_row_of_a_warp_named_tomogram(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'tmfast match' on Warp's TS_01_10.00Apx.mrc, then extract with
+    --relion5-tomograms-star: the row TS_01 was not found ('0 rows match'), and
+    without the option rlnTomoName was the file stem, which RELION does not know."""
+    import shutil
+
+    proj = make_relion5_project(tmp_path / "proj", names=("TS_01",))
+    tomos = proj["tomograms_star"].parent / "tomograms"
+    warp = tmp_path / "warp" / "TS_01_10.00Apx.mrc"
+    warp.parent.mkdir()
+    shutil.copy(tomos / "rec_TS_01.mrc", warp)
+    out = tmp_path / "out"
+    _ok(
+        [
+            *("match", "-t", str(proj["template"]), "-m", str(proj["mask"])),
+            *("-v", str(warp), "-d", str(out), "--particle-diameter", "90"),
+            *("--angular-search", "30", "--backend", "cpu"),
+        ],
+        capsys,
+    )
+    job = out / "TS_01_10.00Apx_job.json"
+    _ok(
+        [
+            *("extract", "-j", str(job), "-n", "5", "-c", "0.3", "--no-plots"),
+            *("--relion5-tomograms-star", str(proj["tomograms_star"])),
+        ],
+        capsys,
+    )
+    rows = read_star(out / "TS_01_10.00Apx_particles.star", as_text=True)["particles"]
+    assert set(rows["rlnTomoName"]) == {"TS_01"}
+    assert set(rows["rlnTomoTiltSeriesPixelSize"]) == {"2.5"}
+    xyz = np.array(
+        [[float(v) for v in rows[f"rlnCenteredCoordinate{a}Angst"]] for a in "XYZ"]
+    ).T
+    vox = (xyz / 2.5 + TOMO_SHAPE * BINNING / 2) / BINNING  # RELION5 centring inverted
+    for z, y, x in PLANTED_ZYX:
+        assert np.abs(vox - [x, y, z]).max(axis=1).min() <= 1.0

@@ -219,7 +219,9 @@ def extract(
     geo = None
     size_unbinned = None
     if relion5_tomograms_star is not None:
-        geo = relion5_tomogram_geometry(relion5_tomograms_star, mjob.tomo_id)
+        geo = relion5_tomogram_geometry(
+            relion5_tomograms_star, _relion_name(relion5_tomograms_star, mjob)
+        )
         _check_geometry(geo, mjob, relion5_tomograms_star)
         size_unbinned = geo.size_xyz_unbinned
 
@@ -243,6 +245,9 @@ def extract(
             tilt_series_pixel_size_a=geo.tilt_series_pixel_size_a,
             binning=geo.binning,
         )
+    if geo is not None:
+        # the row's name, which RELION matches the particles to (not the file stem)
+        table = dataclasses.replace(table, relion_tomo_name=geo.tomo_name)
     if len(table) == 0 and not math.isfinite(table.cutoff):
         raise ConfigError(
             f"{table.tomo_id}: no voxel left to pick (tomogram mask, border of "
@@ -288,6 +293,27 @@ def extract(
             p.unlink()
             logger.info("removed %s, left by an earlier extraction", p.name)
     typer.echo(f"{table.tomo_id}: {len(table)} particles -> {star}")
+
+
+def _relion_name(star: Path, job: MatchJob) -> str:
+    """The ``rlnTomoName`` to look up for ``job`` in a tomograms.star.
+
+    The job's RELION5 name when its metadata has one; else the file stem when a row
+    has that name; else the stem without the reconstruction decorations batch plan
+    recognises (``rec_``, Warp's ``_10.00Apx``, AreTomo's ``_Vol``, half-set tags),
+    so that ``TS_01_10.00Apx`` finds the row ``TS_01``.
+    """
+    from tmfast.batch.relion5 import normalise_tomogram_stem
+    from tmfast.extraction.star_columns import read_relion5_tomograms
+
+    md = job.metadata
+    if md is not None and md.tomo_name:
+        return str(md.tomo_name)
+    names = read_relion5_tomograms(star)
+    if job.tomo_id in names:
+        return job.tomo_id
+    stem = normalise_tomogram_stem(job.tomo_id + ".mrc")[0]
+    return stem if stem in names else job.tomo_id
 
 
 def _check_geometry(geo: Relion5TomogramGeometry, job: MatchJob, path: Path) -> None:
