@@ -1947,7 +1947,12 @@ def _one_run_at_a_time(destination: Path, tomo_id: str) -> Iterator[None]:
     path = _lock_path(destination, tomo_id)
     fd = -1
     for _ in range(10):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # e.g. another user's lock file in a shared folder
+            logger.debug("no run lock in %s (%s)", destination, exc)
+            fd = -1
+            break
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
