@@ -626,3 +626,32 @@ def test_a_0_255_byte_mask_read_as_signed_gets_a_hint(
     assert len(lines) == 1 and "nothing to search" in lines[0], err
     assert "down to -1" in lines[0] and "0/255 byte mask" in lines[0], err
     assert not dest.exists()
+
+
+def test_per_tilt_files_saved_by_a_windows_editor_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A byte-order mark and CRLF line ends: line 1 was "'\\ufeff-60' is not a
+    number"."""
+    inputs = _inputs(tmp_path)
+    bom = b"\xef\xbb\xbf"
+    tlt = tmp_path / "ts.tlt"
+    tlt.write_bytes(bom + b"-60\r\n0\r\n60\r\n")
+    defocus = tmp_path / "defocus.txt"
+    defocus.write_bytes(bom + b"3.1\r\n3.2\r\n3.3\r\n")
+    dose = tmp_path / "dose.txt"
+    dose.write_bytes(bom + b"0\r\n3\r\n6\r\n")
+    dest = tmp_path / "out"
+    args = match_args(
+        inputs, dest, "-a", str(tlt), "--per-tilt-weighting",
+        "--defocus", str(defocus), "--dose-accumulation", str(dose),
+        "--amplitude-contrast", "0.07", "--spherical-aberration", "2.7",
+        "--voltage", "300", "--backend", "cpu",
+    )  # fmt: skip
+    rc, err = run_cli(args, capsys)
+    assert rc == 0, err
+    metadata = _job(dest)["metadata"]
+    assert isinstance(metadata, dict)
+    assert metadata["tilt_angles_deg"] == [-60.0, 0.0, 60.0]
+    assert metadata["defocus_um"] == [3.1, 3.2, 3.3]
+    assert metadata["dose_e_per_a2"] == [0.0, 3.0, 6.0]

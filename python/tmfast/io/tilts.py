@@ -40,7 +40,8 @@ PathLike = str | os.PathLike[str]
 def _lines(path: Path, what: str) -> list[tuple[int, list[str]]]:
     """Return ``(line_number, fields)`` of the non-blank, non-comment lines."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        # utf-8-sig: a byte-order mark (Windows editors) is not part of line 1
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
     except FileNotFoundError:
         raise FormatError(f"{path}: {what} file not found; check the path") from None
     except OSError as exc:
