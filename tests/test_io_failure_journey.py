@@ -778,3 +778,44 @@ def test_a_tilt_series_stack_read_as_a_volume_is_named(
             assert warned[0].startswith(f"{path}: ")
         else:  # ispg 0 alone is common in real volumes; a .st marked as volume
             assert warned == [], (name, warned)
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "needle"),
+    [
+        ("create-mask", ["-b", "0", "-r", "1"], "--box-size 0: give the box in voxels"),
+        ("create-mask", ["-b", "-5", "-r", "1"], "--box-size -5"),
+        ("create-mask", ["-b", "100000", "-r", "2"], "1 to 1024"),
+        ("create-template", ["-b", "100000"], "--box-size 100000"),
+        ("create-template", ["-b", "4"], "8 to 1024"),
+        ("create-mask-template", ["--threshold", "nan"], "--threshold nan"),
+        ("slab-mask", ["--min-contrast", "-1"], "--min-contrast -1.0"),
+    ],
+)
+def test_bad_option_values_are_one_line_before_any_work(
+    tmp_path: Path,
+    command: str,
+    extra: list[str],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-b 0 said 'the radius fills the box'; -b 100000 was numpy's MemoryError
+    traceback (74 GiB); --threshold nan 'nan is above the maximum';
+    --min-contrast -1 was accepted."""
+    template, tomo = _sources(tmp_path)
+    out = tmp_path / "out.mrc"
+    args = {
+        "create-mask": ["create-mask", "-o", str(out)],
+        "create-template": [
+            "create-template", "-i", str(template), "-o", str(out),
+            "--output-voxel-size-angstrom", "4",
+        ],
+        "create-mask-template": [
+            "create-mask", "--template", str(template), "-o", str(out),
+        ],
+        "slab-mask": ["slab-mask", "-i", str(tomo), "-o", str(out)],
+    }[command]  # fmt: skip
+    code, err = _cli([*args, *extra], capsys)
+    assert code == 2
+    _one_error_line(err, needle)
+    assert not out.exists()

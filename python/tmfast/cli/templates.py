@@ -64,6 +64,19 @@ def _anisotropic_voxel(path: Path) -> tuple[float, float, float] | None:
     return None
 
 
+def _check_box_option(box_size: int | None, lowest: int = 1) -> None:
+    """Refuse a --box-size that is not a positive number of voxels or is absurdly
+    large, before any work (a zero box read as 'the radius fills the box', a huge
+    one as numpy's MemoryError traceback)."""
+    from tmfast.templates.masks import MAX_BOX
+
+    if box_size is not None and not lowest <= box_size <= MAX_BOX:
+        raise ConfigError(
+            f"--box-size {box_size}: give the box in voxels, {lowest} to {MAX_BOX} "
+            "(a template box is the particle plus a margin)"
+        )
+
+
 def create_template(
     input_map: Path = typer.Option(
         ...,
@@ -139,6 +152,9 @@ def create_template(
     from tmfast.templates.models import read_atom_model, template_from_model
 
     out_a = output_voxel_size_angstrom
+    from tmfast.templates.maps import MIN_TEMPLATE_BOX
+
+    _check_box_option(box_size, MIN_TEMPLATE_BOX)
     if low_pass is not None and not (low_pass > 0 and math.isfinite(low_pass)):
         raise ConfigError(
             f"--low-pass {low_pass:g}: must be a positive resolution in Å (leave it "
@@ -327,6 +343,8 @@ def create_mask(
     from tmfast._fileio import check_writable, make_folder
     from tmfast.io.mrc import read_volume, write_volume
     from tmfast.templates.masks import ellipsoid_mask, mask_from_template
+
+    _check_box_option(box_size)
 
     tmpl = None
     vox = voxel_size

@@ -26,10 +26,20 @@ logger = logging.getLogger(__name__)
 EDGE_TRUNCATION_SIGMA = 3.0
 
 
+#: Largest mask or template box in voxels (1024^3 float32 is 4 GiB; a larger box
+#: is a typo or a tomogram size, and numpy's MemoryError came as a traceback).
+MAX_BOX = 1024
+
+
 def _check_box(box_size: int) -> int:
     if int(box_size) != box_size or box_size < 1:
         raise ConfigError(
             f"box size {box_size!r}: must be a positive whole number of voxels"
+        )
+    if box_size > MAX_BOX:
+        raise ConfigError(
+            f"box size {box_size} voxels: larger than {MAX_BOX}, a template box "
+            "is the particle plus a margin; check the value (voxels, not Å)"
         )
     return int(box_size)
 
@@ -226,6 +236,8 @@ def mask_from_template(
         density = -density
     if density.max() <= 0:
         raise ConfigError("template is constant; cannot derive a mask from it")
+    if threshold is not None and not math.isfinite(threshold):
+        raise ConfigError(f"--threshold {threshold!r}: must be a finite density value")
     thr = (
         threshold_fraction * float(density.max())
         if threshold is None

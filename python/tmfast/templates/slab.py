@@ -213,6 +213,11 @@ def fit_slab(
     s = max(1, math.ceil(max(shape) / 256)) if bin_factor is None else int(bin_factor)
     if s < 1 or box_z < 1 or box_xy < 1:
         raise ConfigError("bin factor and box sizes must be >= 1")
+    if not (min_contrast > 0 and math.isfinite(min_contrast)):
+        raise ConfigError(
+            f"--min-contrast {min_contrast!r}: must be a positive energy ratio "
+            "(inside over outside the slab; default 1.5)"
+        )
     if shape[0] < 4:
         # no --bin-factor helps: a 2-D image or a single section, not a tomogram
         raise ConfigError(
