@@ -74,6 +74,6 @@ def test_background_tail_cutoff_and_picks_are_in_view(
 
 
 def test_plot_bins_below_one_refused(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="--plot-bins 0 must be at least 1"):
+    with pytest.raises(ConfigError, match="n_bins=0 must be at least 1"):
         plots.plot_extraction(_table([0.5], 0.3), [tmp_path / "x.png"], n_bins=0)
     assert not (tmp_path / "x.png").exists()

@@ -81,7 +81,7 @@ def test_forced_peak_pins_the_particle_mean() -> None:
     )
     span = edges[-1] - edges[0]
     assert abs(res.particle_mean - centres[k]) <= 0.01 * span + 1e-12
-    with pytest.raises(ConfigError, match="--gaussian-peak 25"):
+    with pytest.raises(ConfigError, match="gaussian_peak=25"):
         estimate_roc(
             scores,
             n_background=bg.size,

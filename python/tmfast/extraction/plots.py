@@ -107,7 +107,7 @@ def plot_extraction(
         The files written.
     """
     if n_bins < 1:
-        raise ConfigError(f"--plot-bins {n_bins} must be at least 1")
+        raise ConfigError(f"n_bins={n_bins} must be at least 1")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     s = table.scores.astype(np.float64)

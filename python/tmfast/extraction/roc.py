@@ -131,7 +131,7 @@ def estimate_roc(
     if not (background_std > 0 and n_background > 0):
         raise ConfigError("ROC estimate: background std and count must be > 0")
     if n_bins < 6:
-        raise ConfigError(f"--bins {n_bins} must be at least 6")
+        raise ConfigError(f"n_bins={n_bins} must be at least 6")
     counts, edges = np.histogram(s, bins=n_bins)
     centres = 0.5 * (edges[1:] + edges[:-1])
     bw = float(edges[1] - edges[0])
@@ -151,7 +151,7 @@ def estimate_roc(
     else:
         if not 0 <= gaussian_peak < n_bins:
             raise ConfigError(
-                f"--gaussian-peak {gaussian_peak} must be in [0, {n_bins})"
+                f"gaussian_peak={gaussian_peak} must be in [0, {n_bins})"
             )
         peak_i = gaussian_peak
     mu_lo = float(centres[q25])
