@@ -7,6 +7,7 @@ leave no output file behind.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -419,6 +420,30 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(
         code, err = _cli(args, capsys)
         assert code == 1, err
         _one_error_line(err, str(tiny_tmpfs), "the disk is full", "nothing was written")
+    assert [p.name for p in tiny_tmpfs.iterdir()] == ["filler"]
+
+
+def test_a_full_disk_in_the_rust_writers_is_one_error(tiny_tmpfs: Path) -> None:
+    """The STAR and IMOD writers raise OSError without an errno ('<STAR output>:
+    No space left on device (os error 28)'), so the full disk came as that."""
+    from tmfast._fileio import DestinationWriteError
+    from tmfast.io.imod import write_imod_points
+    from tmfast.io.star import write_star
+
+    _fill(tiny_tmpfs, 8192)
+    x = np.arange(20000, dtype=np.float64) * 1.123456789  # ~600 KB as STAR
+    writes = {
+        "p.star": lambda out: write_star(out, {"particles": {"rlnCoordinateX": x}}),
+        "p.mod": lambda out: write_imod_points(
+            out, np.stack([x % 500, x % 400, x % 100], axis=1)
+        ),
+    }
+    for name, write in writes.items():
+        out = tiny_tmpfs / name
+        with pytest.raises(DestinationWriteError) as info:
+            write(out)
+        assert str(info.value).startswith(f"{out}: cannot write it (the disk is full")
+        assert info.value.errno == errno.ENOSPC
     assert [p.name for p in tiny_tmpfs.iterdir()] == ["filler"]
 
 

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -150,15 +151,25 @@ class DestinationWriteError(TmfastError, OSError):
 
     exit_code = 1
 
-    def __init__(self, path: Path, exc: OSError, why: str) -> None:
-        super().__init__(exc.errno, exc.strerror, str(path))
+    def __init__(self, path: Path, code: int, why: str) -> None:
+        strerror = os.strerror(code)
+        super().__init__(code, strerror, str(path))
         self.message = (
-            f"{path}: cannot write it ({why}: {exc.strerror}); nothing was "
+            f"{path}: cannot write it ({why}: {strerror}); nothing was "
             "written: free space there or choose another output folder"
         )
 
     def __str__(self) -> str:
         return self.message
+
+
+def _errno_of(exc: OSError) -> int | None:
+    """The errno of ``exc``; the Rust writers (STAR, IMOD) raise OSError without
+    one and say ``... (os error 28)`` in the message instead."""
+    if exc.errno is not None:
+        return int(exc.errno)
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(found.group(1)) if found else None
 
 
 #: Signals that end the process without running cleanup code when left at their
@@ -243,10 +254,11 @@ def atomic_path(
             os.replace(tmp, final)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        why = _DESTINATION_ERRNOS.get(exc.errno or 0)
-        if why is None:
+        code = _errno_of(exc)
+        why = _DESTINATION_ERRNOS.get(code or 0)
+        if why is None or code is None:
             raise
-        raise DestinationWriteError(final, exc, why) from None
+        raise DestinationWriteError(final, code, why) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
