@@ -442,3 +442,33 @@ def test_roc_rerun_refused_before_work(tmp_path: Path, capsys, caplog) -> None:
         code, text = run(argv, capsys)
     assert code == 2 and "output exists" in text
     assert not any("picks above cutoff" in r.getMessage() for r in caplog.records)
+
+
+@needs_shared
+def test_merge_renames_optics_groups_that_share_a_name_but_differ(
+    tmp_path: Path, capsys
+) -> None:
+    """Two files whose optics groups have the same rlnOpticsGroupName but another
+    pixel size: both groups are kept, the second renamed, and each file's particles
+    point at their own group."""
+    src = PARTICLES / "cylindra_Class3D_run_it025_data.star"
+    ref = starfile.read(src)
+    other = {k: v.copy() for k, v in ref.items()}
+    px = other["optics"]["rlnTomoTiltSeriesPixelSize"].astype(float) + 0.1
+    other["optics"]["rlnTomoTiltSeriesPixelSize"] = px
+    a, b = tmp_path / "a.star", tmp_path / "b.star"
+    shutil.copy(src, a)
+    starfile.write(other, b)
+    out = tmp_path / "merged.star"
+    code, text = run(["merge-stars", "-i", str(a), str(b), "-o", str(out)], capsys)
+    assert code == 0, text
+    got = starfile.read(out)
+    n_groups = len(ref["optics"])
+    names = list(got["optics"]["rlnOpticsGroupName"])
+    assert len(names) == 2 * n_groups and len(set(names)) == len(names)
+    assert names[:n_groups] == list(ref["optics"]["rlnOpticsGroupName"])
+    groups = got["particles"]["rlnOpticsGroup"].to_numpy()
+    n = len(ref["particles"])
+    assert set(groups[:n]) <= set(range(1, n_groups + 1))
+    assert set(groups[n:]) <= set(range(n_groups + 1, 2 * n_groups + 1))
+    assert "renamed" in text

@@ -209,6 +209,7 @@ def merge_particle_stars(
             for k, v in general.items()
         }
     if optics_cols is not None:
+        _unique_group_names(optics_cols, optics_rows)
         out["optics"] = {
             "rlnOpticsGroup": np.arange(1, len(optics_rows) + 1, dtype=np.int64),
             **{
@@ -222,6 +223,35 @@ def merge_particle_stars(
         }
     out["particles"] = merged
     return out
+
+
+def _unique_group_names(cols: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """Rename, in place, optics groups that share an ``rlnOpticsGroupName`` but
+    differ in other values (e.g. one tilt series at two pixel sizes): the later
+    ones get ``_<group number>``, so every group name points at one group."""
+    if "rlnOpticsGroupName" not in cols:
+        return
+    j = cols.index("rlnOpticsGroupName")
+    names = {str(r[j]) for r in rows}
+    seen: set[str] = set()
+    for k, row in enumerate(rows):
+        name = str(row[j])
+        if name in seen:
+            new, n = f"{name}_{k + 1}", k + 1
+            while new in names:
+                n += 1000
+                new = f"{name}_{n}"
+            logger.warning(
+                "optics group %r appears with different values in the inputs; "
+                "group %d renamed %r",
+                name,
+                k + 1,
+                new,
+            )
+            rows[k] = (*row[:j], new, *row[j + 1 :])
+            names.add(new)
+            name = new
+        seen.add(name)
 
 
 def _general_text(block: dict[str, Any]) -> str:
