@@ -633,6 +633,13 @@ def test_star_files_with_a_bom_or_gzip_read_as_their_text(
     assert list(tmp_path.iterdir()) == [path]
 
 
+def test_a_folder_is_not_a_missing_star_file(tmp_path: Path) -> None:
+    from tmfast.io.star import read_star
+
+    with pytest.raises(FormatError, match="is a folder, not a STAR file"):
+        read_star(tmp_path)
+
+
 def test_a_bad_gzipped_star_names_the_file_not_a_temporary_copy(tmp_path: Path) -> None:
     import gzip
 

@@ -264,6 +264,8 @@ def read_star(
     read as the plain text they hold.
     """
     p = Path(path)
+    if p.is_dir():
+        raise FormatError(f"{p}: is a folder, not a STAR file; give the file")
     if not p.is_file():
         raise FormatError(f"{p}: STAR file not found; check the path")
     with _plain_text(p) as readable:
