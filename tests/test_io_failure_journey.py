@@ -271,6 +271,29 @@ def test_truncated_and_short_files_say_so(
     assert not out.exists()
 
 
+def test_a_truncated_em_file_is_named_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cut-short EM map was 'not a readable MRC file (Map ID string not
+    found...)'."""
+    data = _base()
+    head = np.zeros(512, np.uint8)
+    head[0], head[3] = 6, 5  # PC byte order, float32
+    head[4:16] = np.frombuffer(np.array([8, 7, 6], "<i4").tobytes(), np.uint8)
+    cut = tmp_path / "map.em"
+    cut.write_bytes((head.tobytes() + data.tobytes())[:-40])
+    out = tmp_path / "t.mrc"
+    for args in (
+        _template_args(cut, out, "--input-voxel-size-angstrom", "4"),
+        ["create-mask", "--template", str(cut), "-o", str(out)],
+    ):
+        code, err = _cli(args, capsys)
+        assert code == 2
+        _one_error_line(err, str(cut), "truncated EM file", "8x7x6 float32")
+        assert f"{512 + data.nbytes} bytes with the header" in err
+        assert not out.exists()
+
+
 def test_a_folder_is_not_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="is a folder, not an MRC file"):
         read_volume(tmp_path)

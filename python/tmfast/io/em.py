@@ -32,9 +32,13 @@ class EmHeader:
     dtype: np.dtype
 
 
-def read_em_header(path: Path) -> EmHeader | None:
+def read_em_header(path: Path, *, check_size: bool = True) -> EmHeader | None:
     """The header of ``path`` if it is an EM file (known machine code and data type,
-    size equal to header plus data), else None (also when it cannot be read)."""
+    size equal to header plus data), else None (also when it cannot be read).
+
+    With ``check_size=False`` the size is not compared (to name a truncated EM
+    file as such); the header alone is weak evidence, so callers also look at the
+    file name."""
     try:
         with path.open("rb") as f:
             head = f.read(16)
@@ -46,6 +50,8 @@ def read_em_header(path: Path) -> EmHeader | None:
     order = ">" if head[0] in (3, 5) else "<"
     nx, ny, nz = (int(v) for v in np.frombuffer(head[4:16], f"{order}i4"))
     dtype = np.dtype(f"{order}{_EM_TYPES[head[3]]}")
-    if min(nx, ny, nz) < 1 or EM_HEADER_BYTES + nx * ny * nz * dtype.itemsize != size:
+    if min(nx, ny, nz) < 1:
+        return None
+    if check_size and EM_HEADER_BYTES + nx * ny * nz * dtype.itemsize != size:
         return None
     return EmHeader(shape_zyx=(nz, ny, nx), dtype=dtype)

@@ -198,7 +198,29 @@ def _em_description(path: Path) -> str | None:
     return f"{nx}x{ny}x{nz} {header.dtype.name}"
 
 
+def _truncated_em(path: Path) -> FormatError | None:
+    """Name a ``.em`` file whose EM header describes more data than it holds."""
+    if path.suffix.lower() != ".em":
+        return None
+    header = read_em_header(path, check_size=False)
+    if header is None:
+        return None
+    nz, ny, nx = header.shape_zyx
+    expected = 512 + nx * ny * nz * header.dtype.itemsize
+    size = path.stat().st_size
+    if size >= expected:
+        return None
+    return FormatError(
+        f"{path}: truncated EM file: its header describes {nx}x{ny}x{nz} "
+        f"{header.dtype.name} ({expected} bytes with the header) but the file has "
+        f"{size} bytes; copy or write the file again"
+    )
+
+
 def _not_mrc(path: Path, reason: object) -> FormatError:
+    truncated_em = _truncated_em(path)
+    if truncated_em is not None:
+        return truncated_em
     em = _em_description(path)
     specific = None if em is not None else _diagnose(path)
     if specific is not None:
