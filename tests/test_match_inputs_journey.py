@@ -655,3 +655,36 @@ def test_per_tilt_files_saved_by_a_windows_editor_are_read(
     assert metadata["tilt_angles_deg"] == [-60.0, 0.0, 60.0]
     assert metadata["defocus_um"] == [3.1, 3.2, 3.3]
     assert metadata["dose_e_per_a2"] == [0.0, 3.0, 6.0]
+
+
+def test_an_imod_defocus_of_other_tilts_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ctfplotter's .defocus carries each view's tilt: pytom's test_imod.defocus
+    agrees with test_angles.rawtlt (0.01° apart), also when the tilt file is
+    offset by a constant (refined angles); against the tilts in reverse order it
+    was used without a word."""
+    pytom = FORMATS / "pytom_inputs"
+    if not (pytom / "test_imod.defocus").exists():
+        pytest.skip(f"{pytom} absent (shared example data)")
+    inputs = _inputs(tmp_path)
+    tilts = [float(v) for v in (pytom / "test_angles.rawtlt").read_text().split()]
+    ctf = ["--defocus", str(pytom / "test_imod.defocus"), "--amplitude-contrast"]
+    ctf += ["0.07", "--spherical-aberration", "2.7", "--voltage", "300"]
+    files = {
+        "same": pytom / "test_angles.rawtlt",
+        "offset": _write_tilts(tmp_path / "offset.tlt", [t + 3.0 for t in tilts]),
+        "reversed": _write_tilts(tmp_path / "reversed.tlt", tilts[::-1]),
+    }
+    warnings = {}
+    for name, tlt in files.items():
+        args = match_args(
+            inputs, tmp_path / name, "-a", str(tlt), "--per-tilt-weighting", *ctf
+        )
+        rc, err = run_cli([*args, "--backend", "cpu"], capsys)
+        assert rc == 0, err
+        warnings[name] = [line for line in err.splitlines() if "WARNING" in line]
+    assert warnings["same"] == [] and warnings["offset"] == []
+    assert len(warnings["reversed"]) == 1, warnings
+    assert "test_imod.defocus: its tilt angles are not those" in warnings["reversed"][0]
+    assert "view 1: -50.99° there, 51° in the tilt file" in warnings["reversed"][0]

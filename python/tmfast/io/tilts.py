@@ -22,6 +22,7 @@ line and the fix on bad input.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from pathlib import Path
 from tmfast.errors import FormatError
 
 __all__ = ["read_defocus", "read_dose", "read_tilt_angles"]
+
+logger = logging.getLogger(__name__)
 
 #: Defocus values above this many µm are taken for a unit mistake (nm given as µm).
 MAX_DEFOCUS_UM = 100.0
@@ -204,7 +207,8 @@ def _check_defocus(path: Path | None, number: int | None, value: float) -> float
     return value
 
 
-def _read_imod_defocus(path: Path) -> tuple[float, ...]:
+def _read_imod_defocus(path: Path) -> tuple[tuple[float, float], ...]:
+    """``(defocus_um, tilt_deg)`` per view, in view order."""
     rows = _lines(path, "IMOD defocus")
     fix = "expected IMOD ctfplotter rows 'view1 view2 tilt1 tilt2 defocus_nm ...'"
     first_no, first = rows[0]
@@ -244,7 +248,9 @@ def _read_imod_defocus(path: Path) -> tuple[float, ...]:
         df_nm = _float(path, number, fields[4], "defocus", fix)
         if astigmatic:
             df_nm = 0.5 * (df_nm + _float(path, number, fields[5], "defocus 2", fix))
-        values.append((v1, number, _check_defocus(path, number, df_nm * 1e-3)))
+        tilt = _float(path, number, fields[2], "tilt angle", fix)
+        df_um = _check_defocus(path, number, df_nm * 1e-3)
+        values.append((v1, number, (df_um, tilt)))
     # one value per view, in view order (the file's row order need not be)
     values.sort(key=lambda r: r[0])
     for (a, _, _), (b, number, _) in itertools.pairwise(values):
@@ -256,10 +262,39 @@ def _read_imod_defocus(path: Path) -> tuple[float, ...]:
     return tuple(v for _, _, v in values)
 
 
+#: Largest spread (degrees), after their common offset, between the tilts of an
+#: IMOD .defocus file and the tilt-angle file before they are reported.
+DEFOCUS_TILT_TOLERANCE_DEG = 1.0
+
+
+def _compare_defocus_tilts(
+    path: Path, file_tilts: Sequence[float], tilt_angles: Sequence[float]
+) -> None:
+    """Warn when a .defocus file's tilts are not those of the tilt-angle file.
+
+    A constant offset is allowed (ctfplotter may have read the raw tilts, matching
+    the aligned ones); a view order or tilt series that differs is not.
+    """
+    diffs = [a - b for a, b in zip(file_tilts, tilt_angles, strict=True)]
+    offset = sorted(diffs)[len(diffs) // 2]
+    worst = max(range(len(diffs)), key=lambda i: abs(diffs[i] - offset))
+    if abs(diffs[worst] - offset) > DEFOCUS_TILT_TOLERANCE_DEG:
+        logger.warning(
+            "%s: its tilt angles are not those of the tilt-angle file (view %d: "
+            "%g° there, %g° in the tilt file); are both of the same tilt series, in "
+            "the same view order?",
+            path,
+            worst + 1,
+            file_tilts[worst],
+            tilt_angles[worst],
+        )
+
+
 def read_defocus(
     value_or_path: float | str | os.PathLike[str],
     *,
     n_tilts: int | None = None,
+    tilt_angles: Sequence[float] | None = None,
 ) -> tuple[float, ...]:
     """Read per-tilt defocus values in µm (underfocus positive).
 
@@ -272,6 +307,10 @@ def read_defocus(
     n_tilts
         If given, a single value is repeated ``n_tilts`` times and a file must hold
         exactly ``n_tilts`` values.
+    tilt_angles
+        The tilt angles the values are for: an IMOD ``.defocus`` file's own tilt
+        column is compared with them, and a logged warning says when they differ
+        by more than a common offset (another tilt series, or another view order).
 
     Returns
     -------
@@ -300,8 +339,11 @@ def read_defocus(
         return (single,) * (n_tilts if n_tilts is not None else 1)
     assert isinstance(value_or_path, str | os.PathLike)
     path = Path(value_or_path)
+    file_tilts: tuple[float, ...] | None = None
     if path.suffix.lower() == ".defocus":
-        values = _read_imod_defocus(path)
+        rows = _read_imod_defocus(path)
+        values = tuple(df for df, _ in rows)
+        file_tilts = tuple(t for _, t in rows)
     else:
         fix = "the file needs one defocus in µm per line, in tilt order"
         values = tuple(
@@ -323,6 +365,12 @@ def read_defocus(
             f"{path}: {len(values)} defocus values for {n_tilts} tilts; give one value "
             "per tilt in the order of the tilt-angle file"
         )
+    if (
+        file_tilts is not None
+        and tilt_angles is not None
+        and len(tilt_angles) == len(file_tilts)
+    ):
+        _compare_defocus_tilts(path, file_tilts, tilt_angles)
     return values
 
 

@@ -1093,7 +1093,7 @@ def _metadata(
     defocus = (
         None
         if config.defocus is None
-        else tuple(read_defocus(config.defocus, n_tilts=len(tilts)))
+        else tuple(read_defocus(config.defocus, n_tilts=len(tilts), tilt_angles=tilts))
     )
     dose = (
         None
