@@ -516,7 +516,8 @@ def test_missing_tilt_series_names_the_folders_searched(
         read_relion5_metadata(lone / "tomograms.star", "TS_01")
     msg = str(err.value)
     assert f"not found under {lone.resolve()} and its parent folders" in msg
-    assert "pass --project-dir <RELION project folder holding Tomograms/>" in msg
+    assert "keep tomograms.star inside its RELION project (the folder holding " in msg
+    assert "--project-dir <the folder holding Tomograms/>" in msg
     # ... and the fix it names works.
     md = read_relion5_metadata(
         lone / "tomograms.star", "TS_01", project_dir=tmp_path / "p"

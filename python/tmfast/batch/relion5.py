@@ -134,11 +134,13 @@ def _missing_tilt_series(
         if project_dir is not None
         else f"{star.resolve().parent} and its parent folders"
     )
+    top = Path(rel).parts[0] if Path(rel).parts else rel
     return (
         f"{name}: tilt-series STAR {rel} not found under {where} (nor in "
-        f"{star.resolve().parent / 'tilt_series'}); pass --project-dir <RELION "
-        f"project folder holding {Path(rel).parts[0] if Path(rel).parts else rel}/> "
-        "or copy the tilt_series folder beside tomograms.star"
+        f"{star.resolve().parent / 'tilt_series'}); keep tomograms.star inside its "
+        f"RELION project (the folder holding {top}/), or copy the tilt_series folder "
+        f"beside it; tmfast batch plan also takes --project-dir <the folder holding "
+        f"{top}/> (project_dir= in Python)"
     )
 
 
