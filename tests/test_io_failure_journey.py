@@ -294,6 +294,34 @@ def test_a_truncated_em_file_is_named_as_such(
         assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("magic", "what"),
+    [(b"II*\0", "TIFF"), (b"MM\0*", "TIFF"), (b"\x89HDF\r\n\x1a\n", "HDF5")],
+)
+def test_tiff_and_hdf5_volumes_are_named(
+    tmp_path: Path, magic: bytes, what: str
+) -> None:
+    """cylindra's tomogram crops are TIFF; a TIFF given as the tomogram was 'not a
+    readable MRC file (Map ID string not found...)'."""
+    path = tmp_path / "tomo.mrc"
+    path.write_bytes(magic + b"\0" * 4000)
+    with pytest.raises(FormatError, match=f"this is an? {what}") as info:
+        read_volume(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+@pytest.mark.skipif(
+    not (REAL / "cylindra" / "13pf_MT.tif").is_file(), reason="shared data absent"
+)
+def test_a_real_tiff_tomogram_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tif = REAL / "cylindra" / "13pf_MT.tif"
+    code, err = _cli(_slab_args(tif, tmp_path / "slab.mrc"), capsys)
+    assert code == 2
+    _one_error_line(err, str(tif), "TIFF image stack", "tif2mrc")
+
+
 def test_a_folder_is_not_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="is a folder, not an MRC file"):
         read_volume(tmp_path)

@@ -217,10 +217,37 @@ def _truncated_em(path: Path) -> FormatError | None:
     )
 
 
+#: Magic bytes of image formats given for MRC files, and how to convert them.
+_OTHER_FORMATS = (
+    (
+        (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"),
+        "a TIFF image stack",
+        "convert it to MRC, e.g. `tif2mrc` (IMOD), and set the voxel size",
+    ),
+    ((b"\x89HDF",), "an HDF5 file", "export the volume as MRC"),
+)
+
+
+def _other_format(path: Path) -> FormatError | None:
+    """Name a TIFF or HDF5 file given where an MRC volume was expected."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    for magics, what, fix in _OTHER_FORMATS:
+        if head in magics:
+            return FormatError(f"{path}: this is {what}, not MRC; {fix}")
+    return None
+
+
 def _not_mrc(path: Path, reason: object) -> FormatError:
     truncated_em = _truncated_em(path)
     if truncated_em is not None:
         return truncated_em
+    other = _other_format(path)
+    if other is not None:
+        return other
     em = _em_description(path)
     specific = None if em is not None else _diagnose(path)
     if specific is not None:
