@@ -200,6 +200,29 @@ def test_malformed_angle_file_names_file_and_line(
     assert str(f) in msg and f"line {line}" in msg and "3 ZXZ" in msg
 
 
+def test_angle_file_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    f = tmp_path / "bom.txt"
+    f.write_bytes("\ufeff0.5 0.25 1.0\r\n0 0 0\r\n".encode())
+    np.testing.assert_array_equal(
+        ga.read_angle_file(f), [[0.0, 0.0, 0.0], [0.5, 0.25, 1.0]]
+    )
+
+
+def test_angle_file_in_degrees_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    f = tmp_path / "deg.txt"
+    f.write_text("0 0 0\n90 45 180\n")
+    with caplog.at_level("WARNING", logger="tmfast.geometry.angles"):
+        ga.read_angle_file(f)
+    assert "angles up to 180" in caplog.text and "deg2rad" in caplog.text
+    caplog.clear()
+    f.write_text(f"0 0 0\n{2 * np.pi - 1e-9!r} {np.pi!r} 1\n")
+    with caplog.at_level("WARNING", logger="tmfast.geometry.angles"):
+        ga.read_angle_file(f)
+    assert caplog.text == ""
+
+
 def test_missing_angle_file(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="not found"):
         ga.read_angle_file(tmp_path / "nope.txt")

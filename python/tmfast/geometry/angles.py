@@ -189,6 +189,15 @@ def read_angle_file(path: str | os.PathLike[str]) -> AngleArray:
         raise FormatError(f"{exc}; check the file's permissions") from None
     except ValueError as exc:
         raise FormatError(str(exc)) from None
+    top = float(np.abs(angles).max())
+    if top > 2 * np.pi + 1e-6:
+        # pytom's lists hold phi, psi in [0, 2 pi) and theta in [0, pi]
+        logger.warning(
+            "%s: angles up to %.4g; the file is read as radians, so degrees would "
+            "give wrong rotations (convert with numpy.deg2rad)",
+            p,
+            top,
+        )
     logger.debug("read %d rotations from %s", len(angles), p)
     return angles
 

@@ -19,6 +19,8 @@ const FIX: &str = "each line must hold 3 ZXZ Euler angles in radians (phi theta 
 /// or a non-finite value), or line 0 if the file holds no rotation at all.
 pub fn parse_angle_text(text: &str, path: &str) -> Result<Vec<Zxz>> {
     let mut out = Vec::new();
+    // a UTF-8 byte-order mark (files saved by some Windows editors) is not data
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -83,6 +85,12 @@ mod tests {
         let text = "# header\n\n0.3, 0.1 0.2\n0.1\t0.5,0.6\n  \n0.1 0.4 0.9\n";
         let a = parse_angle_text(text, "x.txt").unwrap();
         assert_eq!(a, vec![[0.1, 0.4, 0.9], [0.1, 0.5, 0.6], [0.3, 0.1, 0.2]]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_data() {
+        let a = parse_angle_text("\u{feff}0.1 0.2 0.3\r\n0 0 0\r\n", "bom.txt").unwrap();
+        assert_eq!(a, vec![[0.0, 0.0, 0.0], [0.1, 0.2, 0.3]]);
     }
 
     #[test]
