@@ -208,6 +208,20 @@ def test_angle_file_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
     )
 
 
+def test_binary_or_gzip_angle_file_says_so(tmp_path: Path) -> None:
+    import gzip
+
+    f = tmp_path / "angles.txt.gz"
+    f.write_bytes(gzip.compress(b"0 0 0\n"))
+    with pytest.raises(FormatError, match="gzip-compressed") as info:
+        ga.read_angle_file(f)
+    assert "permissions" not in str(info.value)
+    b = tmp_path / "angles.bin"
+    b.write_bytes(bytes(range(256)))
+    with pytest.raises(FormatError, match=r"angles\.bin: not a text file"):
+        ga.read_angle_file(b)
+
+
 def test_angle_file_in_degrees_is_warned_about(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

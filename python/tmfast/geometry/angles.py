@@ -186,7 +186,18 @@ def read_angle_file(path: str | os.PathLike[str]) -> AngleArray:
     try:
         angles: AngleArray = _rust.read_angle_file(str(p))
     except OSError as exc:
-        raise FormatError(f"{exc}; check the file's permissions") from None
+        if "UTF-8" not in str(exc):
+            raise FormatError(f"{exc}; check the file's permissions") from None
+        with p.open("rb") as fh:
+            head = fh.read(2)
+        kind = (
+            "gzip-compressed (decompress it first)"
+            if head == b"\x1f\x8b"
+            else ("not a text file")
+        )
+        raise FormatError(
+            f"{p}: {kind}; give a text file with 3 ZXZ angles (radians) per line"
+        ) from None
     except ValueError as exc:
         raise FormatError(str(exc)) from None
     top = float(np.abs(angles).max())
