@@ -475,8 +475,8 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(
 
 
 def test_a_full_disk_in_the_rust_writers_is_one_error(tiny_tmpfs: Path) -> None:
-    """The STAR and IMOD writers raise OSError without an errno ('<STAR output>:
-    No space left on device (os error 28)'), so the full disk came as that."""
+    """A full disk in the Rust STAR and IMOD writers is the same one line as in
+    the Python writers."""
     from tmfast._fileio import DestinationWriteError
     from tmfast.io.imod import write_imod_points
     from tmfast.io.star import write_star

@@ -298,3 +298,42 @@ def test_quoted_file_content_is_a_short_printable_excerpt(tmp_path: Path) -> Non
     assert msg.startswith(f"{p}: line 1: ") and "before any data_ block" in msg
     assert "y" * 61 not in msg and "y" * 40 in msg and "..." in msg
     assert msg.isprintable() and len(msg) < 200 + len(str(p))
+
+
+def test_rust_writer_io_errors_carry_errno_and_the_file_name(tmp_path: Path) -> None:
+    """An I/O failure inside the Rust STAR writer is an OSError with its errno and
+    the file it was writing (here EFBIG under a file-size limit), as Python's own
+    OSErrors are, not a message with a placeholder name."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    out = tmp_path / "big.star"
+    code = (
+        "import errno, sys, numpy as np\n"
+        "from tmfast import _rust\n"
+        "from tmfast.io.star import _to_rust\n"
+        "x = np.arange(20000, dtype=np.float64) * 1.123456789\n"
+        "blocks = _to_rust({'p': {'rlnCoordinateX': x}})\n"
+        "try:\n"
+        f"    _rust.write_star({str(out)!r}, blocks)\n"
+        "except OSError as e:\n"
+        "    print(e.errno == errno.EFBIG, e.filename, e.strerror)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        check=True,
+        timeout=60,
+    )
+    ok, name, *why = done.stdout.split()
+    assert ok == "True", done.stdout + done.stderr
+    assert name == str(out)
+    assert "os error" not in " ".join(why)

@@ -164,8 +164,9 @@ class DestinationWriteError(TmfastError, OSError):
 
 
 def _errno_of(exc: OSError) -> int | None:
-    """The errno of ``exc``; the Rust writers (STAR, IMOD) raise OSError without
-    one and say ``... (os error 28)`` in the message instead."""
+    """The errno of ``exc``. The Rust writers (STAR, IMOD) set it too; an error
+    without one (an extension built before they did) may still say ``... (os error
+    28)`` in its message, which is read as a fallback."""
     if exc.errno is not None:
         return int(exc.errno)
     found = re.search(r"\(os error (\d+)\)", str(exc))

@@ -31,6 +31,19 @@ impl Error {
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidArgument(message.into())
     }
+
+    /// An I/O error raised by a writer that only knew its output as a placeholder
+    /// (`<STAR output>`) named with the real `path`; other errors unchanged.
+    #[must_use]
+    pub fn at_path(self, path: &str) -> Self {
+        match self {
+            Error::Io { path: p, source } if p.starts_with('<') => Error::Io {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        }
+    }
 }
 
 /// `"line N: "`, or nothing for line 0 (the whole file, e.g. one with no entries).

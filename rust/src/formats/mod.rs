@@ -49,7 +49,7 @@ where
     let result = (|| {
         let file = File::create(&tmp).map_err(io)?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
-        fill(&mut w)?;
+        fill(&mut w).map_err(|e| e.at_path(&shown))?;
         let file = w.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
@@ -75,6 +75,6 @@ where
     };
     let file = File::create(path).map_err(io)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    fill(&mut w)?;
+    fill(&mut w).map_err(|e| e.at_path(&shown))?;
     w.flush().map_err(io)
 }

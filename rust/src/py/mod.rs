@@ -14,7 +14,16 @@ mod peaks;
 impl From<crate::Error> for PyErr {
     fn from(err: crate::Error) -> PyErr {
         match err {
-            crate::Error::Io { .. } => PyOSError::new_err(err.to_string()),
+            // errno, message and file name, as Python's own OSErrors carry them
+            crate::Error::Io { path, source } => match source.raw_os_error() {
+                Some(code) => {
+                    let text = source.to_string();
+                    let suffix = format!(" (os error {code})");
+                    let text = text.strip_suffix(&suffix).unwrap_or(&text).to_owned();
+                    PyOSError::new_err((code, text, path))
+                }
+                None => PyOSError::new_err(format!("{path}: {source}")),
+            },
             _ => PyValueError::new_err(err.to_string()),
         }
     }
