@@ -370,7 +370,7 @@ def test_merge_stars_mrc_input_is_named_binary(tmp_path: Path, capsys) -> None:
         (["--particle-diameter", "-4"], "--particle-diameter -4 must be a positive"),
         (["--radius-px", "0"], "--radius-px 0 must be a positive sphere radius"),
         (["--binning", "0"], "--binning 0 must be > 0"),
-        (["--dims", "0", "10", "10"], "--dims 0 10 10: the tomogram size X Y Z"),
+        (["--dims", "0", "10", "10"], "--dims (0, 10, 10): the tomogram size X Y Z"),
     ],
 )
 def test_to_imod_bad_option_in_cli_terms(tmp_path: Path, capsys, extra, want) -> None:

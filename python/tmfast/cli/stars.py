@@ -21,6 +21,7 @@ _MERGE_FLAGS = {
 _TO_IMOD_FLAGS = {
     "pass the particle STAR files as files": "give -i A.star B.star ...",
     "dims_xyz=(X, Y, Z)": "--dims X Y Z",
+    "dims_xyz": "--dims",
     "tomograms_star": "--tomograms-star",
     "radius_px": "--radius-px",
     "particle_diameter_a": "--particle-diameter",
@@ -155,32 +156,8 @@ def to_imod(
     """Write one IMOD .mod per tomogram from particle STAR files (no IMOD needed)."""
     from tmfast._fileio import check_output_folder
     from tmfast.cli.extract import cli_flags
-    from tmfast.errors import ConfigError
     from tmfast.extraction.merge import star_to_imod
 
-    # every option by its flag, before any file is read
-    if radius_px is not None and not (math.isfinite(radius_px) and radius_px > 0):
-        raise ConfigError(
-            f"--radius-px {radius_px:g} must be a positive sphere radius in voxels"
-        )
-    if particle_diameter is not None and not (
-        math.isfinite(particle_diameter) and particle_diameter > 0
-    ):
-        raise ConfigError(
-            f"--particle-diameter {particle_diameter:g} must be a positive "
-            "diameter in Å"
-        )
-    if not (math.isfinite(binning) and binning > 0):
-        raise ConfigError(f"--binning {binning:g} must be > 0 (e.g. 1 or 4)")
-    if dims is not None and any(int(v) < 1 for v in dims):
-        x, y, z = dims
-        raise ConfigError(
-            f"--dims {x} {y} {z}: the tomogram size X Y Z must be positive voxels"
-        )
-    if dims is None and tomograms_star is None:
-        raise ConfigError(
-            "to-imod needs the tomogram size: give --dims X Y Z or --tomograms-star"
-        )
     check_output_folder(output_dir, "-o/--output-dir")
     files = _inputs(input_star_files, more)
     with cli_flags(_TO_IMOD_FLAGS):
