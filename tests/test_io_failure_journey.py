@@ -21,6 +21,7 @@ import mrcfile
 import numpy as np
 import numpy.typing as npt
 import pytest
+from _cli import run_cli as _cli
 from tmfast.cli import main
 from tmfast.errors import FormatError
 from tmfast.io.mrc import read_header, read_volume
@@ -49,15 +50,6 @@ def _imod_stamp(path: Path, flags: int) -> None:
         extra2 = bytearray(bytes(m.header.extra2))
         extra2[40:48] = np.array([1146047817, flags], "<i4").tobytes()
         m.header.extra2 = bytes(extra2)
-
-
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 def _one_error_line(err: str, *needles: str) -> str:
