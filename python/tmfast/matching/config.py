@@ -107,11 +107,21 @@ def _opt_path(value: Any) -> Path | None:
 
 
 def _file_stem(path: Path) -> str:
+    """The tomogram id of a file name: without its volume extension and a
+    compression suffix (``tomo.mrc.gz`` -> ``tomo``; mrcfile reads gzip and bzip2
+    files), keeping other dots (``TS.01.mrc`` -> ``TS.01``)."""
     name = path.name
-    for ext in (".mrc", ".rec", ".map", ".st"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return path.stem
+    for ext in (".gz", ".bz2"):
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            name = name[: -len(ext)]
+            break
+    else:
+        ext = ""
+    for vol_ext in (".mrc", ".rec", ".map", ".st"):
+        if name.lower().endswith(vol_ext):
+            return name[: -len(vol_ext)]
+    # a compression suffix was the extension (TS.01.gz -> TS.01)
+    return name if ext else path.stem
 
 
 def _opt_pos(name: str, value: Any, flag: str) -> float | None:
