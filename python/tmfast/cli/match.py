@@ -169,12 +169,14 @@ def _progress(
             transient=False,
         )
         task = bar.add_task("match", total=None, rate="")
-        bar.start()
         state: dict[str, float | None] = {"start": None, "first": 0.0}
 
         def report(done: int, total: int) -> None:
             now = time.monotonic()
             if state["start"] is None:
+                # started by the first report, i.e. once the inputs are checked and
+                # the search begins: not as a '0/?' bar above an input error
+                bar.start()
                 state["start"], state["first"] = now, float(done)
             start, first = state["start"], state["first"]
             assert start is not None and first is not None
@@ -182,7 +184,11 @@ def _progress(
             rate = (done - first) / elapsed if elapsed > 0 else 0.0
             bar.update(task, completed=done, total=total, rate=f"{rate:.1f} rot/s")
 
-        return report, bar.stop
+        def stop() -> None:
+            if state["start"] is not None:
+                bar.stop()
+
+        return report, stop
     return _log_progress(unit=unit), lambda: None
 
 
