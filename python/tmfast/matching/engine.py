@@ -1095,6 +1095,8 @@ def _metadata(
         if config.defocus is None
         else tuple(read_defocus(config.defocus, n_tilts=len(tilts), tilt_angles=tilts))
     )
+    if defocus is not None and min(defocus) < 0:
+        _warn_overfocus(config.defocus, defocus)
     dose = (
         None
         if config.dose_accumulation is None
@@ -1110,6 +1112,22 @@ def _metadata(
         phase_shift_deg=config.phase_shift_deg,
     )
     return tilt_range, meta, None
+
+
+def _warn_overfocus(given: float | Path | None, defocus: Sequence[float]) -> None:
+    """Warn (once per run) that a negative defocus, overfocus in pytom's convention
+    (underfocus positive), is unusual: more often a sign-convention slip."""
+    if isinstance(given, Path):
+        n = sum(1 for d in defocus if d < 0)
+        what = f"--defocus {given}: {n} of {len(defocus)} per-tilt values are negative"
+    else:
+        what = f"--defocus {given:g} µm is negative"
+    logger.warning(
+        "%s, i.e. overfocus (underfocus is positive, as in pytom); overfocus is "
+        "unusual, often a sign-convention slip: give the underfocus as a positive "
+        "value unless the data really are overfocused",
+        what,
+    )
 
 
 def _config_metadata(
@@ -1160,6 +1178,23 @@ def _as_volume(arr: npt.ArrayLike, name: str) -> Volume:
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise FormatError(f"{name} array: dtype {a.dtype} is not numeric")
     return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _anisotropic_sizes(path: Path) -> tuple[float, float, float] | None:
+    """The header's voxel sizes along x, y, z in Å when they are valid but differ
+    (the reader reports an anisotropic header as no voxel size), else None."""
+    from tmfast.io import mrc as mrc_io
+
+    try:
+        with mrc_io._open(path, mmap=True) as f:
+            sizes = mrc_io._header_voxel_sizes(f.header)
+    except Exception:  # only refines a message: never replace the caller's error
+        return None
+    if len(sizes) != 3 or not all(np.isfinite(v) and v > 0 for v in sizes):
+        return None
+    if max(sizes) - min(sizes) <= 1e-3 * max(sizes):
+        return None
+    return (float(sizes[0]), float(sizes[1]), float(sizes[2]))
 
 
 def check_inputs(
@@ -1213,6 +1248,14 @@ def check_inputs(
     _check_finite(tomo, src_tomo, "tomogram")
     _check_finite(tmpl, src_tmpl, "template")
     _check_finite(mask, src_mask, "mask")
+    lo, hi = float(tomo.min()), float(tomo.max())
+    if lo == hi:
+        # scores and their sigma would all be 0: a finished run with nothing in it
+        raise FormatError(
+            f"{src_tomo}: the tomogram is constant ({lo:g} in every voxel), so it "
+            "has no signal to match; give the reconstructed tomogram (an empty or "
+            "failed reconstruction?)"
+        )
     if len(set(tmpl.shape)) != 1:
         raise ConfigError(
             f"{src_tmpl}: template box {tmpl.shape[::-1]} (x, y, z) is not "
@@ -1262,6 +1305,15 @@ def check_inputs(
             (src_tmpl, template_voxel_size_a),
         ):
             if not value > 0:
+                sizes = _anisotropic_sizes(src) if isinstance(src, Path) else None
+                if sizes is not None:
+                    x, y, z = (f"{v:.3f}".rstrip("0").rstrip(".") for v in sizes)
+                    raise FormatError(
+                        f"{src}: anisotropic voxel size {x} x {y} x {z} Å (x, y, z) "
+                        "in the header; tmfast needs cubic voxels: resample the "
+                        "volume to cubic voxels, or pass --voxel-size-angstrom to "
+                        "override the header if the sizes are a header slip"
+                    )
                 raise FormatError(
                     f"{src}: voxel size in the header is zero or invalid; set it or "
                     "pass --voxel-size-angstrom"
@@ -1347,6 +1399,16 @@ def check_inputs(
             raise ConfigError(
                 f"{sources['tomogram_mask']}: no voxel of the search region is inside "
                 f"the tomogram mask (> 0); nothing to search{hint}"
+            )
+        inside = tmask[region] > 0  # min/max over it without copying the voxels
+        lo = float(np.min(tomo[region], where=inside, initial=np.inf))
+        hi = float(np.max(tomo[region], where=inside, initial=-np.inf))
+        if lo == hi:
+            raise ConfigError(
+                f"{src_tomo}: the tomogram is constant ({lo:g}) in every voxel of "
+                f"the search region inside the tomogram mask {sources['tomogram_mask']}"
+                ", so there is no signal to match there; give the mask of this "
+                "tomogram (> 0 over the specimen to search)"
             )
     return _Inputs(
         tomogram=tomo,
