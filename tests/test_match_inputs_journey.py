@@ -26,7 +26,9 @@ from tmfast.matching.engine import output_paths
 
 FORMATS = SHARED / "data" / "formats"
 N_ROT = 70  # three batches of 32 (the CLI's batch size)
-ANGLES = np.array([[0.09 * i, 0.2 + 0.037 * i, 0.31 * i] for i in range(N_ROT)])
+ANGLES = np.array(
+    [[0.09 * i, 0.2 + 0.037 * i, (0.31 * i) % (2 * np.pi)] for i in range(N_ROT)]
+)
 SHAPE = (16, 18, 20)
 
 
