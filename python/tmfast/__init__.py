@@ -46,7 +46,7 @@ _LAZY: dict[str, str] = {
     "MatchConfig": "tmfast.matching.config",
     "MatchInterrupted": "tmfast.matching.engine",
     "MatchJob": "tmfast.matching.job",
-    "OutputWriteError": "tmfast.matching.engine",
+    "OutputWriteError": "tmfast.errors",
     "MatchResult": "tmfast.matching.engine",
     "SearchStats": "tmfast.matching.job",
     "match_template": "tmfast.matching.engine",
@@ -138,6 +138,7 @@ if TYPE_CHECKING:  # static checkers see the lazy names as ordinary imports
     from tmfast.backends.registry import available_backends
     from tmfast.batch.aretomo3 import read_aretomo3
     from tmfast.batch.relion5 import read_relion5_metadata
+    from tmfast.errors import OutputWriteError
     from tmfast.extraction.candidates import (
         CandidateTable,
         candidates_from_maps,
@@ -165,7 +166,6 @@ if TYPE_CHECKING:  # static checkers see the lazy names as ordinary imports
     from tmfast.matching.engine import (
         MatchInterrupted,
         MatchResult,
-        OutputWriteError,
         match_template,
         run_match,
     )

@@ -18,7 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tmfast.errors import ConfigError, FormatError, OutputExistsError, TmfastError
+from tmfast.errors import (
+    ConfigError,
+    FormatError,
+    OutputExistsError,
+    OutputWriteError,
+)
 
 __all__ = [
     "DestinationWriteError",
@@ -139,17 +144,11 @@ _DESTINATION_ERRNOS = {
 }
 
 
-class DestinationWriteError(TmfastError, OSError):
+class DestinationWriteError(OutputWriteError):
     """Writing an output failed for the destination's sake (full disk, quota,
-    read-only file system); nothing was written.
-
-    An :class:`OSError` with the original ``errno`` and ``strerror``, so callers
-    that catch ``OSError`` around their writes keep working; as a
-    :class:`~tmfast.errors.TmfastError` the CLI prints its one-line message and
-    exits 1 (a runtime failure, like ``tmfast.matching.engine.OutputWriteError``).
+    read-only file system); nothing was written. Its ``errno`` and ``strerror``
+    are the original ones; the CLI prints its one-line message and exits 1.
     """
-
-    exit_code = 1
 
     def __init__(self, path: Path, code: int, why: str) -> None:
         strerror = os.strerror(code)

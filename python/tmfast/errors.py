@@ -13,6 +13,7 @@ __all__ = [
     "FormatError",
     "GpuOutOfMemoryError",
     "OutputExistsError",
+    "OutputWriteError",
     "TmfastError",
 ]
 
@@ -34,6 +35,15 @@ class FormatError(TmfastError, ValueError):
 
 class OutputExistsError(TmfastError, FileExistsError):
     """An output file exists and ``overwrite`` was not given."""
+
+
+class OutputWriteError(TmfastError, OSError):
+    """Writing an output or checkpoint failed (disk full, quota, read-only file
+    system, folder removed...). An :class:`OSError` too, with the original
+    ``errno`` where one is known, so callers that catch ``OSError`` around their
+    writes keep working."""
+
+    exit_code = 1
 
 
 class BackendUnavailableError(TmfastError, RuntimeError):

@@ -47,7 +47,13 @@ from tmfast._cpus import usable_cpu_count
 from tmfast._fileio import atomic_path, check_writable
 from tmfast._progress import ProgressCallback
 from tmfast.backends.base import CorrelationInputs, MatchBackend, RunningMaps
-from tmfast.errors import ConfigError, FormatError, OutputExistsError, TmfastError
+from tmfast.errors import (
+    ConfigError,
+    FormatError,
+    OutputExistsError,
+    OutputWriteError,
+    TmfastError,
+)
 from tmfast.matching.config import MatchConfig
 from tmfast.matching.job import ARRAY_SOURCE, MatchJob, SearchStats
 from tmfast.matching.random_phase import phase_randomised_template
@@ -1948,12 +1954,6 @@ def _write_outputs(
             signal.Signals(_STOP.signum).name,
         )
     return job
-
-
-class OutputWriteError(TmfastError):
-    """Writing an output or checkpoint failed (disk full, folder removed...)."""
-
-    exit_code = 1
 
 
 def _prepare_destination(dest: Path) -> list[Path]:
