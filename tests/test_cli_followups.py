@@ -1,0 +1,96 @@
+"""Follow-ups of a CLI review: standard output that cannot be written, Ctrl-C,
+extraction's output folder, where the maps of a job are read, the tomogram mask."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tmfast.cli import main
+
+_CLI = "from tmfast.cli import main; main()"
+
+
+def _tmfast(*args: str, stdout: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _CLI, *args],
+        stdout=stdout,  # type: ignore[arg-type]
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+# --- standard output and Ctrl-C ------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_standard_output_is_one_line_and_exit_1() -> None:
+    """`tmfast angles > /dev/full` ended in an OSError traceback."""
+    with open("/dev/full", "w") as full:
+        proc = _tmfast("angles", "-a", "30", "--n-samples", "1000", stdout=full)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert err.splitlines() == [
+        "tmfast: error: cannot write to standard output (No space left on device); "
+        "redirect it to a file system with space, or to a file you can write"
+    ]
+
+
+def test_a_reader_that_went_away_ends_quietly_with_exit_0() -> None:
+    """`tmfast angles | head -1` exited 1 (and could print a traceback)."""
+    proc = _tmfast("angles", "-a", "30", "--n-samples", "1000", stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before anything is written
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (0, "")
+
+
+def test_an_output_file_error_is_not_blamed_on_standard_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a write to standard output is reported as one; an OSError elsewhere
+    (here from the angle set) is left as it was."""
+    from tmfast.geometry import angles as ga
+
+    def failing(*args: object, **kwargs: object) -> object:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ga, "angle_set", failing)
+    with pytest.raises(OSError, match="No space left"):
+        main(["angles", "-a", "30"])
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Typer turned Ctrl-C into a silent exit 130: main's message never ran."""
+    from tmfast.geometry import angles as ga
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ga, "angle_set", interrupted)
+    code, err = _main(["angles", "-a", "30"], capsys)
+    assert code == 130
+    assert err.splitlines() == ["tmfast: interrupted"]
+
+
+def test_a_user_error_still_exits_2_with_its_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, err = _main(["angles", "-a", "30", "--n-samples", "5"], capsys)
+    assert code == 2
+    assert err.splitlines() == [
+        "tmfast: error: --n-samples 5 is invalid; give 1000 to 10^8"
+    ]
