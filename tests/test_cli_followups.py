@@ -3,6 +3,7 @@ extraction's output folder, where the maps of a job are read, the tomogram mask.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,61 @@ def test_a_user_error_still_exits_2_with_its_line(
     assert err.splitlines() == [
         "tmfast: error: --n-samples 5 is invalid; give 1000 to 10^8"
     ]
+
+
+# --- tmfast extract: the output folder -----------------------------------------------
+
+
+def _job(tmp_path: Path) -> Path:
+    from test_extraction_candidates import make_job  # type: ignore[import-not-found]
+
+    d = tmp_path / "job"
+    d.mkdir()
+    return Path(make_job(d, write_tomogram=False))
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-o` on a read-only file system was an EROFS traceback after the picking."""
+    import errno
+
+    import tmfast.extraction as extraction
+
+    job = _job(tmp_path)
+    ro = tmp_path / "ro"
+    mkdir = Path.mkdir
+
+    def read_only(self: Path, *args: object, **kwargs: object) -> None:
+        if self == ro or ro in self.parents:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def no_work(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the maps were read before the folder was checked")
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    monkeypatch.setattr(extraction, "extract_candidates", no_work)
+    argv = ["extract", "-j", str(job), "-n", "5", "-o", str(ro / "x")]
+    code, err = _main(argv, capsys)
+    assert code == 2
+    assert err.splitlines() == [
+        f"tmfast: error: {ro / 'x'}: cannot create the -o/--output-dir folder "
+        "(Read-only file system); choose another path"
+    ]
+
+
+def test_a_failed_extraction_leaves_no_empty_output_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = _job(tmp_path)
+    out = tmp_path / "new" / "out"
+    missing = tmp_path / "no_mask.mrc"
+    argv = ["extract", "-j", str(job), "-n", "5", "-o", str(out)]
+    code, err = _main([*argv, "--tomogram-mask", str(missing)], capsys)
+    assert code == 2 and "tomogram mask not found" in err, err
+    assert not (tmp_path / "new").exists()
+    # without the missing mask the run makes the folder and fills it
+    code, err = _main([*argv, "--no-plots"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["tomo_particles.star"]

@@ -186,7 +186,6 @@ def extract(
 ) -> None:
     """Extract particles from score maps: STAR (RELION5), plots, QC picture, IMOD."""
     from tmfast._fileio import check_output_folder, check_writable
-    from tmfast.extraction import extract_candidates
     from tmfast.extraction.pytom_job import load_job
     from tmfast.extraction.star_columns import relion5_tomogram_geometry
 
@@ -225,6 +224,85 @@ def extract(
         _check_geometry(geo, mjob, relion5_tomograms_star)
         size_unbinned = geo.size_xyz_unbinned
 
+    # the output folder is made (or refused: read-only, permissions) before any
+    # work; one this run made is removed again if it fails
+    with _new_folder_removed_on_failure(out_dir):
+        table = _extract(
+            mjob,
+            jpath,
+            out_dir,
+            geo=geo,
+            size_unbinned=size_unbinned,
+            n_particles=n_particles,
+            particle_diameter=particle_diameter,
+            cut_off=cut_off,
+            n_false_positives=n_false_positives,
+            tomogram_mask=tomogram_mask,
+            ignore_tomogram_mask=ignore_tomogram_mask,
+            tophat_filter=tophat_filter,
+            tophat_connectivity=tophat_connectivity,
+            tophat_bins=tophat_bins,
+            relion5_compat=relion5_compat,
+            imod=imod,
+            no_plots=no_plots,
+            plot_bins=plot_bins,
+            overwrite=overwrite,
+        )
+    typer.echo(f"{table.tomo_id}: {len(table)} particles -> {star}")
+
+
+@contextmanager
+def _new_folder_removed_on_failure(folder: Path) -> Iterator[None]:
+    """Create ``folder`` (one ConfigError line if it cannot be); if the body fails,
+    remove the folders this made, when still empty: a failed run leaves no empty
+    output folder behind."""
+    from tmfast._fileio import make_folder
+
+    new = [p for p in (folder, *folder.parents) if not p.exists()]
+    make_folder(folder, "the -o/--output-dir folder")
+    try:
+        yield
+    except BaseException:
+        for p in new:  # deepest first
+            try:
+                p.rmdir()
+            except OSError:
+                break  # not empty (or not ours to remove): keep it and its parents
+        raise
+
+
+def _extract(
+    mjob: MatchJob,
+    jpath: Path,
+    out_dir: Path,
+    *,
+    geo: Relion5TomogramGeometry | None,
+    size_unbinned: tuple[float, float, float] | None,
+    n_particles: int,
+    particle_diameter: float | None,
+    cut_off: float | None,
+    n_false_positives: float,
+    tomogram_mask: Path | None,
+    ignore_tomogram_mask: bool,
+    tophat_filter: bool,
+    tophat_connectivity: int,
+    tophat_bins: int,
+    relion5_compat: bool,
+    imod: bool,
+    no_plots: bool,
+    plot_bins: int,
+    overwrite: bool,
+) -> CandidateTable:
+    """Pick the particles of ``mjob`` and write its outputs into ``out_dir``."""
+    from tmfast._fileio import check_writable, make_folder
+    from tmfast.extraction import extract_candidates
+
+    stem = out_dir / mjob.tomo_id
+    star = Path(f"{stem}_particles.star")
+    mod = Path(f"{stem}_particles.mod")
+    plots = [Path(f"{stem}_extraction.svg"), Path(f"{stem}_extraction.png")]
+    qc = Path(f"{stem}_qc.png")
+    tophat_plots = [Path(f"{stem}_tophat.svg"), Path(f"{stem}_tophat.png")]
     with cli_flags(EXTRACT_FLAGS):
         table = extract_candidates(
             mjob,
@@ -267,8 +345,18 @@ def extract(
 
     # Everything is written into a hidden staging folder beside the outputs and
     # renamed into place only when every file succeeded: no partial result remains.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{table.tomo_id}_extract.", dir=out_dir))
+    # again: a parallel extraction that failed may have removed the (then empty)
+    # folder it had made too
+    make_folder(out_dir, "the -o/--output-dir folder")
+    try:
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{table.tomo_id}_extract.", dir=out_dir)
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"{out_dir}: cannot write there ({exc.strerror or exc}); nothing "
+            "written: choose another -o/--output-dir"
+        ) from None
     try:
         written = _write_outputs(
             table,
@@ -292,7 +380,7 @@ def extract(
         if p.is_file():
             p.unlink()
             logger.info("removed %s, left by an earlier extraction", p.name)
-    typer.echo(f"{table.tomo_id}: {len(table)} particles -> {star}")
+    return table
 
 
 def _relion_name(star: Path, job: MatchJob) -> str:
