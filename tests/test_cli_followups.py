@@ -153,3 +153,60 @@ def test_a_failed_extraction_leaves_no_empty_output_folder(
     code, err = _main([*argv, "--no-plots"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["tomo_particles.star"]
+
+
+# --- where the maps of a job are read ------------------------------------------------
+
+
+def _absolute_job(tmp_path: Path) -> Path:
+    """A job recording absolute map paths, as `tmfast match` writes them."""
+    import json
+
+    job = _job(tmp_path)
+    data = json.loads(job.read_text())
+    for key in ("scores_file", "angles_file"):
+        data[key] = str(job.parent / data[key])
+    job.write_text(json.dumps(data))
+    return job
+
+
+def test_a_copied_results_folder_reads_its_own_maps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`cp -r out out2` then extracting out2's job read out's maps silently."""
+    import logging
+    import shutil
+
+    from tmfast.extraction.pytom_job import load_job, locate_maps
+
+    job = _absolute_job(tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(job.parent, copy)
+    mjob, jpath = load_job(copy / job.name)
+    with caplog.at_level(logging.DEBUG, logger="tmfast.extraction.pytom_job"):
+        found = locate_maps(mjob, jpath.parent)
+    assert found == (copy / "tomo_scores.mrc", copy / "tomo_angles.mrc")
+    assert "not the recorded" in caplog.text and str(job.parent) in caplog.text
+    capsys.readouterr()  # (a handler of an earlier main() may have complained)
+
+    (copy / "tomo_scores.mrc").write_bytes(b"broken")
+    code, err = _main(["extract", "-j", str(copy / job.name), "-n", "5"], capsys)
+    assert code == 2
+    assert err.startswith(f"tmfast: error: {copy / 'tomo_scores.mrc'}: "), err
+    assert not (copy / "tomo_particles.star").exists()
+
+
+def test_maps_not_beside_the_job_are_read_where_it_recorded_them(
+    tmp_path: Path,
+) -> None:
+    from tmfast.extraction.pytom_job import load_job, locate_maps
+
+    job = _absolute_job(tmp_path)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / job.name).write_text(job.read_text())
+    mjob, jpath = load_job(moved / job.name)
+    assert locate_maps(mjob, jpath.parent) == (
+        job.parent / "tomo_scores.mrc",
+        job.parent / "tomo_angles.mrc",
+    )

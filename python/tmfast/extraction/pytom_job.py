@@ -11,6 +11,7 @@ regenerated from ``rotation_file`` (a step in degrees, or a ZXZ-radian text file
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,8 @@ from tmfast.matching.job import MatchJob, SearchStats
 from tmfast.metadata import TiltSeriesMetadata
 
 __all__ = ["is_pytom_job", "load_job", "locate_maps", "match_job_from_pytom"]
+
+logger = logging.getLogger(__name__)
 
 _PYTOM_KEYS = ("job_key", "pytom_tm_version_number", "rotation_file", "tomo_shape")
 
@@ -220,28 +223,51 @@ def _check_numbers(job: MatchJob) -> None:
         int(job.stats.search_space), float(job.stats.std)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
 def _resolve(
     candidate: str | None, job_dir: Path, default_name: str, output_dir: str
 ) -> Path:
-    options: list[Path] = []
+    """The map file: beside the job file first, then where the job recorded it.
+
+    A results folder that was copied or moved (``cp -r out out2``) keeps the
+    absolute paths of the original in its job: the copy's own maps must be read,
+    not silently the original's.
+    """
+    beside: list[Path] = []
+    recorded: list[Path] = []
     if candidate:
         c = Path(candidate)
-        options.append(c if c.is_absolute() else job_dir / c)
-        options.append(job_dir / c.name)
-    options.append(job_dir / default_name)
-    options.append(Path(output_dir) / default_name)
-    for o in options:
-        if o.is_file():
-            return o
-    return options[0]
+        beside.append(job_dir / c.name)
+        recorded.append(c if c.is_absolute() else job_dir / c)
+    beside.append(job_dir / default_name)
+    recorded.append(Path(output_dir) / default_name)
+    found = next((o for o in beside if o.is_file()), None)
+    if found is not None:
+        other = next((o for o in recorded if o.is_file()), None)
+        if other is not None and not _same_file(found, other):
+            logger.debug(
+                "%s: using the map beside the job file, not the recorded %s",
+                found,
+                other,
+            )
+        return found
+    return next((o for o in recorded if o.is_file()), (recorded or beside)[0])
 
 
 def locate_maps(job: MatchJob, job_dir: Path | None = None) -> tuple[Path, Path]:
     """Return the score and angle map paths of a job.
 
-    The recorded paths are tried first (relative ones against ``job_dir``), then
-    ``{tomo_id}_scores.mrc`` / ``_angles.mrc`` beside the job file, then in the
-    job's output folder, so a moved results folder still works.
+    Maps beside the job file (``job_dir``) win: the recorded file names, then
+    ``{tomo_id}_scores.mrc`` / ``_angles.mrc``. Only when none is there are the
+    recorded paths used (relative ones against ``job_dir``), then the job's output
+    folder (pytom-match-pick records it relative to where matching ran). A copied
+    or moved results folder thus reads its own maps, never the original's.
 
     Raises
     ------
@@ -257,4 +283,12 @@ def locate_maps(job: MatchJob, job_dir: Path | None = None) -> tuple[Path, Path]
                 f"{pth}: {kind} map of job {job.tomo_id!r} not found; run matching "
                 "first or keep the maps beside the job file"
             )
+    if scores.resolve().parent != angles.resolve().parent:
+        logger.warning(
+            "%s and %s: the score and angle maps of job %r are in different "
+            "folders (one is missing beside the job file?); keep both beside it",
+            scores,
+            angles,
+            job.tomo_id,
+        )
     return scores, angles
