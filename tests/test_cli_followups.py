@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tmfast.cli import main
 
@@ -210,3 +211,97 @@ def test_maps_not_beside_the_job_are_read_where_it_recorded_them(
         job.parent / "tomo_scores.mrc",
         job.parent / "tomo_angles.mrc",
     )
+
+
+# --- the tomogram mask, read as tmfast reads MRC files -------------------------------
+
+
+def _mask_zyx() -> np.ndarray:
+    """Label 255 inside, 0 on the first planted peak, label 1 on the second (so the
+    mask has positive values even when 255 is misread as signed -1)."""
+    from test_extraction_candidates import (  # type: ignore[import-not-found]
+        ORIGIN_ZYX,
+        PLANTED,
+        TOMO_ZYX,
+    )
+
+    mask = np.full(TOMO_ZYX, 255, np.uint8)
+    for (planted, _, _), value in zip(PLANTED[:2], (0, 1), strict=True):
+        mask[tuple(np.array(planted) + np.array(ORIGIN_ZYX))] = value
+    return mask
+
+
+def _write_mask(path: Path, form: str) -> Path:
+    import gzip
+    import warnings
+
+    import mrcfile
+
+    mask = _mask_zyx()
+    data: np.ndarray = mask.astype(np.float32)
+    if form == "imod-unsigned-bytes":
+        data = mask.view(np.int8)  # mode 0 holds the bytes; IMOD's flag says unsigned
+    elif form == "axes-x-y-z":
+        data = np.ascontiguousarray(data.transpose(2, 1, 0))
+    raw = path.with_suffix(".raw.mrc")
+    with warnings.catch_warnings(), mrcfile.new(raw, overwrite=True) as m:
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m.set_data(data)
+        m.voxel_size = 10.0
+        if form == "axes-x-y-z":  # sections along x, rows along y, columns along z
+            m.header.mapc, m.header.mapr, m.header.maps = 3, 2, 1
+        if form == "imod-unsigned-bytes":
+            extra2 = bytearray(bytes(m.header.extra2))
+            extra2[40:48] = np.array([1146047817, 0], "<i4").tobytes()  # IMOD, flags
+            m.header.extra2 = bytes(extra2)
+    if form == "gzip":
+        path.write_bytes(gzip.compress(raw.read_bytes()))
+    else:
+        raw.rename(path)
+    return path
+
+
+@pytest.mark.parametrize("form", ["gzip", "imod-unsigned-bytes", "axes-x-y-z"])
+def test_the_tomogram_mask_is_read_as_tmfast_reads_mrc_files(
+    tmp_path: Path, form: str
+) -> None:
+    """The mask was memory-mapped with mrcfile directly: a gzip file failed, IMOD's
+    unsigned 255 read as -1 (outside) and the mapc/mapr/maps order was ignored."""
+    from tmfast.extraction import extract_candidates
+
+    job = _job(tmp_path)
+    mask = _write_mask(tmp_path / "mask.mrc", form)
+    table = extract_candidates(job, n_particles=10, tomogram_mask=mask)
+    # the 0 voxel is excluded; the 255 and 1 labels are inside
+    assert sorted(table.scores.tolist()) == pytest.approx([0.3, 0.4])
+
+
+def test_a_tomogram_sized_byte_mask_is_cropped_before_it_is_converted(
+    tmp_path: Path,
+) -> None:
+    """Memory stays modest: only the search region becomes float32, not the whole
+    tomogram (the file is memory-mapped)."""
+    import tracemalloc
+
+    from test_extraction_candidates import (  # type: ignore[import-not-found]
+        ORIGIN_ZYX,
+        SEARCH_ZYX,
+        TOMO_ZYX,
+    )
+    from tmfast.extraction.candidates import _load_mask
+    from tmfast.extraction.pytom_job import load_job
+
+    mjob, _ = load_job(_job(tmp_path))
+    mask = _write_mask(tmp_path / "mask.mrc", "imod-unsigned-bytes")
+    _load_mask(mask, mjob)  # imports and caches are not the mask's
+    tracemalloc.start()
+    try:
+        cropped = _load_mask(mask, mjob)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * int(np.prod(TOMO_ZYX)) * 0.8
+    (oz, oy, ox), (sz, sy, sx) = ORIGIN_ZYX, SEARCH_ZYX
+    want = _mask_zyx()[oz : oz + sz, oy : oy + sy, ox : ox + sx]
+    assert cropped.dtype == np.float32
+    np.testing.assert_array_equal(cropped, want.astype(np.float32))  # 255, not -1

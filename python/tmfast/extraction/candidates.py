@@ -19,11 +19,12 @@ Steps (pytom-match-pick's ``extract_particles`` with its defects fixed):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
-import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -269,23 +270,37 @@ def _read_map(path: Path, what: str) -> tuple[npt.NDArray[Any], float]:
         raise FormatError(f"{exc} (reading the {what})") from None
 
 
-def _mmap_mask(path: Path) -> npt.NDArray[Any]:
-    """Memory-map a mask MRC (any dtype) so it is cropped before any conversion."""
-    import mrcfile
+@contextlib.contextmanager
+def _mask_file(path: Path) -> Iterator[npt.NDArray[Any]]:
+    """The mask MRC as a ``(z, y, x)`` array in its own dtype, memory-mapped where
+    the file allows (a gzip file is read whole), so that a tomogram-sized mask is
+    cropped before any conversion to float32.
+
+    Read as :func:`tmfast.io.mrc.read_volume` reads volumes: IMOD's unsigned bytes
+    (0/255) stay unsigned, the ``mapc/mapr/maps`` axis order is honoured, and an
+    unreadable file is one error line naming it.
+    """
+    from tmfast.io import mrc as mrc_io
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            m = mrcfile.mmap(path, mode="r", permissive=True)
-    except (OSError, ValueError) as exc:
-        raise FormatError(
-            f"{path}: cannot read the tomogram mask as MRC ({exc}); give an MRC file"
-        ) from None
-    if m.data is None or m.data.ndim != 3:
-        shape = None if m.data is None else m.data.shape
-        raise FormatError(f"{path}: tomogram mask must be a 3-D volume, got {shape}")
-    data: npt.NDArray[Any] = m.data
-    return data
+        mrc = mrc_io._open(path, mmap=True)
+    except FormatError as exc:
+        raise FormatError(f"{exc} (reading the tomogram mask)") from None
+    try:
+        data = mrc.data
+        if data is None or data.ndim != 3:
+            shape = None if data is None else data.shape
+            raise FormatError(
+                f"{path}: tomogram mask must be a 3-D volume, got {shape}"
+            )
+        if mrc_io._bytes_unsigned(mrc.header):
+            data = data.view(np.uint8)
+        order = mrc_io._axis_order(mrc.header)
+        if order is not None:
+            data = data.transpose(order)
+        yield data
+    finally:
+        mrc.close()
 
 
 def _load_mask(
@@ -300,11 +315,15 @@ def _load_mask(
                 f"{p}: tomogram mask not found; pass an existing file as "
                 "tomogram_mask or set ignore_tomogram_mask=True"
             )
-        arr = _mmap_mask(p)
-        name = str(p)
-    else:
-        arr = np.asarray(mask)
-        name = "tomogram mask"
+        with _mask_file(p) as data:
+            return _crop_mask(data, job, str(p))
+    return _crop_mask(np.asarray(mask), job, "tomogram mask")
+
+
+def _crop_mask(
+    arr: npt.NDArray[Any], job: MatchJob, name: str
+) -> npt.NDArray[np.float32]:
+    """``arr`` cropped to the search region of ``job``, as a float32 copy."""
     oz, oy, ox = job.search_origin_zyx
     sz, sy, sx = job.search_shape_zyx
     if tuple(arr.shape) == tuple(job.tomo_shape_zyx):
@@ -315,17 +334,18 @@ def _load_mask(
             f"{tuple(job.tomo_shape_zyx)} nor the search region "
             f"{tuple(job.search_shape_zyx)}; give the mask of this tomogram"
         )
-    a = np.asarray(arr)
+    a = np.array(arr, dtype=np.float32, order="C", copy=True)  # not a view of a map
     if a.size and float(a.max()) <= 0 < -float(a.min()):
         # A mask with no positive value but negative ones is an unsigned 0/255 mask
-        # read as signed int8 (0/-1, pytom #270): take nonzero as inside.
+        # read as signed int8 (0/-1, pytom #270) that its header does not reveal:
+        # take nonzero as inside.
         logger.warning(
             "%s: no positive values but negative ones; treating nonzero "
             "voxels as inside (unsigned mask stored as int8?)",
             name,
         )
         a = (a != 0).astype(np.float32)
-    return np.ascontiguousarray(a, dtype=np.float32)
+    return a
 
 
 def job_tomogram_mask(job: MatchJob, job_dir: Path | None) -> Path | None:
