@@ -37,10 +37,13 @@ def _main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-def test_a_full_standard_output_is_one_line_and_exit_1() -> None:
-    """`tmfast angles > /dev/full` ended in an OSError traceback."""
+@pytest.mark.parametrize(
+    "args", [("info",), ("angles", "-a", "30", "--n-samples", "1000")]
+)
+def test_a_full_standard_output_is_one_line_and_exit_1(args: tuple[str, ...]) -> None:
+    """`tmfast info > /dev/full` ended in an OSError traceback."""
     with open("/dev/full", "w") as full:
-        proc = _tmfast("angles", "-a", "30", "--n-samples", "1000", stdout=full)
+        proc = _tmfast(*args, stdout=full)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     assert err.splitlines() == [
