@@ -150,9 +150,7 @@ def estimate_roc(
         peak_i = q25 + int(np.argmax((y - bg0)[q25:]))
     else:
         if not 0 <= gaussian_peak < n_bins:
-            raise ConfigError(
-                f"gaussian_peak={gaussian_peak} must be in [0, {n_bins})"
-            )
+            raise ConfigError(f"gaussian_peak={gaussian_peak} must be in [0, {n_bins})")
         peak_i = gaussian_peak
     mu_lo = float(centres[q25])
     if force_peak:
