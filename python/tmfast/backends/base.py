@@ -70,7 +70,8 @@ class CorrelationInputs:
     n_rotations
         Optional number of rotations the whole search scores (indices
         ``0 .. n_rotations - 1``). Given it, a backend may keep the angle map in
-        fewer bits while searching (the CPU backend: 16 for at most 65,535 rotations);
+        fewer bits while searching (the CPU backend: 16 for at most 65,535 rotations,
+        plus one bit plane per further index bit for larger searches);
         :class:`RunningMaps` always carries int32.
     """
 
