@@ -41,29 +41,6 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
-def _anisotropic_voxel(path: Path) -> tuple[float, float, float] | None:
-    """The header voxel size ``(x, y, z)`` Å of an MRC file if valid but not cubic.
-
-    ``read_volume(require_voxel_size=False)`` returns 0 for both an unset and an
-    anisotropic voxel size; only the first is fixed by giving the voxel size.
-    """
-    import mrcfile
-
-    from tmfast.io.mrc import _header_voxel_sizes
-
-    try:
-        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-            x, y, z = _header_voxel_sizes(mrc.header)
-            sizes = (x, y, z)
-    except (OSError, ValueError):
-        return None
-    if all(math.isfinite(v) and v > 0 for v in sizes) and (
-        max(sizes) - min(sizes) > 1e-3 * max(sizes)
-    ):
-        return sizes
-    return None
-
-
 def _check_box_option(box_size: int | None, lowest: int = 1) -> None:
     """Refuse a --box-size that is not a positive number of voxels or is absurdly
     large, before any work (a zero box read as 'the radius fills the box', a huge
@@ -202,7 +179,9 @@ def create_template(
             in_a = input_voxel_size_angstrom
             in_src = ""
         if in_a is None and not em:
-            aniso = _anisotropic_voxel(input_map)
+            from tmfast.io.mrc import anisotropic_voxel_size
+
+            aniso = anisotropic_voxel_size(input_map)
             if aniso is not None:
                 raise ConfigError(
                     f"{input_map}: the header voxel size is anisotropic "

@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -270,39 +269,6 @@ def _read_map(path: Path, what: str) -> tuple[npt.NDArray[Any], float]:
         raise FormatError(f"{exc} (reading the {what})") from None
 
 
-@contextlib.contextmanager
-def _mask_file(path: Path) -> Iterator[npt.NDArray[Any]]:
-    """The mask MRC as a ``(z, y, x)`` array in its own dtype, memory-mapped where
-    the file allows (a gzip file is read whole), so that a tomogram-sized mask is
-    cropped before any conversion to float32.
-
-    Read as :func:`tmfast.io.mrc.read_volume` reads volumes: IMOD's unsigned bytes
-    (0/255) stay unsigned, the ``mapc/mapr/maps`` axis order is honoured, and an
-    unreadable file is one error line naming it.
-    """
-    from tmfast.io import mrc as mrc_io
-
-    try:
-        mrc = mrc_io._open(path, mmap=True)
-    except FormatError as exc:
-        raise FormatError(f"{exc} (reading the tomogram mask)") from None
-    try:
-        data = mrc.data
-        if data is None or data.ndim != 3:
-            shape = None if data is None else data.shape
-            raise FormatError(
-                f"{path}: tomogram mask must be a 3-D volume, got {shape}"
-            )
-        if mrc_io._bytes_unsigned(mrc.header):
-            data = data.view(np.uint8)
-        order = mrc_io._axis_order(mrc.header)
-        if order is not None:
-            data = data.transpose(order)
-        yield data
-    finally:
-        mrc.close()
-
-
 def _load_mask(
     mask: str | os.PathLike[str] | npt.ArrayLike,
     job: MatchJob,
@@ -315,7 +281,14 @@ def _load_mask(
                 f"{p}: tomogram mask not found; pass an existing file as "
                 "tomogram_mask or set ignore_tomogram_mask=True"
             )
-        with _mask_file(p) as data:
+        from tmfast.io.mrc import mapped_volume
+
+        # mapped and cropped before any conversion: the mask may be tomogram-sized
+        with contextlib.ExitStack() as stack:
+            try:
+                data = stack.enter_context(mapped_volume(p))
+            except FormatError as exc:
+                raise FormatError(f"{exc} (reading the tomogram mask)") from None
             return _crop_mask(data, job, str(p))
     return _crop_mask(np.asarray(mask), job, "tomogram mask")
 

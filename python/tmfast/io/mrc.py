@@ -15,10 +15,13 @@ than its header says is named as truncated.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mrcfile
 import numpy as np
@@ -30,7 +33,13 @@ from tmfast.errors import FormatError
 from tmfast.io.em import read_em_header
 from tmfast.types import Volume
 
-__all__ = ["read_header", "read_volume", "write_volume"]
+__all__ = [
+    "anisotropic_voxel_size",
+    "mapped_volume",
+    "read_header",
+    "read_volume",
+    "write_volume",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -182,11 +191,37 @@ def _voxel_size(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> float:
             f"{path}: voxel size {sizes} Å in the header is zero or invalid; set it "
             "(e.g. `alterheader -del`) or pass --voxel-size-angstrom"
         )
-    if max(sizes) - min(sizes) > 1e-3 * max(sizes):
+    if _anisotropic(sizes):
         raise FormatError(
             f"{path}: anisotropic voxel size {sizes} Å; tmfast needs cubic voxels"
         )
     return sizes[0]
+
+
+def _anisotropic(sizes: list[float]) -> bool:
+    """Whether valid voxel sizes differ by more than 0.1%."""
+    return max(sizes) - min(sizes) > 1e-3 * max(sizes)
+
+
+def anisotropic_voxel_size(
+    path: str | os.PathLike[str],
+) -> tuple[float, float, float] | None:
+    """The header voxel size ``(x, y, z)`` in Å of an MRC file when it is valid but
+    not cubic, else None (also for a file that cannot be read).
+
+    ``read_volume(require_voxel_size=False)`` returns 0 for an unset and for an
+    anisotropic voxel size alike; only an unset one is fixed by giving the size, so
+    callers use this to say which it is.
+    """
+    try:
+        with mrcfile.open(Path(path), header_only=True, permissive=True) as mrc:
+            x, y, z = _header_voxel_sizes(mrc.header)
+    except (OSError, ValueError, EOFError):
+        return None
+    sizes = [x, y, z]
+    if all(np.isfinite(v) and v > 0 for v in sizes) and _anisotropic(sizes):
+        return (x, y, z)
+    return None
 
 
 def _em_description(path: Path) -> str | None:
@@ -384,19 +419,7 @@ def read_volume(
                 raise
             vs = 0.0
         _warn_if_image_stack(p, mrc.header)
-        if _bytes_unsigned(mrc.header):
-            logger.debug("%s: mode 0 read as unsigned bytes", p)
-            data = data.view(np.uint8)
-        order = _axis_order(mrc.header)
-        if order is not None:
-            logger.info(
-                "%s: axis order mapc/mapr/maps = %d/%d/%d; transposed to (z, y, x)",
-                p,
-                int(mrc.header.mapc),
-                int(mrc.header.mapr),
-                int(mrc.header.maps),
-            )
-            data = data.transpose(order)
+        data = _oriented(mrc, p)
         if isinstance(mrc, MrcMemmap) and data.dtype == np.float32:
             if data.flags.c_contiguous:
                 # keep the mmap alive as long as the array: do not close it here
@@ -408,6 +431,51 @@ def read_volume(
         if not keep_open:
             mrc.close()
     return vol, vs
+
+
+def _oriented(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> npt.NDArray[Any]:
+    """``mrc``'s 3-D data as ``(z, y, x)`` in the file's own dtype, a view (no
+    copy): IMOD's unsigned bytes as uint8, the ``mapc/mapr/maps`` order undone."""
+    data: npt.NDArray[Any] = mrc.data
+    if _bytes_unsigned(mrc.header):
+        logger.debug("%s: mode 0 read as unsigned bytes", path)
+        data = data.view(np.uint8)
+    order = _axis_order(mrc.header)
+    if order is not None:
+        logger.info(
+            "%s: axis order mapc/mapr/maps = %d/%d/%d; transposed to (z, y, x)",
+            path,
+            int(mrc.header.mapc),
+            int(mrc.header.mapr),
+            int(mrc.header.maps),
+        )
+        data = data.transpose(order)
+    return data
+
+
+@contextlib.contextmanager
+def mapped_volume(path: str | os.PathLike[str]) -> Iterator[npt.NDArray[Any]]:
+    """A 3-D MRC volume as a ``(z, y, x)`` array in the file's own dtype, read as
+    :func:`read_volume` reads (IMOD's unsigned bytes, the axis order) but
+    memory-mapped where the file allows (a compressed file is read whole) and not
+    converted: for cropping a large volume before converting it. The array is valid
+    inside the ``with`` block only.
+
+    Raises
+    ------
+    FormatError
+        If the file is missing, not MRC, truncated, complex or not 3-D.
+    """
+    p = Path(path)
+    mrc = _open(p, mmap=True)
+    try:
+        data = mrc.data
+        if data is None or data.ndim != 3:
+            shape = None if data is None else data.shape
+            raise FormatError(f"{p}: expected a 3-D volume, got shape {shape}")
+        yield _oriented(mrc, p)
+    finally:
+        mrc.close()
 
 
 def write_volume(

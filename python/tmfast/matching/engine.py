@@ -1186,23 +1186,6 @@ def _as_volume(arr: npt.ArrayLike, name: str) -> Volume:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def _anisotropic_sizes(path: Path) -> tuple[float, float, float] | None:
-    """The header's voxel sizes along x, y, z in Å when they are valid but differ
-    (the reader reports an anisotropic header as no voxel size), else None."""
-    from tmfast.io import mrc as mrc_io
-
-    try:
-        with mrc_io._open(path, mmap=True) as f:
-            sizes = mrc_io._header_voxel_sizes(f.header)
-    except Exception:  # only refines a message: never replace the caller's error
-        return None
-    if len(sizes) != 3 or not all(np.isfinite(v) and v > 0 for v in sizes):
-        return None
-    if max(sizes) - min(sizes) <= 1e-3 * max(sizes):
-        return None
-    return (float(sizes[0]), float(sizes[1]), float(sizes[2]))
-
-
 def check_inputs(
     config: MatchConfig,
     *,
@@ -1311,7 +1294,9 @@ def check_inputs(
             (src_tmpl, template_voxel_size_a),
         ):
             if not value > 0:
-                sizes = _anisotropic_sizes(src) if isinstance(src, Path) else None
+                from tmfast.io.mrc import anisotropic_voxel_size
+
+                sizes = anisotropic_voxel_size(src) if isinstance(src, Path) else None
                 if sizes is not None:
                     x, y, z = (f"{v:.3f}".rstrip("0").rstrip(".") for v in sizes)
                     raise FormatError(
