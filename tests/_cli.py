@@ -46,11 +46,20 @@ def match_args(inputs: dict[str, Path], dest: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run the CLI in this process: its exit code and what it wrote to stderr."""
+def run_cli_streams(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    """Run the CLI in this process: its exit code, stdout and stderr."""
     try:
         main(args)
         code = 0
     except SystemExit as exc:
         code = int(exc.code or 0)
-    return code, capsys.readouterr().err
+    got = capsys.readouterr()
+    return code, got.out, got.err
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run the CLI in this process: its exit code and what it wrote to stderr."""
+    code, _, err = run_cli_streams(args, capsys)
+    return code, err

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _cli import run_cli
 from tmfast.cli import main
 
 _CLI = "from tmfast.cli import main; main()"
@@ -22,15 +23,6 @@ def _tmfast(*args: str, stdout: object) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def _main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 # --- standard output and Ctrl-C ------------------------------------------------------
@@ -86,7 +78,7 @@ def test_ctrl_c_is_one_line_and_exit_130(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ga, "angle_set", interrupted)
-    code, err = _main(["angles", "-a", "30"], capsys)
+    code, err = run_cli(["angles", "-a", "30"], capsys)
     assert code == 130
     assert err.splitlines() == ["tmfast: interrupted"]
 
@@ -94,7 +86,7 @@ def test_ctrl_c_is_one_line_and_exit_130(
 def test_a_user_error_still_exits_2_with_its_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, err = _main(["angles", "-a", "30", "--n-samples", "5"], capsys)
+    code, err = run_cli(["angles", "-a", "30", "--n-samples", "5"], capsys)
     assert code == 2
     assert err.splitlines() == [
         "tmfast: error: --n-samples 5 is invalid; give 1000 to 10^8"
@@ -135,7 +127,7 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_work(
     monkeypatch.setattr(Path, "mkdir", read_only)
     monkeypatch.setattr(extraction, "extract_candidates", no_work)
     argv = ["extract", "-j", str(job), "-n", "5", "-o", str(ro / "x")]
-    code, err = _main(argv, capsys)
+    code, err = run_cli(argv, capsys)
     assert code == 2
     assert err.splitlines() == [
         f"tmfast: error: {ro / 'x'}: cannot create the -o/--output-dir folder "
@@ -150,11 +142,11 @@ def test_a_failed_extraction_leaves_no_empty_output_folder(
     out = tmp_path / "new" / "out"
     missing = tmp_path / "no_mask.mrc"
     argv = ["extract", "-j", str(job), "-n", "5", "-o", str(out)]
-    code, err = _main([*argv, "--tomogram-mask", str(missing)], capsys)
+    code, err = run_cli([*argv, "--tomogram-mask", str(missing)], capsys)
     assert code == 2 and "tomogram mask not found" in err, err
     assert not (tmp_path / "new").exists()
     # without the missing mask the run makes the folder and fills it
-    code, err = _main([*argv, "--no-plots"], capsys)
+    code, err = run_cli([*argv, "--no-plots"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["tomo_particles.star"]
 
@@ -194,7 +186,7 @@ def test_a_copied_results_folder_reads_its_own_maps(
     capsys.readouterr()  # (a handler of an earlier main() may have complained)
 
     (copy / "tomo_scores.mrc").write_bytes(b"broken")
-    code, err = _main(["extract", "-j", str(copy / job.name), "-n", "5"], capsys)
+    code, err = run_cli(["extract", "-j", str(copy / job.name), "-n", "5"], capsys)
     assert code == 2
     assert err.startswith(f"tmfast: error: {copy / 'tomo_scores.mrc'}: "), err
     assert not (copy / "tomo_particles.star").exists()

@@ -20,10 +20,10 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
+from _cli import run_cli_streams
 from slurm_cluster import BINNING, PLANTED_ZYX, TOMO_SHAPE, make_relion5_project
 from tmfast.batch.manifest import Manifest
 from tmfast.batch.plan import batch_status, finish, plan_relion5, run_task
-from tmfast.cli import main
 from tmfast.errors import ConfigError, FormatError
 from tmfast.io.star import read_star
 
@@ -73,13 +73,8 @@ def _plan_argv(proj: dict[str, Path], out: Path, *extra: str) -> list[str]:
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """Run ``tmfast ARGV`` as the console script does: exit code, stdout + stderr."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    got = capsys.readouterr()
-    return code, got.out + got.err
+    code, out, err = run_cli_streams(argv, capsys)
+    return code, out + err
 
 
 def _ok(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from _cli import run_cli as _cli
+from _cli import run_cli_streams
 from tmfast.cli import main
 from tmfast.errors import FormatError
 from tmfast.io.mrc import read_header, read_volume
@@ -415,15 +416,10 @@ def test_an_output_under_a_file_is_refused_before_any_work(
         _slab_args(tomo, out),
         _angles_args(out),
     ):
-        try:
-            main(args)
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        assert code == 2, (args[0], captured.err)
-        _one_error_line(captured.err, str(out), str(blocker))
-        assert captured.out == "", (args[0], captured.out)  # nothing computed
+        code, stdout, stderr = run_cli_streams(args, capsys)
+        assert code == 2, (args[0], stderr)
+        _one_error_line(stderr, str(out), str(blocker))
+        assert stdout == "", (args[0], stdout)  # nothing computed
     assert blocker.read_text() == "a file"
 
 
