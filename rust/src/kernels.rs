@@ -492,10 +492,10 @@ struct RowMaps<'r, 'h, S, A> {
 
 /// A chunk's high bit planes of the angle map ([`RunningMapsMut::angle_high`]), the
 /// first voxel of a row in the chunk, and the index bits above 16 to write there.
-type HighBits<'p, 'a> = (&'p mut Vec<&'a mut [u8]>, usize, u32);
+type HighBits<'p, 'a> = (&'p mut [&'a mut [u8]], usize, u32);
 
-/// Write `set` into the `bits` (at most 16, bit `k` for voxel `first + k`) of every
-/// plane, bit `j` of `high` into plane `j`.
+/// For the voxels marked in `bits` (at most 16, bit `k` for voxel `first + k`),
+/// write bit `j` of `high` into plane `j`, for every plane.
 #[inline(always)]
 fn write_high_bits(planes: &mut [&mut [u8]], first: usize, bits: u32, high: u32) {
     let (byte, shift) = (first / 8, first % 8);
