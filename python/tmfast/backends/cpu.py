@@ -133,9 +133,8 @@ class _Maps:
     angle_high: npt.NDArray[np.uint8] | None = None
 
 
-#: Searches of at most this many rotations keep the angle map in uint16 (the Rust
-#: folds' limit: index 65535 marks "no rotation yet").
-_U16_ROTATIONS = 65535
+#: "No rotation yet" in a uint16 angle map (the Rust fold's marker): searches of at
+#: most 65,535 rotations need no bit planes.
 _U16_NONE = np.uint16(65535)
 #: Most bit planes above a uint16 angle map (the Rust fold's limit); searches beyond
 #: ``2**31 - 1`` rotations are not possible anyway.
