@@ -31,7 +31,9 @@ __all__ = [
     "check_output_folder",
     "check_writable",
     "make_folder",
+    "missing_folders",
     "read_json",
+    "remove_empty_folders",
 ]
 
 
@@ -117,10 +119,28 @@ def check_output_folder(folder: Path, option: str, target: Path | None = None) -
         raise ConfigError(f"{named}: {option} {what}, not a folder; give a folder")
 
 
-def make_folder(folder: Path, what: str, subject: Path | None = None) -> None:
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first:
+    what creating it would make (for :func:`remove_empty_folders` on failure)."""
+    return [p for p in (folder, *folder.parents) if not p.exists()]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first, as :func:`missing_folders` lists them)
+    while they are empty: a failed run leaves no empty folder it made behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (or not ours): keep it and its parents
+
+
+def make_folder(folder: Path, what: str, subject: Path | None = None) -> list[Path]:
     """Create ``folder`` (and parents), or raise one ConfigError line saying why not
     (a file in the way, permissions): ``{subject}: cannot create {what} (...)``,
-    ``subject`` defaulting to the folder."""
+    ``subject`` defaulting to the folder. Returns the folders it created, deepest
+    first."""
+    created = missing_folders(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -133,6 +153,7 @@ def make_folder(folder: Path, what: str, subject: Path | None = None) -> None:
         raise ConfigError(
             f"{subject or folder}: cannot create {what} ({reason}); choose another path"
         ) from None
+    return created
 
 
 #: Write failures that are the destination's, not the program's: said in one line.

@@ -256,18 +256,13 @@ def _new_folder_removed_on_failure(folder: Path) -> Iterator[None]:
     """Create ``folder`` (one ConfigError line if it cannot be); if the body fails,
     remove the folders this made, when still empty: a failed run leaves no empty
     output folder behind."""
-    from tmfast._fileio import make_folder
+    from tmfast._fileio import make_folder, remove_empty_folders
 
-    new = [p for p in (folder, *folder.parents) if not p.exists()]
-    make_folder(folder, "the -o/--output-dir folder")
+    new = make_folder(folder, "the -o/--output-dir folder")
     try:
         yield
     except BaseException:
-        for p in new:  # deepest first
-            try:
-                p.rmdir()
-            except OSError:
-                break  # not empty (or not ours to remove): keep it and its parents
+        remove_empty_folders(new)
         raise
 
 

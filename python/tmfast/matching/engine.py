@@ -44,7 +44,12 @@ import numpy.typing as npt
 import scipy.fft as sfft
 
 from tmfast._cpus import usable_cpu_count
-from tmfast._fileio import atomic_path, check_writable
+from tmfast._fileio import (
+    atomic_path,
+    check_writable,
+    missing_folders,
+    remove_empty_folders,
+)
 from tmfast._progress import ProgressCallback
 from tmfast.backends.base import CorrelationInputs, MatchBackend, RunningMaps
 from tmfast.errors import (
@@ -1951,18 +1956,14 @@ def _prepare_destination(dest: Path) -> list[Path]:
     ConfigError
         If the folder cannot be created or written (exit code 2).
     """
-    created: list[Path] = []
-    probe = dest
-    while not probe.exists() and probe != probe.parent:
-        created.append(probe)
-        probe = probe.parent
+    created = missing_folders(dest)
     try:
         dest.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmfast-write-test-", dir=dest)
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
-        _remove_if_empty(created)
+        remove_empty_folders(created)
         raise ConfigError(
             f"{dest}: output folder cannot be created or written "
             f"({exc.strerror or exc}); choose another -d/--destination"
@@ -2092,15 +2093,6 @@ def _keep_other_runs_checkpoint(config: MatchConfig, path: Path) -> None:
     )
 
 
-def _remove_if_empty(folders: list[Path]) -> None:
-    """Remove the folders (deepest first) that are still empty."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-
-
 def run_match(
     config: MatchConfig,
     *,
@@ -2153,7 +2145,7 @@ def run_match(
         try:
             stack.enter_context(_one_run_at_a_time(dest, config.tomo_id))
         except BaseException:
-            _remove_if_empty(created)
+            remove_empty_folders(created)
             raise
         previous = stack.enter_context(_stop_on_signals())
         try:
@@ -2172,10 +2164,10 @@ def run_match(
             interrupted = exc
             if exc.checkpoint is None:
                 stack.close()
-                _remove_if_empty(created)  # a folder this run made, left empty
+                remove_empty_folders(created)  # a folder this run made, left empty
         except BaseException:
             stack.close()  # the lock file goes first: the folder may be empty now
-            _remove_if_empty(created)
+            remove_empty_folders(created)
             raise
         else:
             # a stop signal arriving now waits for the three (atomic) writes: a
