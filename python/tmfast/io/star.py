@@ -292,34 +292,27 @@ def read_star(
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @contextlib.contextmanager
 def _plain_text(path: Path) -> Iterator[Path]:
-    """``path``, or a temporary plain copy when it is gzip-compressed or starts with
-    a UTF-8 byte-order mark (Windows editors), which the STAR parser refuses."""
+    """``path``, or a temporary decompressed copy when it is gzip-compressed (the
+    STAR parser reads plain text; it skips a byte-order mark itself)."""
     try:
         with path.open("rb") as fh:
-            head = fh.read(3)
+            head = fh.read(2)
     except OSError:
         head = b""
-    if head[:2] != _GZIP_MAGIC and head != _UTF8_BOM:
+    if head != _GZIP_MAGIC:
         yield path
         return
     try:
-        data = (
-            gzip.decompress(path.read_bytes())
-            if head[:2] == _GZIP_MAGIC
-            else path.read_bytes()
-        )
+        data = gzip.decompress(path.read_bytes())
     except (OSError, EOFError, zlib.error) as exc:
         raise FormatError(
             f"{path}: gzip-compressed but cannot be decompressed ({exc}); "
             "write the file again"
         ) from None
-    if data.startswith(_UTF8_BOM):
-        data = data[len(_UTF8_BOM) :]
     fd, name = tempfile.mkstemp(prefix=f"{path.stem}.", suffix=".star")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -591,6 +591,8 @@ pub fn read_star_as(text: &str, path: &str, as_text: bool) -> Result<Vec<ReadBlo
         line,
         message,
     };
+    // a UTF-8 byte-order mark (files saved by some Windows editors) is not data
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().enumerate();
     while let Some((ln, line)) = lines.next() {
         let lineno = ln + 1;
@@ -750,6 +752,13 @@ pub fn read_star_file_as(path: &std::path::Path, as_text: bool) -> Result<Vec<Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_not_data() {
+        let blocks = read_star("\u{feff}data_p\nloop_\n_rlnX #1\n1.5\n", "bom.star").unwrap();
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].name, "p");
+    }
 
     fn f32s(v: f32) -> String {
         let mut s = String::new();
