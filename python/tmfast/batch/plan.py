@@ -1010,12 +1010,14 @@ def batch_status(
     out = Path(manifest.output_dir)
     subs = _submissions(out)
     jobs: dict[int, list[int]] = {int(s["job_id"]): s["indices"] for s in subs}
+    task_states = {e.key: _task_state(e) for e in manifest.entries}
     for e in manifest.entries:
         # A task started by a job this folder has no record of (the script given
         # to sbatch by hand): without asking about its job it would pass for
         # stopped, and resume would start a second task on the same folder.
-        jid = str(_task_state(e).get("slurm_job_id") or "")
-        if _task_state(e).get("state") == "running" and jid.isdigit():
+        state = task_states[e.key]
+        jid = str(state.get("slurm_job_id") or "")
+        if state.get("state") == "running" and jid.isdigit():
             jobs.setdefault(int(jid), [e.index])
     queue: dict[int, str] = {}
     if query_queue and jobs:
@@ -1025,7 +1027,7 @@ def batch_status(
     submitted = {i for s in subs for i in s["indices"]}
     result: list[EntryStatus] = []
     for e in manifest.entries:
-        ts = _task_state(e)
+        ts = task_states[e.key]
         ckpt = _outputs(e)["checkpoint"]
         qs = queue.get(e.index)
         if _is_done(e):
