@@ -214,7 +214,7 @@ def test_session_file_gives_optics(tmp_path: Path) -> None:
     )
     assert md.tilt_series_pixel_size_a == 3.0 and md.binning == 4.0
     (tmp_path / "AreTomo3_Session.json").unlink()
-    with pytest.raises(FormatError, match="--voltage"):
+    with pytest.raises(FormatError, match="give voltage_kv, spherical_aberration_mm"):
         read_aretomo3(prefix)
 
 

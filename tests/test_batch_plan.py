@@ -95,6 +95,7 @@ def test_every_problem_listed_before_anything_is_written(
         plan_relion5(star, out, match=_match(project))
     lines = str(err.value).splitlines()
     assert lines[0].startswith("2 problem(s) found, nothing written")
+    assert "pass skip_bad=True" in lines[0]
     assert any("TS_02" in ln and "tilt-series STAR" in ln for ln in lines[1:])
     assert any("TS_03" in ln and "no reconstruction" in ln for ln in lines[1:])
     assert not out.exists()
@@ -104,7 +105,7 @@ def test_every_problem_listed_before_anything_is_written(
     with pytest.raises(OutputExistsError):
         plan_relion5(star, out, match=_match(project), skip_bad=True)
 
-    with pytest.raises(ConfigError, match=r"--template .*file not found"):
+    with pytest.raises(ConfigError, match=r"match\['template'\] .*file not found"):
         plan_relion5(star, out, match=_match(project, template=tmp_path / "no.mrc"))
     with pytest.raises(ConfigError, match="invalid matching options"):
         plan_relion5(
@@ -276,6 +277,50 @@ def test_cli_errors_are_one_line(project: dict[str, Path], tmp_path: Path) -> No
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_plan_errors_name_the_api_parameters_or_the_cli_flags(
+    project: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The library names its parameters; ``batch plan`` rewrites them as its flags."""
+    from _cli import run_cli
+
+    star = project["tomograms_star"]
+    with pytest.raises(ConfigError) as err:
+        plan_relion5(
+            star,
+            tmp_path / "a",
+            match=_match(project, angular_search=str(tmp_path / "no.txt")),
+            slurm=SlurmOptions(container=str(tmp_path / "no.sif")),
+            tomogram_mask_dir=tmp_path / "nomasks",
+        )
+    text = str(err.value)
+    for name in ("match['angular_search']", "slurm.container", "tomogram_mask_dir"):
+        assert name in text
+    assert "--" not in text
+    with pytest.raises(ConfigError, match=r"^tomo_names TS_99: not in"):
+        plan_relion5(star, tmp_path / "a", match=_match(project), tomo_names=["TS_99"])
+
+    base = ["batch", "plan", "relion5", "--tomograms-star", str(star)]
+    base += ["-t", str(project["template"]), "-m", str(project["mask"])]
+    code, err_text = run_cli(
+        [
+            *base,
+            "-o", str(tmp_path / "b"),
+            "--angular-search", str(tmp_path / "no.txt"),
+            "--container", str(tmp_path / "no.sif"),
+            "--tomogram-mask-dir", str(tmp_path / "nomasks"),
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    for flag in ("--angular-search", "--container", "--tomogram-mask-dir"):
+        assert flag in err_text
+    assert "match[" not in err_text and "slurm." not in err_text
+    code, err_text = run_cli(
+        [*base, "-o", str(tmp_path / "c"), "--tomo", "TS_99"], capsys
+    )
+    assert code == 2 and "--tomo TS_99: not in" in err_text
 
 
 def test_slurm_options_recorded(project: dict[str, Path], tmp_path: Path) -> None:

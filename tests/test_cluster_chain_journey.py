@@ -480,7 +480,7 @@ def test_relative_angle_file_is_found_by_tasks_run_elsewhere(
     (work / "tm").mkdir(parents=True)
     np.savetxt(work / "tm" / "angles.txt", np.asarray(pytom_angle_set(40.0))[:40])
     monkeypatch.chdir(work)
-    with pytest.raises(ConfigError, match=r"--angular-search tm/nope\.txt"):
+    with pytest.raises(ConfigError, match=r"match\['angular_search'\] tm/nope\.txt"):
         plan_relion5(
             proj["tomograms_star"],
             tmp_path / "never",
@@ -489,7 +489,7 @@ def test_relative_angle_file_is_found_by_tasks_run_elsewhere(
     assert not (tmp_path / "never").exists()
     sif = tmp_path / "images" / "tmfast.sif"
     with pytest.raises(
-        ConfigError, match=r"--container .*tmfast\.sif: image not found"
+        ConfigError, match=r"slurm.container .*tmfast\.sif: image not found"
     ):
         plan_relion5(
             proj["tomograms_star"],

@@ -457,8 +457,8 @@ def read_aretomo3(
                 break
     if dose is None:
         logger.warning(
-            "%s: no per-tilt dose (no 3-column _TLT.txt and no "
-            "--dose-per-tilt); no dose weighting",
+            "%s: no per-tilt dose (no 3-column _TLT.txt and no dose per tilt "
+            "given); no dose weighting",
             folder / prefix,
         )
 
@@ -474,8 +474,8 @@ def read_aretomo3(
     if defocus is not None and None in (kv, cs, ac):
         raise FormatError(
             f"{folder / prefix}: defocus found but voltage, Cs or amplitude contrast "
-            "unknown (no AreTomo3_Session.json); give --voltage, "
-            "--spherical-aberration and --amplitude-contrast"
+            "unknown (no AreTomo3_Session.json); give voltage_kv, "
+            "spherical_aberration_mm and amplitude_contrast"
         )
     pix = session.get("PixSize")
     mc_bin = session.get("McBin", 1.0)
@@ -550,7 +550,7 @@ def read_aretomo3_project(
 
     folder = Path(aretomo_dir)
     if not folder.is_dir():
-        raise FormatError(f"{folder}: AreTomo3 folder not found; check --aretomo-dir")
+        raise FormatError(f"{folder}: AreTomo3 folder not found; check aretomo_dir")
     prefixes = sorted(p.stem for p in folder.glob("*.aln"))
     if include:
         prefixes = [
@@ -603,7 +603,7 @@ def read_aretomo3_project(
             if vox is None:
                 vox = sess_vox
             if vox is None:
-                problems.append(f"{prefix}: voxel size unknown; give --voxel-size")
+                problems.append(f"{prefix}: voxel size unknown; give voxel_size_a")
             entries.append(
                 TomogramEntry(
                     tomo_name=prefix,
@@ -627,7 +627,7 @@ def read_aretomo3_project(
                 tomogram=vol,
                 problems=(
                     f"{vol}: tomogram without {prefix}.aln (no metadata); remove it "
-                    "or restrict the batch with --include",
+                    "or restrict the batch with include=[...]",
                 ),
             )
         )

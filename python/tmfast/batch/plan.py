@@ -169,7 +169,7 @@ def _match_options(match: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("per_tilt_weighting", True)
     for key in ("template", "mask"):
         if key not in out:
-            raise ConfigError(f"--{key} is required")
+            raise ConfigError(f"match['{key}'] is required")
         out[key] = str(Path(out[key]).resolve())
     search = _angle_file(out.get("angular_search"))
     if search is not None:
@@ -351,7 +351,7 @@ def _volume_problems(
                 f"{tid}: {te.tomogram.name} header voxel size {tomo_vox:.3f} Å "
                 f"differs from the project's {vox:.3f} Å (pixel size x binning); "
                 "the tomogram does not belong to this project entry (check "
-                "--tomogram-dir) or its header is wrong"
+                "tomogram_dir) or its header is wrong"
             )
     if te.size_xyz is not None and te.binning:
         nz, ny, nx = shape_zyx
@@ -363,7 +363,7 @@ def _volume_problems(
                 f"{te.size_xyz[2]} at binning {te.binning:g}, i.e. about "
                 + "x".join(f"{e:.0f}" for e in expected)
                 + "; the tomogram does not belong to this project entry (check "
-                "--tomogram-dir)"
+                "tomogram_dir)"
             )
     box = max(template[1])
     if any(box > n for n in shape_zyx):
@@ -443,29 +443,29 @@ def plan_batch(
     if ext.get("particle_diameter_a") is None and match.get("particle_diameter_a"):
         ext["particle_diameter_a"] = match["particle_diameter_a"]
     if int(ext["n_particles"]) < 1:
-        raise ConfigError(f"--number-of-particles {ext['n_particles']} must be >= 1")
+        raise ConfigError(f"extract['n_particles'] {ext['n_particles']} must be >= 1")
     global_problems: list[str] = []
     for key in ("template", "mask"):
         v = match.get(key)
         if not v:
-            global_problems.append(f"--{key} is required")
+            global_problems.append(f"match['{key}'] is required")
         elif not Path(v).is_file():
-            global_problems.append(f"--{key} {v}: file not found")
+            global_problems.append(f"match['{key}'] {v}: file not found")
     if slurm.container and not Path(slurm.container).is_file():
         # every task would fail in 'apptainer exec', after the queue wait
         global_problems.append(
-            f"--container {slurm.container}: image not found; give the path of the "
+            f"slurm.container {slurm.container}: image not found; give the path of the "
             "Apptainer .sif file"
         )
     angle_file = _angle_file(match.get("angular_search"))
     if angle_file is not None and not angle_file.is_file():
         global_problems.append(
-            f"--angular-search {angle_file}: neither a step in degrees nor an "
+            f"match['angular_search'] {angle_file}: neither a step in degrees nor an "
             "existing angle file (tmfast angles -o FILE writes one)"
         )
     mask_dir = None if tomogram_mask_dir is None else Path(tomogram_mask_dir)
     if mask_dir is not None and not mask_dir.is_dir():
-        global_problems.append(f"--tomogram-mask-dir {mask_dir}: folder not found")
+        global_problems.append(f"tomogram_mask_dir {mask_dir}: folder not found")
         mask_dir = None
     if global_problems:
         raise ConfigError("; ".join(global_problems))
@@ -478,7 +478,8 @@ def plan_batch(
     if volumes["mask"][1] != volumes["template"][1]:
         # Matching refuses this in every task, after the queue wait: say it now.
         raise ConfigError(
-            f"--mask {volumes['mask'][0]}: box {volumes['mask'][1][::-1]} (x, y, z) "
+            f"match['mask'] {volumes['mask'][0]}: box {volumes['mask'][1][::-1]} "
+            "(x, y, z) "
             f"differs from the template's {volumes['template'][1][::-1]}; make the "
             "mask with the template's box (tmfast create-mask --template "
             f"{volumes['template'][0].name} ...)"
@@ -546,7 +547,7 @@ def plan_batch(
     if problems and not skip_bad:
         raise ConfigError(
             f"{len(problems)} problem(s) found, nothing written (fix them or pass "
-            "--skip-bad to leave those tomograms out):\n  " + "\n  ".join(problems)
+            "skip_bad=True to leave those tomograms out):\n  " + "\n  ".join(problems)
         )
     for p in problems:
         logger.warning("skipping %s", p)
@@ -713,7 +714,9 @@ def plan_relion5(
         known = {e.tomo_name for e in entries}
         missing = [n for n in tomo_names if n not in known]
         if missing:
-            raise ConfigError(f"--tomo {', '.join(missing)}: not in {tomograms_star}")
+            raise ConfigError(
+                f"tomo_names {', '.join(missing)}: not in {tomograms_star}"
+            )
         entries = [e for e in entries if e.tomo_name in set(tomo_names)]
 
     def reader(te: TomogramEntry) -> TiltSeriesMetadata:

@@ -45,6 +45,28 @@ class Source(StrEnum):
     aretomo3 = "aretomo3"
 
 
+#: The batch library's parameter names in its errors, as ``batch plan`` flags
+#: (``tmfast.cli.extract.cli_terms``); also used by ``resume`` and ``run-task``,
+#: which re-check the tomograms.
+PLAN_FLAGS = {
+    "match['template']": "--template",
+    "match['mask']": "--mask",
+    "match['angular_search']": "--angular-search",
+    "extract['n_particles']": "--number-of-particles",
+    "slurm.container": "--container",
+    "skip_bad=True": "--skip-bad",
+    "include=[...]": "--include",
+    "tomogram_mask_dir": "--tomogram-mask-dir",
+    "tomogram_dir": "--tomogram-dir",
+    "tomo_names": "--tomo",
+    "aretomo_dir": "--aretomo-dir",
+    "voxel_size_a": "--voxel-size",
+    "voltage_kv": "--voltage",
+    "spherical_aberration_mm": "--spherical-aberration",
+    "amplitude_contrast": "--amplitude-contrast",
+}
+
+
 def _gpus_in_gres(gres: str | None) -> int | None:
     if not gres:
         return None
@@ -305,6 +327,7 @@ def plan_cmd(
 
     from tmfast.batch.plan import plan_aretomo3, plan_relion5
     from tmfast.batch.slurm import SlurmOptions
+    from tmfast.cli.extract import cli_flags
 
     for flag, value, low, strict, unit in (
         ("--voxel-size", voxel_size, 0.0, True, "Å"),
@@ -386,28 +409,30 @@ def plan_cmd(
     if source is Source.relion5:
         if tomograms_star is None:
             raise ConfigError("batch plan relion5 needs --tomograms-star FILE")
-        plan = plan_relion5(
-            tomograms_star,
-            output_dir,
-            project_dir=project_dir,
-            tomogram_dir=tomogram_dir,
-            tomo_names=tomo,
-            use_denoised=use_denoised,
-            **common,
-        )
+        with cli_flags(PLAN_FLAGS):
+            plan = plan_relion5(
+                tomograms_star,
+                output_dir,
+                project_dir=project_dir,
+                tomogram_dir=tomogram_dir,
+                tomo_names=tomo,
+                use_denoised=use_denoised,
+                **common,
+            )
     else:
         if aretomo_dir is None:
             raise ConfigError("batch plan aretomo3 needs --aretomo-dir FOLDER")
-        plan = plan_aretomo3(
-            aretomo_dir,
-            output_dir,
-            include=include,
-            dose_per_tilt_e_per_a2=dose_per_tilt,
-            voltage_kv=voltage,
-            spherical_aberration_mm=spherical_aberration,
-            amplitude_contrast=amplitude_contrast,
-            **common,
-        )
+        with cli_flags(PLAN_FLAGS):
+            plan = plan_aretomo3(
+                aretomo_dir,
+                output_dir,
+                include=include,
+                dose_per_tilt_e_per_a2=dose_per_tilt,
+                voltage_kv=voltage,
+                spherical_aberration_mm=spherical_aberration,
+                amplitude_contrast=amplitude_contrast,
+                **common,
+            )
     if dry_run:
         typer.echo(f"# {plan.manifest_path}")
         typer.echo(plan.manifest.to_json())
@@ -464,8 +489,10 @@ def status_cmd(
 def resume_cmd(manifest: _ManifestArg) -> None:
     """Resubmit only the tomograms that are neither done nor queued."""
     from tmfast.batch.plan import resume
+    from tmfast.cli.extract import cli_flags
 
-    result = resume(manifest)
+    with cli_flags(PLAN_FLAGS):
+        result = resume(manifest)
     if result is None:
         typer.echo("nothing to resume: every tomogram is done or queued")
     else:
@@ -527,8 +554,10 @@ def run_task_cmd(
 ) -> None:
     """Match (resuming from a checkpoint) and extract one manifest entry."""
     from tmfast.batch.plan import run_task
+    from tmfast.cli.extract import cli_flags
 
-    run_task(manifest, index, progress_interval_s=progress_interval)
+    with cli_flags(PLAN_FLAGS):
+        run_task(manifest, index, progress_interval_s=progress_interval)
 
 
 def register(app: typer.Typer) -> None:
