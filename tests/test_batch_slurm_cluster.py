@@ -195,3 +195,48 @@ def test_cancel_then_resume_equals_uninterrupted(
         a = mrcfile.read(out / f"{entry.tomo_id}{suffix}")
         b = mrcfile.read(ref_dir / f"{entry.tomo_id}{suffix}")
         np.testing.assert_array_equal(a, b)
+
+
+def test_status_sees_pending_tasks_of_a_job_submitted_by_hand(
+    slurm_cluster: Cluster, tmp_path: Path
+) -> None:
+    """submit_array.sh given to sbatch directly, held in the queue: no task has run,
+    so nothing in the batch folder names the job. status found it only once a task
+    had started; until then the tomograms read 'not-submitted' and resume
+    submitted them a second time. status now asks squeue which jobs run the
+    batch's script."""
+    import subprocess
+
+    from tmfast.batch.slurm import parse_job_id
+    from tmfast.errors import ConfigError
+
+    manifest_path = _plan(tmp_path, NAMES[:2], angular_search=30.0, checkpoint_every=0)
+    script = manifest_path.parent / "submit_array.sh"
+    proc = subprocess.run(
+        ["sbatch", "--hold", script.name],
+        cwd=script.parent,  # a relative script path, as a user would type it
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    job_id = parse_job_id(proc.stdout)
+    try:
+        states = batch_status(manifest_path)
+        assert [s.state for s in states] == ["pending", "pending"], states
+        assert resume(manifest_path) is None
+        manifest = Manifest.read(manifest_path)
+        with pytest.raises(ConfigError, match=rf"still queued.*{job_id}"):
+            plan_relion5(
+                manifest.source_path,
+                manifest.output_dir,
+                match=manifest.match,
+                overwrite=True,
+            )
+    finally:
+        scancel(job_id)
+    _wait_for(
+        lambda: all(s.state == "not-submitted" for s in batch_status(manifest_path)),
+        30.0,
+        "the cancelled job to leave the queue",
+    )

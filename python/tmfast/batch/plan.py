@@ -38,6 +38,7 @@ from tmfast.batch.slurm import (
     format_array_indices,
     queue_states,
     render_array_script,
+    script_jobs,
     submit_script,
 )
 from tmfast.errors import ConfigError, FormatError, TmfastError
@@ -942,17 +943,22 @@ def _refuse_while_queued(out: Path) -> None:
         Naming the jobs to cancel or wait for.
     """
     subs = _submissions(out)
-    if not subs:
+    jobs_in: dict[int, list[int]] = {int(s["job_id"]): s["indices"] for s in subs}
+    if not subs and not (out / SCRIPT_NAME).is_file():
         return
     from tmfast.batch.slurm import SlurmError
 
     try:
-        queued = queue_states({int(s["job_id"]): s["indices"] for s in subs})
+        # and jobs of the script given to sbatch by hand (no record here)
+        for job, indices in script_jobs(out / SCRIPT_NAME).items():
+            jobs_in.setdefault(job, indices)
+        queued = queue_states(jobs_in)
     except SlurmError as exc:
-        logger.warning("%s: cannot check for queued tasks of it (%s)", out, exc)
+        if subs:
+            logger.warning("%s: cannot check for queued tasks of it (%s)", out, exc)
         return
     if queued:
-        jobs = sorted({int(s["job_id"]) for s in subs})
+        jobs = sorted(jobs_in)
         raise ConfigError(
             f"{out}: {len(queued)} array task(s) of this batch are still queued or "
             f"running (jobs {', '.join(map(str, jobs))}); a task reads the manifest "
@@ -1023,6 +1029,17 @@ def batch_status(
         if state.get("state") == "running" and jid.isdigit():
             jobs.setdefault(int(jid), [e.index])
     queue: dict[int, str] = {}
+    if query_queue:
+        # and pending tasks of such a job, which have written nothing yet
+        from tmfast.batch.slurm import SlurmError
+
+        try:
+            for job, indices in script_jobs(out / SCRIPT_NAME).items():
+                jobs.setdefault(job, indices)
+        except SlurmError as exc:
+            # no SLURM here (a batch run by hand): nothing can be queued; with
+            # recorded jobs, queue_states below raises the same error
+            logger.debug("%s: no queue to ask about jobs of its script (%s)", out, exc)
     if query_queue and jobs:
         # The queue answer is keyed by array index; only the latest job per index
         # matters, and squeue reports the higher job id last.

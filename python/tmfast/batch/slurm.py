@@ -29,6 +29,7 @@ __all__ = [
     "queue_states",
     "render_array_script",
     "scancel",
+    "script_jobs",
     "submit_script",
 ]
 
@@ -383,6 +384,46 @@ def queue_states(jobs: Mapping[int, Sequence[int]]) -> dict[int, str]:
             if prev is None or job >= prev[0]:
                 states[idx] = (job, state)
     return {k: v[1] for k, v in states.items()}
+
+
+def script_jobs(script: str | Path) -> dict[int, list[int]]:
+    """Return the user's queued or running array jobs whose batch script is ``script``.
+
+    Finds jobs the batch has no record of: ``submit_array.sh`` given to ``sbatch`` by
+    hand. squeue's ``%o`` (the job's command: its batch script) is compared with
+    ``script`` after resolving it against the job's working directory (``%Z``).
+
+    Returns
+    -------
+    dict
+        ``{job_id: array indices squeue lists for it}`` (an index range still pending
+        as one line is expanded).
+
+    Raises
+    ------
+    SlurmError
+        If squeue is missing or fails.
+    """
+    import getpass
+
+    argv = ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%F|%K|%Z|%o"]
+    proc = _run(argv, "read the queue")
+    if proc.returncode != 0:
+        raise SlurmError(f"squeue failed: {' '.join(proc.stderr.split())}")
+    target = Path(script).resolve()
+    out: dict[int, list[int]] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split("|", 3)
+        if len(parts) != 4 or not parts[0].strip().isdigit():
+            continue
+        job, task, workdir, command = (p.strip() for p in parts)
+        path = Path(command)
+        if not path.is_absolute():
+            path = Path(workdir) / path
+        if os.path.normpath(path) != str(target) and path.resolve() != target:
+            continue
+        out.setdefault(int(job), []).extend(_expand_task_field(task) or [])
+    return out
 
 
 def _expand_task_field(task: str) -> list[int] | None:
