@@ -48,6 +48,7 @@ def optimal_angle_set(
 def optimal_for_radius(
     radius_rad: float, *, n_samples: int, max_len: int
 ) -> tuple[npt.NDArray[np.float64], float] | None: ...
+def refined_sets() -> list[tuple[float, float, npt.NDArray[np.float64]]]: ...
 
 # --- end angles ---------------------------------------------------------------------
 

@@ -399,3 +399,105 @@ mod symmetry_and_covering {
         assert!(covering_radius(&smaller, 20_000, 5).radius_rad > target);
     }
 }
+
+mod refined_sets {
+    use _rust::angles::covering::covering_radius;
+    use _rust::angles::optimal::{optimal_angle_set, optimal_for_radius, OptimalKind};
+    use _rust::angles::pytom_angle_set;
+    use _rust::angles::refined::{decode, refined_for_radius, refined_sets};
+    use _rust::euler::zxz_to_quaternion;
+
+    #[test]
+    fn embedded_sets_decode_smallest_first() {
+        let sets = refined_sets();
+        let steps: Vec<f64> = sets.iter().map(|s| s.step_deg).collect();
+        assert_eq!(steps, [25.0, 20.0, 16.0, 12.85, 12.0, 8.0, 6.69]);
+        for pair in sets.windows(2) {
+            assert!(pair[0].angles.len() <= pair[1].angles.len());
+        }
+        for s in sets {
+            // a quarter fewer rotations than pytom's set for the step it was made for
+            let pytom = pytom_angle_set(s.step_deg, 1).unwrap();
+            assert!(4 * s.angles.len() <= 3 * pytom.len(), "{}", s.step_deg);
+            for a in &s.angles {
+                assert!((0.0..=std::f64::consts::TAU).contains(&a[0]));
+                assert!((0.0..=std::f64::consts::PI).contains(&a[1]));
+                assert!((0.0..=std::f64::consts::TAU).contains(&a[2]));
+            }
+        }
+    }
+
+    #[test]
+    fn stored_radius_bounds_the_estimate() {
+        // the estimate is a distance actually attained: never above the exact radius,
+        // and close below it (so the stored radius is not overstated either)
+        for s in refined_sets().iter().take(2) {
+            let q: Vec<_> = s.angles.iter().map(|a| zxz_to_quaternion(*a)).collect();
+            let est = covering_radius(&q, 200_000, 9).radius_rad.to_degrees();
+            assert!(est <= s.radius_deg + 1e-6, "{est} > {}", s.radius_deg);
+            assert!(est >= 0.97 * s.radius_deg, "{est} << {}", s.radius_deg);
+        }
+    }
+
+    #[test]
+    fn malformed_data_is_refused() {
+        let mut data = b"TMFREF01".to_vec();
+        data.extend(1_u32.to_le_bytes());
+        data.extend(2_u32.to_le_bytes());
+        data.extend(20.0_f64.to_le_bytes());
+        data.extend(15.0_f64.to_le_bytes());
+        for v in [0.1_f32, 0.2, 0.3, 1.0, 2.0, 3.0] {
+            data.extend(v.to_le_bytes());
+        }
+        let sets = decode(&data).unwrap();
+        assert_eq!(sets.len(), 1);
+        // sorted by (phi, theta, psi)
+        assert_eq!(sets[0].angles[0][0], f64::from(0.1_f32));
+        assert!(decode(&data[..data.len() - 1]).is_none());
+        let mut longer = data.clone();
+        longer.push(0);
+        assert!(decode(&longer).is_none());
+        let mut magic = data.clone();
+        magic[0] = b'X';
+        assert!(decode(&magic).is_none());
+        // a count far beyond the data is refused, not allocated
+        let mut huge = data.clone();
+        huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&huge).is_none());
+        let mut sets_huge = data.clone();
+        sets_huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&sets_huge).is_none());
+        let mut nan = data;
+        let at = nan.len() - 4;
+        nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(decode(&nan).is_none());
+    }
+
+    #[test]
+    fn refined_set_serves_25_degrees() {
+        let opt = optimal_angle_set(25.0, 50_000).unwrap();
+        assert!(
+            matches!(opt.kind, OptimalKind::Refined(_)),
+            "{:?}",
+            opt.kind
+        );
+        assert!(4 * opt.angles.len() <= 3 * opt.pytom_len);
+        assert!(opt.radius_rad <= opt.pytom_radius_rad);
+        // a target just below the smallest set's radius takes another set or none
+        let smallest = &refined_sets()[0];
+        let below = (smallest.radius_deg - 1e-6).to_radians();
+        assert_ne!(refined_for_radius(below, usize::MAX), Some(0));
+        assert_eq!(
+            refined_for_radius(smallest.radius_deg.to_radians(), usize::MAX),
+            Some(0)
+        );
+        // max_len excludes sets that are not smaller
+        assert_eq!(
+            refined_for_radius(smallest.radius_deg.to_radians(), smallest.angles.len()),
+            None
+        );
+        let (angles, _, kind) =
+            optimal_for_radius(smallest.radius_deg.to_radians(), 20_000, usize::MAX).unwrap();
+        assert!(angles.len() <= smallest.angles.len(), "{kind:?}");
+    }
+}

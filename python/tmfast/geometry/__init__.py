@@ -24,6 +24,7 @@ from tmfast.geometry.angles import (
     pytom_angle_set,
     read_angle_file,
     reduce_by_symmetry,
+    refined_angle_sets,
     symmetry_group,
 )
 from tmfast.geometry.rotations import (
@@ -48,6 +49,7 @@ __all__ = [
     "pytom_angle_set",
     "read_angle_file",
     "reduce_by_symmetry",
+    "refined_angle_sets",
     "relion_deg_to_zxz",
     "relion_matrix",
     "rotate_volume",

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -379,21 +380,25 @@ def optimal_angle_set(
 ) -> AngleArray:
     """Return tmfast's covering-efficient rotation set.
 
-    Body-centred cubic lattices in the four cube cells or in the twelve octahedral
-    cells of the 24-cell on the unit-quaternion sphere, or the 360 vertices and cell
-    centres of the 600-cell (see ``rust/src/angles/optimal.rs``): each at its smallest
-    size whose estimated covering radius (:func:`covering_radius_deg`) is at most the
-    target, and the one with the fewest rotations is returned. The target is either
-    ``target_radius_deg`` or the covering radius of :func:`pytom_angle_set` for
-    ``angle_step_deg``; a size is accepted only when a second estimate with 20 test
-    rotations per rotation (up to 2,000,000, another seed) agrees. Covering density
-    about 1.93-2.15 against pytom's 2.4-3.5, but lattice sizes grow in steps of
-    ``((n + 1) / n)^3``, so the saving depends on the step: 30-40% at 3, 5, 6, 7,
-    7.64, 10, 13, 15 and 30 degrees, 25-28% at 11 and 18, 7-18% at 5.27, 6.69, 8, 12,
-    12.85, 16 and 20 (the issue's 25% is not reached there); where no set is smaller
-    than the pytom set (25 degrees) the pytom set itself is returned. Indices are not
-    interchangeable with pytom-match-pick's; the set is deterministic and sorted by
-    ``(phi, theta, psi)``.
+    Candidates (see ``rust/src/angles/optimal.rs`` and ``refined.rs``): body-centred
+    cubic lattices in the four cube cells or in the twelve octahedral cells of the
+    24-cell on the unit-quaternion sphere, the 360 vertices and cell centres of the
+    600-cell, and the refined sets embedded in the library (:func:`refined_angle_sets`:
+    point sets optimised offline, covering density 1.78-1.89). Each lattice is taken at
+    its smallest size whose estimated covering radius (:func:`covering_radius_deg`) is
+    at most the target, a refined set when its exact radius is, and the candidate with
+    the fewest rotations is returned. The target is either ``target_radius_deg`` or
+    the covering radius of :func:`pytom_angle_set` for ``angle_step_deg``; a lattice
+    size is accepted only when a second estimate with 20 test rotations per rotation
+    (up to 2,000,000, another seed) agrees. The lattices' covering density is about
+    1.93-2.15 against pytom's 2.4-3.5, but their sizes grow in steps of
+    ``((n + 1) / n)^3``; where that left less than 25% saving (6.69, 8, 12, 12.85,
+    16, 20 and 25 degrees) a refined set of ``floor(0.75 N_pytom)`` rotations serves,
+    so every step of pytom-match-pick's table from 3 to 30 degrees saves at least 25%
+    except 5.27 degrees (18%; its 89,424-rotation refined set is not built yet).
+    Where no candidate is smaller than the pytom set, the pytom set itself is
+    returned. Indices are not interchangeable with pytom-match-pick's; the set is
+    deterministic and sorted by ``(phi, theta, psi)``.
 
     Parameters
     ----------
@@ -453,6 +458,27 @@ def optimal_angle_set(
     )
     result: AngleArray = angles
     return result
+
+
+class RefinedSet(NamedTuple):
+    """A rotation set optimised offline (``tools/refine_covering.py``)."""
+
+    step_deg: float
+    """The pytom-match-pick step whose covering radius the set was made to reach."""
+    radius_deg: float
+    """Exact covering radius (degrees), from the convex hull of its quaternions."""
+    angles: AngleArray
+    """``(N, 3)`` ZXZ Euler angles in radians, sorted by ``(phi, theta, psi)``."""
+
+
+def refined_angle_sets() -> list[RefinedSet]:
+    """Return the refined sets embedded in the library, smallest first.
+
+    Each has ``floor(0.75 N)`` rotations for the ``N`` of pytom's set at its step and a
+    covering radius no larger than that set's; :func:`optimal_angle_set` chooses among
+    them and the lattices.
+    """
+    return [RefinedSet(float(s), float(r), a) for s, r, a in _rust.refined_sets()]
 
 
 def _looks_like_number(text: str) -> float | None:

@@ -10,13 +10,15 @@
 //! * [`file`]: custom lists from text files;
 //! * [`symmetry`]: point groups (Cn, Dn, T, O, I) and reduction of sets by them;
 //! * [`covering`]: covering-radius estimation (k-d tree over unit quaternions);
-//! * [`optimal`]: the opt-in covering-efficient set.
+//! * [`optimal`]: the opt-in covering-efficient set;
+//! * [`refined`]: rotation sets optimised offline, embedded (part of [`optimal`]'s choice).
 
 pub mod covering;
 pub mod file;
 pub mod healpix;
 pub mod optimal;
 pub mod pytom;
+pub mod refined;
 pub mod symmetry;
 
 pub use file::{parse_angle_text, read_angle_file};

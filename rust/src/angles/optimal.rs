@@ -1,8 +1,9 @@
 //! A covering-efficient rotation set, opt-in alternative to the pytom set.
 //!
-//! Three constructions ([`Family`]); for a target covering radius
-//! [`optimal_for_radius`] builds each at its smallest size that fits and keeps the one
-//! with the fewest rotations, which softens the coarse size steps of each family.
+//! Three constructions ([`Family`]) and the embedded refined sets
+//! ([`super::refined`]); for a target covering radius [`optimal_for_radius`] builds
+//! each construction at its smallest size that fits and keeps the candidate with the
+//! fewest rotations, which softens the coarse size steps of each family.
 //!
 //! [`cube_bcc_set`]: the unit quaternions (mod sign) split into 4 cells by their largest
 //! component `c`; in each, `q ~ e_c + sum_k t_k e_k` with `t_k = tan(k u_k) / tan(k)` over
@@ -40,13 +41,16 @@
 //! ([`verification_samples`], other seed) also stays within the target. Measured
 //! against independent 1,000,000-sample estimates of both radii (rotations saved):
 //! 40.3% at 7.64, 39.8% at 15, 37.5% at 30, 36.9% at 7, 35.2% at 3, 35.1% at 6, 31.5%
-//! at 5, 31.2% at 10, 30.1% at 13, 27.8% at 18, 25.0% at 11; but 18.3% at 5.27, 11.0%
-//! at 6.69, 10.7% at 12, 10.3% at 16, 9.9% at 20, 7.6% at 8 and 12.85, and none at 25
-//! degrees (the pytom set itself is returned). So the 25% is met at 11 of the
-//! 19 steps of pytom-match-pick's table between 3 and 30 degrees. Where pytom's
-//! density is 2.4-2.7 (5.27, 6.69, 8, 12, 12.85, 16, 20, 25 degrees) 25% fewer
+//! at 5, 31.2% at 10, 30.1% at 13, 27.8% at 18, 25.0% at 11; but only 18.3% at 5.27,
+//! 11.0% at 6.69, 10.7% at 12, 10.3% at 16, 9.9% at 20, 7.6% at 8 and 12.85, and none
+//! at 25 degrees. Where pytom's density is 2.4-2.7 (those eight steps) 25% fewer
 //! rotations needs an effective density of 1.81-1.99 *after* the size step, below
-//! both lattices' 1.93-2.08.
+//! both lattices' 1.93-2.08. For those steps the library embeds refined sets
+//! ([`super::refined`]): `floor(0.75 N_pytom)` rotations optimised offline to density
+//! 1.78-1.89, with an exact covering radius within pytom's; [`optimal_for_radius`]
+//! takes one whenever it is the smallest candidate that reaches the target, so every
+//! step of the table saves at least 25% but 5.27 degrees (18.3%: its set of 89,424
+//! rotations is not built yet).
 //!
 //! Tried and dropped (densities as above):
 //! * BCC across the octahedral {111} faces forms a twin boundary: the flat BCC
@@ -62,12 +66,14 @@
 //!   by 45 degrees); per-component cell counts `(n, n, n+1, n+1)`, whose radius follows
 //!   the coarser cells; greedy thinning of a finer lattice and patching the holes of a
 //!   coarser one.
-//! * Refinement of the points: Lloyd-type minimax (each point to the centre of its
-//!   Voronoi vertices, exact from the convex hull of `±q`) leaves the radius as is
-//!   (1.93 -> 1.96 at 1,020 rotations); a soft-max gradient step on the exact hole
+//! * Refinement of *lattice* points: Lloyd-type minimax (each point to the centre of
+//!   its Voronoi vertices, exact from the convex hull of `±q`) leaves the radius as
+//!   is (1.93 -> 1.96 at 1,020 rotations); a soft-max gradient step on the exact hole
 //!   radii reaches 1.82 there, but only at the lattice's own size: grown to 1,215
-//!   rotations by points at its deepest holes and then refined, it ends at 1.95 (25
-//!   degrees needs 1.85), and it needs a 4D convex hull per step; k-centre steps
+//!   rotations by points at its deepest holes and then refined, it ends at 1.95 (in a
+//!   near-perfect lattice the pushes of a point's equal holes cancel). The same
+//!   gradient steps from a Lloyd-relaxed *random* start, sharpened in stages, are
+//!   what built the refined sets (stop 15, [`super::refined`]); k-centre steps
 //!   towards the farthest of random test rotations overfit fixed samples (1.93 ->
 //!   2.27 on independent ones) and drift with fresh ones (2.05-2.10).
 //! * A BCC lattice along the Hopf fibration (stop 14): BCC is a triangular lattice of
@@ -82,6 +88,7 @@
 //!   (energy -0.42 to -0.46 against -0.5 for a perfect stagger), each a hole.
 
 use super::covering::{canonical, covering_radius, normalize, Quat};
+use super::refined::{refined_for_radius, refined_sets};
 use super::{pytom_angle_set, sort_zxz, Zxz};
 use crate::euler::{quaternion_to_zxz, zxz_to_quaternion};
 use crate::Result;
@@ -425,7 +432,9 @@ pub enum OptimalKind {
     OctaBcc(u32),
     /// [`cell600_set`].
     Cell600,
-    /// The pytom-match-pick set itself (no lattice size was smaller).
+    /// The refined set of this index in [`refined_sets`].
+    Refined(usize),
+    /// The pytom-match-pick set itself (no candidate was smaller).
     Pytom,
 }
 
@@ -444,7 +453,8 @@ impl OptimalKind {
 pub struct OptimalSet {
     /// ZXZ angles in radians, sorted by `(phi, theta, psi)`.
     pub angles: Vec<Zxz>,
-    /// Estimated covering radius of `angles` (radians).
+    /// Covering radius of `angles` (radians): estimated for a lattice, exact for a
+    /// refined set.
     pub radius_rad: f64,
     /// Estimated covering radius of the pytom-match-pick set for the step (radians).
     pub pytom_radius_rad: f64,
@@ -512,17 +522,28 @@ pub fn cube_bcc_for_radius(
     lattice_for_radius(Family::CubeBcc, target_rad, n_samples, max_len)
 }
 
-/// The fewest rotations over every [`Family`]: each family's smallest set that reaches
-/// `target_rad` ([`lattice_for_radius`]), searched only below the best size found so
-/// far (and below `max_len`); ties keep the earlier family of [`Family::ALL`]. Returns
-/// the sorted ZXZ angles, the estimated radius and the construction.
+/// The fewest rotations over the embedded refined sets and every [`Family`]: the
+/// smallest refined set whose exact covering radius reaches `target_rad`
+/// ([`refined_for_radius`]), then each family's smallest set that reaches it
+/// ([`lattice_for_radius`]), searched only below the best size found so far (and below
+/// `max_len`); ties keep the refined set, then the earlier family of [`Family::ALL`].
+/// Returns the sorted ZXZ angles, the radius (a refined set's exact one, a lattice's
+/// estimate) and the construction.
 #[must_use]
 pub fn optimal_for_radius(
     target_rad: f64,
     n_samples: usize,
     max_len: usize,
 ) -> Option<(Vec<Zxz>, f64, OptimalKind)> {
-    let mut best: Option<(Vec<Zxz>, f64, OptimalKind)> = None;
+    let mut best: Option<(Vec<Zxz>, f64, OptimalKind)> = refined_for_radius(target_rad, max_len)
+        .map(|i| {
+            let set = &refined_sets()[i];
+            (
+                set.angles.clone(),
+                set.radius_deg.to_radians(),
+                OptimalKind::Refined(i),
+            )
+        });
     for family in Family::ALL {
         let limit = best.as_ref().map_or(max_len, |b| b.0.len().min(max_len));
         if let Some((angles, r, n)) = lattice_for_radius(family, target_rad, n_samples, limit) {
@@ -532,13 +553,13 @@ pub fn optimal_for_radius(
     best
 }
 
-/// The covering-efficient set for an angular step: the smallest lattice set
-/// ([`optimal_for_radius`]) whose estimated covering radius does not exceed that of
-/// the pytom-match-pick set for the same step, or the pytom set itself when no lattice
-/// size is smaller (the lattice sizes grow in steps of about `((n + 1) / n)^3`, so at
-/// a few steps, e.g. 25 and 90 degrees, the next lattice that fits is not smaller
-/// than pytom's set). Radii are estimated with `n_samples` and the fixed
-/// [`DEFAULT_SEED`].
+/// The covering-efficient set for an angular step: the smallest candidate
+/// ([`optimal_for_radius`]: a lattice set or an embedded refined set) whose covering
+/// radius does not exceed that of the pytom-match-pick set for the same step, or the
+/// pytom set itself when no candidate is smaller (the lattice sizes grow in steps of
+/// about `((n + 1) / n)^3`, so at some steps, e.g. 90 degrees, the next lattice that
+/// fits is not smaller than pytom's set). Radii are estimated with `n_samples` and
+/// the fixed [`DEFAULT_SEED`] (a refined set's is its exact radius).
 ///
 /// # Errors
 /// [`crate::Error::InvalidArgument`] for an invalid step.

@@ -251,7 +251,23 @@ fn optimal_for_radius_py(
         .map(|(a, r, _)| (to_array(a).into_pyarray(py), r))
 }
 
+/// The embedded refined sets, smallest first: `(step_deg, radius_deg, angles)`.
+#[pyfunction(name = "refined_sets")]
+fn refined_sets_py(py: Python<'_>) -> Vec<(f64, f64, Bound<'_, PyArray2<f64>>)> {
+    angles::refined::refined_sets()
+        .iter()
+        .map(|s| {
+            (
+                s.step_deg,
+                s.radius_deg,
+                to_array(s.angles.clone()).into_pyarray(py),
+            )
+        })
+        .collect()
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(refined_sets_py, m)?)?;
     m.add_function(wrap_pyfunction!(healpix_pix2ang_py, m)?)?;
     m.add_function(wrap_pyfunction!(nside_for_step_py, m)?)?;
     m.add_function(wrap_pyfunction!(pytom_angle_set_py, m)?)?;
