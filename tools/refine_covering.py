@@ -19,7 +19,7 @@ whose covering radius is at most pytom's, by numerical minimax refinement:
    sharpened in stages (annealing) and the hull rebuilt as the points move.
 
 The refined sets reach covering densities of 1.78-1.79 at 1,215-6,750 rotations and
-1.86-1.89 at 25,920-39,366 (the lattices: 1.93-2.1).
+1.86-1.89 at 25,920-89,424 (the lattices: 1.93-2.1).
 
 Known quirk, kept so that this file reproduces the embedded sets: between hull
 rebuilds a point whose first component crosses zero is flipped to ``-q`` by
@@ -40,11 +40,15 @@ Usage (about 1 to 90 minutes per step on one core; needs scipy)::
     python tools/refine_covering.py 8 --keep -o rust/data/refined_sets.bin
     python tools/refine_covering.py 6.69 --iters 270 --keep \
         -o rust/data/refined_sets.bin
+    python tools/refine_covering.py 5.27 --iters 500 --rehull 12 --active 12 \
+        --no-flip --stop-margin 0.003 --keep -o rust/data/refined_sets.bin
 
-(Larger sets converge more slowly per stage, hence more steps.) 5.27 degrees (89,424
-rotations, density 1.99 needed) is not built yet: with ``--iters 350`` the first
-stage alone took 16 minutes (density 2.36 after it); ``--active``, ``--rehull`` and
-``--no-flip`` make its steps cheaper.
+(Larger sets converge more slowly per stage, hence more steps.) At 5.27 degrees
+(89,424 rotations) the default steps reached only density 2.36 and 2.20 after the
+first two stages, 16 minutes each; with ``--no-flip`` (no bogus steps, see the quirk
+above), 500 steps per stage made cheaper by ``--rehull 12 --active 12`` it reached
+2.01 and 1.88 in 12 and 11 minutes, and stopped there (``--stop-margin``). New sets
+should use ``--no-flip``.
 
 File format (little-endian): ``b"TMFREF01"``, ``u32`` number of sets, then per set
 ``u32`` rotations, ``f64`` step (degrees) it was made for, ``f64`` exact covering

@@ -411,7 +411,7 @@ mod refined_sets {
     fn embedded_sets_decode_smallest_first() {
         let sets = refined_sets();
         let steps: Vec<f64> = sets.iter().map(|s| s.step_deg).collect();
-        assert_eq!(steps, [25.0, 20.0, 16.0, 12.85, 12.0, 8.0, 6.69]);
+        assert_eq!(steps, [25.0, 20.0, 16.0, 12.85, 12.0, 8.0, 6.69, 5.27]);
         for pair in sets.windows(2) {
             assert!(pair[0].angles.len() <= pair[1].angles.len());
         }

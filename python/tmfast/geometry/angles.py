@@ -392,11 +392,10 @@ def optimal_angle_set(
     size is accepted only when a second estimate with 20 test rotations per rotation
     (up to 2,000,000, another seed) agrees. The lattices' covering density is about
     1.93-2.15 against pytom's 2.4-3.5, but their sizes grow in steps of
-    ``((n + 1) / n)^3``; where that left less than 25% saving (6.69, 8, 12, 12.85,
-    16, 20 and 25 degrees) a refined set of ``floor(0.75 N_pytom)`` rotations serves,
-    so every step of pytom-match-pick's table from 3 to 30 degrees saves at least 25%
-    except 5.27 degrees (18%; its 89,424-rotation refined set is not built yet).
-    Where no candidate is smaller than the pytom set, the pytom set itself is
+    ``((n + 1) / n)^3``; where that left less than 25% saving (5.27, 6.69, 8, 12,
+    12.85, 16, 20 and 25 degrees) a refined set of ``floor(0.75 N_pytom)`` rotations
+    serves, so every step of pytom-match-pick's table from 3 to 30 degrees saves at
+    least 25%. Where no candidate is smaller than the pytom set, the pytom set itself is
     returned. Indices are not interchangeable with pytom-match-pick's; the set is
     deterministic and sorted by ``(phi, theta, psi)``.
 

@@ -49,8 +49,7 @@
 //! ([`super::refined`]): `floor(0.75 N_pytom)` rotations optimised offline to density
 //! 1.78-1.89, with an exact covering radius within pytom's; [`optimal_for_radius`]
 //! takes one whenever it is the smallest candidate that reaches the target, so every
-//! step of the table saves at least 25% but 5.27 degrees (18.3%: its set of 89,424
-//! rotations is not built yet).
+//! step of the table saves at least 25%.
 //!
 //! Tried and dropped (densities as above):
 //! * BCC across the octahedral {111} faces forms a twin boundary: the flat BCC

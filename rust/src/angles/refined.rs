@@ -3,12 +3,12 @@
 //! The lattices of [`super::optimal`] grow in coarse size steps, so at the steps of
 //! pytom-match-pick's table where pytom's own set is already fairly thin (covering
 //! density 2.4-2.7: 5.27, 6.69, 8, 12, 12.85, 16, 20 and 25 degrees) no lattice size
-//! is 25% smaller and still as fine. For each of those steps but 5.27 (not built yet)
+//! is 25% smaller and still as fine. For each of those steps
 //! `tools/refine_covering.py` built a set of `floor(0.75 N_pytom)` rotations by
 //! minimax refinement (Lloyd relaxation of random points, then gradient steps on a
 //! soft maximum of the exact hole radii, the facets of the convex hull of `{±q}`), to
 //! covering densities of 1.78-1.79 at 1,215-6,750 rotations and 1.86-1.89 at
-//! 25,920-39,366 (the lattices: 1.93-2.1). The file stores each set as `f32` ZXZ
+//! 25,920-89,424 (the lattices: 1.93-2.1). The file stores each set as `f32` ZXZ
 //! angles with its exact covering radius, computed from the hull after rounding; the
 //! Python tests recompute it from the embedded data with scipy's hull.
 //!
