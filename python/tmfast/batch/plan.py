@@ -930,6 +930,27 @@ _RUN_ONLY_OPTIONS = frozenset(
 )
 
 
+def _batch_jobs(out: Path, subs: list[dict[str, Any]]) -> dict[int, list[int]]:
+    """``{job_id: array indices}`` of the batch's jobs: those ``submit`` recorded
+    (``subs``) and those the user's queue runs its script for (given to sbatch by
+    hand: nothing here names them while their tasks are pending).
+
+    Where squeue cannot be asked (no SLURM here) only the recorded jobs are
+    returned; asking about those raises the same error in ``queue_states``.
+    """
+    jobs: dict[int, list[int]] = {int(s["job_id"]): s["indices"] for s in subs}
+    script = out / SCRIPT_NAME
+    if script.is_file():
+        from tmfast.batch.slurm import SlurmError
+
+        try:
+            for job, indices in script_jobs(script).items():
+                jobs.setdefault(job, indices)
+        except SlurmError as exc:
+            logger.debug("%s: no queue to ask about jobs of its script (%s)", out, exc)
+    return jobs
+
+
 def _refuse_while_queued(out: Path) -> None:
     """Refuse to plan over a batch whose array tasks are still queued or running.
 
@@ -943,19 +964,13 @@ def _refuse_while_queued(out: Path) -> None:
         Naming the jobs to cancel or wait for.
     """
     subs = _submissions(out)
-    jobs_in: dict[int, list[int]] = {int(s["job_id"]): s["indices"] for s in subs}
-    if not subs and not (out / SCRIPT_NAME).is_file():
-        return
+    jobs_in = _batch_jobs(out, subs)
     from tmfast.batch.slurm import SlurmError
 
     try:
-        # and jobs of the script given to sbatch by hand (no record here)
-        for job, indices in script_jobs(out / SCRIPT_NAME).items():
-            jobs_in.setdefault(job, indices)
         queued = queue_states(jobs_in)
     except SlurmError as exc:
-        if subs:
-            logger.warning("%s: cannot check for queued tasks of it (%s)", out, exc)
+        logger.warning("%s: cannot check for queued tasks of it (%s)", out, exc)
         return
     if queued:
         jobs = sorted(jobs_in)
@@ -1018,29 +1033,19 @@ def batch_status(
     manifest = Manifest.read(manifest_path)
     out = Path(manifest.output_dir)
     subs = _submissions(out)
-    jobs: dict[int, list[int]] = {int(s["job_id"]): s["indices"] for s in subs}
     task_states = {e.key: _task_state(e) for e in manifest.entries}
-    for e in manifest.entries:
-        # A task started by a job this folder has no record of (the script given
-        # to sbatch by hand): without asking about its job it would pass for
-        # stopped, and resume would start a second task on the same folder.
-        state = task_states[e.key]
-        jid = str(state.get("slurm_job_id") or "")
-        if state.get("state") == "running" and jid.isdigit():
-            jobs.setdefault(int(jid), [e.index])
     queue: dict[int, str] = {}
     if query_queue:
-        # and pending tasks of such a job, which have written nothing yet
-        from tmfast.batch.slurm import SlurmError
-
-        try:
-            for job, indices in script_jobs(out / SCRIPT_NAME).items():
-                jobs.setdefault(job, indices)
-        except SlurmError as exc:
-            # no SLURM here (a batch run by hand): nothing can be queued; with
-            # recorded jobs, queue_states below raises the same error
-            logger.debug("%s: no queue to ask about jobs of its script (%s)", out, exc)
-    if query_queue and jobs:
+        jobs = _batch_jobs(out, subs)
+        for e in manifest.entries:
+            # A task started by a job this folder has no record of (the script
+            # given to sbatch by hand) and that squeue no longer lists under the
+            # script: without asking about its job it would pass for stopped, and
+            # resume would start a second task on the same folder.
+            state = task_states[e.key]
+            jid = str(state.get("slurm_job_id") or "")
+            if state.get("state") == "running" and jid.isdigit():
+                jobs.setdefault(int(jid), [e.index])
         # The queue answer is keyed by array index; only the latest job per index
         # matters, and squeue reports the higher job id last.
         queue = queue_states(jobs)

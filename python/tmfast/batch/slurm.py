@@ -420,7 +420,7 @@ def script_jobs(script: str | Path) -> dict[int, list[int]]:
         path = Path(command)
         if not path.is_absolute():
             path = Path(workdir) / path
-        if os.path.normpath(path) != str(target) and path.resolve() != target:
+        if path.resolve() != target:
             continue
         out.setdefault(int(job), []).extend(_expand_task_field(task) or [])
     return out
