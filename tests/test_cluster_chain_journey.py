@@ -451,7 +451,8 @@ def test_commands_name_their_flags_for_library_errors(
 
 
 def test_cli_terms_leave_file_names_alone() -> None:
-    from tmfast.cli.extract import EXTRACT_FLAGS, cli_terms
+    from tmfast.cli._flags import cli_terms
+    from tmfast.cli.extract import EXTRACT_FLAGS
 
     msg = (
         "/data/tomogram_mask.mrc: tomogram mask not found; pass an existing file as "

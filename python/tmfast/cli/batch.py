@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tmfast.cli._flags import cli_flags
 from tmfast.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Source(StrEnum):
 
 
 #: The batch library's parameter names in its errors, as ``batch plan`` flags
-#: (``tmfast.cli.extract.cli_terms``); also used by ``resume`` and ``run-task``,
+#: (``tmfast.cli._flags.cli_terms``); also used by ``resume`` and ``run-task``,
 #: which re-check the tomograms.
 PLAN_FLAGS = {
     "match['template']": "--template",
@@ -327,7 +328,6 @@ def plan_cmd(
 
     from tmfast.batch.plan import plan_aretomo3, plan_relion5
     from tmfast.batch.slurm import SlurmOptions
-    from tmfast.cli.extract import cli_flags
 
     for flag, value, low, strict, unit in (
         ("--voxel-size", voxel_size, 0.0, True, "Å"),
@@ -489,7 +489,6 @@ def status_cmd(
 def resume_cmd(manifest: _ManifestArg) -> None:
     """Resubmit only the tomograms that are neither done nor queued."""
     from tmfast.batch.plan import resume
-    from tmfast.cli.extract import cli_flags
 
     with cli_flags(PLAN_FLAGS):
         result = resume(manifest)
@@ -521,7 +520,6 @@ def finish_cmd(
 ) -> None:
     """Extract every matched tomogram and merge the particles into one STAR file."""
     from tmfast.batch.plan import finish
-    from tmfast.cli.extract import cli_flags
 
     flags = {
         "n_particles": "-n/--number-of-particles",
@@ -554,7 +552,6 @@ def run_task_cmd(
 ) -> None:
     """Match (resuming from a checkpoint) and extract one manifest entry."""
     from tmfast.batch.plan import run_task
-    from tmfast.cli.extract import cli_flags
 
     with cli_flags(PLAN_FLAGS):
         run_task(manifest, index, progress_interval_s=progress_interval)

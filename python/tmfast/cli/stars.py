@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
+from tmfast.cli._flags import cli_flags
+
 _IO = "Input / Output"
 
-#: Library wording -> merge-stars wording (see tmfast.cli.extract.cli_terms).
+#: Library wording -> merge-stars wording (see tmfast.cli._flags.cli_terms).
 _MERGE_FLAGS = {
     "pass the particle STAR files as files": "give -i A.star B.star ...",
     "merge the files with strip_prefix (merge_particle_stars) and import the "
@@ -101,7 +103,6 @@ def merge_stars(
             f"{output_file}: -o/--output-file is a folder; give a STAR file name"
         )
     check_output_folder(output_file.parent, "-o/--output-file", output_file)
-    from tmfast.cli.extract import cli_flags
 
     files = _inputs(input_star_files, more)
     with cli_flags(_MERGE_FLAGS):
@@ -155,7 +156,6 @@ def to_imod(
 ) -> None:
     """Write one IMOD .mod per tomogram from particle STAR files (no IMOD needed)."""
     from tmfast._fileio import check_output_folder
-    from tmfast.cli.extract import cli_flags
     from tmfast.extraction.merge import star_to_imod
 
     check_output_folder(output_dir, "-o/--output-dir")
@@ -250,7 +250,6 @@ def roc(
     paths = [out_dir / f"{mjob.tomo_id}_roc.svg", out_dir / f"{mjob.tomo_id}_roc.png"]
     for p in paths:
         check_writable(p, overwrite=overwrite)
-    from tmfast.cli.extract import cli_flags
 
     with cli_flags(_ROC_FLAGS):
         bg, table = score_map_background(
