@@ -14,6 +14,7 @@ pub mod euler;
 pub mod formats;
 pub mod kernels;
 pub mod peaks;
+pub mod rowfft;
 
 #[cfg(feature = "python")]
 mod py;

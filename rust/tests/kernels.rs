@@ -5,6 +5,7 @@ use _rust::kernels::{
     normalise_under_mask, rotate_bspline, zero_outside_corner, AngleIndex, Normalisation,
     RoiTotals, RunningMapsMut,
 };
+use _rust::rowfft::{RowForm, RowInverse};
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -59,6 +60,7 @@ fn fold_case(rows: usize, row_len: usize, stride: usize, b: usize) {
             start as i32,
             row_len,
             stride,
+            RowForm::Real,
         )
         .unwrap();
     }
@@ -127,6 +129,7 @@ fn fold_local_normalisation_and_ties() {
         10,
         nvox,
         nvox,
+        RowForm::Real,
     )
     .unwrap();
     for v in 0..nvox {
@@ -192,6 +195,7 @@ fn denominators_and_noise_fold_match_the_combined_fold() {
             0,
             row_len,
             stride,
+            RowForm::Real,
         )
         .unwrap();
         (best, ang, s1, s2, nz)
@@ -232,13 +236,13 @@ fn denominators_and_noise_fold_match_the_combined_fold() {
     );
     for norm in [Normalisation::Denominator(&den), local] {
         let mut nz = vec![f32::NEG_INFINITY; nvox];
-        fold_noise(&mut nz, &noise, &norm, row_len, stride).unwrap();
+        fold_noise(&mut nz, &noise, &norm, row_len, stride, RowForm::Real).unwrap();
         assert_eq!(nz, want.4);
     }
     assert!(local_denominators(&mut den, &sum_v2[1..], &n_m, 1e-4, row_len, stride).is_err());
     let mut nz = vec![0f32; nvox];
     let short = Normalisation::Denominator(&den[1..]);
-    assert!(fold_noise(&mut nz, &noise, &short, row_len, stride).is_err());
+    assert!(fold_noise(&mut nz, &noise, &short, row_len, stride, RowForm::Real).is_err());
 }
 
 /// Sums not kept per voxel come back as totals over the region of interest that
@@ -294,6 +298,7 @@ fn roi_case(rows: usize, row_len: usize, stride: usize) {
                 start as i32,
                 row_len,
                 stride,
+                RowForm::Real,
             )
             .unwrap();
             assert_eq!(t.len(), end - start);
@@ -350,6 +355,7 @@ fn roi_case(rows: usize, row_len: usize, stride: usize) {
         0,
         row_len,
         stride,
+        RowForm::Real,
     );
     assert!(r.is_err());
 }
@@ -377,6 +383,7 @@ fn fold_rejects_inconsistent_sizes() {
         0,
         10,
         10,
+        RowForm::Real,
     );
     assert!(r.is_err());
 }
@@ -553,6 +560,7 @@ fn fold_all_roi<A: AngleIndex>(
         first,
         row_len,
         row_len,
+        RowForm::Real,
     )
 }
 
@@ -642,6 +650,7 @@ fn fold_with_high_angle_bits_equals_the_i32_fold() {
             first,
             row_len,
             stride,
+            RowForm::Real,
         )
         .unwrap();
         fold_rotations(
@@ -660,6 +669,7 @@ fn fold_with_high_angle_bits_equals_the_i32_fold() {
             first,
             row_len,
             stride,
+            RowForm::Real,
         )
         .unwrap();
     }
@@ -693,6 +703,148 @@ fn fold_with_high_angle_bits_equals_the_i32_fold() {
         (1 << 18) - 1,
         row_len,
         stride,
+        RowForm::Real,
+    );
+    assert!(err.is_err());
+}
+
+/// The unnormalised inverse real DFT of the half spectrum `x` (interleaved), in `f64`
+/// with the imaginary parts of the zero and (even `n`) Nyquist terms ignored.
+fn direct_inverse(x: &[f32], n: usize) -> Vec<f64> {
+    let k_max = n / 2;
+    (0..n)
+        .map(|j| {
+            let mut v = f64::from(x[0]);
+            for k in 1..=k_max {
+                let (re, im) = (f64::from(x[2 * k]), f64::from(x[2 * k + 1]));
+                let a = 2.0 * std::f64::consts::PI * (k * j) as f64 / n as f64;
+                if 2 * k == n {
+                    v += re * a.cos(); // Nyquist: its own conjugate
+                } else {
+                    v += 2.0 * (re * a.cos() - im * a.sin());
+                }
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn row_inverse_equals_the_direct_dft() {
+    // even lengths (power of two, odd half, prime half, tiny) and odd ones
+    for n in [
+        1, 2, 3, 4, 5, 6, 8, 9, 14, 16, 22, 31, 64, 96, 250, 256, 258, 262,
+    ] {
+        let t = RowInverse::new(n).unwrap();
+        assert_eq!(t.spectrum_floats(), 2 * (n / 2 + 1));
+        // nonzero imaginary parts everywhere, DC and Nyquist too: they must be ignored
+        let x = values(t.spectrum_floats(), n as u64);
+        let mut work = t.scratch();
+        let mut out = vec![f32::NAN; n + 3];
+        t.inverse(&x, &mut work, &mut out);
+        let want = direct_inverse(&x, n);
+        let scale = (n as f64).max(1.0);
+        for (j, (&got, &w)) in out.iter().zip(&want).enumerate() {
+            let err = (f64::from(got) - w).abs();
+            assert!(err <= 1e-5 * scale, "n {n} j {j}: {got} vs {w}");
+        }
+        assert!(
+            out[n..].iter().all(|v| v.is_nan()),
+            "n {n}: wrote past the row"
+        );
+        // the same again with the same work space: nothing carried over
+        let mut again = vec![0f32; n];
+        t.inverse(&x, &mut work, &mut again);
+        assert_eq!(&out[..n], &again[..]);
+    }
+    assert!(RowInverse::new(0).is_err());
+}
+
+#[test]
+fn half_spectrum_fold_equals_the_fold_of_the_transformed_rows() {
+    for row_len in [16, 35, 64] {
+        let rows = 9;
+        let t = RowInverse::new(row_len).unwrap();
+        let stride = t.spectrum_floats();
+        let b = 3;
+        let nvox = rows * row_len;
+        let spectra = values(b * rows * stride, 7);
+        let noise_spectra = values(b * rows * stride, 8);
+        // the rows transformed one by one, in the padded real layout
+        let transform = |s: &[f32]| {
+            let mut real = vec![0f32; s.len()];
+            let mut work = t.scratch();
+            for (src, dst) in s.chunks(stride).zip(real.chunks_mut(stride)) {
+                t.inverse(src, &mut work, dst);
+            }
+            real
+        };
+        let (corr, noise) = (transform(&spectra), transform(&noise_spectra));
+        let inv: Vec<f32> = values(nvox, 9).iter().map(|v| 0.1 + v.abs()).collect();
+        let roi: Vec<u8> = (0..nvox).map(|v| u8::from(v % 7 != 3)).collect();
+        let roi = pack_bits(&roi);
+        let run = |c: &[f32], nc: &[f32], form: RowForm| {
+            let mut best = vec![f32::NEG_INFINITY; nvox];
+            let mut ang = vec![-1i32; nvox];
+            let mut nz = vec![f32::NEG_INFINITY; nvox];
+            let totals = fold_rotations::<f64, i32>(
+                RunningMapsMut {
+                    scores: &mut best,
+                    angles: &mut ang,
+                    score_sum: None,
+                    score_sq_sum: None,
+                    noise_scores: Some(&mut nz),
+                    roi: Some(&roi),
+                    angle_high: None,
+                },
+                c,
+                Some(nc),
+                &Normalisation::Inverse(&inv),
+                4,
+                row_len,
+                stride,
+                form,
+            )
+            .unwrap();
+            let mut nz2 = vec![f32::NEG_INFINITY; nvox];
+            fold_noise(
+                &mut nz2,
+                nc,
+                &Normalisation::Inverse(&inv),
+                row_len,
+                stride,
+                form,
+            )
+            .unwrap();
+            assert_eq!(nz, nz2);
+            (best, ang, nz, totals)
+        };
+        // bit for bit: the fold transforms each row exactly as RowInverse does
+        assert_eq!(
+            run(&spectra, &noise_spectra, RowForm::HalfSpectrum),
+            run(&corr, &noise, RowForm::Real)
+        );
+    }
+    // a half-spectrum row needs exactly 2 * (row_len / 2 + 1) values
+    let mut best = vec![0f32; 32];
+    let mut ang = vec![0i32; 32];
+    let err = fold_rotations::<f64, i32>(
+        RunningMapsMut {
+            scores: &mut best,
+            angles: &mut ang,
+            score_sum: Some(&mut vec![0f64; 32]),
+            score_sq_sum: Some(&mut vec![0f64; 32]),
+            noise_scores: None,
+            roi: None,
+            angle_high: None,
+        },
+        &[0f32; 2 * 20],
+        None,
+        &Normalisation::Inverse(&[1f32; 32]),
+        0,
+        16,
+        20,
+        RowForm::HalfSpectrum,
     );
     assert!(err.is_err());
 }

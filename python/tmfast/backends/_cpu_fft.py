@@ -10,7 +10,7 @@ Two engines compute the same transforms:
   volume, 48^3 box, 2 cores) the per-rotation FFT work drops from about 37 ms (scipy) to
   about 19 ms (``docs/benchmarks.md``).
 
-Both engines do exactly two things per rotation, on ``(B, Z, Y, X//2+1)`` complex64
+Both engines do exactly three things per rotation, on ``(B, Z, Y, X//2+1)`` complex64
 buffers that :meth:`spectrum_buffer` allocates (aligned for FFTW):
 
 - :meth:`padded_rfft`: the 3-D ``rfftn`` of ``B`` small ``(n, n, n)`` boxes zero-padded
@@ -18,9 +18,14 @@ buffers that :meth:`spectrum_buffer` allocates (aligned for FFTW):
   the padded box are never transformed;
 - :meth:`irfft_inplace`: the inverse over the same bytes, returning the padded real
   view ``(B, Z, Y, 2 * (X//2+1))`` whose columns ``0 .. X-1`` hold the result, scaled
-  by :attr:`inverse_scale` relative to ``scipy.fft.irfftn`` (FFTW does not normalise:
-  the backend folds ``1/(Z*Y*X)`` into the volume spectra instead of a pass per
-  rotation).
+  by :attr:`inverse_scale` (``Z*Y*X``: neither engine normalises; the backend folds
+  ``1/(Z*Y*X)`` into the volume spectra instead of a pass per rotation) relative to
+  ``scipy.fft.irfftn``;
+- :meth:`inverse_but_x`: the same inverse without its last stage (the real transform
+  along x), over the same bytes: the Rust folds transform each row just before they
+  fold it (``fold_rotations(..., half_spectrum=True)``, ``tmfast::rowfft``), so the
+  real correlation is never written to memory and read back (256x256x128, 2 cores:
+  FFTW's x stage 5.0 ms; see ``docs/benchmarks.md`` for the fused fold).
 
 **Planning and reproducibility.** FFTW's ``FFTW_MEASURE`` plans (the default,
 ``planner="measure"``) are about 30% faster than ``FFTW_ESTIMATE`` ones on the inverse
@@ -218,6 +223,8 @@ class VolumeFft(Protocol):
 
     def irfft_inplace(self, spec: np.ndarray) -> np.ndarray: ...
 
+    def inverse_but_x(self, spec: np.ndarray) -> np.ndarray: ...
+
     def box_weighted(self, boxes: np.ndarray, weight: np.ndarray) -> np.ndarray: ...
 
 
@@ -225,13 +232,15 @@ class ScipyVolumeFft:
     """``scipy.fft`` (pocketfft) engine; ``workers`` threads per transform."""
 
     name = "scipy"
-    inverse_scale = 1.0
     max_batch = 32
 
     def __init__(self, shape_zyx: tuple[int, int, int], box: int, workers: int):
         self.shape_zyx = tuple(int(s) for s in shape_zyx)
         self.box = int(box)
         self.workers = int(workers)
+        sz, sy, sx = self.shape_zyx
+        # unnormalised inverses (norm="forward"), as FFTW's: the fold's row stage is
+        self.inverse_scale = float(sz * sy * sx)
 
     def spectrum_buffer(self, count: int) -> np.ndarray:
         """A zeroed ``(count, Z, Y, X//2+1)`` complex64 buffer (pages touched now)."""
@@ -257,21 +266,32 @@ class ScipyVolumeFft:
             out[...] = res
         return out
 
-    def irfft_inplace(self, spec: np.ndarray) -> np.ndarray:
-        """Inverse over ``spec``'s own bytes: complex stages with ``overwrite_x``, the
-        real stage slab by slab (no volume-size real array is allocated)."""
-        sz, _, sx = self.shape_zyx
+    def inverse_but_x(self, spec: np.ndarray) -> np.ndarray:
+        """The unnormalised inverse's complex stages (z, y) over ``spec``'s own bytes
+        (``overwrite_x``); returns ``spec``."""
         w = self.workers
         for axis in (-3, -2):
-            res = sfft.ifft(spec, axis=axis, workers=w, overwrite_x=True)
+            res = sfft.ifft(
+                spec, axis=axis, workers=w, overwrite_x=True, norm="forward"
+            )
             if not np.shares_memory(res, spec):  # not expected: scipy works in place
                 spec[...] = res
             del res
+        return spec
+
+    def irfft_inplace(self, spec: np.ndarray) -> np.ndarray:
+        """Unnormalised inverse over ``spec``'s own bytes: the complex stages, then
+        the real stage slab by slab (no volume-size real array is allocated)."""
+        sz, _, sx = self.shape_zyx
+        w = self.workers
+        self.inverse_but_x(spec)
         real = spec.view(np.float32)  # (B, Z, Y, 2 * kx)
         for bi in range(spec.shape[0]):
             for z0 in range(0, sz, _C2R_SLAB):
                 z1 = min(z0 + _C2R_SLAB, sz)
-                plane = sfft.irfft(spec[bi, z0:z1], n=sx, axis=-1, workers=w)
+                plane = sfft.irfft(
+                    spec[bi, z0:z1], n=sx, axis=-1, workers=w, norm="forward"
+                )
                 real[bi, z0:z1, :, :sx] = plane
         return real
 
@@ -370,6 +390,7 @@ class FftwVolumeFft:
         for i in range(count):
             self._forward_plans(buf[i : i + 1], preserve=False)
             self._inverse_plans(buf[i : i + 1], preserve=False)
+            self._partial_plan(buf[i : i + 1], preserve=False)
         buf.fill(0)  # planning may have written to it
         return buf
 
@@ -417,6 +438,21 @@ class FftwVolumeFft:
             )
         return plans
 
+    def _partial_plan(self, spec: np.ndarray, preserve: bool = True) -> Any:
+        """The inverse's complex stages for ``spec``: the z plan of
+        :meth:`_inverse_plans`, then y over the volume (in place). Two 1-D plans, not
+        one 2-D plan: FFTW picked different 2-D algorithms for 1 and 2 threads, so two
+        backends of one thread each did not reproduce one of two threads."""
+        if spec.shape[0] != 1:
+            raise ValueError(f"one spectrum per plan, got {spec.shape[0]}")
+        key = ("y", spec.ctypes.data)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._fftw(
+                spec, spec, (2,), False, preserve=preserve
+            )
+        return self._inverse_plans(spec, preserve)[0], plan
+
     def padded_rfft(self, boxes: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Pruned ``rfftn`` of ``boxes`` ``(B, n, n, n)`` zero-padded to the volume,
         into ``out`` (best a buffer from :meth:`spectrum_buffer`: planned already)."""
@@ -441,6 +477,14 @@ class FftwVolumeFft:
             for plan in self._inverse_plans(spec[i : i + 1]):
                 plan(normalise_idft=False)
         return spec.view(np.float32)
+
+    def inverse_but_x(self, spec: np.ndarray) -> np.ndarray:
+        """The unnormalised inverse's complex stages (z, y) over ``spec``'s own
+        bytes; returns ``spec``."""
+        for i in range(spec.shape[0]):  # one spectrum at a time (see max_batch)
+            for plan in self._partial_plan(spec[i : i + 1]):
+                plan(normalise_idft=False)
+        return spec
 
     def box_weighted(self, boxes: np.ndarray, weight: np.ndarray) -> np.ndarray:
         """``irfftn(rfftn(box) * weight)`` of each ``(n, n, n)`` box, float32, with

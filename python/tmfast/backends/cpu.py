@@ -657,6 +657,7 @@ class CpuBackend:
         # the template's rotations, then the noise template's, through buffer t
         corr = self._correlate(tnorm[:b], "t", self._fv)
         kw["row_stride"] = corr.shape[-1]
+        kw["half_spectrum"] = True
         # one fused, multi-threaded pass: normalisation, maximum and index, sums
         # (per voxel, or totals over the region of interest)
         s1, s2 = maps.score_sum, maps.score_sq_sum
@@ -679,16 +680,17 @@ class CpuBackend:
     def _correlate(
         self, boxes: np.ndarray, role: str, spectrum: np.ndarray
     ) -> np.ndarray:
-        """``irfftn(conj(F(box_pad)) * spectrum)`` of each box, computed in the work
-        buffer ``role`` (pruned forward FFT, Rust product, in-place inverse); returns
-        the padded real view of that buffer (see :mod:`tmfast.backends._cpu_fft`)."""
+        """``irfftn(conj(F(box_pad)) * spectrum)`` of each box but for the inverse's
+        last stage, computed in the work buffer ``role`` (pruned forward FFT, Rust
+        product, in-place z and y inverses); returns that buffer as float32, its rows
+        half spectra along x for the fold to transform (``half_spectrum=True``)."""
         fft = self._fft
         assert fft is not None
         spec = fft.padded_rfft(boxes, self._buffer(role, len(boxes)))
         other = spectrum.view(np.float32)
         for one in spec:  # conj(F(box)) * spectrum, in place, one pass (Rust)
             _rust.conj_multiply(one.view(np.float32), other)
-        return fft.irfft_inplace(spec)
+        return fft.inverse_but_x(spec).view(np.float32)
 
     # --------------------------------------------------------------- output
     def snapshot(self) -> RunningMaps:

@@ -11,6 +11,15 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::kernels::{self, AngleIndex, Normalisation, RunningMapsMut, SumElement};
+use crate::rowfft::RowForm;
+
+fn row_form(half_spectrum: bool) -> RowForm {
+    if half_spectrum {
+        RowForm::HalfSpectrum
+    } else {
+        RowForm::Real
+    }
+}
 
 fn contiguous<'a, T>(
     a: Result<&'a mut [T], numpy::AsSliceError>,
@@ -104,6 +113,7 @@ struct FoldArgs<'py> {
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
+    form: RowForm,
 }
 
 /// [`fold_rotations_py`] for one angle type `A` and one sum type `S`.
@@ -162,6 +172,7 @@ fn fold_impl<S: SumElement + Element, A: AngleIndex + Element>(
             first_index,
             row_len,
             row_stride,
+            args.form,
         )
     })?;
     Ok(totals
@@ -178,12 +189,17 @@ fn fold_impl<S: SumElement + Element, A: AngleIndex + Element>(
 /// `numpy.packbits(roi, bitorder="little")`): their totals over it are returned, one
 /// `(score_sum_total, score_sq_sum_total)` per rotation (0.0 for a sum kept per voxel).
 /// `angle_high` (uint8, with a uint16 `angles`): bit planes of the index bits above 16
-/// (see `kernels::RunningMapsMut::angle_high`).
+/// (see `kernels::RunningMapsMut::angle_high`). `half_spectrum`: `corr` and
+/// `noise_corr` hold, per row, the half spectrum along x (complex64 viewed as float32,
+/// `row_stride = 2 * (row_len // 2 + 1)`) whose unnormalised inverse real transform is
+/// the correlation row: the last stage of the inverse FFT runs in the fold
+/// (`tmfast::rowfft`).
 #[pyfunction(name = "fold_rotations")]
 #[pyo3(signature = (scores, angles, score_sum, score_sq_sum, corr, *, first_index,
                     noise_scores=None, noise_corr=None, inverse_norm=None, local_sum=None,
                     local_sq_sum=None, mask_sums=None, denominator=None, roi=None,
-                    angle_high=None, floor_rel=1e-4, row_len=0, row_stride=0))]
+                    angle_high=None, floor_rel=1e-4, row_len=0, row_stride=0,
+                    half_spectrum=false))]
 #[allow(clippy::too_many_arguments)]
 fn fold_rotations_py(
     py: Python<'_>,
@@ -205,6 +221,7 @@ fn fold_rotations_py(
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
+    half_spectrum: bool,
 ) -> PyResult<Vec<(f64, f64)>> {
     let args = FoldArgs {
         scores,
@@ -222,6 +239,7 @@ fn fold_rotations_py(
         floor_rel,
         row_len,
         row_stride,
+        form: row_form(half_spectrum),
     };
     // the sums' type: float64 unless one of them is float32 (then both must be)
     let (mut s64, mut s32) = (Vec::new(), Vec::new());
@@ -380,11 +398,11 @@ fn local_denominators_py(
 }
 
 /// Fold random-phase correlations into the noise maximum alone (see
-/// `kernels::fold_noise`); normalised as `fold_rotations`.
+/// `kernels::fold_noise`); normalised, and `half_spectrum` read, as `fold_rotations`.
 #[pyfunction(name = "fold_noise_max")]
 #[pyo3(signature = (noise_scores, noise_corr, *, inverse_norm=None, local_sum=None,
                     local_sq_sum=None, mask_sums=None, denominator=None, floor_rel=1e-4,
-                    row_len=0, row_stride=0))]
+                    row_len=0, row_stride=0, half_spectrum=false))]
 #[allow(clippy::too_many_arguments)]
 fn fold_noise_max_py(
     py: Python<'_>,
@@ -398,6 +416,7 @@ fn fold_noise_max_py(
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
+    half_spectrum: bool,
 ) -> PyResult<()> {
     let (row_len, row_stride) = row_layout(noise_scores.shape(), row_len, row_stride);
     let norm = normalisation(
@@ -410,7 +429,7 @@ fn fold_noise_max_py(
     )?;
     let nz = contiguous(noise_scores.as_slice_mut(), "noise_scores")?;
     let nc = contiguous_ro(noise_corr.as_slice(), "noise_corr")?;
-    py.detach(|| kernels::fold_noise(nz, nc, &norm, row_len, row_stride))?;
+    py.detach(|| kernels::fold_noise(nz, nc, &norm, row_len, row_stride, row_form(half_spectrum)))?;
     Ok(())
 }
 
