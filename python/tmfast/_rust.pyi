@@ -145,6 +145,7 @@ def fold_rotations(
     floor_rel: float = 1e-4,
     row_len: int = 0,
     row_stride: int = 0,
+    half_spectrum: bool = False,
 ) -> list[tuple[float, float]]: ...
 def wide_simd() -> bool: ...
 def rotate_bspline_many(
@@ -173,6 +174,7 @@ def local_denominators(
     floor_rel: float = 1e-4,
     row_len: int,
     row_stride: int,
+    half_spectrum: bool = False,
 ) -> None: ...
 def fold_noise_max(
     noise_scores: npt.NDArray[np.float32],
@@ -186,6 +188,7 @@ def fold_noise_max(
     floor_rel: float = 1e-4,
     row_len: int = 0,
     row_stride: int = 0,
+    half_spectrum: bool = False,
 ) -> None: ...
 
 # --- end kernels --------------------------------------------------------------------

@@ -234,7 +234,10 @@ fn local_denominator(sum_v: f32, sum_v2: f32, n_m: f32, floor_rel: f32) -> f32 {
 /// as rows of `row_stride >= row_len` values of which the first `row_len` are used)
 /// with the denominators `n_m * sigma` of [`Normalisation::Local`] (same float32
 /// operations), so one buffer serves all later folds of the rotation
-/// ([`Normalisation::Denominator`]) and the `sum_M V^2` buffer is free again.
+/// ([`Normalisation::Denominator`]) and the `sum_M V^2` buffer is free again. With
+/// [`RowForm::HalfSpectrum`] both inputs hold half-spectrum rows (as
+/// [`fold_rotations`]'s `corr`), transformed row by row first; the denominators are
+/// written as real rows (the first `row_len` values of each row of `sum_v`).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when the lengths disagree.
@@ -245,6 +248,7 @@ pub fn local_denominators(
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
+    form: RowForm,
 ) -> Result<()> {
     let b = n_m.len();
     if b == 0
@@ -260,6 +264,33 @@ pub fn local_denominators(
         )));
     }
     let per_rotation = sum_v.len() / b;
+    if let Some(inverse) = row_inverse(form, row_len, row_stride)? {
+        let inverse = &inverse;
+        sum_v
+            .par_chunks_mut(row_stride)
+            .zip(sum_v2.par_chunks(row_stride))
+            .enumerate()
+            .for_each_init(
+                || (inverse.scratch(), vec![0f32; row_len], vec![0f32; row_len]),
+                |(work, a, b), (r, (sv, sv2))| {
+                    let nm = n_m[r * row_stride / per_rotation];
+                    let rows = SpectralRows {
+                        inverse,
+                        work,
+                        a,
+                        b,
+                    };
+                    #[cfg(target_arch = "x86_64")]
+                    if wide_simd() {
+                        // SAFETY: the CPU has the features the function is compiled for
+                        unsafe { spectral_denominators_row_wide(rows, sv, sv2, nm, floor_rel) };
+                        return;
+                    }
+                    spectral_denominators_row(rows, sv, sv2, nm, floor_rel);
+                },
+            );
+        return Ok(());
+    }
     sum_v
         .par_chunks_mut(row_stride)
         .zip(sum_v2.par_chunks(row_stride))
@@ -294,6 +325,53 @@ fn denominators_row(sv: &mut [f32], sv2: &[f32], n_m: f32, floor_rel: f32) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn denominators_row_wide(sv: &mut [f32], sv2: &[f32], n_m: f32, floor_rel: f32) {
     denominators_row(sv, sv2, n_m, floor_rel);
+}
+
+/// A row transform with one thread's work space and two row buffers.
+struct SpectralRows<'a> {
+    inverse: &'a RowInverse,
+    work: &'a mut RowScratch,
+    a: &'a mut [f32],
+    b: &'a mut [f32],
+}
+
+/// `sv[..row_len] <- n_m sigma` of one pair of half-spectrum rows of
+/// [`local_denominators`].
+#[inline(always)]
+fn spectral_denominators_row(
+    rows: SpectralRows<'_>,
+    sv: &mut [f32],
+    sv2: &[f32],
+    n_m: f32,
+    floor_rel: f32,
+) {
+    let SpectralRows {
+        inverse,
+        work,
+        a,
+        b,
+    } = rows;
+    inverse.inverse(sv, work, a);
+    inverse.inverse(sv2, work, b);
+    for ((d, a), b) in sv.iter_mut().zip(a.iter()).zip(b.iter()) {
+        *d = local_denominator(*a, *b, n_m, floor_rel);
+    }
+}
+
+/// [`spectral_denominators_row`] compiled for AVX2 and FMA (see [`wide_simd`]).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn spectral_denominators_row_wide(
+    rows: SpectralRows<'_>,
+    sv: &mut [f32],
+    sv2: &[f32],
+    n_m: f32,
+    floor_rel: f32,
+) {
+    spectral_denominators_row(rows, sv, sv2, n_m, floor_rel);
 }
 
 /// Fold the random-phase correlations of `b` rotations into `noise_scores` (their

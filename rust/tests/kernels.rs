@@ -208,7 +208,16 @@ fn denominators_and_noise_fold_match_the_combined_fold() {
     };
     let want = fold(&local, true);
     let mut den = sum_v.clone();
-    local_denominators(&mut den, &sum_v2, &n_m, 1e-4, row_len, stride).unwrap();
+    local_denominators(
+        &mut den,
+        &sum_v2,
+        &n_m,
+        1e-4,
+        row_len,
+        stride,
+        RowForm::Real,
+    )
+    .unwrap();
     for (i, &nm) in n_m.iter().enumerate() {
         for r in 0..rows {
             for x in 0..stride {
@@ -239,7 +248,16 @@ fn denominators_and_noise_fold_match_the_combined_fold() {
         fold_noise(&mut nz, &noise, &norm, row_len, stride, RowForm::Real).unwrap();
         assert_eq!(nz, want.4);
     }
-    assert!(local_denominators(&mut den, &sum_v2[1..], &n_m, 1e-4, row_len, stride).is_err());
+    assert!(local_denominators(
+        &mut den,
+        &sum_v2[1..],
+        &n_m,
+        1e-4,
+        row_len,
+        stride,
+        RowForm::Real
+    )
+    .is_err());
     let mut nz = vec![0f32; nvox];
     let short = Normalisation::Denominator(&den[1..]);
     assert!(fold_noise(&mut nz, &noise, &short, row_len, stride, RowForm::Real).is_err());
@@ -847,4 +865,60 @@ fn half_spectrum_fold_equals_the_fold_of_the_transformed_rows() {
         RowForm::HalfSpectrum,
     );
     assert!(err.is_err());
+}
+
+#[test]
+fn half_spectrum_denominators_equal_those_of_the_transformed_rows() {
+    for row_len in [16, 35] {
+        let (rows, b) = (5, 2);
+        let t = RowInverse::new(row_len).unwrap();
+        let stride = t.spectrum_floats();
+        // spectra of positive rows (a masked mean and mean square), so that the
+        // variance is not floored everywhere
+        let mut work = t.scratch();
+        let real_rows = |seed: u64, offset: f32| {
+            let mut spec = values(b * rows * stride, seed);
+            for row in spec.chunks_mut(stride) {
+                row[0] += offset * row_len as f32; // the mean of the row
+            }
+            spec
+        };
+        let (s1, s2) = (real_rows(11, 0.0), real_rows(12, 2.0));
+        let transform = |s: &[f32], work: &mut _| {
+            let mut real = vec![0f32; s.len()];
+            for (src, dst) in s.chunks(stride).zip(real.chunks_mut(stride)) {
+                t.inverse(src, work, dst);
+            }
+            real
+        };
+        let (mut want, r2) = (transform(&s1, &mut work), transform(&s2, &mut work));
+        let n_m = [3.5f32, 7.0];
+        local_denominators(&mut want, &r2, &n_m, 1e-4, row_len, stride, RowForm::Real).unwrap();
+        let mut got = s1.clone();
+        local_denominators(
+            &mut got,
+            &s2,
+            &n_m,
+            1e-4,
+            row_len,
+            stride,
+            RowForm::HalfSpectrum,
+        )
+        .unwrap();
+        for (g, w) in got.chunks(stride).zip(want.chunks(stride)) {
+            assert_eq!(&g[..row_len], &w[..row_len]);
+        }
+        // a wrong stride for half-spectrum rows
+        let mut bad = s1.clone();
+        assert!(local_denominators(
+            &mut bad[..b * rows * (stride - 2)],
+            &s2[..b * rows * (stride - 2)],
+            &n_m,
+            1e-4,
+            row_len,
+            stride - 2,
+            RowForm::HalfSpectrum
+        )
+        .is_err());
+    }
 }

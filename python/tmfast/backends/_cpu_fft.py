@@ -10,22 +10,20 @@ Two engines compute the same transforms:
   volume, 48^3 box, 2 cores) the per-rotation FFT work drops from about 37 ms (scipy) to
   about 19 ms (``docs/benchmarks.md``).
 
-Both engines do exactly three things per rotation, on ``(B, Z, Y, X//2+1)`` complex64
+Both engines do exactly two things per rotation, on ``(B, Z, Y, X//2+1)`` complex64
 buffers that :meth:`spectrum_buffer` allocates (aligned for FFTW):
 
 - :meth:`padded_rfft`: the 3-D ``rfftn`` of ``B`` small ``(n, n, n)`` boxes zero-padded
   (at indices ``0 .. n-1``) to the volume, *pruned*: the all-zero rows and planes of
   the padded box are never transformed;
-- :meth:`irfft_inplace`: the inverse over the same bytes, returning the padded real
-  view ``(B, Z, Y, 2 * (X//2+1))`` whose columns ``0 .. X-1`` hold the result, scaled
-  by :attr:`inverse_scale` (``Z*Y*X``: neither engine normalises; the backend folds
-  ``1/(Z*Y*X)`` into the volume spectra instead of a pass per rotation) relative to
-  ``scipy.fft.irfftn``;
-- :meth:`inverse_but_x`: the same inverse without its last stage (the real transform
-  along x), over the same bytes: the Rust folds transform each row just before they
-  fold it (``fold_rotations(..., half_spectrum=True)``, ``tmfast::rowfft``), so the
-  real correlation is never written to memory and read back (256x256x128, 2 cores:
-  FFTW's x stage 5.0 ms; see ``docs/benchmarks.md`` for the fused fold).
+- :meth:`inverse_but_x`: the inverse over the same bytes without its last stage (the
+  real transform along x): the Rust kernels transform each row just before they use
+  it (``fold_rotations(..., half_spectrum=True)``, ``tmfast::rowfft``), so the real
+  correlation is never written to memory and read back (256x256x128, 2 cores:
+  FFTW's x stage took 5.0 ms; see ``docs/benchmarks.md``). Rows transformed so are
+  :attr:`inverse_scale` (``Z*Y*X``) times ``scipy.fft.irfftn``: neither engine
+  normalises, and the backend folds ``1/(Z*Y*X)`` into the volume spectra instead of
+  a pass per rotation.
 
 **Planning and reproducibility.** FFTW's ``FFTW_MEASURE`` plans (the default,
 ``planner="measure"``) are about 30% faster than ``FFTW_ESTIMATE`` ones on the inverse
@@ -83,9 +81,6 @@ logger = logging.getLogger(__name__)
 
 #: Accepted values of ``CpuBackend(fft=...)``.
 FFT_ENGINES = ("auto", "scipy", "fftw")
-
-#: z-planes per call of the final (real) stage of scipy's in-place inverse FFT.
-_C2R_SLAB = 8
 
 
 #: Most FFTW threads for the template-box transforms (a 48^3 box: 0.75 ms with one
@@ -209,7 +204,8 @@ class VolumeFft(Protocol):
     """What :class:`tmfast.backends.cpu.CpuBackend` needs per rotation."""
 
     name: str
-    #: ``irfft_inplace`` returns ``inverse_scale * scipy.fft.irfftn(spec)``.
+    #: :meth:`inverse_but_x` then the rows' real transforms give ``inverse_scale *
+    #: scipy.fft.irfftn(spec)``.
     inverse_scale: float
 
     @property
@@ -220,8 +216,6 @@ class VolumeFft(Protocol):
     def spectrum_buffer(self, count: int) -> np.ndarray: ...
 
     def padded_rfft(self, boxes: np.ndarray, out: np.ndarray) -> np.ndarray: ...
-
-    def irfft_inplace(self, spec: np.ndarray) -> np.ndarray: ...
 
     def inverse_but_x(self, spec: np.ndarray) -> np.ndarray: ...
 
@@ -278,22 +272,6 @@ class ScipyVolumeFft:
                 spec[...] = res
             del res
         return spec
-
-    def irfft_inplace(self, spec: np.ndarray) -> np.ndarray:
-        """Unnormalised inverse over ``spec``'s own bytes: the complex stages, then
-        the real stage slab by slab (no volume-size real array is allocated)."""
-        sz, _, sx = self.shape_zyx
-        w = self.workers
-        self.inverse_but_x(spec)
-        real = spec.view(np.float32)  # (B, Z, Y, 2 * kx)
-        for bi in range(spec.shape[0]):
-            for z0 in range(0, sz, _C2R_SLAB):
-                z1 = min(z0 + _C2R_SLAB, sz)
-                plane = sfft.irfft(
-                    spec[bi, z0:z1], n=sx, axis=-1, workers=w, norm="forward"
-                )
-                real[bi, z0:z1, :, :sx] = plane
-        return real
 
     def box_weighted(self, boxes: np.ndarray, weight: np.ndarray) -> np.ndarray:
         """``irfftn(rfftn(box) * weight)`` of each ``(n, n, n)`` box, float32. One
@@ -390,7 +368,6 @@ class FftwVolumeFft:
         for i in range(count):
             self._forward_plans(buf[i : i + 1], preserve=False)
             self._inverse_plans(buf[i : i + 1], preserve=False)
-            self._partial_plan(buf[i : i + 1], preserve=False)
         buf.fill(0)  # planning may have written to it
         return buf
 
@@ -423,35 +400,20 @@ class FftwVolumeFft:
         return plans
 
     def _inverse_plans(self, spec: np.ndarray, preserve: bool = True) -> Any:
-        """z over the volume, then each (y, x) plane while it sits in cache: with
-        FFTW_MEASURE as fast as one 3-D plan (11.9 against 11.6 ms on 256x256x128,
-        2 threads) and with FFTW_ESTIMATE faster (16.4 against 17.0 ms)."""
+        """The inverse's complex stages for ``spec``: z, then y, over the volume, in
+        place. Two 1-D plans, not one 2-D plan: FFTW picked different 2-D algorithms
+        for 1 and 2 threads, so two backends of one thread each did not reproduce one
+        backend of two."""
         if spec.shape[0] != 1:
             raise ValueError(f"one spectrum per plan, got {spec.shape[0]}")
         key = ("inv", spec.ctypes.data)
         plans = self._plans.get(key)
         if plans is None:
-            real = spec.view(np.float32)[..., : self.shape_zyx[2]]
             plans = self._plans[key] = (
                 self._fftw(spec, spec, (1,), False, preserve=preserve),
-                self._fftw(spec, real, (2, 3), False, preserve=preserve),
+                self._fftw(spec, spec, (2,), False, preserve=preserve),
             )
         return plans
-
-    def _partial_plan(self, spec: np.ndarray, preserve: bool = True) -> Any:
-        """The inverse's complex stages for ``spec``: the z plan of
-        :meth:`_inverse_plans`, then y over the volume (in place). Two 1-D plans, not
-        one 2-D plan: FFTW picked different 2-D algorithms for 1 and 2 threads, so two
-        backends of one thread each did not reproduce one of two threads."""
-        if spec.shape[0] != 1:
-            raise ValueError(f"one spectrum per plan, got {spec.shape[0]}")
-        key = ("y", spec.ctypes.data)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = self._fftw(
-                spec, spec, (2,), False, preserve=preserve
-            )
-        return self._inverse_plans(spec, preserve)[0], plan
 
     def padded_rfft(self, boxes: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Pruned ``rfftn`` of ``boxes`` ``(B, n, n, n)`` zero-padded to the volume,
@@ -470,19 +432,11 @@ class FftwVolumeFft:
             p_z()
         return out
 
-    def irfft_inplace(self, spec: np.ndarray) -> np.ndarray:
-        """Unnormalised inverse (``inverse_scale`` times ``irfftn``) over ``spec``'s
-        own bytes; returns the padded real view."""
-        for i in range(spec.shape[0]):  # one spectrum at a time (see max_batch)
-            for plan in self._inverse_plans(spec[i : i + 1]):
-                plan(normalise_idft=False)
-        return spec.view(np.float32)
-
     def inverse_but_x(self, spec: np.ndarray) -> np.ndarray:
         """The unnormalised inverse's complex stages (z, y) over ``spec``'s own
         bytes; returns ``spec``."""
         for i in range(spec.shape[0]):  # one spectrum at a time (see max_batch)
-            for plan in self._partial_plan(spec[i : i + 1]):
+            for plan in self._inverse_plans(spec[i : i + 1]):
                 plan(normalise_idft=False)
         return spec
 

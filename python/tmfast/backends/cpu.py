@@ -641,8 +641,9 @@ class CpuBackend:
                 _rust.conj_multiply_pair(
                     one.view(np.float32), other.view(np.float32), fv, fv2
                 )
-            mean = fft.irfft_inplace(fm)
-            e2 = fft.irfft_inplace(fe)
+            # their last (x) stage runs in the Rust kernel, row by row
+            mean = fft.inverse_but_x(fm).view(np.float32)
+            e2 = fft.inverse_but_x(fe).view(np.float32)
             n_m = masks[:b].astype(np.float64).sum(axis=(1, 2, 3))
             _rust.local_denominators(
                 mean,
@@ -651,6 +652,7 @@ class CpuBackend:
                 floor_rel=_VAR_REL_FLOOR,
                 row_len=self._shape[2],
                 row_stride=mean.shape[-1],
+                half_spectrum=True,
             )
             del e2
             kw["denominator"] = mean

@@ -379,9 +379,12 @@ fn normalise_under_mask_py(
 }
 
 /// Overwrite `local_sum` with the denominators `N_M sigma` (see
-/// `kernels::local_denominators`); rows of `row_stride` values, `row_len` used.
+/// `kernels::local_denominators`); rows of `row_stride` values, `row_len` used;
+/// `half_spectrum`: both inputs hold half-spectrum rows, as in `fold_rotations`.
 #[pyfunction(name = "local_denominators")]
-#[pyo3(signature = (local_sum, local_sq_sum, mask_sums, *, floor_rel=1e-4, row_len, row_stride))]
+#[pyo3(signature = (local_sum, local_sq_sum, mask_sums, *, floor_rel=1e-4, row_len, row_stride,
+                    half_spectrum=false))]
+#[allow(clippy::too_many_arguments)]
 fn local_denominators_py(
     py: Python<'_>,
     mut local_sum: PyReadwriteArrayDyn<'_, f32>,
@@ -390,10 +393,14 @@ fn local_denominators_py(
     floor_rel: f32,
     row_len: usize,
     row_stride: usize,
+    half_spectrum: bool,
 ) -> PyResult<()> {
     let sv = contiguous(local_sum.as_slice_mut(), "local_sum")?;
     let sv2 = contiguous_ro(local_sq_sum.as_slice(), "local_sq_sum")?;
-    py.detach(|| kernels::local_denominators(sv, sv2, &mask_sums, floor_rel, row_len, row_stride))?;
+    let form = row_form(half_spectrum);
+    py.detach(|| {
+        kernels::local_denominators(sv, sv2, &mask_sums, floor_rel, row_len, row_stride, form)
+    })?;
     Ok(())
 }
 
