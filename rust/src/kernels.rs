@@ -414,18 +414,60 @@ pub fn fold_noise(
         .for_each_init(
             || RowSource::new(inverse.as_ref(), row_len),
             |rows, (r, nz)| {
-                let voxel = r * row_len;
-                for i in 0..b {
-                    let src = i * plane + r * row_stride;
-                    let nc = rows.row(&noise_corr[src..src + row_stride]);
-                    match norm.row(i, voxel, src, row_len) {
-                        RowNorm::Times(f) => noise_row_max(nz, nc, f, |c, f| c * f),
-                        RowNorm::Over(d) => noise_row_max(nz, nc, &d, |c, d| c / d),
-                    }
+                let job = NoiseRow {
+                    noise_corr,
+                    norm,
+                    r,
+                    b,
+                    plane,
+                    row_len,
+                    row_stride,
+                };
+                #[cfg(target_arch = "x86_64")]
+                if wide_simd() {
+                    // SAFETY: the CPU has the features noise_row_wide is compiled for
+                    unsafe { noise_row_wide(&job, rows, nz) };
+                    return;
                 }
+                noise_row(&job, rows, nz);
             },
         );
     Ok(())
+}
+
+/// What [`noise_row`] needs of a [`fold_noise`] call, and the row `r`.
+struct NoiseRow<'a> {
+    noise_corr: &'a [f32],
+    norm: &'a Normalisation<'a>,
+    r: usize,
+    b: usize,
+    plane: usize,
+    row_len: usize,
+    row_stride: usize,
+}
+
+/// Fold row `job.r` of every rotation's noise correlation into `nz`.
+#[inline(always)]
+fn noise_row(job: &NoiseRow<'_>, rows: &mut RowSource<'_>, nz: &mut [f32]) {
+    let voxel = job.r * job.row_len;
+    for i in 0..job.b {
+        let src = i * job.plane + job.r * job.row_stride;
+        let nc = rows.row(&job.noise_corr[src..src + job.row_stride]);
+        match job.norm.row(i, voxel, src, job.row_len) {
+            RowNorm::Times(f) => noise_row_max(nz, nc, f, |c, f| c * f),
+            RowNorm::Over(d) => noise_row_max(nz, nc, &d, |c, d| c / d),
+        }
+    }
+}
+
+/// [`noise_row`] compiled for AVX2 and FMA (see [`wide_simd`]).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn noise_row_wide(job: &NoiseRow<'_>, rows: &mut RowSource<'_>, nz: &mut [f32]) {
+    noise_row(job, rows, nz);
 }
 
 /// The row transform of `form` (checked against the layout), or `None` for real rows.

@@ -30,17 +30,18 @@ rounding):
   ``rotate_volume``; with its noise template and rotated mask in the same pass),
   weighted and normalised on the box, transformed by the pruned forward FFT into a
   persistent complex work buffer, multiplied by ``F(V)`` in place
-  (``tmfast._rust.conj_multiply``), inverse transformed *in that buffer* and folded into
-  the running maps by one fused, multi-threaded Rust pass
-  (``tmfast._rust.fold_rotations``: normalisation, maximum and index, sums, noise
-  maximum). The GIL is released in the Rust kernels; they only touch these private
+  (``tmfast._rust.conj_multiply``), inverse transformed along z and y *in that
+  buffer* and folded into the running maps by one fused, multi-threaded Rust pass
+  (``tmfast._rust.fold_rotations(..., half_spectrum=True)``: the inverse's last,
+  real stage along x row by row (``tmfast::rowfft``), normalisation, maximum and
+  index, sums, noise maximum), so the real correlation never goes through memory. The GIL is released in the Rust kernels; they only touch these private
   arrays. FFTs use ``workers`` = the CPUs this process may use (its affinity: a SLURM
   task's cores) threads, the Rust kernels rayon's pool (which also respects it).
 - **FFT engine** (:mod:`tmfast.backends._cpu_fft`): FFTW through pyFFTW when it is
   installed (``pip install 'tmfast[fftw]'``; planned once per buffer slot, in place, no
   allocation per rotation), else ``scipy.fft``; ``fft="scipy"`` forces the reference.
-  FFTW's inverse is unnormalised, so ``1/(Z*Y*X)`` is folded into the volume spectra
-  once in :meth:`prepare`. Both engines agree to float32 rounding
+  Neither engine's inverse is normalised (nor is the fold's row stage), so
+  ``1/(Z*Y*X)`` is folded into the volume spectra once in :meth:`prepare`. Both engines agree to float32 rounding
   (``tests/test_backends_cpu_fft.py``).
 - **Memory.** One rotation costs one complex half-spectrum (about the tomogram's
   float32 size), two with a rotated mask: the template's correlation, the noise
