@@ -21,7 +21,7 @@ from tmfast.backends._cpu_fft import (
     wisdom_path,
 )
 from tmfast.backends.base import CorrelationInputs
-from tmfast.backends.cpu import CpuBackend
+from tmfast.backends.cpu import PATIENT_MIN_ROTATIONS, CpuBackend
 from tmfast.errors import ConfigError
 from tmfast.geometry.angles import angle_set
 from tmfast.geometry.rotations import zxz_to_matrices
@@ -45,6 +45,7 @@ def _engines(shape: tuple[int, int, int], box: int) -> list[object]:
         engines += [
             FftwVolumeFft(shape, box, 2, "estimate"),
             FftwVolumeFft(shape, box, 2, "measure"),
+            FftwVolumeFft(shape, box, 2, "patient"),
         ]
     return engines
 
@@ -201,13 +202,25 @@ def test_engine_choice_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         make_volume_fft("mkl", (8, 8, 8), 4, 1)
     with pytest.raises(ConfigError, match="choose auto, scipy or fftw"):
         CpuBackend(fft="mkl")
-    with pytest.raises(ConfigError, match="estimate or measure"):
-        CpuBackend(fft_planner="patient")
+    with pytest.raises(ConfigError, match="choose auto, estimate, measure, patient"):
+        CpuBackend(fft_planner="exhaustive")
+    with pytest.raises(ConfigError, match="use one of estimate, measure, patient"):
+        FftwVolumeFft((8, 8, 8), 4, 1, "exhaustive")  # type: ignore[arg-type]
     monkeypatch.setattr(_cpu_fft, "fftw_available", lambda: "pyfftw not importable")
     with pytest.raises(ConfigError, match="pyfftw not importable"):
         make_volume_fft("fftw", (8, 8, 8), 4, 1)
     assert make_volume_fft("auto", (8, 8, 8), 4, 1).name == "scipy"
     assert make_volume_fft("scipy", (8, 8, 8), 4, 1).name == "scipy"
+
+
+def test_auto_planner_is_patient_for_long_searches_only() -> None:
+    auto = CpuBackend()
+    assert auto._planner(None) == "measure"  # count unknown
+    assert auto._planner(PATIENT_MIN_ROTATIONS - 1) == "measure"
+    assert auto._planner(PATIENT_MIN_ROTATIONS) == "patient"
+    for planner in ("estimate", "measure", "patient"):
+        fixed = CpuBackend(fft_planner=planner)
+        assert fixed._planner(None) == fixed._planner(10**6) == planner
 
 
 @needs_fftw

@@ -10,10 +10,10 @@
 //!
 //! The transform is `rustfft`'s complex FFT of half the length (AVX when the CPU has
 //! it, chosen at run time and deterministic on a machine) after a pre-pass that folds
-//! the half spectrum into it; `realfft` for odd lengths. Unnormalised, as FFTW's. The imaginary
-//! parts of the zero and (for even lengths) Nyquist frequencies are taken as zero, as
-//! FFTW's complex-to-real transforms do: a half spectrum of a real signal has them
-//! zero, so they are rounding residue of the earlier stages.
+//! the half spectrum into it; `realfft` for odd lengths. Unnormalised, as FFTW's.
+//! The imaginary parts of the zero and (for even lengths) Nyquist frequencies are
+//! taken as zero, as FFTW's complex-to-real transforms do: a half spectrum of a real
+//! signal has them zero, so they are rounding residue of the earlier stages.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -105,13 +105,8 @@ impl RowInverse {
     }
 
     /// The row length (real values).
-    pub fn len(&self) -> usize {
+    pub fn row_len(&self) -> usize {
         self.len
-    }
-
-    /// Always false: a transform has a positive length.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Values (`f32`) per half-spectrum row: `2 * (len / 2 + 1)`.

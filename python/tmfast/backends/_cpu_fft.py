@@ -43,6 +43,12 @@ that (:func:`adopt_fftw_wisdom`), not from the cache. ``planner="estimate"`` nee
 cache and is deterministic everywhere. The first plan of a new shape takes a few
 seconds (capped by ``_PLAN_SECONDS`` per transform).
 
+``planner="patient"`` (``FFTW_PATIENT``, cached the same way) tries more algorithms:
+on 256x256x128 with 2 threads the forward (pruned) transform 8.3-9.0 -> 6.7-7.1 ms and
+the inverse's z and y stages 8.5-9.4 -> 7.3-8.1 ms, for about 60 s of planning once
+per machine and volume shape (each transform capped at ``_PLAN_SECONDS``).
+``CpuBackend`` chooses it for long searches (``tmfast.backends.cpu``).
+
 FFTW's threads are OpenMP threads in pyFFTW's wheels: ``OMP_WAIT_POLICY=PASSIVE`` is
 set (unless already set) before pyFFTW is imported, or their spin-waiting after each
 transform slows the Rust kernels that run between transforms (measured 2x on the
@@ -68,6 +74,7 @@ from tmfast.errors import ConfigError, TmfastError
 
 __all__ = [
     "FFT_ENGINES",
+    "PLANNERS",
     "FftwVolumeFft",
     "ScipyVolumeFft",
     "VolumeFft",
@@ -81,6 +88,10 @@ logger = logging.getLogger(__name__)
 
 #: Accepted values of ``CpuBackend(fft=...)``.
 FFT_ENGINES = ("auto", "scipy", "fftw")
+
+#: FFTW planning rigour, least first (``FFTW_ESTIMATE``, ...).
+Planner = Literal["estimate", "measure", "patient"]
+PLANNERS: tuple[Planner, ...] = ("estimate", "measure", "patient")
 
 
 #: Most FFTW threads for the template-box transforms (a 48^3 box: 0.75 ms with one
@@ -295,16 +306,18 @@ class FftwVolumeFft:
         shape_zyx: tuple[int, int, int],
         box: int,
         workers: int,
-        planner: Literal["estimate", "measure"] = "measure",
+        planner: Planner = "measure",
     ):
         self._pyfftw = _import_pyfftw()
         self.shape_zyx = tuple(int(s) for s in shape_zyx)
         self.box = int(box)
         self.workers = int(workers)
-        if planner not in ("estimate", "measure"):
-            raise ConfigError(f"FFTW planner {planner!r}: use 'estimate' or 'measure'")
-        self._flags = ("FFTW_MEASURE",) if planner == "measure" else ("FFTW_ESTIMATE",)
-        self._wisdom = wisdom_path() if planner == "measure" else None
+        if planner not in PLANNERS:
+            raise ConfigError(
+                f"FFTW planner {planner!r}: use one of {', '.join(PLANNERS)}"
+            )
+        self._flags = (f"FFTW_{planner.upper()}",)
+        self._wisdom = wisdom_path() if planner != "estimate" else None
         if self._wisdom is not None:
             _load_wisdom(self._wisdom)
         sz, sy, sx = self.shape_zyx
@@ -324,10 +337,10 @@ class FftwVolumeFft:
         threads: int | None = None,
     ) -> Any:
         """One FFTW plan (``threads``: default ``workers``); ``preserve``: keep the
-        arrays' contents (FFTW_MEASURE overwrites them while timing candidate
-        algorithms)."""
+        arrays' contents (FFTW_MEASURE and FFTW_PATIENT overwrite them while timing
+        candidate algorithms)."""
         flags = self._flags if forward else (*self._flags, "FFTW_DESTROY_INPUT")
-        measuring = "FFTW_MEASURE" in flags
+        measuring = "FFTW_ESTIMATE" not in flags
         saved = [a.copy() for a in (src, dst)] if preserve and measuring else []
         plan = self._pyfftw.FFTW(
             src,
@@ -469,7 +482,7 @@ def make_volume_fft(
     shape_zyx: tuple[int, int, int],
     box: int,
     workers: int,
-    planner: Literal["estimate", "measure"] = "measure",
+    planner: Planner = "measure",
 ) -> VolumeFft:
     """The FFT engine ``engine`` (``auto``: FFTW when pyFFTW imports, else scipy).
 
