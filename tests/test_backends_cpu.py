@@ -422,14 +422,15 @@ def test_angle_bit_planes_beyond_65535_rotations_give_the_32_bit_results(
     batches = [(65_534, slice(0, 3)), (131_070, slice(3, 6)), (200_000, slice(6, 9))]
 
     def run(inputs: CorrelationInputs, resume_after: int | None = None) -> RunningMaps:
-        be = CpuBackend(workers=1)
+        # one FFTW planner on both sides (n_rotations would make "auto" patient)
+        be = CpuBackend(workers=1, fft_planner="measure")
         be.prepare(inputs)
         for k, (first, rows) in enumerate(batches):
             be.score_rotations(first, mats[rows])
             if k == resume_after:
                 snap = be.snapshot()
                 be.close()
-                be = CpuBackend(workers=1)
+                be = CpuBackend(workers=1, fft_planner="measure")
                 be.prepare(inputs, resume_from=snap)
         return be.finalize()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -247,3 +248,40 @@ def test_fftw_results_do_not_depend_on_the_batch() -> None:
     assert odd.max_batch == 1
     with pytest.raises(ValueError, match="at most 1"):
         odd.spectrum_buffer(2)
+
+
+@needs_fftw
+@pytest.mark.parametrize("first_planner", ["measure", "auto"])
+def test_resume_plans_as_the_checkpointed_run_whatever_the_planner(
+    first_planner: str,
+) -> None:
+    """A long search plans patiently under "auto", but a resumed one ("auto" too)
+    must use exactly the plans of the run that wrote the checkpoint, also when that
+    run measured (an older tmfast, or fft_planner="measure"): after
+    ``adopt_plan_state`` it asks FFTW for measure-level plans, which the adopted
+    wisdom serves whichever rigour made it. Bit for bit equal to an uninterrupted
+    run."""
+    inputs, mats = _small_case(spherical=True)
+    inputs = dataclasses.replace(inputs, n_rotations=PATIENT_MIN_ROTATIONS)
+
+    def backend() -> CpuBackend:
+        return CpuBackend(workers=2, fft_planner=first_planner)
+
+    ref_be = backend()
+    ref_be.prepare(inputs)
+    ref_be.score_rotations(0, mats)
+    ref = ref_be.finalize()
+    first = backend()
+    first.prepare(inputs)
+    first.score_rotations(0, mats[:7])
+    snap, state = first.snapshot(), first.plan_state()
+    first.close()
+    _cpu_fft._import_pyfftw().forget_wisdom()  # the process now knows no plans
+    resumed = CpuBackend(workers=2)
+    resumed.adopt_plan_state(state)
+    assert resumed._planner(PATIENT_MIN_ROTATIONS) == "measure"
+    resumed.prepare(inputs, resume_from=snap)
+    resumed.score_rotations(7, mats[7:])
+    out = resumed.finalize()
+    np.testing.assert_array_equal(out.scores, ref.scores)
+    np.testing.assert_array_equal(out.angles, ref.angles)

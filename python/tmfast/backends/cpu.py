@@ -254,7 +254,8 @@ class CpuBackend:
         or ``"auto"`` (default): ``"patient"`` for searches of at least
         :data:`PATIENT_MIN_ROTATIONS` rotations (``CorrelationInputs.n_rotations``),
         where even a first run gains about as much as it plans, else
-        ``"measure"``.
+        ``"measure"``; after :meth:`adopt_plan_state` (resuming) ``"measure"``,
+        which FFTW serves from the adopted plans whatever rigour made them.
     """
 
     name = "cpu"
@@ -284,6 +285,7 @@ class CpuBackend:
         self._buffers: dict[str, np.ndarray] = {}
         self._inputs: CorrelationInputs | None = None
         self._maps: _Maps | None = None
+        self._adopted_plans = False
 
     # ------------------------------------------------------------------ setup
     def prepare(
@@ -563,6 +565,8 @@ class CpuBackend:
         """The FFTW planner for a search of ``n_rotations`` (see ``fft_planner``)."""
         if self.fft_planner != "auto":
             return self.fft_planner  # type: ignore[return-value]
+        if self._adopted_plans:  # resuming: exactly the plans of the checkpoint
+            return "measure"
         if n_rotations is not None and n_rotations >= PATIENT_MIN_ROTATIONS:
             return "patient"
         return "measure"
@@ -611,6 +615,10 @@ class CpuBackend:
         :meth:`prepare` when resuming. Nothing to do without FFTW or state."""
         if state and self._uses_fftw():
             adopt_fftw_wisdom(state)
+            # "auto" then plans with FFTW_MEASURE, which FFTW serves from the adopted
+            # wisdom whether the run planned with measure or patient; a patient
+            # request would replan where that run measured (other rounding)
+            self._adopted_plans = True
 
     # ----------------------------------------------------------------- work
     def score_rotations(self, first_index: int, matrices: RotationMatrices) -> None:
