@@ -1065,7 +1065,8 @@ fn fold_chunk<S: SumElement, A: AngleIndex>(
     let first_row = c * chunk / row_len;
     let mut tmp = vec![0f32; row_len];
     let mut rows = RowSource::new(inverse, row_len);
-    let mut noise_rows = RowSource::new(inverse, row_len);
+    // (no scratch for noise rows when there are none)
+    let mut noise_rows = RowSource::new(inverse.filter(|_| noise_corr.is_some()), row_len);
     let mut totals = vec![RoiTotals::default(); b];
     for (i, total) in totals.iter_mut().enumerate() {
         let index = first_index + i as i32;

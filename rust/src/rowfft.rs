@@ -104,11 +104,6 @@ impl RowInverse {
         Ok(Self { len, kind })
     }
 
-    /// The row length (real values).
-    pub fn row_len(&self) -> usize {
-        self.len
-    }
-
     /// Values (`f32`) per half-spectrum row: `2 * (len / 2 + 1)`.
     pub fn spectrum_floats(&self) -> usize {
         2 * (self.len / 2 + 1)
@@ -163,13 +158,9 @@ impl RowInverse {
                     let mut zre = [0f32; L];
                     let mut zim = [0f32; L];
                     for l in 0..L {
-                        let (ar, ai) = (fwd[2 * l], fwd[2 * l + 1]);
-                        let (br, bi) = (back[2 * (L - 1 - l)], -back[2 * (L - 1 - l) + 1]);
-                        let (er, ei) = (ar + br, ai + bi);
-                        let (dr, di) = (ar - br, ai - bi);
-                        let (or, oi) = (dr * wr[l] - di * wi[l], dr * wi[l] + di * wr[l]);
-                        zre[l] = er - oi;
-                        zim[l] = ei + or;
+                        let a = (fwd[2 * l], fwd[2 * l + 1]);
+                        let b = (back[2 * (L - 1 - l)], back[2 * (L - 1 - l) + 1]);
+                        (zre[l], zim[l]) = even_odd(a, b, (wr[l], wi[l]));
                     }
                     for l in 0..L {
                         zc[l] = Complex32::new(zre[l], zim[l]);
@@ -177,12 +168,10 @@ impl RowInverse {
                 }
                 for (i, zk) in zr.iter_mut().enumerate() {
                     let k = blocks * L + i;
-                    let (ar, ai) = (x[2 * k], x[2 * k + 1]);
-                    let (br, bi) = (x[2 * (m - k)], -x[2 * (m - k) + 1]);
-                    let (er, ei) = (ar + br, ai + bi);
-                    let (dr, di) = (ar - br, ai - bi);
-                    let (or, oi) = (dr * w_re[k] - di * w_im[k], dr * w_im[k] + di * w_re[k]);
-                    *zk = Complex32::new(er - oi, ei + or);
+                    let a = (x[2 * k], x[2 * k + 1]);
+                    let b = (x[2 * (m - k)], x[2 * (m - k) + 1]);
+                    let (re, im) = even_odd(a, b, (w_re[k], w_im[k]));
+                    *zk = Complex32::new(re, im);
                 }
                 // the imaginary parts of X_0 and X_m taken as zero (as FFTW does)
                 let (x0, xm) = (x[0], x[2 * m]);
@@ -209,6 +198,18 @@ impl RowInverse {
             }
         }
     }
+}
+
+/// `Z_k = E_k + i O_k` of [`RowInverse::inverse`] from `a = X_k`, `b = X_{m-k}` and
+/// `w = w_k`, each as (real, imaginary).
+#[inline(always)]
+fn even_odd(a: (f32, f32), b: (f32, f32), w: (f32, f32)) -> (f32, f32) {
+    let (ar, ai) = a;
+    let (br, bi) = (b.0, -b.1); // conj(X_{m-k})
+    let (er, ei) = (ar + br, ai + bi);
+    let (dr, di) = (ar - br, ai - bi);
+    let (or, oi) = (dr * w.0 - di * w.1, dr * w.1 + di * w.0);
+    (er - oi, ei + or)
 }
 
 /// `a` (an even number of `f32`) as complex values, real and imaginary parts
